@@ -1,0 +1,72 @@
+"""Loading and checking ``params.yaml``.
+
+Every stage reads its own section. A missing key or a value of the wrong type raises
+:class:`ParamError` naming the file and the dotted key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A bad or missing parameter."""
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path}: params file not found")
+    with open(path) as fh:
+        try:
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ParamError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: top level must be a mapping")
+    data.setdefault("_path", str(path))
+    return data
+
+
+_MISSING = object()
+
+
+def get(params: dict, key: str, typ: type | tuple[type, ...] | None = None, default: Any = _MISSING,
+        choices=None, min_value=None, max_value=None) -> Any:
+    """Fetch dotted ``key`` from ``params``, checking type / choices / range."""
+    where = params.get("_path", "params")
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not _MISSING:
+                return default
+            raise ParamError(f"{where}: missing parameter {key!r}")
+        node = node[part]
+    if typ is not None and node is not None:
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if float in types and isinstance(node, int) and not isinstance(node, bool):
+            node = float(node)
+        if not isinstance(node, types) or (isinstance(node, bool) and bool not in types):
+            names = "/".join(t.__name__ for t in types)
+            raise ParamError(f"{where}: parameter {key!r} must be {names}, got {node!r}")
+    if choices is not None and node not in choices:
+        raise ParamError(f"{where}: parameter {key!r} must be one of {list(choices)}, got {node!r}")
+    if min_value is not None and node < min_value:
+        raise ParamError(f"{where}: parameter {key!r} must be >= {min_value}, got {node!r}")
+    if max_value is not None and node > max_value:
+        raise ParamError(f"{where}: parameter {key!r} must be <= {max_value}, got {node!r}")
+    return node
+
+
+def resolve_device(params: dict) -> str:
+    """``device: auto`` -> "cuda" when available, else "cpu"."""
+    dev = get(params, "device", str, default="auto", choices=("auto", "cpu", "cuda"))
+    if dev == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return dev

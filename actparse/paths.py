@@ -1,0 +1,86 @@
+"""Where each artifact lives, relative to the project (or test) root.
+
+``dvc.yaml`` names the same paths; ``tests/test_dag.py`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path(".")
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    # --- data set (synth stage, or a user's folder set by params data.root) ---
+    @property
+    def synth(self) -> Path:
+        return self.root / "artifacts" / "synth"
+
+    # --- per-stage artifacts ---
+    @property
+    def frames(self) -> Path:
+        return self.root / "artifacts" / "frames.parquet"
+
+    @property
+    def skips(self) -> Path:
+        return self.root / "artifacts" / "skips"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "artifacts" / "models"
+
+    @property
+    def persons(self) -> Path:
+        return self.root / "artifacts" / "persons.parquet"
+
+    @property
+    def keypoints(self) -> Path:
+        return self.root / "artifacts" / "keypoints.parquet"
+
+    @property
+    def refined(self) -> Path:
+        return self.root / "artifacts" / "refined_persons.parquet"
+
+    @property
+    def parts(self) -> Path:
+        return self.root / "artifacts" / "parts.parquet"
+
+    @property
+    def part_labels(self) -> Path:
+        return self.root / "artifacts" / "part_labels"
+
+    @property
+    def video_predictions(self) -> Path:
+        return self.root / "artifacts" / "video_predictions.parquet"
+
+    @property
+    def part_states(self) -> Path:
+        return self.root / "artifacts" / "part_states.parquet"
+
+    @property
+    def tubes(self) -> Path:
+        return self.root / "artifacts" / "tubes.parquet"
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "artifacts" / "submission"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+
+def data_root(params: dict, root: Path | str = ".") -> Path:
+    """The data set folder: params ``data.root`` (default: the synthetic set)."""
+    rel = (params.get("data") or {}).get("root") or "artifacts/synth"
+    p = Path(rel)
+    return p if p.is_absolute() else Path(root) / p

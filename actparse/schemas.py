@@ -1,0 +1,307 @@
+"""Every Parquet artifact of the pipeline, its pyarrow schema, and validated atomic I/O.
+
+Each artifact is named here once; stages call :func:`write_table` / :func:`read_table` (or the
+streaming :class:`ParquetStreamWriter`) with that name, so a table whose columns or types drift
+from the schema fails loudly, naming the file and the column, instead of flowing downstream.
+Writes go to a temporary file beside the target and are renamed into place, so an interrupted
+stage never leaves a half-written artifact under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .constants import NUM_KEYPOINTS, NUM_PARTS
+
+
+class SchemaError(ValueError):
+    """An artifact does not match its declared schema."""
+
+
+def _box() -> pa.DataType:
+    return pa.list_(pa.float32(), 4)
+
+
+KEY_VIDEO = pa.field("video", pa.string(), nullable=False)
+KEY_FRAME = pa.field("frame", pa.int32(), nullable=False)
+KEY_PERSON = pa.field("person", pa.int32(), nullable=False)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    # synth / user data set: one row per video.
+    "videos": pa.schema([
+        KEY_VIDEO,
+        pa.field("path", pa.string(), nullable=False),  # relative to the data root
+        pa.field("split", pa.string(), nullable=False),  # train | test
+        pa.field("action", pa.string()),  # null when unlabelled
+        pa.field("n_frames", pa.int32()),
+        pa.field("fps", pa.float32()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]),
+    # Ground truth: one row per person per frame (every frame of the video).
+    "gt_persons": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("box", _box(), nullable=False),  # x1 y1 x2 y2, pixels
+        pa.field("keypoints", pa.list_(pa.float32(), NUM_KEYPOINTS * 3), nullable=False),  # x y visible
+        pa.field("part_boxes", pa.list_(pa.float32(), NUM_PARTS * 4), nullable=False),
+        pa.field("part_visible", pa.list_(pa.bool_(), NUM_PARTS), nullable=False),
+        pa.field("part_states", pa.list_(pa.string(), NUM_PARTS), nullable=False),
+        pa.field("action", pa.string(), nullable=False),  # what this person does in this frame
+    ]),
+    # decode: sampled frames, one row group per video.
+    "frames": pa.schema([
+        KEY_VIDEO, KEY_FRAME,
+        pa.field("pts", pa.float32()),
+        pa.field("width", pa.int32(), nullable=False),  # of the stored (resized) image
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("scale", pa.float32(), nullable=False),  # stored / original size
+        pa.field("jpeg", pa.binary(), nullable=False),
+    ]),
+    # Videos a stage could not process, with the reason.
+    "skips": pa.schema([
+        KEY_VIDEO,
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+    ]),
+    # detect_persons: boxes in original-video pixels.
+    "persons": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("box", _box(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]),
+    # keypoints: HRNet output per person box, plus the keypoint-refined box.
+    "keypoints": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("det_box", _box(), nullable=False),
+        pa.field("box", _box(), nullable=False),  # refined (== det_box when refinement is off)
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("keypoints", pa.list_(pa.float32(), NUM_KEYPOINTS * 3), nullable=False),  # x y score
+    ]),
+    # detect_parts: top-1 box per part per person.
+    "parts": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("part", pa.string(), nullable=False),
+        pa.field("box", _box(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]),
+    # part_labels: seed 001 section 1.3 labels, one row per video per group (+ "action").
+    "part_labels": pa.schema([
+        KEY_VIDEO,
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),  # "action" or a part group
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("state", pa.string()),  # most frequent state (null for "action")
+    ]),
+    # csn: video-level predictions per task, per model and for the ensemble.
+    "video_predictions": pa.schema([
+        KEY_VIDEO,
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),  # ip | ir | ensemble
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("probs", pa.list_(pa.float32()), nullable=False),
+    ]),
+    # part_states: a state per detected part per frame.
+    "part_states": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("part", pa.string(), nullable=False),
+        pa.field("box", _box(), nullable=False),
+        pa.field("state", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]),
+    # link_tubes: one row per tube per frame.
+    "tubes": pa.schema([
+        KEY_VIDEO,
+        pa.field("tube", pa.int32(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("tube_score", pa.float32(), nullable=False),
+        KEY_FRAME,
+        pa.field("box", _box(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]),
+}
+
+
+def schema(name: str) -> pa.Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise KeyError(f"unknown artifact schema {name!r}; known: {sorted(SCHEMAS)}") from None
+
+
+def validate(table: pa.Table, name: str, path: str | os.PathLike | None = None) -> pa.Table:
+    """Check ``table`` against schema ``name``; return it cast to the exact schema.
+
+    Missing columns, extra columns, uncastable types, nulls in non-null fields and fixed-size
+    lists of the wrong length all raise :class:`SchemaError` naming the file and column.
+    """
+    where = f"{path}: " if path else ""
+    want = schema(name)
+    have = set(table.column_names)
+    missing = [f.name for f in want if f.name not in have]
+    if missing:
+        raise SchemaError(f"{where}artifact {name!r} is missing column(s) {missing}")
+    extra = sorted(have - set(want.names))
+    if extra:
+        raise SchemaError(f"{where}artifact {name!r} has unexpected column(s) {extra}")
+    cols = []
+    for field in want:
+        col = table.column(field.name)
+        if not col.type.equals(field.type):
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise SchemaError(
+                    f"{where}column {field.name!r} of artifact {name!r} has type {col.type}, "
+                    f"expected {field.type}: {exc}") from None
+        if not field.nullable and col.null_count:
+            raise SchemaError(f"{where}column {field.name!r} of artifact {name!r} has {col.null_count} null(s)")
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=want)
+
+
+def from_rows(rows: Iterable[Mapping], name: str) -> pa.Table:
+    """Build a validated table from an iterable of dicts."""
+    rows = list(rows)
+    want = schema(name)
+    if not rows:
+        return want.empty_table()
+    return validate(pa.Table.from_pylist(rows), name)
+
+
+def from_columns(columns: Mapping[str, object], name: str) -> pa.Table:
+    """Build a validated table from a dict of columns (lists or arrays)."""
+    want = schema(name)
+    arrays = {}
+    for field in want:
+        if field.name not in columns:
+            raise SchemaError(f"artifact {name!r}: column {field.name!r} not given")
+        arrays[field.name] = pa.array(_plain(columns[field.name]), type=field.type)
+    extra = set(columns) - set(want.names)
+    if extra:
+        raise SchemaError(f"artifact {name!r} has unexpected column(s) {sorted(extra)}")
+    return validate(pa.table(arrays), name)
+
+
+def _plain(values):
+    import numpy as np
+
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        return list(values)
+    return values
+
+
+def _tmp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, name: str, row_group_size: int | None = None) -> Path:
+    """Validate ``table`` as artifact ``name`` and write it atomically to ``path``."""
+    path = Path(path)
+    table = validate(table, name, path)
+    tmp = _tmp_beside(path)
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = None,
+               filters=None) -> pa.Table:
+    """Read artifact ``name`` from ``path`` and validate it against its schema."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: artifact {name!r} not found (has its stage run?)")
+    try:
+        table = pq.read_table(path, filters=filters)
+    except pa.ArrowException as exc:
+        raise SchemaError(f"{path}: cannot read artifact {name!r}: {exc}") from None
+    table = validate(table, name, path)
+    return table.select(columns) if columns else table
+
+
+def read_df(path: str | os.PathLike, name: str, columns: list[str] | None = None, filters=None):
+    """:func:`read_table` as a pandas DataFrame (list columns become numpy arrays)."""
+    return read_table(path, name, columns, filters).to_pandas()
+
+
+class ParquetStreamWriter:
+    """Append validated batches to a Parquet artifact; renamed into place on :meth:`close`.
+
+    Each :meth:`write` call becomes one row group, so a stage can stream one video at a time
+    without holding the whole artifact in memory. On an exception inside ``with`` the temporary
+    file is removed and the previous artifact (if any) stays untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str):
+        self.path = Path(path)
+        self.name = name
+        self._tmp = _tmp_beside(self.path)
+        self._writer = pq.ParquetWriter(self._tmp, schema(name), compression="zstd")
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        table = validate(table, self.name, self.path)
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def close(self) -> Path:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+    def __enter__(self) -> "ParquetStreamWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_row_groups(path: str | os.PathLike, name: str):
+    """Yield each row group of an artifact as a validated table (streaming read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: artifact {name!r} not found (has its stage run?)")
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        yield validate(pf.read_row_group(i), name, path)
+
+
+def write_json(obj, path: str | os.PathLike, indent: int | None = 2) -> Path:
+    """Atomically write a JSON file (metrics, submissions, class lists)."""
+    import json
+
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=indent, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
