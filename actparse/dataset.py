@@ -1,0 +1,52 @@
+"""The data set a pipeline run works on: the synthetic set, or a user's folder of videos.
+
+A data root holds ``videos.parquet`` (schema "videos") and the files it names, plus, for training
+and scoring, ``gt_persons.parquet`` and official-format annotations under ``annotations/``. A folder
+with videos but no ``videos.parquet`` is indexed on the fly (every video in the test split, no label).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from .schemas import read_table, validate
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def load_videos(data_root: str | Path) -> pa.Table:
+    """The ``videos`` table of a data root (validated), indexing a bare folder if needed."""
+    data_root = Path(data_root)
+    index = data_root / "videos.parquet"
+    if index.exists():
+        table = read_table(index, "videos")
+    else:
+        if not data_root.is_dir():
+            raise FileNotFoundError(f"{data_root}: data root not found (set data.root in params.yaml)")
+        files = sorted(p for p in data_root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{data_root}: no videos.parquet and no video files "
+                                    f"({', '.join(VIDEO_SUFFIXES)}) found")
+        rows = [{"video": p.stem, "path": str(p.relative_to(data_root)), "split": "test", "action": None,
+                 "n_frames": None, "fps": None, "width": None, "height": None} for p in files]
+        table = validate(pa.Table.from_pylist(rows), "videos", index)
+    names = table.column("video").to_pylist()
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{index}: duplicate video names {dup[:5]}")
+    return table
+
+
+def video_path(data_root: str | Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else Path(data_root) / p
+
+
+def split_of(videos: pa.Table) -> dict[str, str]:
+    return dict(zip(videos.column("video").to_pylist(), videos.column("split").to_pylist()))
+
+
+def gt_persons_path(data_root: str | Path) -> Path:
+    return Path(data_root) / "gt_persons.parquet"
