@@ -66,6 +66,22 @@ class Paths:
     def tubes(self) -> Path:
         return self.root / "artifacts" / "tubes.parquet"
 
+    # --- the other seed systems (seed 003 / 004 / 000), each behind its params switch ---
+    @property
+    def stad(self) -> Path:
+        """Seed 003 (MultiSports): action_detections*.parquet, tubes.parquet."""
+        return self.root / "artifacts" / "stad"
+
+    @property
+    def gym(self) -> Path:
+        """Seed 004 (FineGym): clip_predictions.parquet."""
+        return self.root / "artifacts" / "gym"
+
+    @property
+    def partattn(self) -> Path:
+        """Seed 000 (Hikvision part-state attention): part_states.parquet."""
+        return self.root / "artifacts" / "partattn"
+
     @property
     def submission(self) -> Path:
         return self.root / "artifacts" / "submission"

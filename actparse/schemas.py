@@ -125,6 +125,26 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("box", _box(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
     ]),
+    # Per-frame action detections (person box x action score), the input of tube linking and
+    # frame-mAP; not a DAG artifact (link_tubes derives them), the Parquet side of the official
+    # MultiSports frame_detections.pkl.
+    "action_detections": pa.schema([
+        KEY_VIDEO, KEY_FRAME, KEY_PERSON,
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("box", _box(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]),
+    # gym_evaluate (seed 004): class probabilities of each FineGym element clip, per level and model.
+    "clip_predictions": pa.schema([
+        pa.field("clip", pa.string(), nullable=False),  # <video>_E_..._A_... element id
+        KEY_VIDEO,
+        pa.field("level", pa.string(), nullable=False),  # event | set | element
+        pa.field("model", pa.string(), nullable=False),  # event | set | element (single pathway) | joint
+        pa.field("truth", pa.string()),  # ground-truth class (null when unlabelled)
+        pa.field("label", pa.string(), nullable=False),  # predicted class
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("probs", pa.list_(pa.float32()), nullable=False),
+    ]),
 }
 
 

@@ -51,6 +51,7 @@ class SynthConfig:
     max_people: int = 3
     occluder_prob: float = 0.3
     fourcc: str = "mp4v"
+    long_tail: float = 1.0  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "SynthConfig":
@@ -79,6 +80,7 @@ class SynthConfig:
             max_people=get(p, "synth.max_people", int, default=d.max_people, min_value=1, max_value=12),
             occluder_prob=get(p, "synth.occluder_prob", float, default=d.occluder_prob, min_value=0.0, max_value=1.0),
             fourcc=get(p, "synth.fourcc", str, default=d.fourcc),
+            long_tail=get(p, "synth.long_tail", float, default=d.long_tail, min_value=1.0, max_value=1000.0),
         )
         where = p["_path"]
         if cfg.max_seconds < cfg.min_seconds:
@@ -100,13 +102,42 @@ class VideoSpec:
     n_frames: int
 
 
+def long_tail_counts(n: int, imbalance: float, n_classes: int = len(ACTIONS)) -> list[int]:
+    """Videos per class for a long-tailed split of ``n`` videos (classes in ``ACTIONS`` order).
+
+    Class ``i`` gets a share proportional to ``imbalance ** (-i / (n_classes - 1))`` (the exponential
+    profile of CIFAR-LT / ImageNet-LT), so the first class has ``imbalance`` times the videos of the
+    last; counts are rounded by largest remainder and every class keeps at least one video when
+    ``n >= n_classes``. ``imbalance`` 1.0 gives the balanced round-robin counts.
+    """
+    if n_classes < 1:
+        raise ValueError("need at least one class")
+    if imbalance <= 1.0 or n_classes == 1:
+        return [n // n_classes + (1 if i < n % n_classes else 0) for i in range(n_classes)]
+    w = imbalance ** (-np.arange(n_classes) / (n_classes - 1))
+    share = w / w.sum() * n
+    counts = np.floor(share).astype(int)
+    rest = n - counts.sum()
+    order = np.argsort(-(share - counts), kind="stable")
+    counts[order[:rest]] += 1
+    if n >= n_classes:  # every class keeps a video, taken from the largest classes
+        while (counts == 0).any():
+            counts[int(np.argmax(counts))] -= 1
+            counts[int(np.flatnonzero(counts == 0)[0])] += 1
+    return [int(c) for c in counts]
+
+
 def plan_videos(cfg: SynthConfig) -> list[VideoSpec]:
-    """Names, splits, balanced actions (round robin per split, shuffled) and lengths of all videos."""
+    """Names, splits, actions (round robin per split, shuffled; the train split long-tailed when
+    ``long_tail`` > 1, see :func:`long_tail_counts`) and lengths of all videos."""
     rng = np.random.default_rng([cfg.seed, 7919])
     specs: list[VideoSpec] = []
     idx = 0
     for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
-        acts = [ACTIONS[i % len(ACTIONS)] for i in range(n)]
+        if split == "train" and cfg.long_tail > 1.0:
+            acts = [a for a, c in zip(ACTIONS, long_tail_counts(n, cfg.long_tail)) for _ in range(c)]
+        else:
+            acts = [ACTIONS[i % len(ACTIONS)] for i in range(n)]
         order = rng.permutation(n)
         for j in range(n):
             secs = rng.uniform(cfg.min_seconds, cfg.max_seconds)
@@ -847,6 +878,135 @@ def tps_annotations(gt, videos, split: str, sampling: int = TPS_SAMPLING):
     return part_res, vid_res
 
 
+# ----------------------------------------------------------------------------------------------
+# FineGym-style three-level labels (seed 004): event (body region) -> set (action) -> element
+# (action variant by side, style, amplitude or speed of the performing figure)
+# ----------------------------------------------------------------------------------------------
+FINEGYM_EVENTS: tuple[str, ...] = ("REST", "HEAD", "ARMS", "LEGS", "BODY")  # FineGym's VT / FX / BB / UB
+FINEGYM_SETS: dict[str, tuple[int, str]] = {  # action -> (set id = 10 * event number + k, event)
+    "idle": (11, "REST"),
+    "turning_head": (21, "HEAD"),
+    "waving": (31, "ARMS"), "raising_arms": (32, "ARMS"), "punching": (33, "ARMS"), "clapping": (34, "ARMS"),
+    "kicking": (41, "LEGS"), "squatting": (42, "LEGS"), "marching": (43, "LEGS"),
+    "jumping_jacks": (51, "BODY"),
+}
+# action -> element names, in Clabel order; the variant of a figure is chosen by finegym_element().
+FINEGYM_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "idle": ("idle",),
+    "turning_head": ("turning_head_slow", "turning_head_fast"),
+    "waving": ("waving_left", "waving_right"),
+    "raising_arms": ("raising_arms_low", "raising_arms_high"),
+    "punching": ("punching_sideways", "punching_forward"),
+    "clapping": ("clapping_slow", "clapping_fast"),
+    "kicking": ("kicking_sideways_left", "kicking_sideways_right", "kicking_forward_left", "kicking_forward_right"),
+    "squatting": ("squatting_shallow", "squatting_deep"),
+    "marching": ("marching_slow", "marching_fast"),
+    "jumping_jacks": ("jumping_jacks_slow", "jumping_jacks_fast"),
+}
+
+
+def finegym_element(action: str, fig: Figure) -> str:
+    """Element (finest label) of a figure performing ``action``: the action plus the variant its
+    drawn parameters give (side: 0 = the person's left; style 1 = forward; amp / freq halves)."""
+    names = FINEGYM_ELEMENTS.get(action)
+    if names is None:
+        raise ValueError(f"unknown synthetic action {action!r}; known: {list(FINEGYM_ELEMENTS)}")
+    if action == "idle":
+        k = 0
+    elif action == "waving":
+        k = int(fig.side)
+    elif action in ("raising_arms", "squatting"):
+        k = int(fig.amp >= 0.5)
+    elif action == "punching":
+        k = int(fig.style == 1)
+    elif action == "kicking":
+        k = 2 * int(fig.style == 1) + int(fig.side)
+    else:  # speed variants
+        k = int(fig.freq >= 0.5)
+    return names[k]
+
+
+def finegym_hierarchy() -> dict:
+    """{"events": [...], "sets": [{"id", "name", "event"}], "elements": [{"label", "name", "set", "event"}]}
+    (element ``label`` = FineGym's Clabel, in set-id order)."""
+    sets = sorted(((sid, a, ev) for a, (sid, ev) in FINEGYM_SETS.items()), key=lambda t: t[0])
+    elements = []
+    for sid, action, ev in sets:
+        for name in FINEGYM_ELEMENTS[action]:
+            elements.append({"label": len(elements), "name": name, "set": sid, "event": ev})
+    return {"events": list(FINEGYM_EVENTS),
+            "sets": [{"id": sid, "name": a, "event": ev} for sid, a, ev in sets],
+            "elements": elements}
+
+
+def finegym_annotations(specs, cfg: SynthConfig, gt) -> dict[str, str | dict]:
+    """The FineGym annotation files of the data set, {file name: text or JSON dict}.
+
+    One FineGym *event* per figure and video (its action interval, restricted to frames where the
+    figure is in the ground truth), holding one *element* segment spanning the event; the element
+    label follows from the figure's drawn variant (:func:`finegym_element`). Layout as FineGym v1.x:
+
+    * ``finegym_annotation_info.json``: {video: {"E_<first>_<last>_P<person>": {"event": event
+      number (1-based), "timestamps": [[start s, end s]], "segments": {"A_0000_<frames>": {"stages": 1,
+      "timestamps": [[start s, end s] relative to the event]}}, "person": track id}}}; ``person`` (the
+      ``gt_persons`` track to crop) is our addition, the ids count frames where FineGym counts seconds;
+    * ``gym_categories.txt``: ``Clabel: k; set: s; Glabel: k; (EVENT) element name`` per element;
+    * ``gym_set_categories.txt``: ``set: s; (EVENT) set name`` per set;
+    * ``gym_train_element.txt`` / ``gym_val_element.txt``: ``<video>_<event id>_<segment id> <Clabel>``
+      for the train / test split.
+    """
+    h = finegym_hierarchy()
+    label_of = {e["name"]: e["label"] for e in h["elements"]}
+    info: dict = {}
+    lines = {"train": [], "test": []}
+    present = {}
+    if len(gt):
+        for (v, pid), g in gt.groupby(["video", "person"], sort=False):
+            present[(v, int(pid))] = np.sort(g["frame"].to_numpy())
+    for spec in specs:
+        figs = _make_scene(spec, cfg)[0]
+        events = {}
+        for fig in figs:
+            fr = present.get((spec.name, fig.pid))
+            if fr is None:
+                continue
+            fr = fr[(fr >= fig.start) & (fr <= fig.end)]
+            if len(fr) == 0:
+                continue
+            s, e = int(fr[0]), int(fr[-1])
+            element = finegym_element(spec.action, fig)
+            _, ev = FINEGYM_SETS[spec.action]
+            eid = f"E_{s:06d}_{e:06d}_P{fig.pid}"
+            sid = f"A_0000_{e - s:04d}"
+            events[eid] = {"event": FINEGYM_EVENTS.index(ev) + 1,
+                           "timestamps": [[round(s / cfg.fps, 4), round((e + 1) / cfg.fps, 4)]],
+                           "segments": {sid: {"stages": 1, "timestamps": [[0.0, round((e + 1 - s) / cfg.fps, 4)]]}},
+                           "person": int(fig.pid)}
+            lines[spec.split].append(f"{spec.name}_{eid}_{sid} {label_of[element]}")
+        if events:
+            info[spec.name] = events
+    cats = [f"Clabel: {e['label']}; set: {e['set']}; Glabel: {e['label']}; ({e['event']}) {e['name']}"
+            for e in h["elements"]]
+    sets = [f"set: {x['id']}; ({x['event']}) {x['name']}" for x in h["sets"]]
+    return {"finegym_annotation_info.json": info,
+            "gym_categories.txt": "\n".join(cats) + "\n",
+            "gym_set_categories.txt": "\n".join(sets) + "\n",
+            "gym_train_element.txt": "".join(x + "\n" for x in lines["train"]),
+            "gym_val_element.txt": "".join(x + "\n" for x in lines["test"])}
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def multisports_gt(gt, videos) -> dict:
     """The MultiSports / MOC ground-truth dict (as pickled to ``multisports_gt.pkl``)."""
     return {
@@ -881,7 +1041,8 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None
 
     Writes ``videos/<name>.mp4``, ``videos.parquet``, ``gt_persons.parquet``,
     ``annotations/tps/<split>/gt_part_result.json`` + ``gt_vid_result.json`` and
-    ``annotations/multisports_gt.pkl``.
+    ``annotations/multisports_gt.pkl``, and the FineGym-layout three-level labels under
+    ``annotations/finegym/`` (:func:`finegym_annotations`).
     """
     import pyarrow as pa
     from tqdm import tqdm
@@ -929,6 +1090,11 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    for name, content in finegym_annotations(specs, cfg, gt_df).items():
+        if isinstance(content, str):
+            _write_text(ann / "finegym" / name, content)
+        else:
+            write_json(content, ann / "finegym" / name, indent=None)
     n_tubes = sum(len(v) for d in ms["gttubes"].values() for v in d.values())
     return {"videos": len(specs), "train": cfg.n_train, "test": cfg.n_test, "frames": int(videos_df["n_frames"].sum()),
             "gt_rows": n_rows, "tubes": n_tubes, "out": str(out), "config": asdict(cfg)}

@@ -1,0 +1,228 @@
+"""The ``actparse`` command: score files in the official challenge formats, link tubes.
+
+  actparse eval tps --gt GT_DIR --parts pred_part_result.json --videos pred_vid_result.json
+  actparse eval multisports --gt multisports_GT.pkl --dets frame_detections.pkl [--dets video_detections.pkl]
+  actparse eval finegym --gt labels.json --pred predictions.json
+  actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
+
+Each ``eval`` prints one JSON object of metrics on stdout. ``python -m actparse`` works the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _clean(obj):
+    """JSON-safe: NumPy scalars to Python, NaN to null."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        x = float(obj)
+        return None if math.isnan(x) else x
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _load_json(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------- eval tps
+def cmd_eval_tps(args) -> dict:
+    from .metrics import tps
+
+    gt_dir = Path(args.gt)
+    gt_part = _load_json(gt_dir / "gt_part_result.json" if gt_dir.is_dir() else gt_dir)
+    gt_vid_path = gt_dir / "gt_vid_result.json" if gt_dir.is_dir() else Path(args.gt_videos or "")
+    if not gt_dir.is_dir() and not args.gt_videos:
+        raise ValueError("--gt is a file: give the video ground truth with --gt-videos")
+    gt_vid = _load_json(gt_vid_path)
+    pred_dir = Path(args.pred) if args.pred else None
+    parts = Path(args.parts) if args.parts else (pred_dir / "pred_part_result.json" if pred_dir else None)
+    vids = Path(args.videos) if args.videos else (pred_dir / "pred_vid_result.json" if pred_dir else None)
+    if parts is None or vids is None:
+        raise ValueError("give --parts and --videos (or --pred DIR holding both)")
+    opts = tps.TPSOptions(human_iou=args.human_iou, part_iou=args.part_iou,
+                          plus_one_iou=not args.continuous_iou, wrap_proposals=not args.proposals,
+                          part_iou_inclusive=not args.readme_rules, psc_inclusive=not args.readme_rules,
+                          check_limits=not args.no_limits,
+                          missing_video="zero" if args.missing_zero else "error")
+    res = tps.evaluate(gt_vid, gt_part, _load_json(vids), _load_json(parts), opts)
+    out = res.as_dict()
+    if args.per_video:
+        out["per_video"] = {v: {"psc": float(p), "correct": bool(c)} for v, p, c in zip(res.videos, res.psc, res.correct)}
+    return out
+
+
+# ----------------------------------------------------------------------------- eval multisports
+def cmd_eval_multisports(args) -> dict:
+    import numpy as np
+
+    from .formats import read_pickle
+    from .metrics import multisports as ms
+
+    gt = read_pickle(args.gt)
+    if not isinstance(gt, dict) or "gttubes" not in gt:
+        raise ValueError(f"{args.gt}: not a MultiSports ground-truth pkl (no 'gttubes')")
+    frame_dets = video_dets = None
+    for path in args.dets:
+        obj = read_pickle(path)
+        if isinstance(obj, dict):
+            video_dets = {int(k): v for k, v in obj.items()}
+        else:
+            frame_dets = ms.as_frame_detections(obj if isinstance(obj, np.ndarray) else list(obj))
+    if frame_dets is None and video_dets is None:
+        raise ValueError("give --dets frame_detections.pkl and/or video_detections.pkl")
+    excluded = () if args.all_labels else ms.OFFICIAL_EXCLUDED_LABELS
+    out = ms.evaluate(gt, frame_dets, video_dets, args.variant, excluded,
+                      "empty" if args.missing_empty else "error")
+    if args.per_class:
+        if frame_dets is not None:
+            out["frame_ap@0.5"] = ms.frame_ap(gt, frame_dets, 0.5, args.variant, excluded).as_dict()["ap"]
+        if video_dets is not None:
+            r = ms.video_ap(gt, video_dets, [0.2, 0.5], args.variant, excluded, "empty" if args.missing_empty else "error")
+            out["video_ap@0.2"] = r[0.2].as_dict()["ap"]
+            out["video_ap@0.5"] = r[0.5].as_dict()["ap"]
+    return out
+
+
+# -------------------------------------------------------------------------------- eval finegym
+def cmd_eval_finegym(args) -> dict:
+    from .metrics.classification import hierarchical_accuracy
+
+    gt = _load_json(args.gt)
+    pred = _load_json(args.pred)
+    if not isinstance(gt, dict) or not isinstance(pred, dict):
+        raise ValueError("finegym files must map clip -> {level: label}")
+    clips = list(gt)
+    missing = [c for c in clips if c not in pred]
+    if missing:
+        raise ValueError(f"{args.pred}: no prediction for {len(missing)} clip(s), e.g. {missing[0]!r}")
+    levels = sorted({lvl for c in clips for lvl in gt[c]})
+    y_true = {lvl: [gt[c].get(lvl) for c in clips] for lvl in levels}
+    y_pred = {lvl: [pred[c].get(lvl) for c in clips] for lvl in levels}
+    return {"n_clips": len(clips), **hierarchical_accuracy(y_true, y_pred)}
+
+
+# ------------------------------------------------------------------------------------------ link
+def cmd_link(args) -> dict:
+    import numpy as np
+
+    from .formats import frame_detections_table, read_pickle, tubes_to_video_detections, write_pickle
+    from .link import LinkParams, link_moc_layout, link_table
+    from .params import load_params
+
+    section = {}
+    if args.params:
+        section = dict(load_params(args.params).get("link") or {})
+    for key in ("nms_iou", "top_k", "link_iou", "min_score", "min_length", "k", "tube_nms_iou"):
+        val = getattr(args, key)
+        if val is not None:
+            section[key] = val
+    params = LinkParams.from_params(section)
+    src = Path(args.dets)
+    if src.suffix == ".parquet":
+        from .schemas import read_table
+
+        dets = read_table(src, "action_detections")
+        labels = args.labels.split(",") if args.labels else sorted(set(dets.column("label").to_pylist()))
+        tubes = link_table(dets, params, args.stride, labels)
+        out = tubes_to_video_detections(tubes, labels)
+    else:
+        obj = read_pickle(src)
+        if isinstance(obj, dict):  # MOC layout {video: {frame: {label: (N, 5)}}}
+            out = link_moc_layout(obj, None, params)
+        else:  # official frame_detections (N, 8): needs video names and labels
+            if not args.gt:
+                raise ValueError("linking frame_detections.pkl needs --gt GT.pkl (video names and labels)")
+            from .metrics.multisports import test_videos
+
+            gt = read_pickle(args.gt)
+            labels = list(gt["labels"])
+            table = frame_detections_table(np.asarray(obj), test_videos(gt), labels)
+            out = tubes_to_video_detections(link_table(table, params, args.stride, labels), labels)
+    write_pickle(out, args.out)
+    return {"out": str(args.out), "tubes": int(sum(len(v) for v in out.values())),
+            "labels_with_tubes": int(sum(1 for v in out.values() if v))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="actparse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ev = sub.add_parser("eval", help="score official-format files").add_subparsers(dest="track", required=True)
+
+    t = ev.add_parser("tps", help="Kinetics-TPS score (official eval_detection.py semantics)")
+    t.add_argument("--gt", required=True, help="folder with gt_part_result.json + gt_vid_result.json (or the part file)")
+    t.add_argument("--gt-videos", help="gt_vid_result.json when --gt is a file")
+    t.add_argument("--parts", help="pred_part_result.json")
+    t.add_argument("--videos", help="pred_vid_result.json")
+    t.add_argument("--pred", help="folder holding both prediction files")
+    t.add_argument("--human-iou", type=float, default=0.5)
+    t.add_argument("--part-iou", type=float, default=0.3)
+    t.add_argument("--readme-rules", action="store_true", help="'>' thresholds as the README says (official code: '>=')")
+    t.add_argument("--proposals", action="store_true", help="README proposals (lists, 1/N_p credit) instead of the official wrapping")
+    t.add_argument("--continuous-iou", action="store_true", help="IoU without the +1 pixel convention")
+    t.add_argument("--no-limits", action="store_true", help="skip the official 10-humans / 5-proposals asserts")
+    t.add_argument("--missing-zero", action="store_true", help="a video missing from the predictions scores 0 (official: error)")
+    t.add_argument("--per-video", action="store_true")
+    t.set_defaults(func=cmd_eval_tps)
+
+    m = ev.add_parser("multisports", help="MultiSports frame-mAP / video-mAP (official evaluate_multisports.py)")
+    m.add_argument("--gt", required=True, help="ground-truth pkl")
+    m.add_argument("--dets", required=True, action="append", help="frame_detections.pkl and/or video_detections.pkl")
+    m.add_argument("--variant", choices=("multisports", "act"), default="multisports")
+    m.add_argument("--all-labels", action="store_true", help="also score the 6 labels the official code skips")
+    m.add_argument("--missing-empty", action="store_true", help="a label absent from video detections has none (official: error)")
+    m.add_argument("--per-class", action="store_true")
+    m.set_defaults(func=cmd_eval_multisports)
+
+    f = ev.add_parser("finegym", help="FineGym top-1 / mean-class accuracy per hierarchy level")
+    f.add_argument("--gt", required=True, help="JSON {clip: {level: label}}")
+    f.add_argument("--pred", required=True, help="JSON {clip: {level: label}}")
+    f.set_defaults(func=cmd_eval_finegym)
+
+    lk = sub.add_parser("link", help="MOC tube linking of per-frame detections -> official video_detections.pkl")
+    lk.add_argument("--dets", required=True, help=".parquet (action_detections), MOC-layout .pkl or frame_detections.pkl")
+    lk.add_argument("--out", required=True, help="output video_detections.pkl")
+    lk.add_argument("--gt", help="GT pkl (video names and labels for frame_detections.pkl)")
+    lk.add_argument("--labels", help="comma-separated label order for a .parquet input")
+    lk.add_argument("--params", help="params.yaml whose `link` section sets the thresholds")
+    lk.add_argument("--stride", type=int, help="decoding stride of the frames (default: inferred)")
+    for key, typ in (("nms_iou", float), ("top_k", int), ("link_iou", float), ("min_score", float),
+                     ("min_length", int), ("k", int), ("tube_nms_iou", float)):
+        lk.add_argument("--" + key.replace("_", "-"), dest=key, type=typ)
+    lk.set_defaults(func=cmd_link)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"actparse: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(_clean(out), indent=None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

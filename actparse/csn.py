@@ -1,0 +1,615 @@
+"""Channel-Separated Networks (CSN) for video-level action and part-state recognition (seed 001 sec 1.3).
+
+Both variants are built with pytorchvideo's ``create_csn`` factory:
+
+* **ir-CSN** (interaction-reduced): pytorchvideo's own bottleneck, whose 3x3x3 conv is depthwise.
+* **ip-CSN** (interaction-preserved): the same bottleneck with ``conv_b`` replaced by a 1x1x1 conv
+  (channel interaction), BN, then the depthwise 3x3x3 conv; passed to the factory as a custom
+  ``bottleneck`` callable (:func:`create_ip_bottleneck_block`).
+
+Depth 50 / 101 / 152 picks pytorchvideo's stage depths; a slim CPU variant keeps only the first
+``stage_depths[i]`` blocks of each stage and narrows the stem (``stem_dim``; stage widths follow
+as 4x, 8x, 16x, 32x of it), so block structure, strides and key names are unchanged.
+
+A :class:`MultiTaskCSN` predicts the seven seed-001 tasks (video action + six part groups), either
+with one backbone and seven linear heads (``shared_backbone``, CPU default) or seven separate
+single-head networks like the paper. Pretrained backbone weights load from a local file in
+pytorchvideo's key layout (``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a...``),
+checked strictly; other layouts (VMZ / mmaction2) plug in through :data:`KEY_MAPS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .constants import GROUPS
+
+log = logging.getLogger("actparse.csn")
+
+TASKS: tuple[str, ...] = ("action",) + GROUPS
+VARIANTS: tuple[str, ...] = ("ip", "ir")
+DEPTHS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------
+class InteractionPreservedConv(nn.Sequential):
+    """ip-CSN ``conv_b``: 1x1x1 conv (keeps channel interaction) -> BN -> depthwise 3x3x3 conv.
+
+    Called by pytorchvideo's ``create_bottleneck_block`` with the keyword arguments of an
+    ``nn.Conv3d``; ``groups`` is the depthwise grouping the factory asks for.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = False, groups: int = 1, dilation=1):
+        super().__init__(OrderedDict([
+            ("pointwise", nn.Conv3d(in_channels, in_channels, kernel_size=1, bias=False)),
+            ("norm", nn.BatchNorm3d(in_channels)),
+            ("depthwise", nn.Conv3d(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
+                                    padding=padding, bias=bias, groups=groups, dilation=dilation)),
+        ]))
+
+
+def create_ip_bottleneck_block(**kwargs) -> nn.Module:
+    """pytorchvideo bottleneck with the ip-CSN ``conv_b`` (same signature as ``create_bottleneck_block``)."""
+    from pytorchvideo.models.resnet import create_bottleneck_block
+
+    kwargs["conv_b"] = InteractionPreservedConv
+    return create_bottleneck_block(**kwargs)
+
+
+def bottleneck_for(variant: str) -> Callable[..., nn.Module]:
+    from pytorchvideo.models.resnet import create_bottleneck_block
+
+    if variant == "ip":
+        return create_ip_bottleneck_block
+    if variant == "ir":
+        return create_bottleneck_block
+    raise ValueError(f"unknown CSN variant {variant!r}; choose from {list(VARIANTS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CSNConfig:
+    """Architecture of one CSN variant (stored in each checkpoint)."""
+
+    variant: str = "ir"                    # ip | ir
+    depth: int = 50                        # 50 | 101 | 152
+    stage_depths: tuple[int, ...] | None = None  # None = full depth; else first k blocks per stage
+    stem_dim: int = 64                     # 64 = published width
+    stem_pool: bool = True                 # 1x3x3 max-pool after the stem conv (as VMZ's CSN stem)
+    dropout: float = 0.0
+    shared_backbone: bool = True           # one backbone + 7 heads, or 7 single-head networks
+    freeze_bn: bool = False                # backbone BN in eval mode, affine frozen (seed 001 Table 3)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown CSN variant {self.variant!r}; choose from {list(VARIANTS)}")
+        if self.depth not in DEPTHS:
+            raise ValueError(f"CSN depth must be one of {sorted(DEPTHS)}, got {self.depth}")
+        if self.stage_depths is not None:
+            sd = tuple(int(d) for d in self.stage_depths)
+            full = DEPTHS[self.depth]
+            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
+                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)} (depth {self.depth}), got {list(sd)}")
+            self.stage_depths = sd
+        if self.stem_dim < 4 or self.stem_dim % 4:
+            raise ValueError(f"stem_dim must be a positive multiple of 4, got {self.stem_dim}")
+
+    @property
+    def blocks_per_stage(self) -> tuple[int, ...]:
+        return self.stage_depths or DEPTHS[self.depth]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.stem_dim * 32  # 4x (bottleneck) * 2^3 (stage widening)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_depths"] = list(self.stage_depths) if self.stage_depths else None
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+class CSNBackbone(nn.Module):
+    """Stem + four residual stages of a pytorchvideo CSN (its ``blocks[0..4]``; head dropped)."""
+
+    def __init__(self, blocks: nn.ModuleList):
+        super().__init__()
+        self.blocks = blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_backbone(cfg: CSNConfig) -> CSNBackbone:
+    """A CSN backbone from pytorchvideo's ``create_csn`` with the variant's bottleneck."""
+    from pytorchvideo.models.csn import create_csn
+
+    net = create_csn(model_depth=cfg.depth, model_num_class=1, stem_dim_out=cfg.stem_dim,
+                     stem_pool=nn.MaxPool3d if cfg.stem_pool else None,
+                     bottleneck=bottleneck_for(cfg.variant))
+    blocks = list(net.blocks)[:-1]  # stem + 4 stages; the classification head is ours
+    if cfg.stage_depths is not None:
+        for stage, keep in zip(blocks[1:], cfg.stage_depths):
+            stage.res_blocks = stage.res_blocks[:keep]
+    return CSNBackbone(nn.ModuleList(blocks))
+
+
+class CSNClassifier(nn.Module):
+    """Backbone -> global average pool -> dropout -> one linear head per task."""
+
+    def __init__(self, cfg: CSNConfig, num_classes: Mapping[str, int]):
+        super().__init__()
+        self.backbone = build_backbone(cfg)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.heads = nn.ModuleDict({t: nn.Linear(cfg.feature_dim, int(n)) for t, n in num_classes.items()})
+        for head in self.heads.values():
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.dropout(self.pool(self.backbone(x)).flatten(1))
+        return {t: head(f) for t, head in self.heads.items()}
+
+
+class MultiTaskCSN(nn.Module):
+    """The seven seed-001 classifiers of one CSN variant.
+
+    ``forward(x)`` with ``x`` of shape (B, 3, T, H, W) returns ``{task: logits (B, n_classes)}``.
+    With ``cfg.shared_backbone`` there is one :class:`CSNClassifier` (key ``"shared"``) holding all
+    heads; otherwise one per task (keys = task names), as in the paper.
+    """
+
+    def __init__(self, cfg: CSNConfig, num_classes: Mapping[str, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.tasks = tuple(num_classes)
+        if cfg.shared_backbone:
+            nets = {"shared": CSNClassifier(cfg, num_classes)}
+        else:
+            nets = {t: CSNClassifier(cfg, {t: n}) for t, n in num_classes.items()}
+        self.nets = nn.ModuleDict(nets)
+        if cfg.freeze_bn:
+            freeze_batchnorm(self)
+
+    def backbones(self) -> list[CSNBackbone]:
+        return [net.backbone for net in self.nets.values()]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for net in self.nets.values():
+            out.update(net(x))
+        return out
+
+    def train(self, mode: bool = True) -> "MultiTaskCSN":
+        super().train(mode)
+        if mode and self.cfg.freeze_bn:
+            for bb in self.backbones():
+                for m in bb.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
+
+
+def freeze_batchnorm(model: MultiTaskCSN) -> int:
+    """Backbone BN layers: eval mode (running stats fixed) and affine parameters frozen.
+
+    Stays in force across ``model.train()`` (see :meth:`MultiTaskCSN.train`). Returns the number
+    of BN layers frozen.
+    """
+    n = 0
+    for bb in model.backbones():
+        for m in bb.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad_(False)
+                n += 1
+    model.cfg.freeze_bn = True
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Pretrained weights
+# --------------------------------------------------------------------------------------------
+def _identity_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return dict(state)
+
+
+# Key mappers from a checkpoint's layout to pytorchvideo's (``blocks.<i>....``). Add e.g. "vmz"
+# (torchvision-style ``stem.0`` / ``layer1.0.conv2.0...``) or "mmaction2" (``backbone.layer1...``)
+# here: a function taking the raw state dict and returning one in pytorchvideo layout.
+KEY_MAPS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "pytorchvideo": _identity_keys,
+}
+
+
+def _raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot load pretrained CSN weights: {str(exc).splitlines()[0]}") from None
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors (pytorchvideo layout expected)")
+    return obj
+
+
+def load_pretrained(model: MultiTaskCSN, path: str | os.PathLike, key_map: str = "pytorchvideo") -> int:
+    """Load backbone weights into every backbone of ``model`` from ``path`` (strict).
+
+    The file's keys (after ``key_map``) must be exactly the backbone's keys (the pytorchvideo
+    classification head ``blocks.5.*`` is ignored) with equal shapes; otherwise a ValueError names
+    the file and the first mismatching key. Returns the number of tensors loaded per backbone.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: pretrained CSN weights not found")
+    if key_map not in KEY_MAPS:
+        raise ValueError(f"unknown pretrained key_map {key_map!r}; known: {sorted(KEY_MAPS)}")
+    src = KEY_MAPS[key_map](_raw_state_dict(path))
+    head_prefix = f"blocks.{len(model.backbones()[0].blocks)}."
+    src = {k: v for k, v in src.items() if not k.startswith(head_prefix)}
+    want = model.backbones()[0].state_dict()
+    for k, v in want.items():
+        if k not in src:
+            raise ValueError(f"{path}: pretrained weights lack key {k!r} of the {model.cfg.variant}-CSN backbone "
+                             f"(depth {model.cfg.depth}, blocks per stage {list(model.cfg.blocks_per_stage)}); "
+                             f"first mismatching key")
+        if tuple(src[k].shape) != tuple(v.shape):
+            raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
+                             f"{tuple(v.shape)} in the {model.cfg.variant}-CSN backbone")
+    extra = [k for k in src if k not in want]
+    if extra:
+        raise ValueError(f"{path}: first mismatching key {extra[0]!r}: not in the {model.cfg.variant}-CSN backbone "
+                         f"({len(extra)} unexpected key(s); wrong variant or depth?)")
+    for bb in model.backbones():
+        bb.load_state_dict({k: src[k].to(dtype=want[k].dtype) for k in want}, strict=True)
+    return len(want)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation (seed 001 recipe: SGD Nesterov 0.9, wd 1e-4, linear warm-up, step decay)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Schedule:
+    base_lr: float
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1
+    steps: tuple[float, ...] = ()   # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+
+    def lr(self, iteration: int, epoch: float) -> float:
+        lr = self.base_lr * self.gamma ** sum(1 for s in self.steps if epoch >= s)
+        if self.warmup_iters and iteration < self.warmup_iters:
+            alpha = iteration / self.warmup_iters
+            lr *= self.warmup_factor * (1 - alpha) + alpha
+        return lr
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
+                   nesterov: bool = True) -> torch.optim.SGD:
+    """SGD over the trainable parameters; no weight decay on BN / bias parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+
+
+def multitask_loss(logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over tasks of the mean cross-entropy."""
+    return sum(F.cross_entropy(logits[t], targets[t]) for t in targets)
+
+
+def train_step(model: MultiTaskCSN, clips: torch.Tensor, targets: Mapping[str, torch.Tensor],
+               optimizer: torch.optim.Optimizer) -> float:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = multitask_loss(model(clips), targets)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+# --------------------------------------------------------------------------------------------
+# Inference and ensembling
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def clip_probs(model: MultiTaskCSN, clips: torch.Tensor, device: str = "cpu",
+               batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per-clip softmax scores: ``{task: probs (N, n_classes)}`` for ``clips`` (N, C, T, H, W)."""
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    use_amp = device.startswith("cuda")
+    for s in range(0, len(clips), batch_size):
+        x = clips[s:s + batch_size].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast("cuda", enabled=use_amp):
+            out = model(x)
+        for t, logits in out.items():
+            parts.setdefault(t, []).append(logits.float().softmax(dim=1).cpu())
+    return {t: torch.cat(v).numpy() for t, v in parts.items()}
+
+
+def predict_clips(model: MultiTaskCSN, clips: torch.Tensor, device: str = "cpu",
+                  batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Softmax over classes averaged over the N clips of one video: ``{task: probs (n_classes,)}``."""
+    return {t: p.mean(0) for t, p in clip_probs(model, clips, device, batch_size).items()}
+
+
+def ensemble(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted average of per-model probability vectors (seed 001 Tables 2-3 fusion)."""
+    names = [m for m in probs if weights.get(m, 0.0) > 0]
+    if not names:
+        raise ValueError(f"ensemble weights {dict(weights)} give no positive weight to any of {list(probs)}")
+    w = np.array([float(weights[m]) for m in names])
+    p = np.stack([np.asarray(probs[m], dtype=np.float64) for m in names])
+    return (w[:, None] * p).sum(0) / w.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(model: MultiTaskCSN, path: str | os.PathLike, classes: Mapping[str, Sequence[str]],
+                    extra: Mapping | None = None) -> Path:
+    """Atomically save weights + architecture + class lists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"config": model.cfg.to_dict(), "classes": {t: list(c) for t, c in classes.items()},
+                "model_state": model.state_dict(), "extra": dict(extra or {})}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[MultiTaskCSN, dict]:
+    """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: CSN checkpoint not found (has train_csn run?)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = CSNConfig(**ck["config"])
+        classes = ck["classes"]
+    except Exception as exc:
+        raise ValueError(f"{path}: not a CSN checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    model = MultiTaskCSN(cfg, {t: len(c) for t, c in classes.items()})
+    model.load_state_dict(ck["model_state"], strict=True)
+    return model.to(device).eval(), ck
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+    warmup_iters: int = 10
+    lr_steps: tuple[float, ...] = (20.0, 26.0)
+    lr_gamma: float = 0.1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_steps"] = list(self.lr_steps)
+        return d
+
+
+def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str, np.ndarray], spec,
+        settings: TrainSettings, seed: int = 0, device: str = "cpu", desc: str = "train") -> dict:
+    """Train ``model`` on one random clip per video per epoch; returns the per-epoch history.
+
+    ``videos`` are decoded uint8 videos (see :func:`actparse.clips.load_video`), ``targets`` maps
+    each task to an int array of class indices aligned with ``videos``.
+    """
+    from tqdm import tqdm
+
+    from .clips import train_clip
+
+    n = len(videos)
+    if n == 0:
+        raise ValueError("no training videos")
+    rng = np.random.default_rng(seed)
+    optimizer = make_optimizer(model, settings.lr, settings.momentum, settings.weight_decay, settings.nesterov)
+    sched = Schedule(settings.lr, settings.warmup_iters, 0.1, tuple(settings.lr_steps), settings.lr_gamma)
+    iters_per_epoch = math.ceil(n / settings.batch_size)
+    mem = torch.channels_last_3d
+    model.to(device).to(memory_format=mem)
+    tgt = {t: torch.as_tensor(np.asarray(v), dtype=torch.long) for t, v in targets.items()}
+    history = {"loss": [], "train_acc": [], "lr": []}
+    it = 0
+    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=None)
+    for epoch in bar:
+        order = rng.permutation(n)
+        tot_loss, hits, seen = 0.0, {t: 0 for t in tgt}, 0
+        for b in range(iters_per_epoch):
+            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            lr = sched.lr(it, epoch + b / iters_per_epoch)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x = torch.stack([train_clip(videos[i], spec, rng) for i in idx])
+            x = x.to(device, non_blocking=True).contiguous(memory_format=mem)
+            y = {t: v[idx].to(device) for t, v in tgt.items()}
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = multitask_loss(out, y)
+            if not torch.isfinite(loss):
+                raise ValueError(f"{desc}: loss became {float(loss)} at epoch {epoch}; lower csn.lr")
+            loss.backward()
+            optimizer.step()
+            it += 1
+            tot_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            for t in tgt:
+                hits[t] += int((out[t].argmax(1) == y[t]).sum())
+        history["loss"].append(tot_loss / seen)
+        history["train_acc"].append({t: hits[t] / seen for t in tgt})
+        history["lr"].append(lr)
+        bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{hits.get('action', 0) / seen:.2f}")
+        if bar.disable and (epoch + 1) % max(1, settings.epochs // 4) == 0:
+            log.info("%s epoch %d/%d loss %.3f train action acc %.2f lr %.3g", desc, epoch + 1,
+                     settings.epochs, tot_loss / seen, hits.get("action", 0) / seen, lr)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# params.yaml section ``csn``
+# --------------------------------------------------------------------------------------------
+def _int_list(params: dict, key: str, n: int | None = None, default=None) -> tuple[int, ...] | None:
+    from .params import ParamError, get
+
+    val = get(params, key, (list, int, type(None)), default=default)
+    if val is None:
+        return None
+    vals = [val] * (n or 1) if isinstance(val, int) and not isinstance(val, bool) else val
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals) or (n and len(vals) != n):
+        where = params.get("_path", "params")
+        raise ParamError(f"{where}: parameter {key!r} must be {'an int or ' if n == 2 else ''}a list of "
+                         f"{n or 'some'} ints, got {val!r}")
+    return tuple(vals)
+
+
+def variants_from_params(params: dict) -> list[str]:
+    from .params import ParamError, get
+
+    vs = get(params, "csn.variants", list)
+    if not vs or any(v not in VARIANTS for v in vs) or len(set(vs)) != len(vs):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.variants' must be a non-empty list of "
+                         f"distinct names from {list(VARIANTS)}, got {vs!r}")
+    return list(vs)
+
+
+def model_config_from_params(params: dict, variant: str) -> CSNConfig:
+    """The architecture of ``variant`` from ``csn.*`` (``freeze_bn: auto`` -> on iff pretrained)."""
+    from .params import ParamError, get
+
+    freeze = get(params, "csn.freeze_bn", (bool, str), default="auto")
+    if isinstance(freeze, str):
+        if freeze != "auto":
+            raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.freeze_bn' must be true, false "
+                             f"or auto, got {freeze!r}")
+        freeze = pretrained_path(params, variant) is not None
+    try:
+        return CSNConfig(variant=variant,
+                         depth=get(params, "csn.depth", int, choices=tuple(DEPTHS)),
+                         stage_depths=_int_list(params, "csn.stage_depths", 4, default=None),
+                         stem_dim=get(params, "csn.stem_dim", int, default=64, min_value=4),
+                         stem_pool=get(params, "csn.stem_pool", bool, default=True),
+                         dropout=get(params, "csn.dropout", float, default=0.0, min_value=0.0, max_value=0.99),
+                         shared_backbone=get(params, "csn.shared_backbone", bool, default=True),
+                         freeze_bn=bool(freeze))
+    except ValueError as exc:
+        if isinstance(exc, ParamError):
+            raise
+        raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
+
+
+def pretrained_path(params: dict, variant: str) -> Path | None:
+    from .params import get
+
+    p = get(params, f"csn.pretrained.{variant}", str, default=None)
+    return Path(p) if p else None
+
+
+def clip_spec_from_params(params: dict):
+    from .clips import ClipSpec
+    from .params import ParamError, get
+
+    short = get(params, "csn.short_side", int, min_value=8)
+    crop = _int_list(params, "csn.crop", 2, default=short)
+    jitter = _int_list(params, "csn.train_short_side", 2, default=[short, short])
+    try:
+        return ClipSpec(num_frames=get(params, "csn.num_frames", int, min_value=1),
+                        interval=get(params, "csn.interval", int, min_value=1),
+                        short_side=short, crop=crop, train_short_side=jitter,
+                        flip=get(params, "csn.flip", bool, default=True))
+    except ValueError as exc:
+        raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
+
+
+def train_settings_from_params(params: dict) -> TrainSettings:
+    from .params import ParamError, get
+
+    epochs = get(params, "csn.epochs", int, min_value=1)
+    steps = get(params, "csn.lr_steps", list, default=[])
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in steps):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.lr_steps' must be a list of epochs, got {steps!r}")
+    return TrainSettings(epochs=epochs,
+                         batch_size=get(params, "csn.batch_size", int, min_value=1),
+                         lr=get(params, "csn.lr", float, min_value=0.0),
+                         momentum=get(params, "csn.momentum", float, default=0.9, min_value=0.0, max_value=1.0),
+                         weight_decay=get(params, "csn.weight_decay", float, default=1e-4, min_value=0.0),
+                         nesterov=get(params, "csn.nesterov", bool, default=True),
+                         warmup_iters=get(params, "csn.warmup_iters", int, default=0, min_value=0),
+                         lr_steps=tuple(float(s) for s in steps),
+                         lr_gamma=get(params, "csn.lr_gamma", float, default=0.1, min_value=0.0))
+
+
+def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: Iterable[str]) -> dict[str, dict[str, float]]:
+    """{task: {variant: weight}} from ``csn.ensemble_weights`` ({default: {...}, <task>: {...}})."""
+    from .params import ParamError, get
+
+    where = params.get("_path", "params")
+    cfg = get(params, "csn.ensemble_weights", dict, default={}) or {}
+    unknown = [k for k in cfg if k != "default" and k not in TASKS]
+    if unknown:
+        raise ParamError(f"{where}: parameter 'csn.ensemble_weights' has unknown task(s) {unknown}; "
+                         f"use 'default' or one of {list(TASKS)}")
+    out = {}
+    for task in tasks:
+        w = cfg.get(task, cfg.get("default", {})) or {}
+        if not isinstance(w, dict):
+            raise ParamError(f"{where}: parameter 'csn.ensemble_weights.{task}' must map variants to weights")
+        ws = {}
+        for v in variants:
+            x = w.get(v, 1.0)
+            if not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0:
+                raise ParamError(f"{where}: ensemble weight of {v!r} for {task!r} must be a number >= 0, got {x!r}")
+            ws[v] = float(x)
+        if sum(ws.values()) <= 0:
+            raise ParamError(f"{where}: ensemble weights for {task!r} are all zero")
+        out[task] = ws
+    return out

@@ -1,0 +1,118 @@
+"""Data plumbing shared by the person / part detection stages (no ultralytics here).
+
+Frames come from ``frames.parquet`` (stored JPEGs, possibly resized by ``scale`` = stored /
+original); every box and keypoint in the artifacts is in ORIGINAL video pixels, so these helpers
+convert at the boundary. Also a small VOC-style AP@IoU used by tests and quick evaluations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .boxes import iou_matrix
+from .schemas import iter_row_groups, read_table
+from .video import decode_jpeg
+
+
+def frames_by_video(frames_path: str | Path, videos: Iterable[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """Stream ``frames.parquet`` video by video: yields ``(video, table)``; ``videos`` filters."""
+    keep = None if videos is None else set(videos)
+    pending: dict[str, list[pa.Table]] = {}
+    order: list[str] = []
+    done: set[str] = set()
+    for rg in iter_row_groups(frames_path, "frames"):
+        names = rg.column("video").to_pylist()
+        for v in dict.fromkeys(names):
+            if keep is not None and v not in keep:
+                continue
+            part = rg.filter(pc.equal(rg.column("video"), v))
+            if v in done:
+                raise ValueError(f"{frames_path}: rows of video {v!r} are not contiguous")
+            if v not in pending:
+                pending[v] = []
+                order.append(v)
+            pending[v].append(part)
+        # decode writes one row group per video: flush every video seen before the last one
+        while len(order) > 1:
+            v = order.pop(0)
+            done.add(v)
+            yield v, pa.concat_tables(pending.pop(v))
+    for v in order:
+        yield v, pa.concat_tables(pending.pop(v))
+
+
+def decode_frames(table: pa.Table) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """JPEGs of a frames table -> (RGB images, frame ids, scales, original (w, h) per frame).
+
+    Raises ValueError naming the video and frame of a corrupt JPEG.
+    """
+    d = table.to_pydict()
+    images = []
+    for v, f, jpg in zip(d["video"], d["frame"], d["jpeg"]):
+        try:
+            images.append(decode_jpeg(jpg))
+        except ValueError:
+            raise ValueError(f"frames.parquet: corrupt JPEG for video {v!r} frame {f}") from None
+    scale = np.asarray(d["scale"], dtype=np.float64)
+    if np.any(~(scale > 0)):
+        raise ValueError(f"frames.parquet: non-positive scale for video {d['video'][0]!r}")
+    orig_wh = np.stack([np.asarray(d["width"]) / scale, np.asarray(d["height"]) / scale], axis=1)
+    return images, np.asarray(d["frame"], dtype=np.int64), scale, orig_wh
+
+
+def gt_index(gt_path: str | Path, videos: Iterable[str], columns=("box",)) -> dict[tuple[str, int], dict]:
+    """GT rows of ``videos`` grouped by (video, frame): {key: {"person": ints, col: stacked arrays}}."""
+    vids = sorted(set(videos))
+    if not vids:
+        return {}
+    cols = ["video", "frame", "person", *columns]
+    t = read_table(gt_path, "gt_persons", filters=[("video", "in", vids)]).select(cols)
+    df = t.to_pandas()
+    out: dict[tuple[str, int], dict] = {}
+    for (v, f), g in df.groupby(["video", "frame"], sort=False):
+        rec = {"person": g["person"].to_numpy()}
+        for c in columns:
+            rec[c] = np.stack(g[c].to_numpy())
+        out[(str(v), int(f))] = rec
+    return out
+
+
+def voc_ap(preds: dict, gts: dict, iou_thr: float = 0.5) -> float:
+    """VOC all-point AP for one class.
+
+    ``preds``: {image_key: (boxes (n,4), scores (n,))}; ``gts``: {image_key: boxes (m,4)}.
+    Greedy matching by descending score; each GT matches at most once. NaN when there is no GT.
+    """
+    n_gt = sum(len(np.asarray(b).reshape(-1, 4)) for b in gts.values())
+    if n_gt == 0:
+        return float("nan")
+    recs = []
+    for key, (boxes, scores) in preds.items():
+        for b, s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1)):
+            recs.append((float(s), key, b))
+    recs.sort(key=lambda r: -r[0])
+    used = {k: np.zeros(len(np.asarray(b).reshape(-1, 4)), bool) for k, b in gts.items()}
+    tp = np.zeros(len(recs))
+    for i, (_, key, b) in enumerate(recs):
+        g = np.asarray(gts.get(key, np.zeros((0, 4)))).reshape(-1, 4)
+        if len(g) == 0:
+            continue
+        ious = iou_matrix(b[None], g)[0]
+        ious[used[key]] = -1
+        j = int(np.argmax(ious))
+        if ious[j] >= iou_thr:
+            tp[i] = 1
+            used[key][j] = True
+    ctp = np.cumsum(tp)
+    recall = ctp / n_gt
+    precision = ctp / np.arange(1, len(recs) + 1)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))

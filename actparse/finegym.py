@@ -1,0 +1,701 @@
+"""Seed 004: joint learning on the FineGym hierarchy (event -> set -> element), SlowOnly pathways.
+
+Two-stage training, as in the seed:
+
+1. one SlowOnly network per level (pytorchvideo ``create_resnet`` with the SlowOnly kernels: 1x7x7
+   stem, temporal convolutions only in res4 / res5; slim widths and depths on CPU), each trained on
+   element clips with the labels of its level (event, set or element);
+2. the joint model: the three pathways frozen, their globally pooled features concatenated, a shared
+   linear layer (+ ReLU, dropout) for the joint representation and three linear classifiers, trained
+   with ``L = w_event * L_event + w_set * L_set + w_element * L_element`` (1, 2, 4 in the seed).
+
+Data: FineGym's annotation layout (``finegym_annotation_info*.json``, ``gym*_categories.txt``,
+``gym*_train_element*.txt`` / ``gym*_val_element*.txt``; see :func:`actparse.synth.finegym_annotations`),
+read by :func:`load_annotations`. An event carrying a ``person`` key (the synthetic set's addition)
+is cropped around that ground-truth person track; otherwise the whole frame is used.
+
+Public API: :class:`SlowOnlyConfig`, :class:`SlowOnlyBackbone`, :class:`LevelModel`,
+:class:`JointModel`, :func:`hierarchical_loss`, :func:`train_step`, :class:`Hierarchy`,
+:func:`load_annotations`, :func:`crop_clips`, :func:`sample_indices`, :class:`GymSettings`,
+:func:`fit_level`, :func:`fit_joint`, :func:`predict_level`, :func:`predict_joint`, checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger("actparse.finegym")
+
+LEVELS: tuple[str, ...] = ("event", "set", "element")
+DEFAULT_LOSS_WEIGHTS = {"event": 1.0, "set": 2.0, "element": 4.0}
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+MEAN = (0.45, 0.45, 0.45)
+STD = (0.225, 0.225, 0.225)
+
+
+# --------------------------------------------------------------------------------------------
+# SlowOnly
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SlowOnlyConfig:
+    """SlowOnly (the Slow pathway of SlowFast on its own) from pytorchvideo ``create_resnet``."""
+
+    depth: int = 50
+    stage_depths: tuple[int, ...] | None = (1, 1, 1, 1)  # first k blocks per stage; None = full depth
+    stem_dim: int = 8                   # 64 published
+    temporal_stages: tuple[int, ...] = (0, 0, 1, 1)      # stages whose conv_a is 3x1x1 (SlowOnly: res4, res5)
+    spatial_strides: tuple[int, ...] = (1, 2, 2, 2)      # per stage; output stride = 4 * product
+
+    def __post_init__(self):
+        if self.depth not in DEPTHS:
+            raise ValueError(f"SlowOnly depth must be one of {sorted(DEPTHS)}, got {self.depth}")
+        if self.stage_depths is not None:
+            sd = tuple(int(d) for d in self.stage_depths)
+            full = DEPTHS[self.depth]
+            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
+                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)}, got {list(sd)}")
+            self.stage_depths = sd
+        self.temporal_stages = tuple(int(x) for x in self.temporal_stages)
+        self.spatial_strides = tuple(int(x) for x in self.spatial_strides)
+        if len(self.temporal_stages) != 4 or len(self.spatial_strides) != 4:
+            raise ValueError("temporal_stages and spatial_strides need 4 entries (one per stage)")
+        if self.stem_dim < 2:
+            raise ValueError(f"stem_dim must be >= 2, got {self.stem_dim}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.stem_dim * 32
+
+    @property
+    def output_stride(self) -> int:
+        return 4 * int(np.prod(self.spatial_strides))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("stage_depths", "temporal_stages", "spatial_strides"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+
+class SlowOnlyBackbone(nn.Module):
+    """Stem + 4 residual stages; ``forward`` -> 5D feature map, :meth:`pooled` -> (B, C)."""
+
+    def __init__(self, cfg: SlowOnlyConfig):
+        super().__init__()
+        from pytorchvideo.models.resnet import create_resnet
+
+        self.cfg = cfg
+        net = create_resnet(
+            model_depth=cfg.depth, model_num_class=1, stem_dim_out=cfg.stem_dim,
+            stem_conv_kernel_size=(1, 7, 7),
+            stage_conv_a_kernel_size=tuple((3, 1, 1) if t else (1, 1, 1) for t in cfg.temporal_stages),
+            stage_spatial_h_stride=cfg.spatial_strides, stage_spatial_w_stride=cfg.spatial_strides,
+        )
+        blocks = list(net.blocks)[:5]
+        if cfg.stage_depths is not None:
+            for stage, keep in zip(blocks[1:], cfg.stage_depths):
+                stage.res_blocks = stage.res_blocks[:keep]
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if clip.dim() != 5 or clip.shape[1] != 3:
+            raise ValueError(f"clip must be (B, 3, T, H, W), got {tuple(clip.shape)}")
+        x = clip
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def pooled(self, clip: torch.Tensor) -> torch.Tensor:
+        return self(clip).mean(dim=(2, 3, 4))
+
+
+class LevelModel(nn.Module):
+    """One pathway of seed 004 stage 1: SlowOnly -> global average pool -> dropout -> linear."""
+
+    def __init__(self, cfg: SlowOnlyConfig, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = SlowOnlyBackbone(cfg)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cfg.out_channels, num_classes)
+
+    def features(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.backbone.pooled(clip)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(clip)))
+
+
+class JointModel(nn.Module):
+    """Seed 004 stage 2: frozen pathways -> concat -> shared linear (+ReLU, dropout) -> 3 classifiers.
+
+    ``forward(clips)`` takes one clip tensor per pathway (same order as ``pathways``; one tensor is
+    used for all); :meth:`fuse` takes pre-computed pathway features (B, sum C).
+    """
+
+    def __init__(self, pathways: Sequence[nn.Module], feature_dims: Sequence[int], num_classes: Mapping[str, int],
+                 hidden: int = 256, dropout: float = 0.5, freeze: bool = True):
+        super().__init__()
+        self.pathways = nn.ModuleList(pathways)
+        self.frozen = bool(freeze)
+        if freeze:
+            for p in self.pathways.parameters():
+                p.requires_grad_(False)
+        self.fusion = nn.Linear(int(sum(feature_dims)), hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({lvl: nn.Linear(hidden, int(n)) for lvl, n in num_classes.items()})
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen pathways keep their BN statistics and no dropout
+            self.pathways.eval()
+        return self
+
+    def pathway_features(self, clips) -> torch.Tensor:
+        if isinstance(clips, torch.Tensor):
+            clips = [clips] * len(self.pathways)
+        if len(clips) != len(self.pathways):
+            raise ValueError(f"{len(clips)} clip tensors for {len(self.pathways)} pathways")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return torch.cat([p.features(c) for p, c in zip(self.pathways, clips)], dim=1)
+
+    def fuse(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.dropout(F.relu(self.fusion(feats)))
+        return {lvl: head(h) for lvl, head in self.heads.items()}
+
+    def forward(self, clips) -> dict[str, torch.Tensor]:
+        return self.fuse(self.pathway_features(clips))
+
+
+def hierarchical_loss(logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
+                      weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """``sum_l w_l * CE(logits_l, targets_l)`` over the levels in ``targets`` (seed 004: 1, 2, 4)."""
+    weights = DEFAULT_LOSS_WEIGHTS if weights is None else weights
+    missing = [lvl for lvl in targets if lvl not in logits]
+    if missing:
+        raise ValueError(f"no logits for level(s) {missing}")
+    return sum(float(weights.get(lvl, 1.0)) * F.cross_entropy(logits[lvl], targets[lvl]) for lvl in targets)
+
+
+def train_step(model: nn.Module, clips, targets, optimizer: torch.optim.Optimizer,
+               weights: Mapping[str, float] | None = None) -> float:
+    """One optimisation step of a :class:`LevelModel` (``targets`` a tensor) or :class:`JointModel` (a dict)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    out = model(clips)
+    loss = hierarchical_loss(out, targets, weights) if isinstance(out, dict) else F.cross_entropy(out, targets)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+# --------------------------------------------------------------------------------------------
+# Annotations (FineGym layout)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Hierarchy:
+    """Class lists of the three levels and the parent of every element / set."""
+
+    elements: list[str]           # index = Clabel
+    element_set: list[int]        # set id per element
+    element_event: list[str]      # event tag per element
+    set_ids: list[int]            # sorted set ids
+    set_names: dict[int, str]
+    events: list[str]             # event tags, first-seen order of the categories file
+
+    def classes(self, level: str) -> list[str]:
+        if level == "element":
+            return list(self.elements)
+        if level == "set":
+            return [self.set_names.get(s, str(s)) for s in self.set_ids]
+        if level == "event":
+            return list(self.events)
+        raise ValueError(f"unknown level {level!r}; levels: {LEVELS}")
+
+    def labels_of(self, clabel: int) -> dict[str, int]:
+        """Class index at every level of element ``clabel``."""
+        return {"element": int(clabel), "set": self.set_ids.index(self.element_set[clabel]),
+                "event": self.events.index(self.element_event[clabel])}
+
+    def parents(self) -> dict:
+        """{child level: (parent level, {child label name: parent label name})} for hierarchical_accuracy."""
+        el, st, ev = self.classes("element"), self.classes("set"), self.classes("event")
+        e2s = {el[i]: st[self.set_ids.index(self.element_set[i])] for i in range(len(el))}
+        s2e = {}
+        for i in range(len(el)):
+            s2e[e2s[el[i]]] = self.element_event[i]
+        return {"element": ("set", e2s), "set": ("event", s2e)}
+
+
+@dataclass
+class ElementClip:
+    clip: str                  # <video>_<event id>_<segment id>
+    video: str
+    person: int | None         # ground-truth track to crop around (None: whole frame)
+    start: float               # seconds, in the video
+    end: float
+    label: int                 # Clabel
+    split: str                 # train | test
+
+
+_CAT = re.compile(r"Clabel:\s*(\d+);\s*set:\s*(\d+);\s*Glabel:\s*(\d+);\s*\((\w+)\)\s*(.*)$")
+
+
+def _find(folder: Path, patterns: Sequence[str], what: str) -> Path:
+    for pat in patterns:
+        hits = sorted(folder.glob(pat))
+        if hits:
+            return hits[-1]
+    raise FileNotFoundError(f"{folder}: no {what} ({' or '.join(patterns)}) found")
+
+
+def load_hierarchy(folder: str | os.PathLike) -> Hierarchy:
+    """Parse ``gym*_categories.txt`` (and ``gym*_set_categories.txt`` for set names, optional)."""
+    folder = Path(folder)
+    path = _find(folder, ["gym*_categories.txt"], "FineGym categories file")
+    path = next((p for p in sorted(folder.glob("gym*_categories.txt")) if "set_" not in p.name), path)
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _CAT.match(line.strip())
+        if not m:
+            raise ValueError(f"{path}:{n}: not a FineGym category line: {line!r}")
+        rows.append((int(m.group(1)), int(m.group(2)), m.group(4), m.group(5).strip()))
+    rows.sort()
+    if [r[0] for r in rows] != list(range(len(rows))):
+        raise ValueError(f"{path}: Clabels must be 0..{len(rows) - 1} without gaps")
+    events: list[str] = []
+    for r in rows:
+        if r[2] not in events:
+            events.append(r[2])
+    set_names = {}
+    sp = next(iter(sorted(folder.glob("gym*_set_categories.txt"))), None)
+    if sp is not None:
+        for line in sp.read_text().splitlines():
+            m = re.match(r"set:\s*(\d+);\s*\((\w+)\)\s*(.*)$", line.strip())
+            if m:
+                set_names[int(m.group(1))] = m.group(3).strip()
+    return Hierarchy([r[3] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     sorted({r[1] for r in rows}), set_names, events)
+
+
+def load_annotations(folder: str | os.PathLike, fps: Mapping[str, float]) -> tuple[Hierarchy, list[ElementClip]]:
+    """Hierarchy + element clips of both splits from a FineGym-layout folder.
+
+    ``fps`` maps video names to frame rates (only used to check that the clips lie in the video).
+    Element ids are ``<video>_E_<...>_A_<...>``; a clip whose video is not in ``fps`` but whose
+    ``<video>_<event id>`` is (FineGym's per-event videos) gets times relative to the event.
+    """
+    folder = Path(folder)
+    hier = load_hierarchy(folder)
+    info_path = _find(folder, ["finegym_annotation_info*.json"], "FineGym annotation json")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{info_path}: not valid JSON: {exc}") from None
+    clips = []
+    for split, patterns in (("train", ["gym*_train_element*.txt"]), ("test", ["gym*_val_element*.txt"])):
+        try:
+            lp = _find(folder, patterns, f"{split} element list")
+        except FileNotFoundError:
+            continue
+        for n, line in enumerate(lp.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or "_E_" not in parts[0] or "_A_" not in parts[0]:
+                raise ValueError(f"{lp}:{n}: expected '<video>_E_..._A_... <label>', got {line!r}")
+            cid, lab = parts[0], int(parts[1])
+            if not 0 <= lab < len(hier.elements):
+                raise ValueError(f"{lp}:{n}: label {lab} outside 0..{len(hier.elements) - 1}")
+            head, seg = cid.rsplit("_A_", 1)
+            video, ev = head.split("_E_", 1)
+            ev, seg = "E_" + ev, "A_" + seg
+            try:
+                event = info[video][ev]
+                seg_ts = event["segments"][seg]["timestamps"][0]
+                ev_ts = event["timestamps"][0]
+            except (KeyError, IndexError, TypeError):
+                raise ValueError(f"{lp}:{n}: clip {cid} not in {info_path.name}") from None
+            person = event.get("person")
+            if video in fps:
+                start, end = float(ev_ts[0]) + float(seg_ts[0]), float(ev_ts[0]) + float(seg_ts[1])
+            elif f"{video}_{ev}" in fps:
+                video, start, end = f"{video}_{ev}", float(seg_ts[0]), float(seg_ts[1])
+            else:
+                raise ValueError(f"{lp}:{n}: video of clip {cid} is not in the data set")
+            clips.append(ElementClip(cid, video, None if person is None else int(person), start, end, lab, split))
+    if not clips:
+        raise ValueError(f"{folder}: no element clips listed")
+    return hier, clips
+
+
+# --------------------------------------------------------------------------------------------
+# Clips
+# --------------------------------------------------------------------------------------------
+def _crop_resize(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Crop ``box`` (may extend past the image: padded with the mean grey) and resize to size x size."""
+    import cv2
+
+    x1, y1, x2, y2 = [float(v) for v in box]
+    sx = size / max(x2 - x1, 1e-6)
+    sy = size / max(y2 - y1, 1e-6)
+    m = np.array([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]], np.float32)
+    fill = tuple(int(round(c * 255)) for c in MEAN)
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def crop_clips(video: np.ndarray, fps: float, clips: Sequence[ElementClip], gt_video, size: int,
+               margin: float = 1.2) -> list[np.ndarray]:
+    """Frames of each element clip as uint8 (n, size, size, 3).
+
+    With a person: the union of its ground-truth boxes over the clip, grown ``margin`` times and made
+    square, cropped from every frame; frames where the person is missing use the nearest box's
+    union all the same. Without a person: the whole frame (squeezed to square).
+    """
+    from .boxes import expand, to_aspect
+
+    out = []
+    n = len(video)
+    for c in clips:
+        s = int(np.clip(math.floor(c.start * fps + 1e-6), 0, n - 1))
+        e = int(np.clip(math.ceil(c.end * fps - 1e-6) - 1, s, n - 1))
+        frames = video[s:e + 1]
+        if c.person is not None and gt_video is not None:
+            g = gt_video[(gt_video["person"] == c.person) & (gt_video["frame"] >= s) & (gt_video["frame"] <= e)]
+            if len(g):
+                b = np.stack(g["box"].to_numpy()).astype(np.float64)
+                box = np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+                box = to_aspect(expand(box, margin), 1.0)[0]
+                out.append(np.stack([_crop_resize(f, box, size) for f in frames]))
+                continue
+            log.warning("clip %s: person %s has no ground-truth box; using the whole frame", c.clip, c.person)
+        h, w = frames.shape[1:3]
+        out.append(np.stack([_crop_resize(f, np.array([0, 0, w, h], float), size) for f in frames]))
+    return out
+
+
+def sample_indices(n: int, num_frames: int, interval: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``num_frames`` indices every ``interval`` frames: random start (``rng``) or centred (None)."""
+    span = (num_frames - 1) * interval + 1
+    slack = max(n - span, 0)
+    start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+    return np.clip(start + np.arange(num_frames) * interval, 0, n - 1)
+
+
+def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """uint8 (T, S, S, 3) -> normalised (3, T, crop, crop): random crop when ``rng``, else centre."""
+    from .clips import to_tensor
+
+    S = frames.shape[1]
+    if rng is not None:
+        y, x = (int(rng.integers(0, S - crop + 1)) for _ in range(2))
+    else:
+        y = x = (S - crop) // 2
+    return to_tensor(frames[:, y:y + crop, x:x + crop], MEAN, STD)
+
+
+# --------------------------------------------------------------------------------------------
+# Training / inference
+# --------------------------------------------------------------------------------------------
+@dataclass
+class GymSettings:
+    num_frames: dict = None          # {level: T}
+    interval: int = 3
+    crop: int = 56                   # network input (random crop of the stored size when training)
+    epochs: int = 12
+    views_per_clip: int = 2          # random temporal views of each clip per epoch
+    batch_size: int = 16
+    lr: float = 2e-3                 # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float = 1e-4
+    dropout: float = 0.5
+    joint_epochs: int = 40
+    joint_views: int = 4             # cached frozen-pathway features per train clip for the joint stage
+    joint_hidden: int = 256
+    joint_lr: float = 2e-3
+    loss_weights: dict = None        # {level: weight}
+
+    def __post_init__(self):
+        self.num_frames = dict(self.num_frames or {"event": 8, "set": 8, "element": 8})
+        self.loss_weights = dict(self.loss_weights or DEFAULT_LOSS_WEIGHTS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cosine(step: int, total: int, warm: int) -> float:
+    if warm and step < warm:
+        return 0.1 + 0.9 * step / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(total - warm, 1))))
+
+
+def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, rng) -> torch.Tensor:
+    return torch.stack([to_clip(frames[i][sample_indices(len(frames[i]), num_frames, s.interval, rng)], s.crop, rng)
+                        for i in idx])
+
+
+def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarray, num_frames: int,
+              s: GymSettings, seed: int = 0, device: str = "cpu", desc: str = "gym") -> dict:
+    """Train one pathway with cross-entropy on its level's labels."""
+    from tqdm import tqdm
+
+    n = len(frames)
+    if n == 0:
+        raise ValueError("no training clips")
+    rng = np.random.default_rng(seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    per_epoch = n * s.views_per_clip
+    iters = math.ceil(per_epoch / s.batch_size)
+    total = iters * s.epochs
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    hist = {"loss": [], "train_acc": []}
+    step = 0
+    for epoch in tqdm(range(s.epochs), desc=desc, unit="epoch", disable=None):
+        order = np.concatenate([rng.permutation(n) for _ in range(s.views_per_clip)])
+        tot, hits = 0.0, 0
+        for it in range(iters):
+            idx = order[it * s.batch_size:(it + 1) * s.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = s.lr * _cosine(step, total, iters)
+            x = _batch(frames, idx, num_frames, s, rng).to(device)
+            y = y_all[idx].to(device)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            if not torch.isfinite(loss):
+                raise ValueError(f"{desc}: loss became {float(loss)} in epoch {epoch}; lower gym.lr")
+            loss.backward()
+            opt.step()
+            step += 1
+            tot += float(loss.detach()) * len(idx)
+            hits += int((out.argmax(1) == y).sum())
+        hist["loss"].append(tot / len(order))
+        hist["train_acc"].append(hits / len(order))
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def pathway_features(pathways: Sequence[LevelModel], frames: Sequence[np.ndarray], num_frames: Sequence[int],
+                     s: GymSettings, rng: np.random.Generator | None, device: str = "cpu") -> torch.Tensor:
+    """Concatenated pooled features (n, sum C) of one temporal view of every clip (random view if ``rng``)."""
+    out = []
+    for p in pathways:
+        p.eval().to(device)
+    for i in range(0, len(frames), s.batch_size):
+        idx = list(range(i, min(len(frames), i + s.batch_size)))
+        state = None if rng is None else rng.bit_generator.state
+        feats = []
+        for p, T in zip(pathways, num_frames):
+            if state is not None:  # the same temporal view / crop for every pathway
+                rng.bit_generator.state = state
+            feats.append(p.features(_batch(frames, idx, T, s, rng).to(device)).float().cpu())
+        out.append(torch.cat(feats, dim=1))
+    return torch.cat(out)
+
+
+def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.ndarray], s: GymSettings,
+              seed: int = 0) -> dict:
+    """Train the fusion layer and the three classifiers on cached frozen-pathway features."""
+    g = torch.Generator().manual_seed(int(seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.joint_lr, weight_decay=s.weight_decay)
+    tg = {lvl: torch.as_tensor(np.asarray(v), dtype=torch.long) for lvl, v in targets.items()}
+    n = len(feats)
+    iters = math.ceil(n / s.batch_size)
+    total = iters * s.joint_epochs
+    hist = {"loss": []}
+    step = 0
+    for _ in range(s.joint_epochs):
+        order = torch.randperm(n, generator=g)
+        tot = 0.0
+        for it in range(iters):
+            j = order[it * s.batch_size:(it + 1) * s.batch_size]
+            for grp in opt.param_groups:
+                grp["lr"] = s.joint_lr * _cosine(step, total, iters)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = hierarchical_loss(model.fuse(feats[j]), {k: v[j] for k, v in tg.items()}, s.loss_weights)
+            loss.backward()
+            opt.step()
+            step += 1
+            tot += float(loss.detach()) * len(j)
+        hist["loss"].append(tot / n)
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def predict_level(model: LevelModel, frames: Sequence[np.ndarray], num_frames: int, s: GymSettings,
+                  device: str = "cpu") -> np.ndarray:
+    """Softmax probabilities (n, classes) of the centred view of every clip."""
+    model.eval().to(device)
+    out = []
+    for i in range(0, len(frames), s.batch_size):
+        idx = list(range(i, min(len(frames), i + s.batch_size)))
+        out.append(model(_batch(frames, idx, num_frames, s, None).to(device)).float().softmax(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.classifier.out_features), np.float32)
+
+
+@torch.no_grad()
+def predict_joint(model: JointModel, feats: torch.Tensor) -> dict[str, np.ndarray]:
+    model.eval()
+    return {lvl: v.float().softmax(1).numpy() for lvl, v in model.fuse(feats).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_level(path: str | os.PathLike, device: str = "cpu") -> tuple[LevelModel, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: FineGym pathway checkpoint not found (has gym_train run?)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        m = LevelModel(SlowOnlyConfig(**ck["backbone"]), len(ck["classes"]), ck.get("dropout", 0.5))
+        m.load_state_dict(ck["state"], strict=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a FineGym pathway checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    return m.to(device).eval(), ck
+
+
+def load_joint(path: str | os.PathLike, pathways: Sequence[LevelModel], device: str = "cpu") -> tuple[JointModel, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: FineGym joint checkpoint not found (has gym_train run?)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        dims = [p.classifier.in_features for p in pathways]
+        m = JointModel(pathways, dims, {k: len(v) for k, v in ck["classes"].items()}, ck["hidden"], ck.get("dropout", 0.5))
+        m.load_state_dict(ck["state"], strict=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a FineGym joint checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    return m.to(device).eval(), ck
+
+
+# --------------------------------------------------------------------------------------------
+# params.yaml section ``gym`` and data loading shared by the gym stages
+# --------------------------------------------------------------------------------------------
+def config_from_params(params: dict) -> SlowOnlyConfig:
+    from .params import ParamError, get
+
+    sd = get(params, "gym.stage_depths", (list, type(None)), default=[1, 1, 1, 1])
+    try:
+        return SlowOnlyConfig(depth=get(params, "gym.depth", int, default=50, choices=tuple(DEPTHS)),
+                              stage_depths=None if sd is None else tuple(sd),
+                              stem_dim=get(params, "gym.stem_dim", int, default=8, min_value=2))
+    except ValueError as exc:
+        if isinstance(exc, ParamError):
+            raise
+        raise ParamError(f"{params.get('_path', 'params')}: section 'gym': {exc}") from None
+
+
+def _level_dict(params: dict, key: str, default: dict, typ) -> dict:
+    from .params import ParamError, get
+
+    val = get(params, key, (dict, int, float), default=default)
+    if not isinstance(val, dict):
+        val = {lvl: val for lvl in LEVELS}
+    bad = sorted(set(val) - set(LEVELS)) + sorted(set(LEVELS) - set(val))
+    if bad:
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} needs exactly the levels "
+                         f"{list(LEVELS)}, got {sorted(val)}")
+    try:
+        return {lvl: typ(val[lvl]) for lvl in LEVELS}
+    except (TypeError, ValueError):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must map levels to numbers, got {val!r}") from None
+
+
+def settings_from_params(params: dict) -> GymSettings:
+    from .params import ParamError, get
+
+    d = GymSettings()
+    s = GymSettings(
+        num_frames=_level_dict(params, "gym.num_frames", d.num_frames, int),
+        interval=get(params, "gym.interval", int, default=d.interval, min_value=1),
+        crop=get(params, "gym.crop", int, default=d.crop, min_value=16),
+        epochs=get(params, "gym.epochs", int, default=d.epochs, min_value=0),
+        views_per_clip=get(params, "gym.views_per_clip", int, default=d.views_per_clip, min_value=1),
+        batch_size=get(params, "gym.batch_size", int, default=d.batch_size, min_value=1),
+        lr=get(params, "gym.lr", float, default=d.lr, min_value=0.0),
+        weight_decay=get(params, "gym.weight_decay", float, default=d.weight_decay, min_value=0.0),
+        dropout=get(params, "gym.dropout", float, default=d.dropout, min_value=0.0, max_value=0.95),
+        joint_epochs=get(params, "gym.joint_epochs", int, default=d.joint_epochs, min_value=0),
+        joint_views=get(params, "gym.joint_views", int, default=d.joint_views, min_value=1),
+        joint_hidden=get(params, "gym.joint_hidden", int, default=d.joint_hidden, min_value=1),
+        joint_lr=get(params, "gym.joint_lr", float, default=d.joint_lr, min_value=0.0),
+        loss_weights=_level_dict(params, "gym.loss_weights", d.loss_weights, float),
+    )
+    if min(s.num_frames.values()) < 1:
+        raise ParamError(f"{params.get('_path', 'params')}: gym.num_frames must be >= 1 per level")
+    size = get(params, "gym.size", int, default=64, min_value=16)
+    if s.crop > size:
+        raise ParamError(f"{params.get('_path', 'params')}: gym.crop ({s.crop}) must be <= gym.size ({size})")
+    return s
+
+
+def load_split(params: dict, root, split: str):
+    """(hierarchy, clips of ``split``, their uint8 frame stacks, skip rows) for a gym stage."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .dataset import gt_persons_path, load_videos, video_path
+    from .params import get
+    from .paths import data_root
+    from .schemas import read_df
+    from .video import VideoError, open_video, read_frames
+
+    droot = data_root(params, root)
+    folder = droot / "annotations" / "finegym"
+    videos = load_videos(droot).to_pandas()
+    fps = {r.video: float(r.fps or 25.0) for r in videos.itertuples(index=False)}
+    hier, clips = load_annotations(folder, fps)
+    clips = [c for c in clips if c.split == split]
+    size = get(params, "gym.size", int, default=64, min_value=16)
+    margin = get(params, "gym.margin", float, default=1.2, min_value=1.0)
+    gtp = gt_persons_path(droot)
+    gt = read_df(gtp, "gt_persons", columns=["video", "frame", "person", "box"]) if gtp.exists() else \
+        pd.DataFrame({"video": [], "frame": [], "person": [], "box": []})
+    gt_by = {v: g for v, g in gt.groupby("video", sort=False)}
+    row_of = {r.video: r for r in videos.itertuples(index=False)}
+    by_video: dict = {}
+    for i, c in enumerate(clips):
+        by_video.setdefault(c.video, []).append(i)
+    frames: list = [None] * len(clips)
+    skips = []
+    for v, idx in tqdm(list(by_video.items()), desc=f"gym {split} clips", unit="video", disable=None):
+        path = video_path(droot, row_of[v].path)
+        try:
+            vr = open_video(path)
+            arr = read_frames(path, np.arange(len(vr)), vr=vr)
+        except VideoError as exc:
+            skips.append({"video": v, "stage": f"gym_{split}", "error": str(exc)})
+            continue
+        for i, fr in zip(idx, crop_clips(arr, fps[v], [clips[i] for i in idx], gt_by.get(v), size, margin)):
+            frames[i] = fr
+    keep = [i for i in range(len(clips)) if frames[i] is not None]
+    return hier, [clips[i] for i in keep], [frames[i] for i in keep], skips

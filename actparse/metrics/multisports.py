@@ -1,0 +1,497 @@
+"""MultiSports frame-mAP and video-mAP, bit-exact with the official evaluation code, vectorised.
+
+Reproduces ``evaluate_multisports.py`` of the public MCG-NJU/MultiSports repository (the code its
+README names as *the* evaluation code, "PR area the same as PASCAL VOC"; ``variant="multisports"``,
+the default) and, with ``variant="act"``, the ACT-derived code it was modified from (the
+challenge server's ``evaluate.py`` and MOC-Detector's ``ACT.py``: trapezoidal PR area with a
+leading (1, 0) point, "+1 pixel" boxes and frame counts, and a matched ground truth deleted from
+the pool so a duplicate may still match another one).
+
+Inputs are the official files, loaded:
+
+* ground truth: the ``multisports_GT.pkl`` dict (``labels``, ``test_videos`` (list of lists; the
+  first split is scored, as ``GT['test_videos'][0]``), ``gttubes`` {video: {label index: [array
+  (n, 5): frame (1-based), x1, y1, x2, y2]}}, ``nframes``, ``resolution``);
+* frame detections: array (N, 8) of ``video index, frame (1-based), label index, score, x1, y1,
+  x2, y2`` (``frame_detections.pkl``; a list of (8,) arrays is stacked);
+* video detections: {label index: [(video, tube score, array (n, 6): frame, x1, y1, x2, y2,
+  box score)]} (``video_detections.pkl``).
+
+Official behaviours kept (each is what the official loop does, not a choice made here):
+
+* classes in ``OFFICIAL_EXCLUDED_LABELS`` are not scored; classes with no ground truth in the test
+  videos are skipped (not counted as 0); the mAP is the plain mean of the per-class APs x 100;
+* detections are ranked with ``np.argsort(-scores)`` on the same array (so ties fall the same way);
+* each detection is compared with the ground truth of its (video, frame) / video only, takes the
+  arg-max IoU box (first one on ties), and is a true positive iff that IoU >= thr and that box was
+  not already taken (``multisports``: a duplicate of a taken box is a false positive even if another
+  box would have matched; ``act``: taken boxes are removed first);
+* video IoU = mean per-frame IoU over the temporal intersection x temporal IoU; the MultiSports
+  code measures frame spans as ``last - first`` (no +1: a one-frame overlap has temporal IoU 0, two
+  one-frame tubes on the same frame give 0/0 = nan, which never matches); ``act`` uses ``+1``;
+* a video's tubes must cover consecutive frames (the official code indexes frames by position and
+  fails otherwise; here that is a ValueError naming the video).
+* Comparisons and means run in the dtype of the official arrays (float32 tubes stay float32; a
+  Python float threshold is compared as NumPy 2 does), so the numbers are identical, not close.
+
+The official ``iou3dt`` calls ``int()`` on a one-element array, which NumPy >= 2.4 refuses; the
+numbers here are those the official code gives under a NumPy where it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._exact import act_ap, greedy_first_claim, segment_means, voc_ap
+
+OFFICIAL_EXCLUDED_LABELS: tuple[str, ...] = (
+    "aerobic kick jump", "aerobic off axis jump", "aerobic butterfly jump", "aerobic balance turn",
+    "basketball save", "basketball jump ball",
+)
+VARIANTS = ("multisports", "act")
+
+
+@dataclass
+class APResult:
+    """mAP (x100, as printed by the official code), per-class AP (x100) and PR arrays per class."""
+
+    map: float
+    ap: dict = field(default_factory=dict)
+    pr: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"map": _num(self.map), "ap": {k: _num(v) for k, v in self.ap.items()}}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def test_videos(gt: dict) -> list:
+    """The scored video list: ``gt['test_videos'][0]`` (a flat list of names is accepted too)."""
+    tv = gt.get("test_videos")
+    if tv is None:
+        raise ValueError("ground truth has no 'test_videos'")
+    tv = list(tv)
+    if tv and isinstance(tv[0], (list, tuple, np.ndarray)):
+        return list(tv[0])
+    return tv
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def as_frame_detections(dets) -> np.ndarray:
+    """Official frame detections as an (N, 8) array (a list of (8,) arrays is stacked)."""
+    if isinstance(dets, np.ndarray) and dets.ndim == 2:
+        arr = dets
+    else:
+        dets = list(dets)
+        arr = np.stack([np.asarray(d) for d in dets]) if dets else np.zeros((0, 8), np.float32)
+    if arr.ndim != 2 or arr.shape[1] != 8:
+        raise ValueError(f"frame detections must have shape (N, 8), got {arr.shape}")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------- IoU
+def _iou_pairs(gtb: np.ndarray, detb: np.ndarray, plus_one: bool) -> np.ndarray:
+    """IoU of aligned box pairs; exactly the official ``iou2d`` arithmetic (b1 = gt, b2 = det)."""
+    if plus_one:  # ACT_utils.overlap2d / area2d
+        xmin = np.maximum(gtb[..., 0], detb[..., 0])
+        ymin = np.maximum(gtb[..., 1], detb[..., 1])
+        xmax = np.minimum(gtb[..., 2] + 1, detb[..., 2] + 1)
+        ymax = np.minimum(gtb[..., 3] + 1, detb[..., 3] + 1)
+        ov = np.maximum(0, xmax - xmin) * np.maximum(0, ymax - ymin)
+        a1 = (gtb[..., 2] - gtb[..., 0] + 1) * (gtb[..., 3] - gtb[..., 1] + 1)
+        a2 = (detb[..., 2] - detb[..., 0] + 1) * (detb[..., 3] - detb[..., 1] + 1)
+    else:  # evaluate_multisports.overlap2d_voc / area2d_voc
+        xmin = np.maximum(gtb[..., 0], detb[..., 0])
+        ymin = np.maximum(gtb[..., 1], detb[..., 1])
+        xmax = np.minimum(gtb[..., 2], detb[..., 2])
+        ymax = np.minimum(gtb[..., 3], detb[..., 3])
+        ov = np.maximum(0, xmax - xmin) * np.maximum(0, ymax - ymin)
+        a1 = (gtb[..., 2] - gtb[..., 0]) * (gtb[..., 3] - gtb[..., 1])
+        a2 = (detb[..., 2] - detb[..., 0]) * (detb[..., 3] - detb[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ov / (a1 + a2 - ov)
+
+
+def _ge(values: np.ndarray, thr: float) -> np.ndarray:
+    """``value >= thr`` as NumPy 2 evaluates it for a scalar of ``values.dtype`` and a Python float."""
+    return values >= values.dtype.type(thr)
+
+
+# --------------------------------------------------------------------------------- frame-mAP
+@dataclass
+class _FrameGT:
+    labels: np.ndarray  # per box
+    keys: np.ndarray  # (iv, frame) encoded
+    boxes: np.ndarray  # float64, like the official tolist() -> np.array
+
+
+def _flatten_frame_gt(gt: dict, vlist: list) -> _FrameGT:
+    labels, keys, boxes = [], [], []
+    gttubes = gt["gttubes"]
+    for iv, v in enumerate(vlist):
+        for ilabel, tubes in gttubes[v].items():
+            for tube in tubes:
+                tube = np.asarray(tube)
+                if len(tube) == 0:
+                    continue
+                labels.append(np.full(len(tube), int(ilabel), np.int64))
+                keys.append(iv * (1 << 32) + tube[:, 0].astype(np.int64))
+                boxes.append(np.asarray(tube[:, 1:5], dtype=np.float64))
+    if not labels:
+        return _FrameGT(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)))
+    labels, keys, boxes = np.concatenate(labels), np.concatenate(keys), np.concatenate(boxes)
+    order = np.lexsort((keys, labels))  # stable: keeps tube-then-row order inside a key
+    return _FrameGT(labels[order], keys[order], boxes[order])
+
+
+def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS) -> APResult:
+    """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5)."""
+    _check_variant(variant)
+    act = variant == "act"
+    dets = as_frame_detections(dets)
+    vlist = test_videos(gt)
+    fgt = _flatten_frame_gt(gt, vlist)
+    res = APResult(map=float("nan"))
+    aps = []
+    for ilabel, label in enumerate(gt["labels"]):
+        if label in excluded_labels:
+            continue
+        d = dets[dets[:, 2] == ilabel, :]
+        gsel = fgt.labels == ilabel
+        gkeys, gboxes = fgt.keys[gsel], fgt.boxes[gsel]
+        gt_num = len(gkeys)
+        if gt_num == 0:
+            continue
+        order = np.argsort(-d[:, 3])
+        rank = np.empty(len(d), np.int64)
+        rank[order] = np.arange(len(d))
+        ukeys, ustart, ucount = np.unique(gkeys, return_index=True, return_counts=True)
+        dkeys = d[:, 0].astype(np.int64) * (1 << 32) + d[:, 1].astype(np.int64)
+        pos = np.searchsorted(ukeys, dkeys)
+        pos_c = np.minimum(pos, max(len(ukeys) - 1, 0))
+        has = (pos < len(ukeys)) & (ukeys[pos_c] == dkeys) if len(ukeys) else np.zeros(len(d), bool)
+        start = np.where(has, ustart[pos_c], 0)
+        count = np.where(has, ucount[pos_c], 0)
+        dbox = d[:, 4:8].astype(np.result_type(d.dtype, np.float64))
+        tp = np.zeros(len(d), bool)
+        target = np.full(len(d), -1, np.int64)
+        rows_full = {}
+        for c in np.unique(count[has]):
+            sel = np.flatnonzero(has & (count == c))
+            gidx = start[sel, None] + np.arange(c)
+            ious = _iou_pairs(gboxes[gidx], dbox[sel, None, :], plus_one=act)
+            amax = np.argmax(ious, axis=1)
+            best = ious[np.arange(len(sel)), amax]
+            ok = _ge(best, thr)
+            target[sel[ok]] = gidx[np.arange(len(sel)), amax][ok]
+            if act:
+                for j, i in enumerate(sel):
+                    rows_full[i] = (gidx[j], ious[j])
+        if act:
+            tp = _act_resolve(rank, target, rows_full, start, thr)
+        else:
+            tp = greedy_first_claim(rank, target)
+        tps = np.cumsum(tp[order])
+        n = np.arange(1, len(d) + 1)
+        fps = n - tps
+        if act:
+            pr = np.empty((len(d) + 1, 2), dtype=np.float32)
+            pr[0] = (1.0, 0.0)
+            pr[1:, 0] = tps / (tps + fps)
+            pr[1:, 1] = tps / gt_num
+            ap = act_ap(pr)
+        else:
+            pr = np.empty((len(d), 2), dtype=np.float64)
+            pr[:, 0] = tps / (tps + fps)
+            pr[:, 1] = tps / gt_num
+            ap = voc_ap(pr[:, 0], pr[:, 1])
+        res.pr[label] = pr
+        res.ap[label] = ap * 100
+        aps.append(ap)
+    if aps:
+        res.map = np.mean(100 * np.array(aps))
+    return res
+
+
+def _act_resolve(rank: np.ndarray, target: np.ndarray, rows: dict, group: np.ndarray, thr: float) -> np.ndarray:
+    """ACT matching (a matched ground truth is deleted): first-claim where no box is claimed twice,
+    the sequential official loop inside the groups (frames / videos) where some box is."""
+    tp = greedy_first_claim(rank, target)
+    cand = target >= 0
+    if not cand.any():
+        return tp
+    vals, counts = np.unique(target[cand], return_counts=True)
+    nan_rows = [i for i, (_, r) in rows.items() if np.isnan(r).any()]
+    contested = set(group[np.isin(target, vals[counts > 1])].tolist()) | {int(group[i]) for i in nan_rows}
+    if not contested:
+        return tp
+    members: dict[int, list[int]] = {}
+    for i in rows:
+        g = int(group[i])
+        if g in contested:
+            members.setdefault(g, []).append(i)
+    for g, idx in members.items():
+        idx.sort(key=lambda i: rank[i])
+        taken: set[int] = set()
+        for i in idx:
+            gids, ious = rows[i]
+            keep = np.array([int(x) not in taken for x in gids])
+            tp[i] = False
+            if not keep.any():
+                continue
+            rem = ious[keep]
+            a = int(np.argmax(rem))
+            if rem[a] >= rem.dtype.type(thr):
+                tp[i] = True
+                taken.add(int(gids[keep][a]))
+    return tp
+
+
+# --------------------------------------------------------------------------------- video-mAP
+@dataclass
+class _Tubes:
+    """Many tubes in one array: rows (frame, x1, y1, x2, y2), tube t = rows[start[t]:start[t]+len[t]]."""
+
+    rows: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    first: np.ndarray  # first frame, tube dtype
+    last: np.ndarray
+
+
+def _stack_tubes(tubes: list, what: str) -> _Tubes:
+    if not tubes:
+        return _Tubes(np.zeros((0, 5)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    arrs = [np.asarray(t) for t in tubes]
+    dtype = np.result_type(*[a.dtype for a in arrs])
+    for a, name in zip(arrs, what if isinstance(what, list) else [what] * len(arrs)):
+        if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0:
+            raise ValueError(f"{name}: a tube must be an (n>=1, 5+) array, got shape {a.shape}")
+        fr = a[:, 0]
+        if len(fr) > 1 and not np.all(np.diff(fr) == 1):
+            raise ValueError(f"{name}: tube frames must be consecutive (the official IoU indexes "
+                             f"frames by position), got {fr[:5].tolist()}...")
+    lengths = np.array([len(a) for a in arrs], np.int64)
+    rows = np.concatenate([a[:, :5].astype(dtype, copy=False) for a in arrs])
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return _Tubes(rows, start, lengths, rows[start, 0], rows[start + lengths - 1, 0])
+
+
+def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, variant: str = "multisports"):
+    """Spatio-temporal IoU of tube pairs (official ``iou3dt``) for index arrays ``gi`` x ``di``.
+
+    Returns (iou as float64 holding the official value, overlap flag). Where the tubes do not
+    overlap in time the official code returns the Python float 0.0 (flag False); elsewhere a NumPy
+    scalar of the tubes' dtype, which matters for threshold comparisons.
+    """
+    act = variant == "act"
+    dtype = np.result_type(gt.rows.dtype, det.rows.dtype)
+    gf, gl = gt.first[gi].astype(dtype), gt.last[gi].astype(dtype)
+    df, dl = det.first[di].astype(dtype), det.last[di].astype(dtype)
+    tmin = np.maximum(gf, df)
+    tmax = np.minimum(gl, dl)
+    ovl = ~(tmax < tmin)
+    out = np.zeros(len(gi), np.float64)
+    if not ovl.any():
+        return out, ovl
+    p = np.flatnonzero(ovl)
+    n = (tmax[p] - tmin[p]).astype(np.int64) + 1
+    g0 = gt.start[gi[p]] + (tmin[p] - gf[p]).astype(np.int64)
+    d0 = det.start[di[p]] + (tmin[p] - df[p]).astype(np.int64)
+    rep = np.repeat(np.arange(len(p)), n)
+    offs = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    gb = gt.rows[g0[rep] + offs, 1:5].astype(dtype, copy=False)
+    db = det.rows[d0[rep] + offs, 1:5].astype(dtype, copy=False)
+    per_frame = _iou_pairs(gb, db, plus_one=act)
+    starts = np.cumsum(n) - n
+    mean = segment_means(per_frame, starts, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if act:
+            inter = tmax[p] - tmin[p] + 1
+            union = np.maximum(gl[p], dl[p]) - np.minimum(gf[p], df[p]) + 1
+        else:
+            inter = tmax[p] - tmin[p]
+            union = np.maximum(gl[p], dl[p]) - np.minimum(gf[p], df[p])
+        out[p] = mean * (inter / union)
+    return out, ovl
+
+
+def _video_ge(iou: np.ndarray, ovl: np.ndarray, thr: float, dtype) -> np.ndarray:
+    """Official ``ious[amax] >= thr``: NumPy scalar (tube dtype) or Python 0.0 where no overlap."""
+    t = np.dtype(dtype).type(thr)
+    return np.where(ovl, iou.astype(dtype) >= t, iou >= thr)
+
+
+def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisports",
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+    """Video-mAP for each threshold (official ``videoAP``): {thr: APResult}.
+
+    The tube IoUs are computed once and reused for every threshold. ``missing_label``: "error" (the
+    official code raises KeyError when ``dets`` lacks a scored label) or "empty" (no detections).
+    """
+    _check_variant(variant)
+    thresholds = list(thresholds)
+    vlist = test_videos(gt)
+    vset = set(vlist)
+    out = {t: APResult(map=float("nan")) for t in thresholds}
+    aps = {t: [] for t in thresholds}
+    for ilabel, label in enumerate(gt["labels"]):
+        if label in excluded_labels:
+            continue
+        if ilabel not in dets:
+            if missing_label == "error":
+                raise ValueError(f"video detections have no entry for label index {ilabel} ({label!r})")
+            detections = []
+        else:
+            detections = list(dets[ilabel])
+        gvids, gtubes = [], []
+        for v in vlist:
+            tubes = gt["gttubes"][v]
+            if ilabel in tubes and len(tubes[ilabel]):
+                for t in tubes[ilabel]:
+                    gvids.append(v)
+                    gtubes.append(t)
+        gt_num = len(gtubes)
+        if gt_num == 0:
+            continue
+        scores = np.array([dd[1] for dd in detections])
+        order = np.argsort(-scores)
+        nd = len(detections)
+        rank = np.empty(nd, np.int64)
+        rank[order] = np.arange(nd)
+        G = _stack_tubes(gtubes, [f"ground truth of {v!r}" for v in gvids])
+        # group ground truth by video (official gt[v] list order)
+        gv_index: dict = {}
+        for k, v in enumerate(gvids):
+            gv_index.setdefault(v, []).append(k)
+        dv = [dd[0] for dd in detections]
+        in_gt = np.array([v in gv_index for v in dv], bool) if nd else np.zeros(0, bool)
+        sel = np.flatnonzero(in_gt)
+        D = _stack_tubes([detections[i][2] for i in sel], [f"detection of {dv[i]!r}" for i in sel]) if len(sel) else None
+        dtype = np.result_type(G.rows.dtype, D.rows.dtype) if D is not None else G.rows.dtype
+        # pairs (detection, each gt tube of its video)
+        counts = np.array([len(gv_index[dv[i]]) for i in sel], np.int64)
+        gi = np.concatenate([gv_index[dv[i]] for i in sel]).astype(np.int64) if len(sel) else np.zeros(0, np.int64)
+        di = np.repeat(np.arange(len(sel)), counts)
+        if len(sel):
+            iou, ovl = tube_iou_pairs(G, gi, D, di, variant)
+        else:
+            iou, ovl = np.zeros(0), np.zeros(0, bool)
+        pstart = np.cumsum(counts) - counts
+        for thr in thresholds:
+            target = np.full(nd, -1, np.int64)
+            rows = {}
+            for c in np.unique(counts):
+                s = np.flatnonzero(counts == c)
+                pidx = pstart[s, None] + np.arange(c)
+                m = iou[pidx]
+                amax = np.argmax(m, axis=1)
+                pbest = pidx[np.arange(len(s)), amax]
+                ok = _video_ge(iou[pbest], ovl[pbest], thr, dtype)
+                target[sel[s[ok]]] = gi[pbest[ok]]
+                if variant == "act":
+                    for j, k in enumerate(s):
+                        rows[int(sel[k])] = (gi[pidx[j]], iou[pidx[j]], ovl[pidx[j]])
+            if variant == "act":
+                tp = _act_resolve_video(rank, target, rows, dv, thr, dtype)
+            else:
+                tp = greedy_first_claim(rank, target)
+            tps = np.cumsum(tp[order])
+            fps = np.arange(1, nd + 1) - tps
+            if variant == "act":
+                pr = np.empty((nd + 1, 2), dtype=np.float32)
+                pr[0] = (1.0, 0.0)
+                pr[1:, 0] = tps / (tps + fps)
+                pr[1:, 1] = tps / gt_num
+                ap = act_ap(pr)
+            else:
+                pr = np.empty((nd, 2), dtype=np.float64)
+                pr[:, 0] = tps / (tps + fps)
+                pr[:, 1] = tps / gt_num
+                ap = voc_ap(pr[:, 0], pr[:, 1])
+            out[thr].pr[label] = pr
+            out[thr].ap[label] = ap * 100
+            aps[thr].append(ap)
+    for t in thresholds:
+        if aps[t]:
+            out[t].map = np.mean(100 * np.array(aps[t]))
+    return out
+
+
+def _act_resolve_video(rank, target, rows, dv, thr, dtype):
+    tp = greedy_first_claim(rank, target)
+    cand = target >= 0
+    if not cand.any():
+        return tp
+    vals, counts = np.unique(target[cand], return_counts=True)
+    contested_t = set(vals[counts > 1].tolist())
+    nan_v = {dv[i] for i, (_, r, _o) in rows.items() if np.isnan(r).any()}
+    contested_v = {dv[i] for i in np.flatnonzero(cand) if int(target[i]) in contested_t} | nan_v
+    if not contested_v:
+        return tp
+    by_v: dict = {}
+    for i in rows:
+        if dv[i] in contested_v:
+            by_v.setdefault(dv[i], []).append(i)
+    t = np.dtype(dtype).type(thr)
+    for v, idx in by_v.items():
+        idx.sort(key=lambda i: rank[i])
+        taken: set[int] = set()
+        for i in idx:
+            gids, ious, ovl = rows[i]
+            keep = np.array([int(x) not in taken for x in gids])
+            tp[i] = False
+            if not keep.any():
+                continue
+            a = int(np.argmax(ious[keep]))
+            val, o = ious[keep][a], ovl[keep][a]
+            if (np.asarray(val).astype(dtype) >= t) if o else (val >= thr):
+                tp[i] = True
+                taken.add(int(gids[keep][a]))
+    return tp
+
+
+def video_ap_ranges(gt: dict, dets: dict, variant: str = "multisports",
+                    excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+    """The official averaged video-mAPs: "0.05:0.45", "0.10:0.90", "0.50:0.95" (``videoAP_all``).
+
+    Thresholds are built with the official expressions (``0.1 + 0.1 * i`` ...) and summed in the
+    official order, so the averages are the official floats.
+    """
+    high = [0.5 + 0.05 * i for i in range(10)]
+    low = [0.05 + 0.05 * i for i in range(9)]
+    allt = [0.1 + 0.1 * i for i in range(9)]
+    res = video_ap(gt, dets, sorted(set(high + low + allt)), variant, excluded_labels, missing_label)
+
+    def avg(ths, n):
+        s = 0
+        for t in ths:
+            s += res[t].map
+        return s / n
+
+    return {"0.05:0.45": avg(low, 9.0), "0.10:0.90": avg(allt, 9.0), "0.50:0.95": avg(high, 10.0)}
+
+
+def evaluate(gt: dict, frame_dets=None, video_dets=None, variant: str = "multisports",
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+    """All MultiSports numbers the challenge reports, as a plain dict (x100, like the official print)."""
+    out: dict = {}
+    if frame_dets is not None:
+        out["frame_map@0.5"] = _num(frame_ap(gt, frame_dets, 0.5, variant, excluded_labels).map)
+    if video_dets is not None:
+        res = video_ap(gt, video_dets, [0.2, 0.5], variant, excluded_labels, missing_label)
+        out["video_map@0.2"] = _num(res[0.2].map)
+        out["video_map@0.5"] = _num(res[0.5].map)
+        rng = video_ap_ranges(gt, video_dets, variant, excluded_labels, missing_label)
+        out.update({f"video_map@{k}": _num(v) for k, v in rng.items()})
+    return out

@@ -1,0 +1,593 @@
+"""Kinetics-TPS "Part State Correctness" and the conditioned-accuracy area, exact and fast.
+
+Reproduces ``eval_detection.py`` of the public Andy1621/Kinetics-TPS-evaluation repository (the
+DeeperAction 2021 Kinetics-TPS track), including its quirks, each behind a documented option whose
+default is the official behaviour (:class:`TPSOptions`). Inputs are the official JSON files loaded
+as dicts:
+
+* ``gt_part`` / ``pred_part``: {video: {"img_00001.json": {"humans": [{"box": [x1, y1, x2, y2],
+  "parts": {part name: {"box": ..., "verb": ...}}}]}}} (frames every 5th: img_00001, img_00006, ...);
+* ``gt_vid`` / ``pred_vid``: {video: action class}.
+
+What the official code does, and therefore what this does by default:
+
+* Frames are those of the ground truth. A frame without ground-truth humans is dropped from the
+  video's frame count; a frame missing from the prediction counts as 0 (it stays in the count); a
+  predicted frame with humans but no ground-truth part is dropped too. A video with no counted
+  frame scores PSC 1.0.
+* Humans are matched per frame by the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``
+  on ``1 - IoU``, padded with zero-IoU dummies to square) and a match counts when IoU > 0.5. The IoU
+  is ``bbox_iou``: "+1 pixel" widths and **-1** for boxes that do not overlap (so a non-overlapping
+  pair costs 2, a dummy 1), computed in float32 on ``np.float32`` boxes. The matrix handed to the
+  solver is built exactly as the official one (float32 when square, float64 once padded), so ties
+  are broken the same way.
+* A matched human's part is correct when the predicted part of the same name has IoU >= 0.3
+  (``>=``, although the README says ``>``) and the same state. The official code wraps the
+  prediction, ``pred_part_verbs = [pred_part_verbs]``, so the part's whole ``verb`` value is compared
+  with the ground truth's (a list against a list) and its ``box`` is used as ONE box; N_p is always
+  1 (``wrap_proposals=True``). ``wrap_proposals=False`` implements the README instead: ``box`` /
+  ``verb`` are lists of up to 5 proposals and the credit is 1/N_p.
+* The frame score is the mean over every ground-truth part of the frame (unmatched humans' parts
+  count 0); the video PSC is the mean over counted frames.
+* Conditioned accuracy at threshold t counts videos with PSC ``>= t`` (README: ``>``) and the right
+  class; the area sums ``acc(t) / 10000`` for t = 1/10000 ... 9999/10000 (``cal_area`` skips t = 0),
+  added in the official order; the leaderboard rounds it to 6 decimals.
+* ``check_limits``: the official asserts (at most 10 humans per frame; ``len(verb) <= 5``, which
+  for a string verb is its character count) raise ValueError here.
+
+Floating-point sums run in the official order (``np.bincount`` and ``np.cumsum`` add sequentially),
+so every number is identical to the official loop's, not merely close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import eq as eq_op
+from operator import itemgetter
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+OFFICIAL_STEPS = 10000
+
+
+@dataclass(frozen=True)
+class TPSOptions:
+    """Switches between the official behaviour (defaults) and the README's description."""
+
+    human_iou: float = 0.5
+    part_iou: float = 0.3
+    plus_one_iou: bool = True  # bbox_iou: +1 pixel sizes, -1.0 for no overlap (False: continuous IoU, 0)
+    wrap_proposals: bool = True  # the `[pred_part_verbs]` quirk: one box, whole-verb compare, N_p = 1
+    part_iou_inclusive: bool = True  # part match `iou >= part_iou` (README: `>`)
+    psc_inclusive: bool = True  # conditioned accuracy `psc >= t` (README: `>`)
+    skip_t0: bool = True  # cal_area starts at t = 1/steps
+    steps: int = OFFICIAL_STEPS
+    check_limits: bool = True  # official asserts -> ValueError
+    missing_video: str = "error"  # a GT video absent from a prediction file: "error" (official) | "zero"
+
+    def __post_init__(self):
+        if self.missing_video not in ("error", "zero"):
+            raise ValueError(f"missing_video must be 'error' or 'zero', got {self.missing_video!r}")
+
+
+@dataclass
+class TPSResult:
+    score: float  # area rounded to 6 decimals (leaderboard number)
+    area: float
+    videos: list = field(default_factory=list)
+    psc: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def as_dict(self) -> dict:
+        return {"tps_score": self.score, "tps_area": float(self.area),
+                "psc_mean": float(np.mean(self.psc)) if len(self.psc) else 0.0,
+                "video_acc": float(np.mean(self.correct)) if len(self.correct) else 0.0,
+                "acc_at_psc": {f"{t:g}": float(self.accuracy[int(round(t * (len(self.thresholds))))])
+                               for t in (0.0, 0.25, 0.5, 0.75) if len(self.thresholds)},
+                "n_videos": len(self.videos)}
+
+
+# ----------------------------------------------------------------------------------- geometry
+def human_iou_matrix32(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.ndarray:
+    """Official ``bbox_iou`` on float32 boxes, for aligned pairs (``gt[k]``, ``pred[k]``)."""
+    one = np.float32(1) if plus_one else np.float32(0)
+    xa = np.maximum(gt[:, 0], pred[:, 0])
+    ya = np.maximum(gt[:, 1], pred[:, 1])
+    xb = np.minimum(gt[:, 2], pred[:, 2])
+    yb = np.minimum(gt[:, 3], pred[:, 3])
+    iw = xb - xa + one
+    ih = yb - ya + one
+    inter = iw * ih
+    aa = (gt[:, 2] - gt[:, 0] + one) * (gt[:, 3] - gt[:, 1] + one)
+    ab = (pred[:, 2] - pred[:, 0] + one) * (pred[:, 3] - pred[:, 1] + one)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / (aa + ab - inter)
+    return np.where((iw <= 0) | (ih <= 0), np.float32(-1.0 if plus_one else 0.0), iou).astype(np.float32)
+
+
+def part_iou64(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.ndarray:
+    """Official ``bbox_iou`` on JSON numbers (Python floats = float64), aligned pairs."""
+    one = 1.0 if plus_one else 0.0
+    xa = np.maximum(gt[:, 0], pred[:, 0])
+    ya = np.maximum(gt[:, 1], pred[:, 1])
+    xb = np.minimum(gt[:, 2], pred[:, 2])
+    yb = np.minimum(gt[:, 3], pred[:, 3])
+    iw = xb - xa + one
+    ih = yb - ya + one
+    inter = iw * ih
+    aa = (gt[:, 2] - gt[:, 0] + one) * (gt[:, 3] - gt[:, 1] + one)
+    ab = (pred[:, 2] - pred[:, 0] + one) * (pred[:, 3] - pred[:, 1] + one)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / (aa + ab - inter)
+    return np.where((iw <= 0) | (ih <= 0), -1.0 if plus_one else 0.0, iou)
+
+
+def _boxes(items, dtype, what: str) -> np.ndarray:
+    """A list of [x1, y1, x2, y2] lists as an (n, 4) array (values as ``np.asarray`` would give)."""
+    n = len(items)
+    if n == 0:
+        return np.zeros((0, 4), dtype)
+    try:
+        if set(map(len, items)) != {4}:
+            raise ValueError("not 4 numbers")
+        flat = np.fromiter(chain.from_iterable(items), np.float64, count=4 * n)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: every box must be 4 numbers [x1, y1, x2, y2] ({exc})") from None
+    return flat.reshape(n, 4).astype(dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------- matching
+def _match_frame_exact(iou: np.ndarray, thr: float) -> list[tuple[int, int]]:
+    """The official ``match_bboxes`` on one frame's float32 IoU matrix (n_gt x n_pred)."""
+    n_true, n_pred = iou.shape
+    m = iou
+    if n_pred > n_true:
+        m = np.concatenate((m, np.full((n_pred - n_true, n_pred), 0.0)), axis=0)
+    if n_true > n_pred:
+        m = np.concatenate((m, np.full((n_true, n_true - n_pred), 0.0)), axis=1)
+    rows, cols = linear_sum_assignment(1 - m)
+    keep = cols < n_pred
+    r, c = rows[keep], cols[keep]
+    vals = m[r, c]
+    ok = (vals > thr) & (vals >= thr)  # match_bboxes, then eval_human_TPS's `human_iou >= thr`
+    return list(zip(r[ok].tolist(), c[ok].tolist()))
+
+
+def match_humans(gt_boxes: np.ndarray, pred_boxes: np.ndarray, frame_gt: np.ndarray, frame_pred: np.ndarray,
+                 thr: float = 0.5, plus_one: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Official per-frame human matching for many frames at once.
+
+    ``gt_boxes`` (float32, grouped by frame: ``frame_gt[f]`` = (start, count)), same for predictions.
+    Returns matched (gt index, pred index) arrays. Frames whose solution is forced (one box on a
+    side with a unique best IoU, or no pair above the threshold) are solved without the solver;
+    the others call it with the official matrix, so the result is the official one.
+    """
+    gs, gc = frame_gt[:, 0], frame_gt[:, 1]
+    ps, pc = frame_pred[:, 0], frame_pred[:, 1]
+    npair = gc * pc
+    tot = int(npair.sum())
+    if tot == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    f_of = np.repeat(np.arange(len(gc)), npair)
+    k = np.arange(tot) - np.repeat(np.cumsum(npair) - npair, npair)
+    pcf = pc[f_of]
+    gi = gs[f_of] + k // pcf
+    pj = ps[f_of] + k % pcf
+    iou = human_iou_matrix32(gt_boxes[gi], pred_boxes[pj], plus_one)
+    t32 = np.float32(thr)
+    # a pair can only be a match if it passes in float32 (square matrix) or float64 (padded)
+    possible = (iou > t32) | (iou.astype(np.float64) > thr)
+    frame_possible = np.bincount(f_of[possible], minlength=len(gc)) > 0
+    out_g, out_p = [], []
+    pair_start = np.cumsum(npair) - npair
+    # 1 x 1 frames: the matrix is square float32
+    one = frame_possible & (gc == 1) & (pc == 1)
+    if one.any():
+        f = np.flatnonzero(one)
+        v = iou[pair_start[f]]
+        ok = (v > t32) & (v >= t32)
+        out_g.append(gs[f][ok])
+        out_p.append(ps[f][ok])
+    rest = np.flatnonzero(frame_possible & ~one)
+    for f in rest:
+        s, n = pair_start[f], npair[f]
+        m = iou[s:s + n].reshape(gc[f], pc[f])
+        if gc[f] == 1 or pc[f] == 1:  # padded (float64); forced unless the best IoU is tied
+            flat = m.ravel()
+            best = flat.max()
+            if np.count_nonzero(flat == best) == 1:
+                a = int(np.argmax(flat))
+                v = float(flat[a])
+                if v > thr and v >= thr:
+                    i, j = (0, a) if gc[f] == 1 else (a, 0)
+                    out_g.append(np.array([gs[f] + i]))
+                    out_p.append(np.array([ps[f] + j]))
+                continue
+        for i, j in _match_frame_exact(m, thr):
+            out_g.append(np.array([gs[f] + i]))
+            out_p.append(np.array([ps[f] + j]))
+    if not out_g:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_g).astype(np.int64), np.concatenate(out_p).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------- PSC
+@dataclass
+class Vocab:
+    """Ids of part names and of part states, shared by a ground truth and a prediction.
+
+    States are compared as the official code compares them (Python ``==`` on the JSON values):
+    a string and a one-element list are different states, two equal lists the same one."""
+
+    names: dict = field(default_factory=dict)
+    verbs: dict = field(default_factory=dict)
+
+    @staticmethod
+    def _ids(table: dict, keys: list) -> np.ndarray:
+        for k in dict.fromkeys(keys):
+            if k not in table:
+                table[k] = len(table)
+        return np.fromiter(map(table.__getitem__, keys), np.int64, count=len(keys))
+
+    def name_ids(self, names: list) -> np.ndarray:
+        return self._ids(self.names, names)
+
+    def verb_ids(self, verbs: list) -> np.ndarray:
+        kinds = set(map(type, verbs))
+        if kinds <= {str}:
+            keys = verbs
+        elif kinds == {list}:
+            keys = list(map(tuple, verbs))  # JSON has no tuples: a tuple key is a list verb
+            try:
+                return self._ids(self.verbs, keys)
+            except TypeError:  # nested lists
+                keys = [_canon(v) for v in verbs]
+        else:
+            keys = [v if v.__class__ is str else _canon(v) for v in verbs]
+        return self._ids(self.verbs, keys)
+
+
+def _canon(v):
+    if isinstance(v, list):
+        try:
+            t = tuple(v)
+            hash(t)
+            return t
+        except TypeError:
+            return ("repr", repr(v))
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return ("repr", repr(v))
+
+
+@dataclass
+class PartFrames:
+    """Frames of an official part-result file as flat arrays (frames in the order given).
+
+    Frame f has humans ``frame_h0[f] : frame_h0[f] + frame_nh[f]``; human h has parts
+    ``human_p0[h] : human_p0[h] + human_np[h]`` (a human's parts in dict order)."""
+
+    frame_h0: np.ndarray
+    frame_nh: np.ndarray
+    human_box: np.ndarray  # float32, as np.float32(list of boxes)
+    human_p0: np.ndarray
+    human_np: np.ndarray
+    part_name: np.ndarray
+    part_box: np.ndarray  # float64 (the JSON numbers); nan where 'box' is not one flat box
+    part_box_ok: np.ndarray
+    part_verb: np.ndarray
+    part_verb_len: np.ndarray  # len(verb) (-1 where it has no len), the official "proposals" count
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    return np.cumsum(counts) - counts
+
+
+def flatten_frames(frames: list, vocab: Vocab, what: str = "part result") -> PartFrames:
+    """Flatten frame dicts ``{"humans": [...]}`` into :class:`PartFrames` (one pass per field)."""
+    try:
+        hl = [fr["humans"] for fr in frames]
+        humans = [h for x in hl for h in x]
+        hboxes = list(map(itemgetter("box"), humans))
+        pdicts = list(map(itemgetter("parts"), humans))
+        names = [n for d in pdicts for n in d]
+        parts = [p for d in pdicts for p in d.values()]
+        pboxes = list(map(itemgetter("box"), parts))
+        verbs = list(map(itemgetter("verb"), parts))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{what}: not in the official layout (frame -> humans -> box / parts -> box / verb): "
+                         f"missing {exc}") from None
+    nh = np.fromiter(map(len, hl), np.int64, count=len(hl))
+    npart = np.fromiter(map(len, pdicts), np.int64, count=len(pdicts))
+    try:
+        pbox = _boxes(pboxes, np.float64, what)
+        ok = np.ones(len(pboxes), bool)
+    except ValueError:  # some part boxes are not one flat box: keep them apart, fail only if used
+        ok = np.array([isinstance(b, (list, tuple)) and len(b) == 4 and
+                       all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b) for b in pboxes], bool)
+        pbox = np.full((len(pboxes), 4), np.nan)
+        if ok.any():
+            pbox[ok] = _boxes([b for b, k in zip(pboxes, ok) if k], np.float64, what)
+    try:
+        vlen = np.fromiter(map(len, verbs), np.int64, count=len(verbs))
+    except TypeError:
+        vlen = np.array([len(v) if hasattr(v, "__len__") else -1 for v in verbs], np.int64)
+    return PartFrames(_starts(nh), nh, _boxes(hboxes, np.float32, f"{what} human"), _starts(npart), npart,
+                      vocab.name_ids(names), pbox, ok, vocab.verb_ids(verbs), vlen)
+
+
+def part_state_correctness(gt_part: dict, pred_part: dict, options: TPSOptions | None = None,
+                           videos=None) -> np.ndarray:
+    """Official per-video PSC (``eval_video_TPS``) for ``videos`` (default: every GT video).
+
+    The two files are flattened once (:func:`flatten_frames`), then everything runs on arrays:
+    frame bookkeeping, Hungarian human matching (:func:`match_humans`), the part join by
+    (matched human, part name), IoU and state tests, and the sums in the official order.
+    """
+    o = options or TPSOptions()
+    if not o.wrap_proposals:
+        return _psc_dicts(gt_part, pred_part, o, videos)
+    vids = list(gt_part) if videos is None else list(videos)
+    g_frames, g_video, p_frames, p_of = [], [], [], []
+    for vi, vid in enumerate(vids):
+        if vid not in gt_part:
+            raise ValueError(f"ground truth has no part annotations for video {vid!r}")
+        pframes = pred_part.get(vid)
+        if pframes is None:
+            if o.missing_video == "error":
+                raise ValueError(f"prediction has no part results for video {vid!r} "
+                                 f"(the official code stops with KeyError)")
+            pframes = {}
+        for fname, fr in gt_part[vid].items():
+            g_frames.append(fr)
+            g_video.append(vi)
+            pf = pframes.get(fname)
+            if pf is None:
+                p_of.append(-1)
+            else:
+                p_of.append(len(p_frames))
+                p_frames.append(pf)
+    vocab = Vocab()
+    G = flatten_frames(g_frames, vocab, "ground truth")
+    P = flatten_frames(p_frames, vocab, "prediction")
+    n_v = len(vids)
+    g_video = np.asarray(g_video, np.int64)
+    p_of = np.asarray(p_of, np.int64)
+    n_f = len(g_frames)
+    frame_of_h = np.repeat(np.arange(n_f), G.frame_nh)
+    f_nparts = np.bincount(frame_of_h, weights=G.human_np, minlength=n_f).astype(np.int64)
+    no_humans = G.frame_nh == 0
+    present = p_of >= 0
+    no_parts = ~no_humans & present & (f_nparts == 0)
+    total_frames = np.bincount(g_video, minlength=n_v) - np.bincount(g_video[no_humans | no_parts], minlength=n_v)
+    ev = np.flatnonzero(~no_humans & present & ~no_parts)  # evaluated frames, official order
+    pf = p_of[ev]
+    if o.check_limits and len(ev) and (P.frame_nh[pf] > 10).any():
+        f = ev[np.argmax(P.frame_nh[pf] > 10)]
+        raise ValueError(f"{vids[g_video[f]]}: can only predict 10 human proposals on each frame "
+                         f"(got {int(P.frame_nh[p_of[f]])})")
+    mg, mp = match_humans(G.human_box, P.human_box, np.c_[G.frame_h0[ev], G.frame_nh[ev]],
+                          np.c_[P.frame_h0[pf], P.frame_nh[pf]], o.human_iou, o.plus_one_iou)
+    human_sum = np.zeros(len(G.human_np))
+    if len(mg):
+        order = np.argsort(mg, kind="stable")
+        mg, mp = mg[order], mp[order]
+        cnt = G.human_np[mg]
+        gpi = np.repeat(G.human_p0[mg], cnt) + (np.arange(cnt.sum()) - np.repeat(_starts(cnt), cnt))
+        owner = np.repeat(mp, cnt)
+        nn = max(len(vocab.names), 1)
+        pkeys = np.repeat(np.arange(len(P.human_np)), P.human_np) * nn + P.part_name
+        psort = np.argsort(pkeys, kind="stable")
+        want = owner * nn + G.part_name[gpi]
+        pos = np.searchsorted(pkeys[psort], want)
+        pos_c = np.minimum(pos, max(len(pkeys) - 1, 0))
+        found = (pos < len(pkeys)) & (pkeys[psort][pos_c] == want) if len(pkeys) else np.zeros(len(want), bool)
+        gq, pq = gpi[found], psort[pos_c[found]]
+        if o.check_limits and (P.part_verb_len[pq] > 5).any():
+            bad = int(P.part_verb_len[pq][P.part_verb_len[pq] > 5][0])
+            raise ValueError(f"can only predict 5 proposals on each part (len(verb) = {bad}; the official "
+                             f"check counts the characters of a string verb)")
+        if not P.part_box_ok[pq].all():
+            raise ValueError("predicted part: with the official proposal wrapping, a part's 'box' must be ONE "
+                             "[x1, y1, x2, y2] (the official bbox_iou fails otherwise); set "
+                             "wrap_proposals=False for lists of proposals")
+        iou = part_iou64(G.part_box[gq], P.part_box[pq], o.plus_one_iou)
+        ok = (G.part_verb[gq] == P.part_verb[pq]) & (iou >= o.part_iou if o.part_iou_inclusive else iou > o.part_iou)
+        g_of_part = np.repeat(mg, cnt)[found]
+        human_sum = np.bincount(g_of_part[ok], minlength=len(G.human_np)).astype(np.float64)
+    frame_sum = np.bincount(frame_of_h, weights=human_sum, minlength=n_f)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame_avg = 1.0 * frame_sum[ev] / f_nparts[ev]
+    video_sum = np.bincount(g_video[ev], weights=frame_avg, minlength=n_v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total_frames == 0, 1.0, 1.0 * video_sum / np.maximum(total_frames, 1))
+
+
+def _psc_dicts(gt_part: dict, pred_part: dict, options: TPSOptions | None = None,
+               videos=None) -> np.ndarray:
+    """Per-video PSC walking the dicts frame by frame (used for the README proposal semantics)."""
+    o = options or TPSOptions()
+    vids = list(gt_part) if videos is None else list(videos)
+    n_v = len(vids)
+    total_frames = np.zeros(n_v, np.int64)
+    f_video, f_nparts = [], []  # evaluated frames
+    gt_h, pr_h, f_gt, f_pr = [], [], [], []
+    for vi, vid in enumerate(vids):
+        if vid not in gt_part:
+            raise ValueError(f"ground truth has no part annotations for video {vid!r}")
+        gframes = gt_part[vid]
+        pframes = pred_part.get(vid)
+        if pframes is None:
+            if o.missing_video == "error":
+                raise ValueError(f"prediction has no part results for video {vid!r} "
+                                 f"(the official code stops with KeyError)")
+            pframes = {}
+        total = len(gframes)
+        for fname, fr in gframes.items():
+            gh = fr["humans"]
+            if len(gh) == 0:
+                total -= 1
+                continue
+            pf = pframes.get(fname)
+            if pf is None:
+                continue
+            ph = pf["humans"]
+            if o.check_limits and len(ph) > 10:
+                raise ValueError(f"{vid} {fname}: can only predict 10 human proposals on each frame "
+                                 f"(got {len(ph)})")
+            nparts = sum(len(h["parts"]) for h in gh)
+            if nparts == 0:
+                total -= 1
+                continue
+            f_video.append(vi)
+            f_nparts.append(nparts)
+            f_gt.append((len(gt_h), len(gh)))
+            f_pr.append((len(pr_h), len(ph)))
+            gt_h.extend(gh)
+            pr_h.extend(ph)
+        total_frames[vi] = total
+    n_f = len(f_video)
+    f_video = np.asarray(f_video, np.int64)
+    f_nparts = np.asarray(f_nparts, np.int64)
+    frame_of_gt = np.repeat(np.arange(n_f), [c for _, c in f_gt]) if n_f else np.zeros(0, np.int64)
+    gtb = _boxes([h["box"] for h in gt_h], np.float32, "ground-truth human")
+    prb = _boxes([h["box"] for h in pr_h], np.float32, "predicted human")
+    mg, mp = match_humans(gtb, prb, np.asarray(f_gt, np.int64).reshape(-1, 2),
+                          np.asarray(f_pr, np.int64).reshape(-1, 2), o.human_iou, o.plus_one_iou)
+    # parts of matched humans
+    human_sum = np.zeros(len(gt_h), np.float64)
+    if len(mg):
+        credit_h, credit_w = _part_credit(gt_h, pr_h, mg, mp, o)
+        human_sum = np.bincount(credit_h, weights=credit_w, minlength=len(gt_h)) if len(credit_h) else human_sum
+    frame_sum = np.bincount(frame_of_gt, weights=human_sum, minlength=n_f) if n_f else np.zeros(0)
+    frame_avg = 1.0 * frame_sum / f_nparts if n_f else np.zeros(0)
+    video_sum = np.bincount(f_video, weights=frame_avg, minlength=n_v) if n_v else np.zeros(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        psc = np.where(total_frames == 0, 1.0, 1.0 * video_sum / np.maximum(total_frames, 1))
+    return psc
+
+
+def _part_credit(gt_h, pr_h, mg, mp, o: TPSOptions):
+    """Per ground-truth part of each matched human: (human index, credit), in official order."""
+    pairs = sorted(zip(mg.tolist(), mp.tolist()))
+    if not o.wrap_proposals:
+        return _part_credit_proposals(gt_h, pr_h, pairs, o)
+    # every GT part of a matched human whose predicted human has a part of that name
+    rows = [(g, gp["box"], gp["verb"], pp["box"], pp["verb"])
+            for g, gdict, pdict in ((g, gt_h[g]["parts"], pr_h[p]["parts"]) for g, p in pairs)
+            for name, gp in gdict.items() if (pp := pdict.get(name)) is not None]
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0)
+    hum, gbox, gverb, pbox, pverb = (list(map(itemgetter(k), rows)) for k in range(5))
+    if o.check_limits and max(map(len, pverb)) > 5:
+        bad = next(v for v in pverb if len(v) > 5)
+        raise ValueError(f"can only predict 5 proposals on each part (len(verb) = {len(bad)} for {bad!r}; "
+                         f"the official check counts the characters of a string verb)")
+    # the official bbox_iou(gt_box, pred_box) runs for every such part: a list of boxes fails there
+    if set(map(len, pbox)) != {4} or not set(map(type, map(itemgetter(0), pbox))) <= {int, float}:
+        raise ValueError("predicted part: with the official proposal wrapping, a part's 'box' must be ONE "
+                         "[x1, y1, x2, y2]; set wrap_proposals=False for lists of proposals")
+    eq = np.fromiter(map(eq_op, gverb, pverb), bool, count=len(rows))
+    idx = np.flatnonzero(eq)
+    if not len(idx):
+        return np.zeros(0, np.int64), np.zeros(0)
+    take = itemgetter(*idx.tolist()) if len(idx) > 1 else (lambda seq: (seq[int(idx[0])],))
+    gb = _boxes(take(gbox), np.float64, "ground-truth part")
+    pb = _boxes(take(pbox), np.float64, "predicted part")
+    iou = part_iou64(gb, pb, o.plus_one_iou)
+    ok = iou >= o.part_iou if o.part_iou_inclusive else iou > o.part_iou
+    h = np.asarray(take(hum), np.int64)
+    return h[ok], np.ones(int(ok.sum()))
+
+
+def _part_credit_proposals(gt_h, pr_h, pairs, o: TPSOptions):
+    """README semantics: ``box`` / ``verb`` are lists of up to 5 proposals, credit 1/N_p."""
+    iou_h, iou_part, gbox, pbox, iou_w = [], [], [], [], []
+    part_id = 0
+    for g, p in pairs:
+        pparts = pr_h[p]["parts"]
+        for name, gp in gt_h[g]["parts"].items():
+            part_id += 1
+            pp = pparts.get(name)
+            if pp is None:
+                continue
+            pverb = pp["verb"]
+            verbs = [pverb] if isinstance(pverb, str) else list(pverb)
+            if o.check_limits and len(verbs) > 5:
+                raise ValueError(f"part {name!r}: can only predict 5 proposals on each part (got {len(verbs)})")
+            boxes = pp["box"]
+            if len(boxes) and not isinstance(boxes[0], (list, tuple)):
+                boxes = [boxes]
+            if len(boxes) != len(verbs):
+                raise ValueError(f"part {name!r}: {len(boxes)} boxes but {len(verbs)} verbs")
+            gv = gp["verb"]
+            gset = set(gv) if isinstance(gv, (list, tuple)) else {gv}
+            for b, v in zip(boxes, verbs):
+                if v in gset:
+                    iou_h.append(g)
+                    iou_part.append(part_id)
+                    gbox.append(gp["box"])
+                    pbox.append(b)
+                    iou_w.append(1.0 / len(verbs))
+    if not iou_h:
+        return np.zeros(0, np.int64), np.zeros(0)
+    iou = part_iou64(_boxes(gbox, np.float64, "ground-truth part"), _boxes(pbox, np.float64, "predicted part"),
+                     o.plus_one_iou)
+    ok = iou >= o.part_iou if o.part_iou_inclusive else iou > o.part_iou
+    h = np.asarray(iou_h, np.int64)
+    # a part earns 1/N_p once, whichever of its proposals matches first
+    pid = np.asarray(iou_part, np.int64)[ok]
+    _, first = np.unique(pid, return_index=True)
+    return h[ok][first], np.asarray(iou_w)[ok][first]
+
+
+# ----------------------------------------------------------------------------------- accuracy
+def accuracy_curve(psc, correct, steps: int = OFFICIAL_STEPS, inclusive: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Official ``cal_pvacc`` for t = k/steps, k = 0..steps-1: share of videos with PSC >= t and right class."""
+    psc = np.asarray(psc, np.float64)
+    correct = np.asarray(correct, bool)
+    t = np.arange(steps) / steps
+    total = len(psc)
+    if total == 0:
+        raise ValueError("no videos to score")
+    ok = np.sort(psc[correct])
+    side = "left" if inclusive else "right"
+    cor = len(ok) - np.searchsorted(ok, t, side=side)
+    return t, cor / total
+
+
+def curve_area(accuracy: np.ndarray, steps: int = OFFICIAL_STEPS, skip_t0: bool = True) -> float:
+    """Official ``cal_area``: sequential sum of ``1.0 / steps * acc(t)`` (t = 0 skipped)."""
+    terms = 1.0 / steps * np.asarray(accuracy, np.float64)
+    if skip_t0:
+        terms = terms[1:]
+    if len(terms) == 0:
+        return 0
+    return float(np.cumsum(terms)[-1])
+
+
+def evaluate(gt_vid: dict, gt_part: dict, pred_vid: dict, pred_part: dict,
+             options: TPSOptions | None = None) -> TPSResult:
+    """The Kinetics-TPS score from the four official dicts (``cal_task_acc`` + ``cal_area``)."""
+    o = options or TPSOptions()
+    vids = list(gt_vid)
+    correct = []
+    for v in vids:
+        if v not in pred_vid:
+            if o.missing_video == "error":
+                raise ValueError(f"prediction has no video class for {v!r} (the official code stops with KeyError)")
+            correct.append(False)
+        else:
+            correct.append(gt_vid[v] == pred_vid[v])
+    psc = part_state_correctness(gt_part, pred_part, o, videos=vids)
+    correct = np.asarray(correct, bool)
+    t, acc = accuracy_curve(psc, correct, o.steps, o.psc_inclusive)
+    area = curve_area(acc, o.steps, o.skip_t0)
+    return TPSResult(score=round(area, 6), area=area, videos=vids, psc=psc, correct=correct,
+                     thresholds=t, accuracy=acc)

@@ -1,0 +1,639 @@
+"""Seed 003: spatio-temporal action detection with Person-Context Cross Attention (MultiSports winners).
+
+A SlowFast video backbone (pytorchvideo ``create_slowfast``; a slim R50 on CPU by default, the
+published R101 8x8 as the GPU preset) turns a clip centred on a key frame into two 3D feature
+maps (Slow and Fast pathway). Each is averaged over time and concatenated along channels, giving
+one 2D map at output stride 16 (the last stage keeps its resolution, as SlowFast for AVA does).
+For each person box on the key frame:
+
+* RoIAlign of the box -> the *person* feature (``roi_size`` x ``roi_size`` cells);
+* RoIAlign of the same box enlarged ``context_scale`` (2x) about its centre -> the *context* feature;
+* **PCCA** head: the person cells, projected to ``dim`` channels plus learned position embeddings,
+  are the queries of a multi-head cross attention over the context cells (keys / values); the
+  output goes through a residual + LayerNorm + feed-forward block, is averaged over the cells and
+  classified by a linear layer;
+* **Linear** head (seed 003's ablation): max-pooled person RoI feature -> dropout -> linear layer.
+
+Classification is multi-label: sigmoid + binary cross-entropy, a person not acting has an all-zero
+target. Decoupled learning (seed 003 sec 3.4): phase 1 trains everything with standard sampling;
+phase 2 freezes everything except the final classifier and retrains it with class-balanced
+sampling (each class, "no action" included, drawn equally often) on features of the frozen model.
+
+Public API: :class:`SlowFastConfig`, :class:`SlowFastBackbone`, :class:`PCCAHead`,
+:class:`STADModel`, :func:`bce_loss`, :func:`train_step`, :func:`freeze_for_decoupling`,
+:func:`class_balanced_weights`, clip helpers :func:`keyframe_indices` / :func:`make_clip`,
+:class:`STADSettings`, :func:`fit_phase1`, :func:`fit_classifier`, checkpoints
+:func:`save_model` / :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger("actparse.pcca")
+
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+HEADS = ("pcca", "linear")
+# Kinetics mean / std of the pytorchvideo SlowFast models (RGB, [0, 1] scale).
+MEAN = (0.45, 0.45, 0.45)
+STD = (0.225, 0.225, 0.225)
+
+
+# --------------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SlowFastConfig:
+    """SlowFast architecture (stored in checkpoints). Defaults: slim CPU variant of R50 8x8."""
+
+    depth: int = 50                       # 50 | 101 (pytorchvideo create_slowfast model_depth)
+    stage_depths: tuple[int, ...] | None = (1, 1, 1, 1)  # first k blocks per stage; None = full depth
+    stem_dim: int = 8                     # Slow stem width (64 published)
+    beta_inv: int = 4                     # Fast channels = Slow / beta_inv (8 published)
+    alpha: int = 4                        # Slow frames = Fast frames / alpha (4 published for 8x8 -> 32/8)
+    fusion_ratio: int = 2                 # lateral connection channel ratio
+    output_stride: int = 16               # 16: last stage stride 1 (AVA-style); 32: all strides 2
+
+    def __post_init__(self):
+        if self.depth not in DEPTHS:
+            raise ValueError(f"SlowFast depth must be one of {sorted(DEPTHS)}, got {self.depth}")
+        if self.stage_depths is not None:
+            sd = tuple(int(d) for d in self.stage_depths)
+            full = DEPTHS[self.depth]
+            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
+                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)}, got {list(sd)}")
+            self.stage_depths = sd
+        if self.stem_dim < 2 or self.stem_dim % self.beta_inv:
+            raise ValueError(f"stem_dim ({self.stem_dim}) must be a positive multiple of beta_inv ({self.beta_inv})")
+        if self.alpha < 1:
+            raise ValueError(f"alpha must be >= 1, got {self.alpha}")
+        if self.output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the concatenated (Slow + Fast) feature map."""
+        return self.stem_dim * 32 + self.stem_dim // self.beta_inv * 32
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_depths"] = list(self.stage_depths) if self.stage_depths else None
+        return d
+
+
+class SlowFastBackbone(nn.Module):
+    """pytorchvideo SlowFast without its head; :meth:`forward` returns the pooled 2D map."""
+
+    def __init__(self, cfg: SlowFastConfig):
+        super().__init__()
+        from pytorchvideo.models.slowfast import create_slowfast
+
+        self.cfg = cfg
+        last = 1 if cfg.output_stride == 16 else 2
+        net = create_slowfast(
+            model_depth=cfg.depth, model_num_class=1,
+            slowfast_channel_reduction_ratio=(cfg.beta_inv,),
+            slowfast_conv_channel_fusion_ratio=cfg.fusion_ratio,
+            slowfast_fusion_conv_stride=(cfg.alpha, 1, 1),
+            stem_dim_outs=(cfg.stem_dim, cfg.stem_dim // cfg.beta_inv),
+            stage_spatial_strides=((1, 2, 2, last), (1, 2, 2, last)),
+        )
+        blocks = list(net.blocks)[:5]  # stem + 4 stages (with lateral fusions); head is ours
+        if cfg.stage_depths is not None:
+            for block, keep in zip(blocks[1:], cfg.stage_depths):
+                for path in block.multipathway_blocks:
+                    path.res_blocks = path.res_blocks[:keep]
+        self.blocks = nn.ModuleList(blocks)
+
+    @property
+    def stride(self) -> int:
+        return self.cfg.output_stride
+
+    def pathways(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, T, H, W) Fast-rate clip -> [Slow (B, Cs, T/alpha, h, w), Fast (B, Cf, T, h, w)]."""
+        if clip.dim() != 5 or clip.shape[1] != 3:
+            raise ValueError(f"clip must be (B, 3, T, H, W), got {tuple(clip.shape)}")
+        if clip.shape[2] % self.cfg.alpha:
+            raise ValueError(f"clip length {clip.shape[2]} is not a multiple of alpha={self.cfg.alpha}")
+        x = [clip[:, :, ::self.cfg.alpha].contiguous(), clip]
+        for block in self.blocks:
+            x = block(list(x))
+        return x
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        """Time-averaged, channel-concatenated feature map (B, out_channels, H/stride, W/stride)."""
+        return torch.cat([p.mean(dim=2) for p in self.pathways(clip)], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Head
+# --------------------------------------------------------------------------------------------
+def expand_rois(rois: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, 5) [batch, x1, y1, x2, y2] boxes grown ``scale`` times about their centres."""
+    c = (rois[:, 1:3] + rois[:, 3:5]) / 2
+    half = (rois[:, 3:5] - rois[:, 1:3]) * (scale / 2)
+    return torch.cat([rois[:, :1], c - half, c + half], dim=1)
+
+
+class PCCAHead(nn.Module):
+    """RoI head: Person-Context Cross Attention (``kind="pcca"``) or a linear classifier (``"linear"``).
+
+    ``forward(feat, rois)``: ``feat`` (B, C, h, w) backbone map; ``rois`` (N, 5) float boxes
+    ``[batch index, x1, y1, x2, y2]`` in input-pixel coordinates; ``spatial_scale`` = 1 / stride.
+    Returns logits (N, num_classes). :meth:`features` gives the input of :attr:`classifier`.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, kind: str = "pcca", dim: int = 128, heads: int = 4,
+                 roi_size: int = 7, context_scale: float = 2.0, spatial_scale: float = 1 / 16,
+                 dropout: float = 0.3, layers: int = 1):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
+        if dim % heads:
+            raise ValueError(f"head dim ({dim}) must be divisible by heads ({heads})")
+        self.kind, self.roi_size, self.context_scale = kind, int(roi_size), float(context_scale)
+        self.spatial_scale = float(spatial_scale)
+        self.dropout = nn.Dropout(dropout)
+        if kind == "pcca":
+            n = self.roi_size ** 2
+            self.q_proj = nn.Linear(in_channels, dim)
+            self.kv_proj = nn.Linear(in_channels, dim)
+            self.pos_q = nn.Parameter(torch.zeros(1, n, dim))
+            self.pos_kv = nn.Parameter(torch.zeros(1, n, dim))
+            nn.init.trunc_normal_(self.pos_q, std=0.02)
+            nn.init.trunc_normal_(self.pos_kv, std=0.02)
+            self.attn = nn.ModuleList(nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+                                      for _ in range(layers))
+            self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+            self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
+                                     for _ in range(layers))
+            self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+            self.feature_dim = dim
+        else:
+            self.feature_dim = in_channels
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        self.last_attention: torch.Tensor | None = None  # (N, cells, cells) of the last PCCA layer
+
+    def _roi(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import roi_align
+
+        return roi_align(feat, rois.to(feat.dtype), (self.roi_size, self.roi_size), self.spatial_scale,
+                         sampling_ratio=2, aligned=True)
+
+    def features(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """(N, feature_dim) RoI features (before dropout and the classifier)."""
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(f"rois must be (N, 5) [batch, x1, y1, x2, y2], got {tuple(rois.shape)}")
+        person = self._roi(feat, rois)  # (N, C, r, r)
+        if self.kind == "linear":
+            return person.amax(dim=(2, 3))
+        context = self._roi(feat, expand_rois(rois, self.context_scale))
+        q = self.q_proj(person.flatten(2).transpose(1, 2)) + self.pos_q  # (N, r*r, dim)
+        kv = self.kv_proj(context.flatten(2).transpose(1, 2)) + self.pos_kv
+        x = q
+        for attn, n1, ffn, n2 in zip(self.attn, self.norm1, self.ffn, self.norm2):
+            a, w = attn(x, kv, kv, need_weights=True)
+            self.last_attention = w.detach()
+            x = n1(x + self.dropout(a))
+            x = n2(x + self.dropout(ffn(x)))
+        return x.mean(dim=1)
+
+    def forward(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(feat, rois)))
+
+
+class STADModel(nn.Module):
+    """SlowFast backbone + RoI action head: ``model(clip, rois) -> logits (N, num_classes)``."""
+
+    def __init__(self, backbone_cfg: SlowFastConfig, num_classes: int, head: str = "pcca", **head_kw):
+        super().__init__()
+        self.backbone_cfg = backbone_cfg
+        self.head_kw = dict(head_kw, kind=head)
+        self.num_classes = int(num_classes)
+        self.backbone = SlowFastBackbone(backbone_cfg)
+        self.head = PCCAHead(backbone_cfg.out_channels, num_classes, kind=head,
+                             spatial_scale=1.0 / backbone_cfg.output_stride, **head_kw)
+
+    def forward(self, clip: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(clip), rois)
+
+    def roi_features(self, clip: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.head.features(self.backbone(clip), rois)
+
+
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sigmoid + binary cross-entropy, mean over persons and classes (optional per-person weights)."""
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
+    loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(dim=1)
+    if weights is not None:
+        return (loss * weights).sum() / weights.sum().clamp_min(1e-12)
+    return loss.mean()
+
+
+def train_step(model: nn.Module, clip: torch.Tensor, rois: torch.Tensor, targets: torch.Tensor,
+               optimizer: torch.optim.Optimizer) -> float:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = bce_loss(model(clip, rois), targets)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def freeze_for_decoupling(model: STADModel, reinit: bool = False) -> list[nn.Parameter]:
+    """Phase 2 of decoupled learning: freeze everything but the final classifier (BN in eval mode).
+
+    Returns the trainable parameters; ``reinit`` re-initialises the classifier first (cRT).
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    clf = model.head.classifier
+    if reinit:
+        clf.reset_parameters()
+    for p in clf.parameters():
+        p.requires_grad_(True)
+    return list(clf.parameters())
+
+
+def class_balanced_weights(labels: Sequence) -> np.ndarray:
+    """Sampling weight per sample so that every class (any hashable, e.g. "none") is drawn equally often."""
+    labels = list(labels)
+    if not labels:
+        return np.zeros(0)
+    uniq, inv, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inv]
+    return w / w.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Clips
+# --------------------------------------------------------------------------------------------
+def keyframe_indices(n_frames: int, frame: int, num_frames: int, interval: int) -> np.ndarray:
+    """``num_frames`` Fast-rate frame indices every ``interval`` frames centred on ``frame`` (clamped)."""
+    if num_frames < 1 or interval < 1:
+        raise ValueError(f"need num_frames >= 1 and interval >= 1, got {num_frames}x{interval}")
+    start = frame - (num_frames // 2) * interval
+    return np.clip(start + np.arange(num_frames) * interval, 0, n_frames - 1)
+
+
+def make_clip(video: np.ndarray, frame: int, num_frames: int, interval: int, flip: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W, 3) decoded video -> normalised (3, T, H, W) clip centred on ``frame``."""
+    from .clips import to_tensor
+
+    frames = video[keyframe_indices(len(video), frame, num_frames, interval)]
+    if flip:
+        frames = frames[:, :, ::-1]
+    return to_tensor(frames, MEAN, STD)
+
+
+def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).copy()
+    b[:, [0, 2]] = width - b[:, [2, 0]]
+    return b
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+@dataclass
+class KeyframeSample:
+    """Training unit: one key frame of one video with its person boxes (video-input pixels) and targets."""
+
+    video: int            # index into the decoded video list
+    frame: int
+    boxes: np.ndarray     # (P, 4) in decoded-video pixels
+    targets: np.ndarray   # (P, K) multi-hot
+    labels: list = field(default_factory=list)  # per person: class name or "none" (for balancing)
+
+
+@dataclass
+class STADSettings:
+    epochs: int = 10
+    samples_per_video: int = 2      # random key frames per train video per epoch
+    batch_size: int = 8
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    lr_steps: tuple[float, ...] = (7.0, 9.0)
+    lr_gamma: float = 0.1
+    flip: bool = True
+    num_frames: int = 8
+    interval: int = 2
+    # phase 2 (decoupled)
+    decoupled_epochs: int = 30
+    decoupled_lr: float = 0.05
+    decoupled_reinit: bool = False
+    decoupled_keyframes: int = 6   # key frames per train video whose features are cached for phase 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_steps"] = list(self.lr_steps)
+        return d
+
+
+def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: STADSettings,
+           rng: np.random.Generator | None):
+    clips, rois, tg = [], [], []
+    for b, smp in enumerate(samples):
+        v = videos[smp.video]
+        flip = bool(s.flip and rng is not None and rng.random() < 0.5)
+        clips.append(make_clip(v, smp.frame, s.num_frames, s.interval, flip))
+        boxes = flip_boxes(smp.boxes, v.shape[2]) if flip else np.asarray(smp.boxes, np.float64)
+        rois.append(np.concatenate([np.full((len(boxes), 1), b), boxes], axis=1))
+        tg.append(smp.targets)
+    return (torch.stack(clips), torch.as_tensor(np.concatenate(rois), dtype=torch.float32),
+            torch.as_tensor(np.concatenate(tg), dtype=torch.float32))
+
+
+def _lr_at(s: STADSettings, base: float, epoch: float) -> float:
+    lr = base * s.lr_gamma ** sum(1 for e in s.lr_steps if epoch >= e)
+    if s.warmup_epochs > 0 and epoch < s.warmup_epochs:
+        lr *= 0.1 + 0.9 * epoch / s.warmup_epochs
+    return lr
+
+
+def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video: Sequence[Sequence[KeyframeSample]],
+               s: STADSettings, seed: int = 0, device: str = "cpu") -> dict:
+    """Standard sampling: every epoch takes ``samples_per_video`` random key frames of each train video."""
+    from tqdm import tqdm
+
+    from .csn import make_optimizer
+
+    pools = [list(p) for p in samples_by_video if len(p)]
+    if not pools:
+        raise ValueError("no training key frames with person boxes")
+    rng = np.random.default_rng(seed)
+    opt = make_optimizer(model, s.lr, s.momentum, s.weight_decay, nesterov=True)
+    model.to(device)
+    hist = {"loss": [], "lr": []}
+    per_epoch = len(pools) * s.samples_per_video
+    iters = math.ceil(per_epoch / s.batch_size)
+    bar = tqdm(range(s.epochs), desc="stad phase 1", unit="epoch", disable=None)
+    for epoch in bar:
+        chosen = [pool[int(rng.integers(len(pool)))] for pool in pools for _ in range(s.samples_per_video)]
+        order = rng.permutation(len(chosen))
+        tot, n = 0.0, 0
+        for it in range(iters):
+            idx = order[it * s.batch_size:(it + 1) * s.batch_size]
+            lr = _lr_at(s, s.lr, epoch + it / iters)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            clip, rois, tg = _batch(videos, [chosen[i] for i in idx], s, rng)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = bce_loss(model(clip.to(device), rois.to(device)), tg.to(device))
+            if not torch.isfinite(loss):
+                raise ValueError(f"stad: loss became {float(loss)} in epoch {epoch}; lower stad.lr")
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+        hist["loss"].append(tot / max(n, 1))
+        hist["lr"].append(lr)
+        bar.set_postfix(loss=f"{tot / max(n, 1):.4f}")
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def cache_features(model: STADModel, videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample],
+                   s: STADSettings, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, list]:
+    """RoI features (frozen model, eval mode) of every person of ``samples``: (features, targets, labels)."""
+    model.eval().to(device)
+    feats, tgs, labels = [], [], []
+    for i in range(0, len(samples), s.batch_size):
+        batch = samples[i:i + s.batch_size]
+        clip, rois, tg = _batch(videos, batch, s, None)
+        feats.append(model.roi_features(clip.to(device), rois.to(device)).float().cpu())
+        tgs.append(tg)
+        for smp in batch:
+            labels.extend(smp.labels)
+    if not feats:
+        raise ValueError("no key frames to cache features from")
+    return torch.cat(feats), torch.cat(tgs), labels
+
+
+def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor, labels: Sequence[str],
+                   s: STADSettings, seed: int = 0) -> dict:
+    """Phase 2: class-balanced sampling, only the classifier trains (on cached frozen features)."""
+    params = freeze_for_decoupling(model, s.decoupled_reinit)
+    clf = model.head.classifier.cpu()
+    g = torch.Generator().manual_seed(int(seed))
+    w = torch.as_tensor(class_balanced_weights(labels), dtype=torch.double)
+    n = len(labels)
+    opt = torch.optim.SGD(params, lr=s.decoupled_lr, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay)
+    bs = max(8, s.batch_size * 2)
+    iters = math.ceil(n / bs)
+    hist = {"loss": []}
+    for epoch in range(s.decoupled_epochs):
+        lr = s.decoupled_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(s.decoupled_epochs, 1)))
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        idx = torch.multinomial(w, n, replacement=True, generator=g)
+        tot = 0.0
+        for it in range(iters):
+            j = idx[it * bs:(it + 1) * bs]
+            opt.zero_grad(set_to_none=True)
+            loss = bce_loss(clf(feats[j]), targets[j])
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(j)
+        hist["loss"].append(tot / n)
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def predict(model: STADModel, video: np.ndarray, frames: Sequence[int], boxes: Sequence[np.ndarray],
+            s: STADSettings, device: str = "cpu", classifiers: Sequence[nn.Module] | None = None):
+    """Sigmoid scores (P_f, K) for the boxes (decoded-video pixels) of each key frame ``frames[f]``.
+
+    ``classifiers``: score the same RoI features with each of these final layers instead of the
+    model's own (e.g. the phase-1 and the decoupled classifier, which share everything else);
+    then a list with one result per classifier is returned.
+    """
+    model.eval().to(device)
+    clfs = list(classifiers) if classifiers is not None else [model.head.classifier]
+    outs = [[np.zeros((len(b), model.num_classes), np.float32) for b in boxes] for _ in clfs]
+    todo = [i for i, b in enumerate(boxes) if len(b)]
+    use_amp = str(device).startswith("cuda")
+    for i in range(0, len(todo), s.batch_size):
+        chunk = todo[i:i + s.batch_size]
+        clips = torch.stack([make_clip(video, int(frames[k]), s.num_frames, s.interval) for k in chunk])
+        rois = np.concatenate([np.concatenate([np.full((len(boxes[k]), 1), b), np.asarray(boxes[k], np.float64)], 1)
+                               for b, k in enumerate(chunk)])
+        with torch.autocast("cuda", enabled=use_amp):
+            feats = model.roi_features(clips.to(device), torch.as_tensor(rois, dtype=torch.float32, device=device))
+        for out, clf in zip(outs, clfs):
+            probs = torch.sigmoid(clf.to(device)(feats.float())).cpu().numpy()
+            pos = 0
+            for k in chunk:
+                out[k] = probs[pos:pos + len(boxes[k])]
+                pos += len(boxes[k])
+    return outs if classifiers is not None else outs[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def save_model(model: STADModel, path: str | os.PathLike, classes: Sequence[str], extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"backbone": model.backbone_cfg.to_dict(), "head": model.head_kw, "classes": list(classes),
+                "state": model.state_dict(), "extra": dict(extra or {})}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[STADModel, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: STAD checkpoint not found (has stad_train run?)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        head_kw = dict(ck["head"])
+        kind = head_kw.pop("kind")
+        model = STADModel(SlowFastConfig(**ck["backbone"]), len(ck["classes"]), head=kind, **head_kw)
+        model.load_state_dict(ck["state"], strict=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a STAD checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    return model.to(device).eval(), ck
+
+
+# --------------------------------------------------------------------------------------------
+# params.yaml section ``stad``
+# --------------------------------------------------------------------------------------------
+def _tuple(params: dict, key: str, default, n: int | None = None) -> tuple | None:
+    from .params import ParamError, get
+
+    val = get(params, key, (list, tuple, type(None)), default=default)
+    if val is None:
+        return None
+    if n is not None and len(val) != n:
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must have {n} entries, got {val!r}")
+    return tuple(val)
+
+
+def config_from_params(params: dict) -> SlowFastConfig:
+    from .params import ParamError, get
+
+    try:
+        return SlowFastConfig(
+            depth=get(params, "stad.depth", int, default=50, choices=tuple(DEPTHS)),
+            stage_depths=_tuple(params, "stad.stage_depths", [1, 1, 1, 1], 4),
+            stem_dim=get(params, "stad.stem_dim", int, default=8, min_value=2),
+            beta_inv=get(params, "stad.beta_inv", int, default=4, min_value=1),
+            alpha=get(params, "stad.alpha", int, default=4, min_value=1),
+            output_stride=get(params, "stad.output_stride", int, default=16, choices=(16, 32)),
+        )
+    except ValueError as exc:
+        if isinstance(exc, ParamError):
+            raise
+        raise ParamError(f"{params.get('_path', 'params')}: section 'stad': {exc}") from None
+
+
+def head_kwargs_from_params(params: dict) -> dict:
+    from .params import get
+
+    return {"dim": get(params, "stad.dim", int, default=128, min_value=8),
+            "heads": get(params, "stad.heads", int, default=4, min_value=1),
+            "roi_size": get(params, "stad.roi_size", int, default=7, min_value=1),
+            "context_scale": get(params, "stad.context_scale", float, default=2.0, min_value=1.0),
+            "dropout": get(params, "stad.dropout", float, default=0.3, min_value=0.0, max_value=0.95),
+            "layers": get(params, "stad.layers", int, default=1, min_value=1)}
+
+
+def settings_from_params(params: dict) -> STADSettings:
+    from .params import get
+
+    d = STADSettings()
+    return STADSettings(
+        epochs=get(params, "stad.epochs", int, default=d.epochs, min_value=0),
+        samples_per_video=get(params, "stad.samples_per_video", int, default=d.samples_per_video, min_value=1),
+        batch_size=get(params, "stad.batch_size", int, default=d.batch_size, min_value=1),
+        lr=get(params, "stad.lr", float, default=d.lr, min_value=0.0),
+        momentum=get(params, "stad.momentum", float, default=d.momentum, min_value=0.0),
+        weight_decay=get(params, "stad.weight_decay", float, default=d.weight_decay, min_value=0.0),
+        warmup_epochs=get(params, "stad.warmup_epochs", float, default=d.warmup_epochs, min_value=0.0),
+        lr_steps=tuple(float(x) for x in _tuple(params, "stad.lr_steps", list(d.lr_steps)) or ()),
+        lr_gamma=get(params, "stad.lr_gamma", float, default=d.lr_gamma, min_value=0.0),
+        flip=get(params, "stad.flip", bool, default=d.flip),
+        num_frames=get(params, "stad.num_frames", int, default=d.num_frames, min_value=1),
+        interval=get(params, "stad.interval", int, default=d.interval, min_value=1),
+        decoupled_epochs=get(params, "stad.decoupled_epochs", int, default=d.decoupled_epochs, min_value=0),
+        decoupled_lr=get(params, "stad.decoupled_lr", float, default=d.decoupled_lr, min_value=0.0),
+        decoupled_reinit=get(params, "stad.decoupled_reinit", bool, default=d.decoupled_reinit),
+        decoupled_keyframes=get(params, "stad.decoupled_keyframes", int, default=d.decoupled_keyframes, min_value=1),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Data: ground-truth key frames (training) and person boxes (inference)
+# --------------------------------------------------------------------------------------------
+BOX_SOURCES = ("refined", "detected", "gt")
+
+
+def gt_samples(gt_video, video_index: int, scale: float, classes: Sequence[str],
+               frames: Sequence[int] | None = None) -> list[KeyframeSample]:
+    """Key-frame samples of one video from its ``gt_persons`` rows (every frame, or ``frames``).
+
+    Boxes are scaled by ``scale`` (original -> decoded-video pixels); a person's target is the
+    one-hot of its current action, all zeros for "none" (or an action not in ``classes``).
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    keep = None if frames is None else set(int(f) for f in frames)
+    for fr, g in gt_video.groupby("frame", sort=True):
+        if keep is not None and int(fr) not in keep:
+            continue
+        boxes = np.stack(g["box"].to_numpy()).astype(np.float64) * scale
+        tg = np.zeros((len(g), len(classes)), np.float32)
+        labels = []
+        for k, a in enumerate(g["action"].to_numpy()):
+            if a in index:
+                tg[k, index[a]] = 1.0
+                labels.append(str(a))
+            else:
+                labels.append("none")
+        out.append(KeyframeSample(video_index, int(fr), boxes, tg, labels))
+    return out
+
+
+def load_person_boxes(source: str, root, data_root, videos: Sequence[str], stride: int,
+                      min_score: float = 0.0):
+    """Person boxes (original pixels) on the key frames of ``videos``: DataFrame video, frame,
+    person, box, score. ``source``: "refined" (refined_persons.parquet, its refined ``box``),
+    "detected" (persons.parquet) or "gt" (ground truth on every ``stride``-th frame, score 1)."""
+    import pandas as pd
+
+    from .dataset import gt_persons_path
+    from .paths import Paths
+    from .schemas import read_df
+
+    if source not in BOX_SOURCES:
+        raise ValueError(f"person box source must be one of {BOX_SOURCES}, got {source!r}")
+    want = set(videos)
+    if source == "gt":
+        df = read_df(gt_persons_path(data_root), "gt_persons", columns=["video", "frame", "person", "box"])
+        df = df[df["video"].isin(want) & (df["frame"] % stride == 0)].copy()
+        df["score"] = np.float32(1.0)
+    else:
+        p = Paths(root)
+        path, name = (p.refined, "keypoints") if source == "refined" else (p.persons, "persons")
+        df = read_df(path, name, columns=["video", "frame", "person", "box", "score"])
+        df = df[df["video"].isin(want) & (df["score"] >= min_score)].copy()
+    return df.sort_values(["video", "frame", "person"]).reset_index(drop=True) if len(df) else \
+        pd.DataFrame({"video": [], "frame": [], "person": [], "box": [], "score": []})

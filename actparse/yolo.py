@@ -1,0 +1,362 @@
+"""Everything ultralytics-specific: offline setup, YOLO dataset export, training, loading, prediction.
+
+Nothing here downloads. :func:`configure` must run before ``ultralytics`` is first imported (every
+function below calls it): it sets ``YOLO_OFFLINE=1``, points ``YOLO_CONFIG_DIR`` at a private
+folder holding ``Arial.ttf`` (a copy of the DejaVuSans font matplotlib ships, so ultralytics
+never fetches its font), and turns off hub sync and every logger integration in the settings.
+Training always gets ``plots=False``, ``amp=False`` (the AMP check would fetch a checkpoint),
+an explicit ``project=`` work folder, and a data.yaml with an absolute ``path``.
+
+Images handed to this module are uint8 RGB numpy arrays; boxes are ``[x1, y1, x2, y2]`` pixels
+of those images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger("actparse.yolo")
+
+_SETTINGS_OFF = {
+    "sync": False, "clearml": False, "comet": False, "dvc": False, "hub": False, "mlflow": False,
+    "neptune": False, "raytune": False, "tensorboard": False, "wandb": False, "vscode_msg": False,
+    "openvino_msg": False,
+}
+_configured: Path | None = None
+
+
+def _font_source() -> Path:
+    import matplotlib
+
+    src = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: font shipped with matplotlib not found (needed offline by ultralytics)")
+    return src
+
+
+def configure(config_dir: str | os.PathLike | None = None) -> Path:
+    """Make ultralytics fully offline and quiet; return its settings folder.
+
+    ``config_dir`` (default: a private per-user temp folder, so a user's own ultralytics settings are
+    neither used nor changed) only takes effect when ultralytics is not imported yet in this process.
+    """
+    global _configured
+    if _configured is not None and "ultralytics" in sys.modules:
+        return _configured
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    if "ultralytics" not in sys.modules:
+        if config_dir is None:
+            config_dir = Path(tempfile.gettempdir()) / f"actparse-ultralytics-{os.getuid()}"
+        os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+        # ultralytics appends "Ultralytics" to YOLO_CONFIG_DIR; put the font there before import
+        sub = Path(config_dir) / "Ultralytics"
+        sub.mkdir(parents=True, exist_ok=True)
+        _install_font(sub)
+    import ultralytics  # noqa: F401  (import after the environment is set)
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    _install_font(Path(USER_CONFIG_DIR))
+    changes = {k: v for k, v in _SETTINGS_OFF.items() if k in SETTINGS and SETTINGS.get(k) != v}
+    if changes:
+        SETTINGS.update(changes)
+    for name in ("ultralytics", "Ultralytics"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _configured = Path(USER_CONFIG_DIR)
+    return _configured
+
+
+def _install_font(folder: Path) -> None:
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        dst = folder / name
+        if not dst.exists():
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            shutil.copyfile(_font_source(), tmp)
+            os.replace(tmp, dst)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset export
+# --------------------------------------------------------------------------------------------
+
+def boxes_to_yolo(boxes, width: int, height: int) -> np.ndarray:
+    """``[x1,y1,x2,y2]`` pixels -> normalised ``[cx, cy, w, h]`` (clipped to the image)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    cx = (b[:, 0] + b[:, 2]) / 2 / width
+    cy = (b[:, 1] + b[:, 3]) / 2 / height
+    w = (b[:, 2] - b[:, 0]) / width
+    h = (b[:, 3] - b[:, 1]) / height
+    return np.stack([cx, cy, w, h], axis=1)
+
+
+def yolo_to_boxes(xywhn, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`boxes_to_yolo`."""
+    a = np.asarray(xywhn, dtype=np.float64).reshape(-1, 4)
+    cx, cy, w, h = a[:, 0] * width, a[:, 1] * height, a[:, 2] * width, a[:, 3] * height
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def split_by_group(groups: Sequence, val_fraction: float, seed: int = 0) -> np.ndarray:
+    """Boolean val mask choosing whole groups (e.g. videos) for validation.
+
+    At least one group goes to validation and at least one stays for training whenever there are
+    two or more groups; with one group, every ``round(1/val_fraction)``-th item is validation.
+    """
+    groups = np.asarray([str(g) for g in groups])
+    n = len(groups)
+    if n == 0 or val_fraction <= 0:
+        return np.zeros(n, bool)
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        step = max(2, int(round(1 / val_fraction)))
+        mask = np.zeros(n, bool)
+        mask[step - 1::step] = True
+        return mask
+    rng = np.random.default_rng(seed)
+    k = int(np.clip(round(len(uniq) * val_fraction), 1, len(uniq) - 1))
+    val = set(rng.choice(uniq, size=k, replace=False).tolist())
+    return np.array([g in val for g in groups])
+
+
+def export_dataset(work_dir: str | os.PathLike, images: Sequence[np.ndarray], boxes: Sequence, classes: Sequence,
+                   names: Sequence[str], val_mask: Sequence[bool] | None = None,
+                   stems: Sequence[str] | None = None, min_size: float = 1.0) -> Path:
+    """Write a YOLO detection data set; return the path of its ``data.yaml``.
+
+    ``images[i]`` is uint8 RGB (H, W, 3); ``boxes[i]`` (n, 4) pixels and ``classes[i]`` (n,) ints
+    are its objects (n may be 0: a background image). ``val_mask[i]`` puts the image in the
+    validation split (default: none; then validation reuses the training images). Boxes are
+    clipped to the image; boxes thinner than ``min_size`` pixels after clipping are dropped.
+    """
+    import cv2
+    import yaml
+
+    work = Path(work_dir).resolve()
+    n = len(images)
+    if len(boxes) != n or len(classes) != n:
+        raise ValueError(f"export_dataset: {n} images but {len(boxes)} box lists and {len(classes)} class lists")
+    if n == 0:
+        raise ValueError("export_dataset: no images to export")
+    val_mask = np.zeros(n, bool) if val_mask is None else np.asarray(val_mask, bool)
+    if len(val_mask) != n:
+        raise ValueError(f"export_dataset: val_mask has {len(val_mask)} entries for {n} images")
+    stems = [f"{i:06d}" for i in range(n)] if stems is None else [str(s) for s in stems]
+    if len(set(stems)) != n:
+        raise ValueError("export_dataset: image stems must be unique")
+    for sub in ("images", "labels"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    splits = {"train": ~val_mask, "val": val_mask}
+    for split in splits:
+        (work / "images" / split).mkdir(parents=True, exist_ok=True)
+        (work / "labels" / split).mkdir(parents=True, exist_ok=True)
+    nc = len(names)
+    for i in range(n):
+        img = np.asarray(images[i])
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"export_dataset: image {stems[i]} must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        h, w = img.shape[:2]
+        b = np.asarray(boxes[i], dtype=np.float64).reshape(-1, 4)
+        c = np.asarray(classes[i], dtype=np.int64).reshape(-1)
+        if len(b) != len(c):
+            raise ValueError(f"export_dataset: image {stems[i]} has {len(b)} boxes but {len(c)} classes")
+        if len(c) and (c.min() < 0 or c.max() >= nc):
+            raise ValueError(f"export_dataset: image {stems[i]} has class ids outside 0..{nc - 1}")
+        xywh = boxes_to_yolo(b, w, h)
+        keep = (xywh[:, 2] * w >= min_size) & (xywh[:, 3] * h >= min_size)
+        split = "val" if val_mask[i] else "train"
+        if not cv2.imwrite(str(work / "images" / split / f"{stems[i]}.png"), img[..., ::-1],
+                           [int(cv2.IMWRITE_PNG_COMPRESSION), 1]):
+            raise ValueError(f"export_dataset: cannot write image {stems[i]} under {work}")
+        lines = [f"{int(k)} {x:.6f} {y:.6f} {ww:.6f} {hh:.6f}" for k, (x, y, ww, hh) in zip(c[keep], xywh[keep])]
+        (work / "labels" / split / f"{stems[i]}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    data = {
+        "path": str(work),
+        "train": "images/train",
+        "val": "images/val" if val_mask.any() else "images/train",
+        "nc": nc,
+        "names": {i: str(nm) for i, nm in enumerate(names)},
+    }
+    out = work / "data.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def read_dataset(data_yaml: str | os.PathLike, split: str = "train"):
+    """Read back an exported split: list of (stem, RGB image, boxes (n,4) pixels, classes (n,))."""
+    import cv2
+    import yaml
+
+    data = yaml.safe_load(Path(data_yaml).read_text())
+    root = Path(data["path"])
+    img_dir = root / data[split]
+    lbl_dir = root / str(data[split]).replace("images", "labels", 1)
+    out = []
+    for img_path in sorted(img_dir.glob("*.png")):
+        img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)[..., ::-1]
+        h, w = img.shape[:2]
+        txt = (lbl_dir / f"{img_path.stem}.txt").read_text().split()
+        arr = np.asarray(txt, dtype=np.float64).reshape(-1, 5)
+        out.append((img_path.stem, np.ascontiguousarray(img), yolo_to_boxes(arr[:, 1:], w, h), arr[:, 0].astype(int)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+def load_model(path: str | os.PathLike, task: str = "detect"):
+    """Load a YOLO ``.pt`` checkpoint; clear errors naming the file when missing or unusable."""
+    configure()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: YOLO model file not found")
+    if path.suffix != ".pt":
+        raise ValueError(f"{path}: expected an ultralytics YOLO checkpoint ending in .pt")
+    from ultralytics import YOLO
+
+    try:
+        model = YOLO(str(path), task=task)
+    except Exception as exc:  # torch.load / unpickling / checkpoint layout errors
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a usable ultralytics YOLO checkpoint ({type(exc).__name__}: {msg})") from None
+    if getattr(model, "task", task) != task:
+        raise ValueError(f"{path}: checkpoint is a YOLO {model.task!r} model, expected {task!r}")
+    return model
+
+
+def model_names(model) -> list[str]:
+    names = model.names
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def _build(model_cfg: str):
+    """A fresh (untrained) YOLO from a model yaml shipped with ultralytics or a local yaml path."""
+    configure()
+    from ultralytics import YOLO
+
+    if not str(model_cfg).endswith((".yaml", ".yml")):
+        raise ValueError(f"model {model_cfg!r}: expected a YOLO model yaml such as 'yolo11n.yaml'")
+    try:
+        return YOLO(str(model_cfg), task="detect")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_cfg}: YOLO model yaml not found (neither a file nor shipped with ultralytics)") from None
+
+
+@dataclass
+class TrainResult:
+    weights: Path  # best.pt (or last.pt) inside the run folder
+    epochs: int
+    train_images: int
+    val_images: int
+    seconds: float
+    map50: float
+    map50_95: float
+    extra: dict = field(default_factory=dict)
+
+    def info(self) -> dict:
+        return {
+            "epochs": self.epochs, "train_images": self.train_images, "val_images": self.val_images,
+            "train_seconds": round(self.seconds, 2), "val_map50": round(self.map50, 4),
+            "val_map50_95": round(self.map50_95, 4), **self.extra,
+        }
+
+
+def _count(folder: Path) -> int:
+    return len(list(folder.glob("*.png"))) if folder.exists() else 0
+
+
+def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
+          weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
+          lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
+          patience: int = 100, **overrides) -> TrainResult:
+    """Train a detector; ``weights`` (a ``.pt``) fine-tunes it, else a fresh ``model`` yaml is trained.
+
+    The ultralytics run goes to ``run_dir/train`` (overwritten). Extra keyword arguments are
+    passed on as ultralytics train arguments (e.g. ``mosaic=0.5``, ``hsv_h=0.0``, ``fliplr=0``).
+    """
+    configure()
+    data_yaml = Path(data_yaml).resolve()
+    if not data_yaml.is_file():
+        raise FileNotFoundError(f"{data_yaml}: data set yaml not found")
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "train", ignore_errors=True)
+    yolo = load_model(weights) if weights else _build(model)
+    args = dict(
+        data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), lr0=float(lr0),
+        optimizer=optimizer, device=device, seed=int(seed), deterministic=True, workers=int(workers),
+        project=str(run_dir), name="train", exist_ok=True, plots=False, amp=False, verbose=False,
+        val=False, patience=int(patience), cache=False, pretrained=False, save=True,
+    )
+    args.update(overrides)
+    t0 = time.time()
+    cwd = os.getcwd()
+    try:
+        os.chdir(run_dir)  # anything ultralytics writes relative to the cwd stays in the run folder
+        yolo.train(**args)
+    finally:
+        os.chdir(cwd)
+    seconds = time.time() - t0
+    trainer = yolo.trainer
+    wdir = Path(trainer.save_dir) / "weights"
+    best = wdir / "best.pt" if (wdir / "best.pt").exists() else wdir / "last.pt"
+    if not best.exists():
+        raise RuntimeError(f"{wdir}: training finished without writing best.pt or last.pt")
+    metrics = getattr(trainer, "metrics", None) or {}
+    import yaml
+
+    data = yaml.safe_load(data_yaml.read_text())
+    root = Path(data["path"])
+    return TrainResult(
+        weights=best, epochs=int(epochs), train_images=_count(root / data["train"]),
+        val_images=_count(root / data["val"]), seconds=seconds,
+        map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
+        map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
+    )
+
+
+def save_final(result_weights: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a trained ``.pt`` to ``dst`` atomically."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(result_weights, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: float = 0.25, iou: float = 0.7,
+            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False):
+    """Batched prediction on RGB images.
+
+    Returns one ``(boxes (n,4) float32 pixels, scores (n,) float32, classes (n,) int64)`` per image,
+    sorted by score (descending).
+    """
+    configure()
+    out = []
+    batch = max(1, int(batch))
+    for start in range(0, len(images), batch):
+        chunk = [np.ascontiguousarray(np.asarray(im)[..., ::-1]) for im in images[start:start + batch]]  # RGB -> BGR
+        results = model.predict(chunk, imgsz=int(imgsz), conf=float(conf), iou=float(iou), max_det=int(max_det),
+                                device=device, verbose=False, save=False, agnostic_nms=agnostic_nms)
+        for r in results:
+            bx = r.boxes
+            boxes = bx.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
+            scores = bx.conf.cpu().numpy().astype(np.float32).reshape(-1)
+            classes = bx.cls.cpu().numpy().astype(np.int64).reshape(-1)
+            order = np.argsort(-scores, kind="stable")
+            out.append((boxes[order], scores[order], classes[order]))
+    return out

@@ -1,0 +1,162 @@
+"""Start a local Prefect server (API + UI, SQLite) that pipeline runs report into.
+
+    python -m flows.server                      # UI at http://127.0.0.1:4200, Ctrl-C stops it
+    python -m flows.server --port 4300 --home .prefect
+
+then, in a second terminal, run the flow against it:
+
+    python -m flows.pipeline --api-url http://127.0.0.1:4200/api
+
+The server binds to 127.0.0.1 unless --host says otherwise, keeps its SQLite database under
+PREFECT_HOME (--home; default: Prefect's own, ~/.prefect), and sends no telemetry. Defaults for
+--host/--port come from params.yaml (flow.ui_host, flow.ui_port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+# Telemetry off and nothing fetched from the internet, for the server and for flow runs.
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+def quiet_env(home: str | os.PathLike | None = None) -> dict[str, str]:
+    """os.environ plus :data:`QUIET_ENV` (and PREFECT_HOME when ``home`` is given)."""
+    env = dict(os.environ)
+    for k, v in QUIET_ENV.items():
+        env.setdefault(k, v)
+    if home is not None:
+        env["PREFECT_HOME"] = str(Path(home).resolve())
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def api_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    """True when the Prefect API at ``url`` (…/api) answers its health check."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathLike | None = None,
+                 ui: bool = True, log_file: str | os.PathLike | None = None,
+                 quiet: bool = True) -> subprocess.Popen:
+    """Launch ``prefect server start`` as a child process (not waiting for it; see :func:`wait_healthy`)."""
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
+           "--analytics-off", "--no-scheduler", "--no-late-runs"]
+    if not ui:
+        cmd.append("--no-ui")
+    env = quiet_env(home)
+    env["PREFECT_SERVER_API_HOST"] = host
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    env["PREFECT_UI_API_URL"] = api_url(host, port)
+    out = open(log_file, "ab") if log_file else (subprocess.DEVNULL if quiet else None)
+    try:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        if log_file:
+            out.close()
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0) -> None:
+    """Block until the API answers; raise RuntimeError if the process exits or ``timeout`` passes."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if is_healthy(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Prefect server exited with code {proc.returncode} before {url} was up")
+        time.sleep(0.5)
+    raise RuntimeError(f"Prefect server at {url} not healthy after {timeout:.0f}s")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
+                   ui: bool = True, timeout: float = 180.0, log_file=None) -> Iterator[str]:
+    """A Prefect server for the duration of the ``with`` block; yields its API URL."""
+    port = port or free_port(host)
+    proc = start_server(host, port, home, ui=ui, log_file=log_file)
+    try:
+        url = api_url(host, port)
+        wait_healthy(url, proc, timeout)
+        yield url
+    finally:
+        stop_server(proc)
+
+
+def _defaults(params_file: str) -> tuple[str, int]:
+    try:
+        from actparse.params import get, load_params
+
+        params = load_params(params_file)
+        return (get(params, "flow.ui_host", str, default="127.0.0.1"),
+                get(params, "flow.ui_port", int, default=4200, min_value=1, max_value=65535))
+    except (OSError, ValueError):
+        return "127.0.0.1", 4200
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file for the defaults")
+    parser.add_argument("--host", default=None, help="bind address (default flow.ui_host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default flow.ui_port, 4200)")
+    parser.add_argument("--home", default=None, help="PREFECT_HOME holding the SQLite database")
+    args = parser.parse_args(argv)
+    host, port = _defaults(args.params)
+    host, port = args.host or host, args.port or port
+    url = api_url(host, port)
+    if is_healthy(url):
+        print(f"a Prefect server already answers at {url}", file=sys.stderr)
+        return 1
+    proc = start_server(host, port, args.home, quiet=False)
+    try:
+        wait_healthy(url, proc)
+        print(f"Prefect UI:  http://{host}:{port}\n"
+              f"run the flow into it:  python -m flows.pipeline --api-url {url}\n"
+              f"(or export PREFECT_API_URL={url})", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_server(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

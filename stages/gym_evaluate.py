@@ -1,0 +1,108 @@
+"""Score the seed 004 models on the test element clips: top-1 / mean-class accuracy per level (seed 004 Table 2).
+
+Reads:  artifacts/models/gym/{event,set,element,joint}.pt, <data.root>/annotations/finegym/
+        (gym*_val_element*.txt = the test clips), the test videos, <data.root>/gt_persons.parquet.
+Writes: artifacts/gym/clip_predictions.parquet (schema "clip_predictions"): per test clip, level and
+          model (single pathway or joint) the predicted class, its probability and all probabilities
+        metrics/gym.json: for each single model its own level, for the joint model all three levels:
+          top-1, top-5 and mean-class accuracy (x100); the element model's predictions mapped up the
+          hierarchy; the joint-minus-single gain per level
+        artifacts/skips/gym_evaluate.parquet: test videos that could not be decoded
+Every clip is scored on its centred temporal view and centre crop.
+With gym.enabled false it writes metrics/gym.json {"enabled": false} and an empty table.
+Params: gym.enabled, gym.size, gym.margin, gym.crop, gym.interval, gym.num_frames, gym.batch_size, device.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from actparse.cli import stage_main
+from actparse.params import get, resolve_device
+from actparse.paths import Paths
+from actparse.schemas import from_columns, from_rows, write_json, write_table
+
+
+def _acc(truth: list, probs: np.ndarray, classes: list) -> dict:
+    from actparse.metrics.classification import mean_class_accuracy, top1_accuracy, topk_accuracy
+
+    pred = [classes[i] for i in probs.argmax(1)]
+    return {"top1": round(100 * top1_accuracy(truth, pred), 2),
+            "top5": round(100 * topk_accuracy(truth, probs, classes, 5), 2),
+            "mean_class": round(100 * mean_class_accuracy(truth, pred), 2)}
+
+
+def run(params: dict, root: Path) -> None:
+    import pyarrow as pa
+
+    from actparse.finegym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
+        predict_level, settings_from_params
+    from actparse.metrics.classification import hierarchical_accuracy
+
+    paths = Paths(root)
+    out_json = paths.metrics / "gym.json"
+    out_pred = paths.gym / "clip_predictions.parquet"
+    if not get(params, "gym.enabled", bool, default=False):
+        write_table(from_rows([], "clip_predictions"), out_pred, "clip_predictions")
+        write_table(from_rows([], "skips"), paths.skips / "gym_evaluate.parquet", "skips")
+        write_json({"enabled": False}, out_json)
+        print("gym_evaluate: gym.enabled is false, nothing scored")
+        return
+    s = settings_from_params(params)
+    device = resolve_device(params)
+    mdir = paths.models / "gym"
+    singles = {}
+    for lvl in LEVELS:
+        singles[lvl], ck = load_level(mdir / f"{lvl}.pt", device)
+        s.num_frames[lvl] = int(ck.get("num_frames", s.num_frames[lvl]))
+    joint, jck = load_joint(mdir / "joint.pt", [singles[lvl] for lvl in LEVELS], device)
+    hier, clips, frames, skips = load_split(params, root, "test")
+    write_table(from_rows(skips, "skips"), paths.skips / "gym_evaluate.parquet", "skips")
+    if not clips:
+        raise ValueError("gym: no test element clips could be loaded")
+    classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
+    for lvl in LEVELS:
+        if classes[lvl] != jck["classes"][lvl]:
+            raise ValueError(f"{mdir / 'joint.pt'}: {lvl} classes differ from the annotation's; retrain (gym_train)")
+    truth = {lvl: [classes[lvl][hier.labels_of(c.label)[lvl]] for c in clips] for lvl in LEVELS}
+    probs = {("single", lvl): predict_level(singles[lvl], frames, s.num_frames[lvl], s, device) for lvl in LEVELS}
+    feats = pathway_features([singles[lvl] for lvl in LEVELS], frames, [s.num_frames[lvl] for lvl in LEVELS], s, None, device)
+    for lvl, p in predict_joint(joint.cpu(), feats).items():
+        probs[("joint", lvl)] = p
+
+    tables = []
+    for (kind, lvl), p in probs.items():
+        model = lvl if kind == "single" else "joint"
+        top = p.argmax(1)
+        tables.append(from_columns({
+            "clip": [c.clip for c in clips], "video": [c.video for c in clips], "level": [lvl] * len(clips),
+            "model": [model] * len(clips), "truth": truth[lvl], "label": [classes[lvl][i] for i in top],
+            "score": p[np.arange(len(p)), top].astype(np.float32), "probs": [row.astype(np.float32) for row in p]},
+            "clip_predictions"))
+    write_table(pa.concat_tables(tables), out_pred, "clip_predictions")
+
+    single = {lvl: _acc(truth[lvl], probs[("single", lvl)], classes[lvl]) for lvl in LEVELS}
+    jres = {lvl: _acc(truth[lvl], probs[("joint", lvl)], classes[lvl]) for lvl in LEVELS}
+    el_pred = [classes["element"][i] for i in probs[("single", "element")].argmax(1)]
+    derived = hierarchical_accuracy(truth, {"element": el_pred}, hier.parents())
+    metrics = {"enabled": True, "test_clips": len(clips),
+               "classes": {lvl: len(classes[lvl]) for lvl in LEVELS},
+               "single": single, "joint": jres,
+               "gain_top1": {lvl: round(jres[lvl]["top1"] - single[lvl]["top1"], 2) for lvl in LEVELS},
+               "gain_mean_class": {lvl: round(jres[lvl]["mean_class"] - single[lvl]["mean_class"], 2) for lvl in LEVELS},
+               "element_model_up_the_hierarchy": {lvl: {k: round(100 * v, 2) for k, v in derived[lvl].items()}
+                                                  for lvl in ("set", "event")}}
+    write_json(metrics, out_json)
+    print("gym_evaluate: top-1 single " + ", ".join(f"{lvl} {single[lvl]['top1']}" for lvl in LEVELS)
+          + " | joint " + ", ".join(f"{lvl} {jres[lvl]['top1']}" for lvl in LEVELS) + f" -> {out_json}")
+
+
+def main(argv=None):
+    return stage_main("gym_evaluate", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Train the seed 004 hierarchical recogniser: one SlowOnly pathway per FineGym level, then the joint model.
+
+Reads:  <data.root>/annotations/finegym/ (FineGym layout: finegym_annotation_info*.json,
+        gym*_categories.txt, gym*_train_element*.txt; the synth stage writes one), the train videos of
+        <data.root>/videos.parquet, <data.root>/gt_persons.parquet (person crops when an event names
+        a person).
+Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly network per level, trained
+          on the element clips with that level's labels
+        artifacts/models/gym/joint.pt   stage 2: the three pathways frozen, features concatenated,
+          shared linear layer + three classifiers, loss gym.loss_weights (seed 004: 1, 2, 4)
+        artifacts/models/gym/train_info.json   loss histories, class counts, timings
+        artifacts/skips/gym_train.parquet      videos that could not be decoded
+With gym.enabled false it only writes train_info.json {"enabled": false}.
+Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
+        epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
+        joint_hidden, joint_lr, loss_weights).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from actparse.cli import stage_main
+from actparse.params import get, resolve_device
+from actparse.paths import Paths
+from actparse.schemas import from_rows, write_json, write_table
+
+
+def run(params: dict, root: Path) -> None:
+    import torch
+
+    from actparse.csn import seed_everything
+    from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
+        load_split, pathway_features, save_checkpoint, settings_from_params
+
+    paths = Paths(root)
+    out = paths.models / "gym"
+    if not get(params, "gym.enabled", bool, default=False):
+        if out.exists():
+            shutil.rmtree(out)
+        write_json({"enabled": False}, out / "train_info.json")
+        write_table(from_rows([], "skips"), paths.skips / "gym_train.parquet", "skips")
+        print("gym_train: gym.enabled is false, nothing trained")
+        return
+    cfg = config_from_params(params)
+    s = settings_from_params(params)
+    seed = get(params, "seed", int, default=0)
+    device = resolve_device(params)
+    seed_everything(seed)
+    t0 = time.time()
+    hier, clips, frames, skips = load_split(params, root, "train")
+    write_table(from_rows(skips, "skips"), paths.skips / "gym_train.parquet", "skips")
+    if not clips:
+        raise ValueError("gym: no train element clips could be loaded")
+    t_load = time.time() - t0
+    targets = {lvl: np.array([hier.labels_of(c.label)[lvl] for c in clips]) for lvl in LEVELS}
+    classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
+    info = {"enabled": True, "train_clips": len(clips), "backbone": cfg.to_dict(), "settings": s.to_dict(),
+            "class_counts": {lvl: {classes[lvl][k]: int(n) for k, n in sorted(Counter(targets[lvl].tolist()).items())}
+                             for lvl in LEVELS},
+            "history": {}, "seconds": {"load": round(t_load, 1)}, "device": device}
+    pathways = []
+    for k, lvl in enumerate(LEVELS):
+        t1 = time.time()
+        torch.manual_seed(seed + k)
+        m = LevelModel(cfg, len(classes[lvl]), s.dropout)
+        hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}")
+        save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
+                         "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},
+                        out / f"{lvl}.pt")
+        info["history"][lvl] = hist
+        info["seconds"][lvl] = round(time.time() - t1, 1)
+        pathways.append(m.cpu())
+    t2 = time.time()
+    rng = np.random.default_rng(seed + 10)
+    feats = torch.cat([pathway_features(pathways, frames, [s.num_frames[lvl] for lvl in LEVELS], s, rng, device)
+                       for _ in range(s.joint_views)])
+    rep = {lvl: np.tile(targets[lvl], s.joint_views) for lvl in LEVELS}
+    torch.manual_seed(seed + 20)
+    joint = JointModel(pathways, [m.classifier.in_features for m in pathways], {lvl: len(classes[lvl]) for lvl in LEVELS},
+                       s.joint_hidden, s.dropout)
+    hist = fit_joint(joint, feats, rep, s, seed=seed + 20)
+    save_checkpoint({"classes": classes, "hidden": s.joint_hidden, "dropout": s.dropout, "settings": s.to_dict(),
+                     "loss_weights": s.loss_weights, "state": joint.state_dict()}, out / "joint.pt")
+    info["history"]["joint"] = hist
+    info["seconds"]["joint"] = round(time.time() - t2, 1)
+    write_json(info, out / "train_info.json")
+    print(f"gym_train: {len(clips)} train clips, pathways {[info['seconds'][lvl] for lvl in LEVELS]}s, "
+          f"joint {info['seconds']['joint']}s -> {out}")
+
+
+def main(argv=None):
+    return stage_main("gym_train", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

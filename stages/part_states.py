@@ -1,0 +1,65 @@
+"""Frame-level part states from the video-level CSN predictions (seed 001 section 1.3).
+
+Reads:  artifacts/parts.parquet (schema "parts": top-1 box per part per person per frame) or, with
+          part_labels.parts_source: gt, the GT part boxes of <data.root>/gt_persons.parquet on every
+          5th frame (oracle parts); artifacts/video_predictions.parquet (model "ensemble");
+          artifacts/part_labels/baseline.json (mode baseline).
+Writes: artifacts/part_states.parquet (schema "part_states": video, frame, person, part, box,
+          state, score); artifacts/skips/part_states.parquet (videos with parts but no prediction).
+Params: part_labels.mode: video_label (state = <state> of the ensemble's predicted
+          "<action>_<group>_<state>" label of the part's group; score = its probability x part
+          box score; seed 001 submission 5) | baseline (most frequent train state of the
+          predicted action for that part; score = action probability x part box score;
+          submission 1); part_labels.parts_source: detected | gt; data.root.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from actparse.cli import stage_main
+from actparse.dataset import gt_persons_path
+from actparse.params import get
+from actparse.part_labels import assign_part_states, gt_parts
+from actparse.paths import Paths, data_root
+from actparse.schemas import from_columns, from_rows, read_df, write_table
+
+log = logging.getLogger("actparse.part_states")
+
+
+def run(params: dict, root: Path) -> None:
+    paths = Paths(root)
+    mode = get(params, "part_labels.mode", str, default="video_label", choices=("video_label", "baseline"))
+    source = get(params, "part_labels.parts_source", str, default="detected", choices=("detected", "gt"))
+    if source == "gt":
+        gt = read_df(gt_persons_path(data_root(params, root)), "gt_persons",
+                     columns=["video", "frame", "person", "part_boxes", "part_visible"])
+        parts = gt_parts(gt)
+    else:
+        parts = read_df(paths.parts, "parts")
+    preds = read_df(paths.video_predictions, "video_predictions")
+    baseline = None
+    if mode == "baseline":
+        path = paths.part_labels / "baseline.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: most-frequent-state baseline not found (has part_labels run?)")
+        with open(path) as fh:
+            baseline = json.load(fh)
+    states, dropped = assign_part_states(parts, preds, mode, baseline)
+    skips = [{"video": v, "stage": "part_states", "error": "no ensemble prediction for this video"} for v in dropped]
+    write_table(from_columns({c: states[c].tolist() for c in states.columns}, "part_states"),
+                paths.part_states, "part_states")
+    write_table(from_rows(skips, "skips"), paths.skips / "part_states.parquet", "skips")
+    log.info("%d part states (%s, %s parts) for %d videos; %d videos without prediction",
+             len(states), mode, source, states["video"].nunique() if len(states) else 0, len(dropped))
+
+
+def main(argv=None) -> int:
+    return stage_main("part_states", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Score every person box of the test videos with the seed 003 action detector (frame-level detections).
+
+Reads:  artifacts/models/stad/model.pt (and phase1.pt), <data.root>/videos.parquet + test videos,
+        person boxes by stad.boxes: refined -> artifacts/refined_persons.parquet, detected ->
+        artifacts/persons.parquet (both: boxes with score >= stad.min_score), gt -> ground-truth boxes
+        on every stad.stride-th frame (an oracle for ablations).
+Writes: artifacts/stad/action_detections.parquet         (schema "action_detections"): one row per
+          person box per class, score = sigmoid probability of the final model
+        artifacts/stad/action_detections_phase1.parquet  the same for the phase-1 model (before
+          decoupled learning; identical model when stad.decoupled is false)
+        artifacts/skips/stad_detect.parquet              test videos that could not be decoded
+With stad.enabled false both tables are written empty.
+Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, stad.batch_size, device.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from actparse.cli import stage_main
+from actparse.params import get, resolve_device
+from actparse.paths import Paths, data_root
+from actparse.schemas import from_columns, from_rows, write_table
+
+log = logging.getLogger("actparse.stad")
+COLUMNS = ("video", "frame", "person", "label", "box", "score")
+
+
+def _rows(video: str, frames, persons, boxes, probs, classes) -> dict:
+    cols = {k: [] for k in COLUMNS}
+    for fr, ps, bs, pr in zip(frames, persons, boxes, probs):
+        for p, b, sc in zip(ps, bs, pr):
+            for k, c in enumerate(classes):
+                cols["video"].append(video)
+                cols["frame"].append(int(fr))
+                cols["person"].append(int(p))
+                cols["label"].append(c)
+                cols["box"].append(np.asarray(b, np.float32))
+                cols["score"].append(float(sc[k]))
+    return cols
+
+
+def run(params: dict, root: Path) -> None:
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    from actparse.clips import load_video
+    from actparse.dataset import load_videos, video_path
+    from actparse.pcca import BOX_SOURCES, load_model, load_person_boxes, predict
+    from actparse.video import VideoError
+
+    paths = Paths(root)
+    out_final = paths.stad / "action_detections.parquet"
+    out_p1 = paths.stad / "action_detections_phase1.parquet"
+    skips_path = paths.skips / "stad_detect.parquet"
+    if not get(params, "stad.enabled", bool, default=False):
+        for p in (out_final, out_p1):
+            write_table(from_rows([], "action_detections"), p, "action_detections")
+        write_table(from_rows([], "skips"), skips_path, "skips")
+        print("stad_detect: stad.enabled is false, empty detections written")
+        return
+    source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
+    min_score = get(params, "stad.min_score", float, default=0.6, min_value=0.0)
+    stride = get(params, "stad.stride", int, default=5, min_value=1)
+    short_side = get(params, "stad.short_side", int, default=96, min_value=16)
+    device = resolve_device(params)
+    mdir = paths.models / "stad"
+    final, ck = load_model(mdir / "model.pt", device)
+    phase1, _ = load_model(mdir / "phase1.pt", device) if (mdir / "phase1.pt").exists() else (final, None)
+    shared = {k: v for k, v in phase1.state_dict().items() if not k.startswith("head.classifier.")}
+    mine = final.state_dict()
+    if any(not np.array_equal(v.cpu().numpy(), mine[k].cpu().numpy()) for k, v in shared.items()):
+        raise ValueError(f"{mdir}: phase1.pt and model.pt differ outside the classifier (not one stad_train run?)")
+    classes = ck["classes"]
+    from actparse.pcca import STADSettings
+
+    s = STADSettings(**{k: (tuple(v) if k == "lr_steps" else v) for k, v in ck["extra"]["settings"].items()})
+    if ck["extra"].get("short_side") and ck["extra"]["short_side"] != short_side:
+        log.warning("stad: model trained at short side %s, running at %s", ck["extra"]["short_side"], short_side)
+
+    droot = data_root(params, root)
+    videos = load_videos(droot).to_pandas()
+    test = videos[videos["split"] == "test"].reset_index(drop=True)
+    boxes = load_person_boxes(source, root, droot, test["video"].tolist(), stride, min_score)
+    by_video = {v: g for v, g in boxes.groupby("video", sort=False)}
+    tables = {"final": [], "phase1": []}
+    skips = []
+    for row in tqdm(list(test.itertuples(index=False)), desc="stad detect", unit="video", disable=None):
+        g = by_video.get(row.video)
+        if g is None:
+            continue
+        try:
+            v = load_video(video_path(droot, row.path), short_side)
+        except VideoError as exc:
+            skips.append({"video": row.video, "stage": "stad_detect", "error": str(exc)})
+            continue
+        scale = v.shape[1] / float(row.height or v.shape[1])
+        frames, persons, obox = [], [], []
+        for fr, gf in g.groupby("frame", sort=True):
+            frames.append(int(fr))
+            persons.append(gf["person"].to_numpy())
+            obox.append(np.stack(gf["box"].to_numpy()).astype(np.float64))
+        scaled = [b * scale for b in obox]
+        # phase 2 retrains only the classifier: both models share every other weight
+        probs_final, probs_p1 = predict(final, v, frames, scaled, s, device,
+                                        classifiers=[final.head.classifier, phase1.head.classifier])
+        tables["final"].append(from_columns(_rows(row.video, frames, persons, obox, probs_final, classes),
+                                            "action_detections"))
+        tables["phase1"].append(from_columns(_rows(row.video, frames, persons, obox, probs_p1, classes),
+                                             "action_detections"))
+    for name, path in (("final", out_final), ("phase1", out_p1)):
+        t = pa.concat_tables(tables[name]) if tables[name] else from_rows([], "action_detections")
+        write_table(t, path, "action_detections")
+    write_table(from_rows(skips, "skips"), skips_path, "skips")
+    n = sum(t.num_rows for t in tables["final"])
+    print(f"stad_detect: {len(test)} test videos, {n} detections ({source} boxes) -> {paths.stad}")
+
+
+def main(argv=None):
+    return stage_main("stad_detect", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

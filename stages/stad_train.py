@@ -1,0 +1,139 @@
+"""Train the seed 003 spatio-temporal action detector: SlowFast + Person-Context Cross Attention.
+
+Reads:  <data.root>/videos.parquet, the train-split videos, <data.root>/gt_persons.parquet (person
+        boxes and per-frame actions) and <data.root>/annotations/multisports_gt.pkl (class list).
+Writes: artifacts/models/stad/phase1.pt   after phase 1 (standard sampling, whole network)
+        artifacts/models/stad/model.pt     the final model (after phase 2 when stad.decoupled)
+        artifacts/models/stad/train_info.json   loss history, class counts, timings
+Trains on every frame of the train videos as a key frame (ground-truth boxes, sigmoid + BCE on the
+person's current action). Phase 2 (decoupled learning) freezes everything but the classifier and
+retrains it with class-balanced sampling on cached RoI features.
+With stad.enabled false it only writes train_info.json {"enabled": false} (a no-op DAG stage).
+Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, alpha, output_stride,
+        num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
+        epochs, samples_per_video, batch_size, lr, momentum, weight_decay, warmup_epochs, lr_steps,
+        lr_gamma, flip, decoupled, decoupled_epochs, decoupled_lr, decoupled_reinit,
+        decoupled_keyframes).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from actparse.cli import stage_main
+from actparse.params import ParamError, get, resolve_device
+from actparse.paths import Paths, data_root
+from actparse.schemas import read_df, write_json
+
+log = logging.getLogger("actparse.stad")
+
+
+def class_list(droot: Path) -> list[str]:
+    """Action classes: ``labels`` of the MultiSports ground truth (the index space of its tubes)."""
+    pkl = droot / "annotations" / "multisports_gt.pkl"
+    if not pkl.exists():
+        raise FileNotFoundError(f"{pkl}: MultiSports ground truth not found (the class list of stad)")
+    with open(pkl, "rb") as fh:
+        gt = pickle.load(fh)
+    if not isinstance(gt, dict) or "labels" not in gt:
+        raise ValueError(f"{pkl}: not a MultiSports ground-truth dict (no 'labels')")
+    return [str(x) for x in gt["labels"]]
+
+
+def run(params: dict, root: Path) -> None:
+    import torch
+
+    from actparse.clips import load_video
+    from actparse.csn import seed_everything
+    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
+        gt_samples, head_kwargs_from_params, save_model, settings_from_params
+
+    paths = Paths(root)
+    out = paths.models / "stad"
+    if not get(params, "stad.enabled", bool, default=False):
+        if out.exists():
+            shutil.rmtree(out)
+        write_json({"enabled": False}, out / "train_info.json")
+        print("stad_train: stad.enabled is false, nothing trained")
+        return
+    head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))
+    cfg = config_from_params(params)
+    s = settings_from_params(params)
+    if s.num_frames % cfg.alpha:
+        raise ParamError(f"{params.get('_path', 'params')}: stad.num_frames ({s.num_frames}) must be a multiple "
+                         f"of stad.alpha ({cfg.alpha})")
+    decoupled = get(params, "stad.decoupled", bool, default=True)
+    short_side = get(params, "stad.short_side", int, default=96, min_value=16)
+    seed = get(params, "seed", int, default=0)
+    device = resolve_device(params)
+    seed_everything(seed)
+
+    droot = data_root(params, root)
+    classes = class_list(droot)
+    videos = load_videos(droot).to_pandas()
+    train = videos[videos["split"] == "train"].reset_index(drop=True)
+    if train.empty:
+        raise ValueError(f"{droot / 'videos.parquet'}: no train-split videos to train stad on")
+    gt = read_df(gt_persons_path(droot), "gt_persons", columns=["video", "frame", "person", "box", "action"])
+    by_video = {v: g for v, g in gt.groupby("video", sort=False)}
+
+    t0 = time.time()
+    from tqdm import tqdm
+
+    decoded, pools = [], []
+    for row in tqdm(list(train.itertuples(index=False)), desc="stad decode", unit="video", disable=None):
+        g = by_video.get(row.video)
+        if g is None:
+            log.warning("stad: train video %s has no ground truth; skipped", row.video)
+            continue
+        v = load_video(video_path(droot, row.path), short_side)
+        scale = v.shape[1] / float(row.height or v.shape[1])
+        pools.append(gt_samples(g, len(decoded), scale, classes))
+        decoded.append(v)
+    t_decode = time.time() - t0
+    counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
+
+    model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
+    t1 = time.time()
+    hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
+    t_phase1 = time.time() - t1
+    meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side}
+    save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
+    hist2, t_phase2 = None, 0.0
+    if decoupled and s.decoupled_epochs > 0:
+        t2 = time.time()
+        cache = []
+        for pool in pools:  # evenly spaced key frames of each video
+            pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
+            cache.extend(pool[i] for i in pick)
+        feats, targets, labels = cache_features(model, decoded, cache, s, device)
+        hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
+        t_phase2 = time.time() - t2
+    save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
+    with torch.no_grad():
+        n_params = sum(p.numel() for p in model.parameters())
+    write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
+                "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
+                "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
+                "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
+                "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
+                "device": device}, out / "train_info.json")
+    print(f"stad_train: {head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
+          + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {out}")
+
+
+def main(argv=None):
+    return stage_main("stad_train", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Train the CSN video models (ip-CSN and/or ir-CSN) on the seed-001 part labels.
+
+Reads:  <data.root>/videos.parquet and the train-split videos it names (decord, decoded once and
+          kept in memory), artifacts/part_labels/labels.parquet + classes.json.
+Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, architecture, class
+          lists, clip settings), artifacts/models/csn/train_info.json (per-epoch loss / train
+          accuracy, time, settings), artifacts/skips/train_csn.parquet (undecodable videos).
+Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
+        csn.dropout, csn.shared_backbone, csn.freeze_bn, csn.pretrained.{ip,ir,key_map},
+        csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
+        csn.epochs, csn.batch_size, csn.lr, csn.momentum, csn.weight_decay, csn.nesterov,
+        csn.warmup_iters, csn.lr_steps, csn.lr_gamma.
+Each model has seven outputs (video action + six part groups); seed 001 trains seven networks
+per variant, set csn.shared_backbone: false for that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from actparse.cli import stage_main
+from actparse.clips import load_video
+from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
+                          model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
+                          train_settings_from_params, variants_from_params)
+from actparse.dataset import load_videos, video_path
+from actparse.params import get, resolve_device
+from actparse.paths import Paths, data_root
+from actparse.schemas import from_rows, read_df, write_json, write_table
+from actparse.video import VideoError
+
+log = logging.getLogger("actparse.train_csn")
+
+
+def load_classes(paths: Paths) -> dict[str, list[str]]:
+    path = paths.part_labels / "classes.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: class lists not found (has part_labels run?)")
+    with open(path) as fh:
+        classes = json.load(fh)
+    if not isinstance(classes, dict) or "action" not in classes:
+        raise ValueError(f"{path}: expected {{task: [labels]}} with an 'action' task")
+    return classes
+
+
+def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str, desc: str):
+    """Decode each video once; returns ({video: frames}, skip rows)."""
+    out, skips = {}, []
+    for rec in tqdm(records, desc=desc, unit="video", disable=None):
+        try:
+            out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
+        except (VideoError, ValueError) as exc:
+            log.warning("skip %s: %s", rec["video"], exc)
+            skips.append({"video": rec["video"], "stage": stage, "error": str(exc)})
+    return out, skips
+
+
+def run(params: dict, root: Path) -> None:
+    paths = Paths(root)
+    seed = get(params, "seed", int, default=0)
+    device = resolve_device(params)
+    variants = variants_from_params(params)
+    spec = clip_spec_from_params(params)
+    settings = train_settings_from_params(params)
+    configs = {v: model_config_from_params(params, v) for v in variants}
+    key_map = get(params, "csn.pretrained.key_map", str, default="pytorchvideo")
+    classes = load_classes(paths)
+    tasks = list(classes)
+
+    labels = read_df(paths.part_labels / "labels.parquet", "part_labels")
+    train = labels[labels["split"] == "train"]
+    droot = data_root(params, root)
+    videos = load_videos(droot).to_pandas()
+    names = sorted(set(train["video"]) & set(videos["video"]))
+    if not names:
+        raise ValueError(f"{paths.part_labels / 'labels.parquet'}: no labelled train-split video in {droot}")
+    records = videos.set_index("video").loc[names].reset_index().to_dict("records")
+
+    torch.manual_seed(seed)
+    t0 = time.time()
+    decoded, skips = decode_videos(droot, records, spec.cache_short_side, "train_csn", "decode train videos")
+    write_table(from_rows(skips, "skips"), paths.skips / "train_csn.parquet", "skips")
+    names = [n for n in names if n in decoded]
+    if not names:
+        raise ValueError(f"{droot}: none of the train videos could be decoded")
+    index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
+    lab = train.set_index(["video", "task"])["label"]
+    targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
+    clips = [decoded[n] for n in names]
+    decode_s = time.time() - t0
+    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, len(skips))
+
+    out_dir = paths.models / "csn"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
+            "clip": {"num_frames": spec.num_frames, "interval": spec.interval, "short_side": spec.short_side,
+                     "crop": list(spec.crop), "train_short_side": list(spec.train_short_side), "flip": spec.flip},
+            "train": settings.to_dict(), "variants": {}}
+    for k, variant in enumerate(variants):
+        cfg = configs[variant]
+        seed_everything(seed + 1000 * k)
+        model = MultiTaskCSN(cfg, {t: len(classes[t]) for t in tasks})
+        pre = pretrained_path(params, variant)
+        if pre is not None:
+            n = load_pretrained(model, pre, key_map)
+            log.info("%s-CSN: loaded %d pretrained tensors from %s", variant, n, pre)
+        t1 = time.time()
+        history = fit(model, clips, targets, spec, settings, seed=seed + 1000 * k, device=device,
+                      desc=f"train {variant}-CSN")
+        secs = time.time() - t1
+        model.to("cpu").to(memory_format=torch.contiguous_format)
+        save_checkpoint(model, out_dir / f"{variant}.pt", classes,
+                        extra={"clip": info["clip"], "pretrained": str(pre) if pre else None})
+        info["variants"][variant] = {
+            "config": cfg.to_dict(), "parameters": count_parameters(model), "seconds": round(secs, 2),
+            "pretrained": str(pre) if pre else None, "final_loss": history["loss"][-1],
+            "final_train_acc": history["train_acc"][-1], "loss": history["loss"]}
+        log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
+                 count_parameters(model), settings.epochs, secs, history["loss"][-1],
+                 history["train_acc"][-1].get("action", float("nan")))
+    write_json(info, out_dir / "train_info.json")
+
+
+def main(argv=None) -> int:
+    return stage_main("train_csn", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

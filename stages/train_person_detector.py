@@ -1,0 +1,129 @@
+"""Train the one-class person detector (ultralytics YOLO) on the train-split frames.
+
+Reads:  artifacts/frames.parquet (decoded JPEG frames), <data.root>/videos.parquet (splits),
+        <data.root>/gt_persons.parquet (GT person boxes of the frames in frames.parquet).
+Writes: artifacts/models/person_detector/model.pt   (the trained best.pt, or last.pt),
+        artifacts/models/person_detector/train_info.json (epochs, images, seconds, val mAP50).
+Params: person_detector.model (a YOLO model yaml, default yolo11n.yaml; the scale letter picks
+        the size), person_detector.weights (null, or a user .pt: then no training, the file is
+        checked and copied; with person_detector.finetune: true it is fine-tuned instead),
+        person_detector.imgsz / epochs / batch / lr0 / optimizer / warmup_epochs / mosaic /
+        close_mosaic / fliplr / val_fraction / workers, person_detector.frame_step (train on every
+        k-th decoded frame: neighbouring frames are near duplicates), seed, device. Whole train videos go to validation (val_fraction of them).
+Nothing is downloaded: ultralytics runs offline with a private settings folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from actparse import yolo
+from actparse.cli import stage_main
+from actparse.dataset import gt_persons_path, load_videos, split_of
+from actparse.detection import decode_frames, frames_by_video, gt_index
+from actparse.params import get, resolve_device
+from actparse.paths import Paths, data_root
+from actparse.schemas import write_json
+
+log = logging.getLogger("actparse.train_person_detector")
+NAME = "person_detector"
+
+
+def train_args(params: dict, section: str) -> dict:
+    """The ultralytics training arguments of a detector section of params."""
+    s = section
+    return dict(
+        model=get(params, f"{s}.model", str, default="yolo11n.yaml"),
+        imgsz=get(params, f"{s}.imgsz", int, min_value=32),
+        epochs=get(params, f"{s}.epochs", int, min_value=1),
+        batch=get(params, f"{s}.batch", int, min_value=1),
+        lr0=get(params, f"{s}.lr0", float, min_value=0.0),
+        optimizer=get(params, f"{s}.optimizer", str, default="AdamW",
+                      choices=("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")),
+        warmup_epochs=get(params, f"{s}.warmup_epochs", float, default=1.0, min_value=0.0),
+        mosaic=get(params, f"{s}.mosaic", float, default=1.0, min_value=0.0, max_value=1.0),
+        close_mosaic=get(params, f"{s}.close_mosaic", int, default=0, min_value=0),
+        fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
+        workers=get(params, f"{s}.workers", int, default=0, min_value=0),
+        seed=get(params, "seed", int, default=0),
+        device=resolve_device(params),
+    )
+
+
+def finish(model_dir: Path, result: yolo.TrainResult | None, weights: str | None, extra: dict) -> None:
+    """Copy the final weights to model.pt and write train_info.json."""
+    src = result.weights if result is not None else Path(weights)
+    yolo.save_final(src, model_dir / "model.pt")
+    info = {"trained": result is not None, "source_weights": str(weights) if weights else None}
+    if result is not None:
+        info.update(result.info())
+    info.update(extra)
+    write_json(info, model_dir / "train_info.json")
+
+
+def run(params: dict, root: Path) -> None:
+    paths = Paths(root)
+    model_dir = paths.models / NAME
+    weights = get(params, f"{NAME}.weights", str, default=None)
+    finetune = get(params, f"{NAME}.finetune", bool, default=False)
+    val_fraction = get(params, f"{NAME}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
+    frame_step = get(params, f"{NAME}.frame_step", int, default=1, min_value=1)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    yolo.configure()
+    if weights and not finetune:
+        m = yolo.load_model(weights)  # clear error naming the file
+        finish(model_dir, None, weights, {"classes": yolo.model_names(m)})
+        log.info("using the user's person detector %s (no training)", weights)
+        return
+    args = train_args(params, NAME)
+
+    droot = data_root(params, root)
+    splits = split_of(load_videos(droot))
+    train_videos = sorted(v for v, s in splits.items() if s == "train")
+    if not train_videos:
+        raise ValueError(f"{droot / 'videos.parquet'}: no videos in the train split")
+    gt = gt_index(gt_persons_path(droot), train_videos, columns=("box",))
+    images, boxes, classes, groups, stems = [], [], [], [], []
+    for video, table in tqdm(frames_by_video(paths.frames, train_videos), desc="person data", unit="video",
+                             disable=None):
+        imgs, frames, scales, _ = decode_frames(table)
+        for img, f, s in list(zip(imgs, frames, scales))[::frame_step]:
+            rec = gt.get((video, int(f)))
+            b = rec["box"] * s if rec is not None else np.zeros((0, 4))
+            images.append(img)
+            boxes.append(b)
+            classes.append(np.zeros(len(b), np.int64))
+            groups.append(video)
+            stems.append(f"{video}_{int(f):06d}")
+    if not images:
+        raise ValueError(f"{paths.frames}: no frames of the {len(train_videos)} train videos")
+    if not any(len(b) for b in boxes):
+        raise ValueError(f"{gt_persons_path(droot)}: no GT person boxes for the train frames")
+    work = model_dir / "_work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        val_mask = yolo.split_by_group(groups, val_fraction, seed=args["seed"])
+        data_yaml = yolo.export_dataset(work / "data", images, boxes, classes, ["person"], val_mask=val_mask,
+                                        stems=stems)
+        log.info("training %s on %d images (%d val) for %d epochs", args["model"], int((~val_mask).sum()),
+                 int(val_mask.sum()), args["epochs"])
+        result = yolo.train(data_yaml, work / "runs", weights=weights if finetune else None, **args)
+        finish(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"],
+                                            "train_videos": len(train_videos)})
+        log.info("person detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    return stage_main("train_person_detector", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

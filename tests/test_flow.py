@@ -1,0 +1,160 @@
+"""The DAG comes from dvc.yaml (and agrees with DVC's own reading of it); the Prefect flow reruns exactly
+what DVC calls stale, maps per-item work with failures as failed tasks, and routes GPU stages."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from actparse.dag import DEFAULT_GPU_STAGES, DagError, load_dag
+from actparse.params import ParamError
+from flowkit import dvc, dvc_status, make_fake_project, write_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ the DAG
+def test_dag_matches_dvc_reading_of_project_dvc_yaml():
+    """actparse.dag and DVC agree on the project's stages, commands, deps, outs, params and edges."""
+    from dvc.repo import Repo
+
+    dag = load_dag(ROOT)
+    with Repo(str(ROOT)) as repo:
+        stages = {s.name: s for s in repo.index.stages}
+        edges = {(up.name, down.name) for down, up in repo.index.graph.edges}
+    assert list(dag.stages) == list(stages)
+    for name, ours in dag.stages.items():
+        theirs = stages[name]
+        assert ours.cmd == theirs.cmd
+        assert set(ours.deps) == {str(d.def_path) for d in theirs.deps if type(d).__name__ != "ParamsDependency"}
+        assert set(ours.outs) == {str(o.def_path) for o in theirs.outs}
+        dvc_params = {k for d in theirs.deps if type(d).__name__ == "ParamsDependency" for k in d.params}
+        assert set(ours.params) == dvc_params
+    assert dag.edges == edges
+    # The flow's GPU marker names real stages, and the order is a topological order.
+    assert {s.name for s in dag if s.gpu} <= set(dag.stages)
+    pos = {n: i for i, n in enumerate(dag.order)}
+    assert all(pos[u] < pos[d] for u, d in dag.edges)
+
+
+def test_dag_of_fake_project(tmp_path):
+    root = make_fake_project(tmp_path / "p", init=False)
+    dag = load_dag(root)
+    assert dag.order == ["a", "b", "c"]
+    assert dag.edges == {("a", "b"), ("b", "c")}
+    assert dag["c"].deps == ("stages/c.py", "out/b.json")  # ${data.dir} resolved from params.yaml
+    assert [s.name for s in dag if s.gpu] == ["b"]
+    assert dag["b"].module == "stages.b"
+    assert dag.plan(["b"]) == ["a", "b"] and dag.plan(["b"], single_item=True) == ["b"]
+    assert dag.descendants("a") == {"b", "c"}
+    assert load_dag(root, gpu_stages=[]).stages["b"].gpu is False
+
+
+def test_dag_errors_name_the_problem(tmp_path):
+    root = make_fake_project(tmp_path / "p", init=False)
+    with pytest.raises(ParamError, match="flow.gpu_stages.*nope"):
+        load_dag(root, gpu_stages=["nope"])
+    text = (root / "dvc.yaml").read_text()
+    (root / "dvc.yaml").write_text(text.replace("deps: [stages/a.py]", "deps: [stages/a.py, out/c.txt]"))
+    with pytest.raises(DagError, match="cycle"):
+        load_dag(root)
+    (root / "dvc.yaml").write_text(text.replace("${data.dir}", "${data.nowhere}"))
+    with pytest.raises(DagError, match="data.nowhere"):
+        load_dag(root)
+    (root / "dvc.yaml").write_text(text.replace("deps: [stages/a.py]", "deps: [stages/a.py, ${data.dir}]x"))
+    with pytest.raises(DagError, match="dvc.yaml"):
+        load_dag(root)
+    assert "train_pose" in DEFAULT_GPU_STAGES and "decode" not in DEFAULT_GPU_STAGES
+
+
+# ------------------------------------------------------------------------------------------ the flow
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """One local Prefect API (SQLite in a temp PREFECT_HOME) for the flow runs of this module."""
+    pytest.importorskip("prefect")
+    pytest.importorskip("prefect_dask")
+    from flows.server import running_server
+
+    from flows.pipeline import drain_prefect
+
+    with running_server(home=tmp_path_factory.mktemp("prefect_home"), ui=False) as url:
+        yield url
+        drain_prefect()  # flush queued logs/events while the server is still up
+
+
+def _rows(state) -> dict[str, dict]:
+    assert state.is_completed(), state.message
+    return {r["stage"]: r for r in state.result()}
+
+
+def _ran(rows: dict) -> list[str]:
+    return [s for s, r in rows.items() if str(r["status"]).startswith("ran")]
+
+
+def _task_runs(api: str, flow_run_id) -> dict[str, object]:
+    """Task runs of a flow run as recorded by the Prefect server (recorded asynchronously: poll)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            for _ in range(60):
+                runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+                by_name = {r.name: r for r in runs}
+                if len(by_name) >= 9 and all(r.state and r.state.is_final() for r in runs):
+                    return by_name
+                time.sleep(0.5)
+    return by_name
+
+
+def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
+    from flows.pipeline import run_pipeline
+
+    root = make_fake_project(tmp_path / "p")
+    out = root / "out"
+
+    # 1. Fresh project: every stage runs; b is mapped per item on the (fake) GPU worker only.
+    state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True)
+    rows = _rows(state)
+    assert _ran(rows) == ["a", "b", "c"]
+    assert rows["b"]["items"] == 6 and rows["b"]["failed_items"] == 1
+    assert rows["b"]["item_workers"] == ["gpu0"]
+    b = json.loads((out / "b.json").read_text())
+    assert b["values"] == {f"v{i}": 2 * i for i in (0, 1, 2, 4, 5)}
+    assert b["skipped"] == {"v3": "item v3 is corrupt"}
+    assert (out / "c.txt").read_text() == str(2 * (0 + 1 + 2 + 4 + 5) + 1)
+    assert dvc_status(root) == {}  # dvc repro would do nothing
+    assert not (root / "work" / "b").exists()  # per-item parts cleaned up
+    # The failed item is a failed task carrying its error; the run itself completed.
+    runs = _task_runs(api, state.state_details.flow_run_id)
+    assert runs["b[v3]"].state.is_failed() and "item v3 is corrupt" in runs["b[v3]"].state.message
+    assert runs["b[v0]"].state.is_completed() and runs["c"].state.is_completed()
+
+    # 2. Nothing changed: nothing runs.
+    rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
+    assert _ran(rows) == [] and {r["status"] for r in rows.values()} == {"up to date"}
+
+    # 3. A param of the middle stage: it and everything downstream rerun, upstream does not.
+    write_params(root, b__k=3)
+    rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
+    assert _ran(rows) == ["b", "c"]
+    assert (out / "c.txt").read_text() == str(3 * 12 + 1)
+    assert dvc_status(root) == {}
+
+    # 4. dvc repro and the flow agree the other way round too: after `dvc repro`, the flow has nothing to do.
+    write_params(root, c__offset=5)
+    dvc(root, "repro")
+    rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
+    assert _ran(rows) == []
+
+    # 5. A param of the last stage: only it reruns; a failing command fails its task and the run,
+    # with the command's error, and the stage stays stale for DVC too.
+    write_params(root, c__offset=-1)
+    state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True)
+    assert state.is_failed()
+    assert "stage 'c' failed" in state.message and "offset must be >= 0" in state.message
+    assert set(dvc_status(root)) == {"c"}
