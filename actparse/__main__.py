@@ -4,6 +4,7 @@
   actparse eval multisports --gt multisports_GT.pkl --dets frame_detections.pkl [--dets video_detections.pkl]
   actparse eval finegym --gt labels.json --pred predictions.json
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
+  actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
 
 Each ``eval`` prints one JSON object of metrics on stdout. ``python -m actparse`` works the same.
 """
@@ -93,7 +94,7 @@ def cmd_eval_multisports(args) -> dict:
         raise ValueError("give --dets frame_detections.pkl and/or video_detections.pkl")
     excluded = () if args.all_labels else ms.OFFICIAL_EXCLUDED_LABELS
     out = ms.evaluate(gt, frame_dets, video_dets, args.variant, excluded,
-                      "empty" if args.missing_empty else "error")
+                      "empty" if args.missing_empty else "error", True if args.temporal_plus_one else None)
     if args.per_class:
         if frame_dets is not None:
             out["frame_ap@0.5"] = ms.frame_ap(gt, frame_dets, 0.5, args.variant, excluded).as_dict()["ap"]
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variant", choices=("multisports", "act"), default="multisports")
     m.add_argument("--all-labels", action="store_true", help="also score the 6 labels the official code skips")
     m.add_argument("--missing-empty", action="store_true", help="a label absent from video detections has none (official: error)")
+    m.add_argument("--temporal-plus-one", action="store_true",
+                   help="frame spans as last - first + 1 (fixes the MultiSports one-frame-overlap quirk)")
     m.add_argument("--per-class", action="store_true")
     m.set_defaults(func=cmd_eval_multisports)
 
@@ -214,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # its own parser and output (tables + HTML), see actparse/compare.py
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)

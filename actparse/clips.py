@@ -3,9 +3,11 @@
 A clip is ``T`` frames taken every ``tau`` frames (``T x tau``, seed 001: 32 x 2). Training takes
 one random clip per video per epoch; testing takes ``N`` clips spread uniformly over the video
 (seed 001: 7) and averages their softmax scores. Frames are resized so the short side is
-``short_side``, cropped to ``crop`` x ``crop`` (random when training, centre when testing),
-optionally flipped, normalised with the mean/std of the published CSN (VMZ) models and returned as
-a float tensor of shape ``(C, T, H, W)``.
+``short_side`` (a random size in ``train_short_side`` when training), cropped to ``crop`` (h, w)
+(random when training, centre when testing), optionally flipped and colour-jittered (training),
+normalised with the mean/std of the published CSN (VMZ) models and returned as a float tensor of
+shape ``(C, T, H, W)``. Optionally the static scene is removed (:func:`remove_background`): the
+per-pixel temporal mean / median of the clip is subtracted, or frame differences are taken.
 
 Whole videos are decoded once (resized) into memory by :func:`load_video`; at the data sizes of
 this project (a few hundred frames per video) that is cheaper than seeking per clip.
@@ -131,6 +133,27 @@ def to_tensor(frames: np.ndarray, mean=CSN_MEAN, std=CSN_STD) -> torch.Tensor:
     return x.permute(3, 0, 1, 2).contiguous()
 
 
+BACKGROUND_MODES = ("none", "clip_mean", "clip_median", "frame_diff")
+
+
+def remove_background(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Suppress the static scene of a normalised ``(C, T, H, W)`` clip.
+
+    ``clip_mean`` / ``clip_median``: subtract the per-pixel temporal mean / median of the clip, so
+    only what moves (and how) remains; ``frame_diff``: differences of consecutive frames (the
+    first frame's is zero); ``none``: unchanged.
+    """
+    if mode == "none":
+        return x
+    if mode == "clip_mean":
+        return x - x.mean(dim=1, keepdim=True)
+    if mode == "clip_median":
+        return x - x.median(dim=1, keepdim=True).values
+    if mode == "frame_diff":
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+    raise ValueError(f"unknown background mode {mode!r}; choose from {list(BACKGROUND_MODES)}")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """How clips are cut from a decoded video.
@@ -145,6 +168,9 @@ class ClipSpec:
     crop: tuple[int, int] = (96, 96)              # (h, w)
     train_short_side: tuple[int, int] = (96, 96)  # (min, max) short side when training
     flip: bool = True
+    color_jitter: float = 0.0                     # training: brightness/contrast/saturation +- this
+    grayscale_prob: float = 0.0                   # training: chance a clip is turned grey
+    background: str = "none"                      # none | clip_mean | clip_median | frame_diff
 
     def __post_init__(self):
         crop = (self.crop, self.crop) if isinstance(self.crop, int) else tuple(int(c) for c in self.crop)
@@ -155,6 +181,8 @@ class ClipSpec:
             raise ValueError(f"crop must be an int or [h, w] >= 8, got {self.crop}")
         if len(jitter) != 2 or jitter[0] > jitter[1] or jitter[0] < 8:
             raise ValueError(f"train_short_side must be [min, max] with 8 <= min <= max, got {list(jitter)}")
+        if self.background not in BACKGROUND_MODES:
+            raise ValueError(f"background must be one of {list(BACKGROUND_MODES)}, got {self.background!r}")
         clip_span(self.num_frames, self.interval)
 
     @property
@@ -176,7 +204,26 @@ def train_clip(video: np.ndarray, spec: ClipSpec, rng: np.random.Generator) -> t
     frames = random_crop(frames, spec.crop, rng)
     if spec.flip and rng.random() < 0.5:
         frames = hflip(frames)
-    return to_tensor(frames)
+    if spec.color_jitter > 0 or spec.grayscale_prob > 0:
+        frames = jitter_colors(frames, spec.color_jitter, spec.grayscale_prob, rng)
+    return remove_background(to_tensor(frames), spec.background)
+
+
+def jitter_colors(frames: np.ndarray, strength: float, grayscale_prob: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast and saturation (factors in [1-s, 1+s]), random order of the RGB
+    channels and occasional greyscale, the same for every frame of the clip (uint8 in and out)."""
+    x = frames.astype(np.float32)
+    if strength > 0:
+        lo, hi = max(0.0, 1 - strength), 1 + strength
+        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = grey[..., None] + (x - grey[..., None]) * rng.uniform(lo, hi)  # saturation
+        x = x.mean() + (x - x.mean()) * rng.uniform(lo, hi)  # contrast
+        x = x * rng.uniform(lo, hi)  # brightness
+        x = x[..., rng.permutation(3)]
+    if grayscale_prob > 0 and rng.random() < grayscale_prob:
+        x = np.repeat((x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, axis=-1)
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def test_clips(video: np.ndarray, spec: ClipSpec, num_clips: int) -> torch.Tensor:
@@ -185,5 +232,6 @@ def test_clips(video: np.ndarray, spec: ClipSpec, num_clips: int) -> torch.Tenso
     clips = []
     for start in starts:
         frames = video[clip_indices(len(video), spec.num_frames, spec.interval, int(start))]
-        clips.append(to_tensor(center_crop(resize_clip(frames, spec.short_side), spec.crop)))
+        clip = to_tensor(center_crop(resize_clip(frames, spec.short_side), spec.crop))
+        clips.append(remove_background(clip, spec.background))
     return torch.stack(clips)

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -429,6 +429,7 @@ class TrainSettings:
     warmup_iters: int = 10
     lr_steps: tuple[float, ...] = (20.0, 26.0)
     lr_gamma: float = 0.1
+    mixup_alpha: float = 0.0   # > 0: mix pairs of clips (and their targets) with Beta(a, a) weights
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -473,8 +474,14 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
             y = {t: v[idx].to(device) for t, v in tgt.items()}
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = multitask_loss(out, y)
+            if settings.mixup_alpha > 0 and len(idx) > 1:
+                lam = float(rng.beta(settings.mixup_alpha, settings.mixup_alpha))
+                perm = torch.as_tensor(rng.permutation(len(idx)), device=x.device)
+                out = model(lam * x + (1 - lam) * x[perm])
+                loss = lam * multitask_loss(out, y) + (1 - lam) * multitask_loss(out, {t: v[perm] for t, v in y.items()})
+            else:
+                out = model(x)
+                loss = multitask_loss(out, y)
             if not torch.isfinite(loss):
                 raise ValueError(f"{desc}: loss became {float(loss)} at epoch {epoch}; lower csn.lr")
             loss.backward()
@@ -555,7 +562,7 @@ def pretrained_path(params: dict, variant: str) -> Path | None:
 
 
 def clip_spec_from_params(params: dict):
-    from .clips import ClipSpec
+    from .clips import BACKGROUND_MODES, ClipSpec
     from .params import ParamError, get
 
     short = get(params, "csn.short_side", int, min_value=8)
@@ -565,7 +572,11 @@ def clip_spec_from_params(params: dict):
         return ClipSpec(num_frames=get(params, "csn.num_frames", int, min_value=1),
                         interval=get(params, "csn.interval", int, min_value=1),
                         short_side=short, crop=crop, train_short_side=jitter,
-                        flip=get(params, "csn.flip", bool, default=True))
+                        flip=get(params, "csn.flip", bool, default=True),
+                        color_jitter=get(params, "csn.color_jitter", float, default=0.0, min_value=0.0, max_value=1.0),
+                        grayscale_prob=get(params, "csn.grayscale_prob", float, default=0.0, min_value=0.0,
+                                           max_value=1.0),
+                        background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES))
     except ValueError as exc:
         raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
 
@@ -585,7 +596,8 @@ def train_settings_from_params(params: dict) -> TrainSettings:
                          nesterov=get(params, "csn.nesterov", bool, default=True),
                          warmup_iters=get(params, "csn.warmup_iters", int, default=0, min_value=0),
                          lr_steps=tuple(float(s) for s in steps),
-                         lr_gamma=get(params, "csn.lr_gamma", float, default=0.1, min_value=0.0))
+                         lr_gamma=get(params, "csn.lr_gamma", float, default=0.1, min_value=0.0),
+                         mixup_alpha=get(params, "csn.mixup_alpha", float, default=0.0, min_value=0.0))
 
 
 def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: Iterable[str]) -> dict[str, dict[str, float]]:

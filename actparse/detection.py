@@ -116,3 +116,54 @@ def voc_ap(preds: dict, gts: dict, iou_thr: float = 0.5) -> float:
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     idx = np.nonzero(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def refined_by_video(refined_path: str | Path, videos: Iterable[str] | None = None) -> dict:
+    """refined_persons.parquet (schema "keypoints") as {video: DataFrame(frame, person, box, keypoints)}."""
+    filters = None if videos is None else [("video", "in", sorted(set(videos)))]
+    if videos is not None and not filters[0][2]:
+        return {}
+    t = read_table(refined_path, "keypoints", filters=filters).select(["video", "frame", "person", "box", "keypoints"])
+    df = t.to_pandas()
+    return {str(v): g.reset_index(drop=True) for v, g in df.groupby("video", sort=False)}
+
+
+def person_crops(images: list, frames: np.ndarray, scales: np.ndarray, persons, make_crop) -> list[dict]:
+    """Crops of every person row of one video whose frame is among ``frames``.
+
+    ``persons``: DataFrame with frame, person, box, keypoints (ORIGINAL pixels). ``make_crop`` is a
+    :class:`actparse.paint.PaintConfig`. Each result has frame, person, box (original pixels),
+    crop (RGB), tf (stored-image pixels <-> crop) and scale (stored / original).
+    """
+    from .paint import scaled_keypoints
+
+    where = {int(f): i for i, f in enumerate(frames)}
+    out = []
+    for f, p, box, kp in zip(persons["frame"], persons["person"], persons["box"], persons["keypoints"]):
+        i = where.get(int(f))
+        if i is None:
+            continue
+        s = float(scales[i])
+        b = np.asarray(box, dtype=np.float64)
+        crop, tf = make_crop(images[i], b * s, scaled_keypoints(kp, s))
+        out.append({"frame": int(f), "person": int(p), "box": b, "crop": crop, "tf": tf, "scale": s})
+    return out
+
+
+def match_greedy(a, b, thr: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one matches (i, j) between boxes ``a`` and ``b`` with IoU >= thr, highest IoU first."""
+    iou = iou_matrix(a, b)
+    pairs = []
+    if iou.size == 0:
+        return pairs
+    used_a, used_b = set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = np.unravel_index(flat, iou.shape)
+        if iou[i, j] < thr:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(int(i))
+        used_b.add(int(j))
+        pairs.append((int(i), int(j)))
+    return pairs

@@ -155,6 +155,7 @@ class JointModel(nn.Module):
         self.fusion = nn.Linear(int(sum(feature_dims)), hidden)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({lvl: nn.Linear(hidden, int(n)) for lvl, n in num_classes.items()})
+        self.train()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -396,8 +397,11 @@ def sample_indices(n: int, num_frames: int, interval: int, rng: np.random.Genera
     return np.clip(start + np.arange(num_frames) * interval, 0, n - 1)
 
 
-def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> torch.Tensor:
-    """uint8 (T, S, S, 3) -> normalised (3, T, crop, crop): random crop when ``rng``, else centre."""
+def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, color_aug: bool = False) -> torch.Tensor:
+    """uint8 (T, S, S, 3) -> normalised (3, T, crop, crop): random crop when ``rng``, else centre.
+
+    ``color_aug`` (with ``rng``): random channel permutation, per-channel gain and brightness, so that
+    the colours of a figure or a background cannot identify a training clip."""
     from .clips import to_tensor
 
     S = frames.shape[1]
@@ -405,7 +409,11 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> t
         y, x = (int(rng.integers(0, S - crop + 1)) for _ in range(2))
     else:
         y = x = (S - crop) // 2
-    return to_tensor(frames[:, y:y + crop, x:x + crop], MEAN, STD)
+    out = frames[:, y:y + crop, x:x + crop]
+    if rng is not None and color_aug:
+        out = out[..., rng.permutation(3)].astype(np.float32) * rng.uniform(0.7, 1.3, size=3) + rng.uniform(-25, 25)
+        out = np.clip(out, 0, 255).astype(np.uint8)
+    return to_tensor(out, MEAN, STD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,6 +430,7 @@ class GymSettings:
     lr: float = 2e-3                 # AdamW, cosine decay with 1-epoch warm-up
     weight_decay: float = 1e-4
     dropout: float = 0.5
+    color_aug: bool = True           # training: channel permutation + gain / brightness jitter
     joint_epochs: int = 40
     joint_views: int = 4             # cached frozen-pathway features per train clip for the joint stage
     joint_hidden: int = 256
@@ -443,8 +452,8 @@ def _cosine(step: int, total: int, warm: int) -> float:
 
 
 def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, rng) -> torch.Tensor:
-    return torch.stack([to_clip(frames[i][sample_indices(len(frames[i]), num_frames, s.interval, rng)], s.crop, rng)
-                        for i in idx])
+    return torch.stack([to_clip(frames[i][sample_indices(len(frames[i]), num_frames, s.interval, rng)], s.crop, rng,
+                                s.color_aug) for i in idx])
 
 
 def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarray, num_frames: int,
@@ -644,6 +653,7 @@ def settings_from_params(params: dict) -> GymSettings:
         lr=get(params, "gym.lr", float, default=d.lr, min_value=0.0),
         weight_decay=get(params, "gym.weight_decay", float, default=d.weight_decay, min_value=0.0),
         dropout=get(params, "gym.dropout", float, default=d.dropout, min_value=0.0, max_value=0.95),
+        color_aug=get(params, "gym.color_aug", bool, default=d.color_aug),
         joint_epochs=get(params, "gym.joint_epochs", int, default=d.joint_epochs, min_value=0),
         joint_views=get(params, "gym.joint_views", int, default=d.joint_views, min_value=1),
         joint_hidden=get(params, "gym.joint_hidden", int, default=d.joint_hidden, min_value=1),

@@ -81,6 +81,42 @@ def build_pose_model(arch: str = "hrnet_w18_small", num_keypoints: int = NUM_KEY
     return PoseHRNet(arch, num_keypoints)
 
 
+def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    out.weight.data.copy_(conv.weight.data * (gamma / std).reshape(-1, 1, 1, 1))
+    bias = conv.bias.data if conv.bias is not None else torch.zeros_like(std)
+    out.bias.data.copy_(beta + (bias - bn.running_mean) * gamma / std)
+    return out
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a Conv2d into it (inference only, in place).
+
+    Pairs are consecutive entries of an ``nn.Sequential`` and ``conv{i}``/``bn{i}`` attributes (the
+    HRNet stem and ResNet blocks). Returns ``model`` (in eval mode); outputs are unchanged up to rounding.
+    """
+    model.eval()
+    with torch.no_grad():
+        for module in list(model.modules()):
+            if isinstance(module, nn.Sequential):
+                names = list(module._modules)
+                for a, b in zip(names, names[1:]):
+                    conv, bn = module._modules[a], module._modules[b]
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                        module._modules[a] = _fused(conv, bn)
+                        module._modules[b] = nn.Identity()
+            for i in (1, 2, 3):
+                conv, bn = getattr(module, f"conv{i}", None), getattr(module, f"bn{i}", None)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    setattr(module, f"conv{i}", _fused(conv, bn))
+                    setattr(module, f"bn{i}", nn.Identity())
+    return model
+
+
 def normalize_images(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB (B, H, W, 3) -> normalised float tensor (B, 3, H, W)."""
     x = (np.asarray(images, np.float32) - MEAN) / STD
@@ -96,7 +132,7 @@ def save_checkpoint(model: PoseHRNet, path: str | os.PathLike, input_size: tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"format": CHECKPOINT_FORMAT, "arch": model.arch, "input_size": [int(input_size[0]), int(input_size[1])],
            "num_keypoints": model.num_keypoints,
-           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+           "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
     if extra:
         obj["extra"] = dict(extra)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -467,34 +467,37 @@ def link_moc_layout(vdets: dict, n_labels: int | None = None, params: LinkParams
     layout ``{label: [(video, score, tube (n, 6))]}``. ``frames[video]`` gives the grid (default:
     the frames present in ``vdets[video]``)."""
     groups, grids, g_of = [], [], {}
-    det_g, det_s, det_b, det_sc = [], [], [], []
-    labels_seen = set()
+    arrs, a_group, a_step = [], [], []
     for v, per_frame in vdets.items():
         grid = sorted(int(f) for f in (frames[v] if frames and v in frames else per_frame.keys()))
         pos = {f: i for i, f in enumerate(grid)}
         for f in sorted(per_frame, key=int):
+            st = pos[int(f)]
             for lab, arr in per_frame[f].items():
-                arr = np.asarray(arr)
-                if arr.size == 0:
+                if len(arr) == 0:
                     continue
-                if arr.ndim != 2 or arr.shape[1] != 5:
-                    raise ValueError(f"{v} frame {f} label {lab}: detections must be (N, 5), got {arr.shape}")
                 key = (v, int(lab))
-                if key not in g_of:
-                    g_of[key] = len(groups)
+                g = g_of.get(key)
+                if g is None:
+                    g = g_of[key] = len(groups)
                     groups.append(key)
                     grids.append(grid)
-                labels_seen.add(int(lab))
-                det_g.append(np.full(len(arr), g_of[key]))
-                det_s.append(np.full(len(arr), pos[int(f)]))
-                det_b.append(arr[:, :4])
-                det_sc.append(arr[:, 4])
+                arrs.append(arr)
+                a_group.append(g)
+                a_step.append(st)
+    labels_seen = {lab for _, lab in groups}
     n_labels = n_labels if n_labels is not None else (max(labels_seen) + 1 if labels_seen else 0)
     out = {lab: [] for lab in range(n_labels)}
     if not groups:
         return out
-    tubes = link(np.concatenate(det_g), np.concatenate(det_s), np.concatenate(det_b), np.concatenate(det_sc),
-                 grids, params)
+    bad = [i for i, a in enumerate(arrs) if getattr(a, "ndim", 0) != 2 or a.shape[1] != 5]
+    if bad:
+        v, lab = groups[a_group[bad[0]]]
+        raise ValueError(f"{v} label {lab}: detections must be (N, 5) arrays, got {np.shape(arrs[bad[0]])}")
+    counts = np.fromiter(map(len, arrs), np.int64, count=len(arrs))
+    allv = np.concatenate(arrs)
+    tubes = link(np.repeat(np.asarray(a_group, np.int64), counts), np.repeat(np.asarray(a_step, np.int64), counts),
+                 allv[:, :4], allv[:, 4], grids, params)
     for t in range(len(tubes)):
         v, lab = groups[tubes.group[t]]
         out.setdefault(lab, []).append((v, tubes.score[t], tubes.rows(t)))
@@ -512,7 +515,6 @@ def action_detections(persons, video_predictions, classes: list, top_k_classes: 
     ``video_predictions``: rows of ``model`` / ``task`` carry ``probs`` ordered as ``classes``.
     Videos without such a prediction get no detections.
     """
-    import pandas as pd
     import pyarrow as pa
 
     from .schemas import from_columns, schema

@@ -23,22 +23,22 @@ KEYPOINT_COLORS: tuple[tuple[int, int, int], ...] = (
     (255, 255, 255),  # nose
     (255, 0, 0),      # left_eye
     (0, 0, 255),      # right_eye
-    (255, 140, 0),    # left_ear
-    (0, 200, 255),    # right_ear
+    (255, 128, 0),    # left_ear
+    (0, 128, 255),    # right_ear
     (255, 0, 255),    # left_shoulder
     (0, 255, 0),      # right_shoulder
     (255, 255, 0),    # left_elbow
     (0, 255, 255),    # right_elbow
-    (255, 0, 0),      # left_wrist
-    (0, 0, 255),      # right_wrist
-    (200, 0, 100),    # left_hip
-    (0, 128, 128),    # right_hip
-    (255, 128, 128),  # left_knee
-    (128, 128, 255),  # right_knee
-    (128, 0, 0),      # left_ankle
-    (0, 0, 128),      # right_ankle
+    (160, 0, 0),      # left_wrist
+    (0, 0, 160),      # right_wrist
+    (255, 0, 128),    # left_hip
+    (0, 160, 80),     # right_hip
+    (255, 190, 100),  # left_knee
+    (90, 170, 255),   # right_knee
+    (128, 64, 0),     # left_ankle
+    (0, 64, 128),     # right_ankle
 )
-assert len(KEYPOINT_COLORS) == NUM_KEYPOINTS == len(COCO_KEYPOINTS)
+assert len(set(KEYPOINT_COLORS)) == NUM_KEYPOINTS == len(COCO_KEYPOINTS)
 
 PAD_VALUE = 114  # grey outside the frame (the YOLO letterbox colour)
 
@@ -129,3 +129,38 @@ def person_crop(image: np.ndarray, box, keypoints=None, *, crop_size: int = 96, 
         kp[:, :2] = tf.points_to_crop(kp[:, :2])
         out = paint_keypoints(out, kp, kp_thr, radius)
     return out, tf
+
+
+@dataclass(frozen=True)
+class PaintConfig:
+    """How person crops are made and painted (params section ``parts``)."""
+
+    paint: bool = True
+    crop_size: int = 96
+    margin: float = 0.1
+    kp_thr: float = 0.3
+    radius: float = 2.0
+
+    @classmethod
+    def from_params(cls, params: dict, section: str = "parts") -> "PaintConfig":
+        from .params import get
+
+        d = cls()
+        return cls(
+            paint=get(params, f"{section}.paint", bool, default=d.paint),
+            crop_size=get(params, f"{section}.crop_size", int, default=d.crop_size, min_value=16),
+            margin=get(params, f"{section}.crop_margin", float, default=d.margin, min_value=0.0, max_value=2.0),
+            kp_thr=get(params, f"{section}.kp_thr", float, default=d.kp_thr),
+            radius=get(params, f"{section}.dot_radius", float, default=d.radius, min_value=0.5),
+        )
+
+    def __call__(self, image: np.ndarray, box, keypoints=None) -> tuple[np.ndarray, CropTransform]:
+        return person_crop(image, box, keypoints, crop_size=self.crop_size, margin=self.margin, paint=self.paint,
+                           kp_thr=self.kp_thr, radius=self.radius)
+
+
+def scaled_keypoints(keypoints, factor: float) -> np.ndarray:
+    """(17, 3) keypoints with x, y multiplied by ``factor`` (scores kept)."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(NUM_KEYPOINTS, 3).copy()
+    kp[:, :2] *= factor
+    return kp

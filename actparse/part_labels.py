@@ -14,7 +14,7 @@ alphabetically first state, so labels are deterministic.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -116,6 +116,24 @@ def class_lists(labels: pd.DataFrame, split: str = "train") -> dict[str, list[st
         if vals:
             out[task] = vals
     return out
+
+
+def read_classes(part_labels_dir) -> dict[str, list[str]]:
+    """``classes.json`` of the part_labels stage: {task: [labels]} (the order of every CSN output)."""
+    import json
+    from pathlib import Path
+
+    path = Path(part_labels_dir) / "classes.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: class lists not found (has part_labels run?)")
+    try:
+        classes = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(classes, dict) or "action" not in classes or not all(
+            isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in classes.values()):
+        raise ValueError(f"{path}: expected {{task: [labels]}} with an 'action' task and non-empty lists")
+    return classes
 
 
 def accuracy(pred: Mapping[str, str], truth: Mapping[str, str]) -> tuple[float, int]:

@@ -44,6 +44,7 @@ log = logging.getLogger("actparse.pcca")
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 HEADS = ("pcca", "linear")
+PRIOR = 0.1  # initial sigmoid output of the classifier (bias init, as for focal-loss heads)
 # Kinetics mean / std of the pytorchvideo SlowFast models (RGB, [0, 1] scale).
 MEAN = (0.45, 0.45, 0.45)
 STD = (0.225, 0.225, 0.225)
@@ -182,6 +183,7 @@ class PCCAHead(nn.Module):
         else:
             self.feature_dim = in_channels
         self.classifier = nn.Linear(self.feature_dim, num_classes)
+        nn.init.constant_(self.classifier.bias, -math.log((1 - PRIOR) / PRIOR))  # sigmoid starts at PRIOR
         self.last_attention: torch.Tensor | None = None  # (N, cells, cells) of the last PCCA layer
 
     def _roi(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
@@ -287,14 +289,24 @@ def keyframe_indices(n_frames: int, frame: int, num_frames: int, interval: int) 
     return np.clip(start + np.arange(num_frames) * interval, 0, n_frames - 1)
 
 
-def make_clip(video: np.ndarray, frame: int, num_frames: int, interval: int, flip: bool = False) -> torch.Tensor:
-    """uint8 (N, H, W, 3) decoded video -> normalised (3, T, H, W) clip centred on ``frame``."""
+def make_clip(video: np.ndarray, frame: int, num_frames: int, interval: int, flip: bool = False,
+              jitter: tuple | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) decoded video -> normalised (3, T, H, W) clip centred on ``frame``.
+
+    ``jitter`` = (per-channel gain (3,), brightness offset[, channel order (3,)]): colour augmentation
+    for training."""
     from .clips import to_tensor
 
     frames = video[keyframe_indices(len(video), frame, num_frames, interval)]
     if flip:
         frames = frames[:, :, ::-1]
-    return to_tensor(frames, MEAN, STD)
+    x = to_tensor(frames, MEAN, STD)
+    if jitter is not None:
+        gain, offset = jitter[:2]
+        if len(jitter) > 2 and jitter[2] is not None:
+            x = x[torch.as_tensor(np.asarray(jitter[2]))]
+        x = x * torch.as_tensor(np.asarray(gain, np.float32))[:, None, None, None] + float(offset)
+    return x
 
 
 def flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
@@ -322,13 +334,16 @@ class STADSettings:
     epochs: int = 10
     samples_per_video: int = 2      # random key frames per train video per epoch
     batch_size: int = 8
-    lr: float = 0.05
+    optimizer: str = "adamw"        # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     lr_steps: tuple[float, ...] = (7.0, 9.0)
     lr_gamma: float = 0.1
     flip: bool = True
+    color_jitter: float = 0.2       # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
+    channel_shuffle: bool = True    # training: random RGB channel order (colours cannot identify a video)
     num_frames: int = 8
     interval: int = 2
     # phase 2 (decoupled)
@@ -349,7 +364,12 @@ def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: S
     for b, smp in enumerate(samples):
         v = videos[smp.video]
         flip = bool(s.flip and rng is not None and rng.random() < 0.5)
-        clips.append(make_clip(v, smp.frame, s.num_frames, s.interval, flip))
+        jit = None
+        if rng is not None and s.color_jitter > 0:
+            j = s.color_jitter
+            jit = (rng.uniform(1 - j, 1 + j, size=3), float(rng.uniform(-j, j)),
+                   rng.permutation(3) if s.channel_shuffle else None)
+        clips.append(make_clip(v, smp.frame, s.num_frames, s.interval, flip, jit))
         boxes = flip_boxes(smp.boxes, v.shape[2]) if flip else np.asarray(smp.boxes, np.float64)
         rois.append(np.concatenate([np.full((len(boxes), 1), b), boxes], axis=1))
         tg.append(smp.targets)
@@ -375,7 +395,8 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
     if not pools:
         raise ValueError("no training key frames with person boxes")
     rng = np.random.default_rng(seed)
-    opt = make_optimizer(model, s.lr, s.momentum, s.weight_decay, nesterov=True)
+    opt = make_optimizer(model, s.lr, s.momentum, s.weight_decay, nesterov=True) if s.optimizer == "sgd" else \
+        torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
     model.to(device)
     hist = {"loss": [], "lr": []}
     per_epoch = len(pools) * s.samples_per_video
@@ -564,6 +585,7 @@ def settings_from_params(params: dict) -> STADSettings:
         epochs=get(params, "stad.epochs", int, default=d.epochs, min_value=0),
         samples_per_video=get(params, "stad.samples_per_video", int, default=d.samples_per_video, min_value=1),
         batch_size=get(params, "stad.batch_size", int, default=d.batch_size, min_value=1),
+        optimizer=get(params, "stad.optimizer", str, default=d.optimizer, choices=("adamw", "sgd")),
         lr=get(params, "stad.lr", float, default=d.lr, min_value=0.0),
         momentum=get(params, "stad.momentum", float, default=d.momentum, min_value=0.0),
         weight_decay=get(params, "stad.weight_decay", float, default=d.weight_decay, min_value=0.0),
@@ -571,6 +593,8 @@ def settings_from_params(params: dict) -> STADSettings:
         lr_steps=tuple(float(x) for x in _tuple(params, "stad.lr_steps", list(d.lr_steps)) or ()),
         lr_gamma=get(params, "stad.lr_gamma", float, default=d.lr_gamma, min_value=0.0),
         flip=get(params, "stad.flip", bool, default=d.flip),
+        color_jitter=get(params, "stad.color_jitter", float, default=d.color_jitter, min_value=0.0, max_value=0.9),
+        channel_shuffle=get(params, "stad.channel_shuffle", bool, default=d.channel_shuffle),
         num_frames=get(params, "stad.num_frames", int, default=d.num_frames, min_value=1),
         interval=get(params, "stad.interval", int, default=d.interval, min_value=1),
         decoupled_epochs=get(params, "stad.decoupled_epochs", int, default=d.decoupled_epochs, min_value=0),

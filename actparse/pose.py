@@ -17,13 +17,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from .constants import FLIP_PAIRS, NUM_KEYPOINTS
-from .hrnet import HEATMAP_STRIDE, PoseHRNet, decode_heatmaps, encode_heatmaps, flip_back, heatmap_loss, normalize_images
+
+if TYPE_CHECKING:  # torch is imported lazily so that box refinement and crops load fast
+    import torch
+
+    from .hrnet import PoseHRNet
 
 log = logging.getLogger("actparse.pose")
 
@@ -159,25 +162,38 @@ def refine_box(box, keypoints, thr: float = 0.3, margin: float = 0.05, image_siz
 class PoseEstimator:
     """Batched top-down inference with optional flip test; returns keypoints in image pixels."""
 
-    def __init__(self, model: PoseHRNet, input_size: tuple[int, int] = CPU_INPUT_SIZE, device: str = "cpu",
-                 flip_test: bool = True, batch_size: int = 64, padding: float = PADDING):
-        self.model = model.to(device).eval()
+    def __init__(self, model: "PoseHRNet", input_size: tuple[int, int] = CPU_INPUT_SIZE, device: str = "cpu",
+                 flip_test: bool = True, batch_size: int = 64, padding: float = PADDING, fuse: bool = True):
+        import copy
+
+        import torch
+
+        from .hrnet import fuse_conv_bn
+
+        # a copy with BatchNorm folded into the convolutions, channels-last: ~2x faster on CPU
+        model = fuse_conv_bn(copy.deepcopy(model)) if fuse else model
+        self.model = model.to(device).to(memory_format=torch.channels_last).eval()
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.device = device
         self.flip_test = flip_test
         self.batch_size = max(1, int(batch_size))
         self.padding = padding
 
-    @torch.no_grad()
-    def heatmaps(self, crops: np.ndarray) -> torch.Tensor:
+    def heatmaps(self, crops: np.ndarray) -> "torch.Tensor":
         """uint8 crops (N, h, w, 3) -> heatmaps (N, K, h/4, w/4) on CPU (flip-averaged if flip_test)."""
+        import torch
+
+        from .hrnet import HEATMAP_STRIDE, flip_back, normalize_images
+
         outs = []
-        for i in range(0, len(crops), self.batch_size):
-            x = normalize_images(crops[i:i + self.batch_size]).to(self.device)
-            hm = self.model(x)
-            if self.flip_test:
-                hm = (hm + flip_back(self.model(x.flip(-1)))) * 0.5
-            outs.append(hm.float().cpu())
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.batch_size):
+                x = normalize_images(crops[i:i + self.batch_size]).to(self.device).contiguous(
+                    memory_format=torch.channels_last)
+                hm = self.model(x)
+                if self.flip_test:
+                    hm = (hm + flip_back(self.model(x.flip(-1)))) * 0.5
+                outs.append(hm.float().cpu())
         if not outs:
             k = self.model.num_keypoints
             return torch.zeros((0, k, self.input_size[0] // HEATMAP_STRIDE, self.input_size[1] // HEATMAP_STRIDE))
@@ -185,6 +201,8 @@ class PoseEstimator:
 
     def predict_crops(self, crops: np.ndarray, mats: np.ndarray) -> np.ndarray:
         """Keypoints (N, K, 3): x, y in image pixels, score = heatmap maximum."""
+        from .hrnet import decode_heatmaps
+
         hm = self.heatmaps(crops)
         stride_x = self.input_size[1] / hm.shape[-1]
         coords, maxvals = decode_heatmaps(hm)
@@ -268,6 +286,10 @@ def make_batch(samples: PoseSamples, idx, input_size: tuple[int, int], sigma: fl
                aug: AugmentConfig | None = None, rng: np.random.Generator | None = None,
                flip_pairs=FLIP_PAIRS, padding: float = PADDING):
     """Crops + targets for samples ``idx``: (images tensor, heatmaps tensor, weights tensor)."""
+    import torch
+
+    from .hrnet import HEATMAP_STRIDE, encode_heatmaps, normalize_images
+
     idx = np.asarray(idx, np.int64)
     n = len(idx)
     aspect = input_size[1] / input_size[0]
@@ -321,9 +343,11 @@ def evaluate_samples(estimator: PoseEstimator, samples: PoseSamples, thr: float 
     return pose_metrics(pred, samples.keypoints, samples.boxes, thr)
 
 
-def train_step(model: PoseHRNet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               targets: torch.Tensor, weights: torch.Tensor) -> float:
+def train_step(model: "PoseHRNet", optimizer: "torch.optim.Optimizer", images: "torch.Tensor",
+               targets: "torch.Tensor", weights: "torch.Tensor") -> float:
     """One optimisation step on a batch; returns the loss before the step."""
+    from .hrnet import heatmap_loss
+
     model.train()
     optimizer.zero_grad(set_to_none=True)
     loss = heatmap_loss(model(images), targets, weights)
@@ -332,17 +356,18 @@ def train_step(model: PoseHRNet, optimizer: torch.optim.Optimizer, images: torch
     return float(loss.detach())
 
 
-def train(model: PoseHRNet, samples: PoseSamples, epochs: int, input_size: tuple[int, int], *,
+def train(model: "PoseHRNet", samples: PoseSamples, epochs: int, input_size: tuple[int, int], *,
           batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0, sigma: float = 2.0,
           aug: AugmentConfig | None = None, seed: int = 0, device: str = "cpu",
           progress: bool | None = None) -> list[float]:
     """Adam + cosine decay (linear warm-up over the first 5% of steps); returns the mean loss per epoch."""
+    import torch
     from tqdm import tqdm
 
     if epochs <= 0 or len(samples) == 0:
         return []
     rng = np.random.default_rng(seed)
-    model.to(device)
+    model.to(device).to(memory_format=torch.channels_last)  # ~30% faster convolutions on CPU
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(samples) / batch_size))
     total = epochs * steps_per_epoch
@@ -360,7 +385,8 @@ def train(model: PoseHRNet, samples: PoseSamples, epochs: int, input_size: tuple
             if len(idx) < 2:  # BatchNorm needs > 1 sample
                 continue
             x, y, w = make_batch(samples, idx, input_size, sigma, aug, rng)
-            losses.append(train_step(model, optimizer, x.to(device), y.to(device), w.to(device)))
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            losses.append(train_step(model, optimizer, x, y.to(device), w.to(device)))
             sched.step()
             bar.update(1)
         history.append(float(np.mean(losses)) if losses else float("nan"))

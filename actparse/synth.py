@@ -15,7 +15,9 @@ geometry that is drawn: boxes of the drawn shapes, keypoint visibility from a pe
 
 Public API: :class:`SynthConfig` (validated from params), :func:`plan_videos`,
 :func:`render_video`, :func:`generate` (writes the whole data set), :func:`tubes_from_gt`,
-:func:`tps_annotations`.
+:func:`tps_annotations`; for the seed 003 / 004 systems :func:`long_tail_counts` (``long_tail``:
+a long-tailed train split) and :func:`finegym_annotations` (FineGym-layout event -> set -> element
+labels derived from each figure's drawn variant; written on every run, no existing file changes).
 """
 
 from __future__ import annotations

@@ -360,3 +360,45 @@ def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: floa
             order = np.argsort(-scores, kind="stable")
             out.append((boxes[order], scores[order], classes[order]))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stage helpers
+# --------------------------------------------------------------------------------------------
+
+def train_args(params: dict, section: str) -> dict:
+    """Keyword arguments for :func:`train` from a detector section of params (e.g. ``person_detector``)."""
+    from .params import get, resolve_device
+
+    s = section
+    return dict(
+        model=get(params, f"{s}.model", str, default="yolo11n.yaml"),
+        imgsz=get(params, f"{s}.imgsz", int, min_value=32),
+        epochs=get(params, f"{s}.epochs", int, min_value=1),
+        batch=get(params, f"{s}.batch", int, min_value=1),
+        lr0=get(params, f"{s}.lr0", float, min_value=0.0),
+        optimizer=get(params, f"{s}.optimizer", str, default="AdamW",
+                      choices=("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")),
+        warmup_epochs=get(params, f"{s}.warmup_epochs", float, default=1.0, min_value=0.0),
+        mosaic=get(params, f"{s}.mosaic", float, default=1.0, min_value=0.0, max_value=1.0),
+        close_mosaic=get(params, f"{s}.close_mosaic", int, default=0, min_value=0),
+        fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
+        workers=get(params, f"{s}.workers", int, default=0, min_value=0),
+        seed=get(params, "seed", int, default=0),
+        device=resolve_device(params),
+    )
+
+
+def finish_model_dir(model_dir: str | os.PathLike, result: TrainResult | None, weights: str | None,
+                     extra: dict) -> None:
+    """Copy the final weights (trained, or the user's) to ``model.pt``; write ``train_info.json``."""
+    from .schemas import write_json
+
+    model_dir = Path(model_dir)
+    src = result.weights if result is not None else Path(weights)
+    save_final(src, model_dir / "model.pt")
+    info = {"trained": result is not None, "source_weights": str(weights) if weights else None}
+    if result is not None:
+        info.update(result.info())
+    info.update(extra)
+    write_json(info, model_dir / "train_info.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
         print(f"a Prefect server already answers at {url}", file=sys.stderr)
         return 1
     proc = start_server(host, port, args.home, quiet=False)
+    # `kill`/SIGTERM stops the server child too (it runs in its own session).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         wait_healthy(url, proc)
         print(f"Prefect UI:  http://{host}:{port}\n"

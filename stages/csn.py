@@ -9,8 +9,8 @@ Writes: artifacts/video_predictions.parquet (schema "video_predictions"): one ro
         artifacts/skips/csn.parquet: videos that could not be decoded.
 Params: device, csn.variants, csn.test_clips (clips per video, uniformly spaced; softmax averaged),
         csn.test_batch, csn.ensemble_weights ({default: {ip: w, ir: w}, <task>: {...}} overrides).
-Clip length, interval, resize and crop are those the models were trained with (stored in the
-checkpoints).
+Clip length, interval, resize, crop and background removal are those the models were trained with
+(stored in the checkpoints). Per-split, per-model, per-task top-1 accuracies are logged.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -30,12 +30,10 @@ from actparse.clips import ClipSpec, load_video, test_clips
 from actparse.csn import clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, variants_from_params
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
-from actparse.part_labels import accuracy
+from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, read_df, write_table
 from actparse.video import VideoError
-
-from stages.train_csn import load_classes
 
 log = logging.getLogger("actparse.csn")
 ENSEMBLE = "ensemble"
@@ -52,9 +50,8 @@ def load_models(paths: Paths, variants: list[str], classes: dict, device: str):
         if not clip:
             raise ValueError(f"{path}: checkpoint has no clip settings; rerun train_csn")
         models[v] = model.to(memory_format=torch.channels_last_3d)
-        specs[v] = ClipSpec(num_frames=clip["num_frames"], interval=clip["interval"], short_side=clip["short_side"],
-                            crop=tuple(clip["crop"]), train_short_side=tuple(clip["train_short_side"]),
-                            flip=clip["flip"])
+        known = {f.name for f in fields(ClipSpec)}
+        specs[v] = ClipSpec(**{k: tuple(x) if isinstance(x, list) else x for k, x in clip.items() if k in known})
     return models, specs
 
 
@@ -79,7 +76,7 @@ def run(params: dict, root: Path) -> None:
     variants = variants_from_params(params)
     n_clips = get(params, "csn.test_clips", int, min_value=1)
     batch = get(params, "csn.test_batch", int, default=16, min_value=1)
-    classes = load_classes(paths)
+    classes = read_classes(paths.part_labels)
     tasks = list(classes)
     weights = ensemble_weights_from_params(params, variants, tasks)
     models, specs = load_models(paths, variants, classes, device)

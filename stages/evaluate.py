@@ -15,8 +15,9 @@ Writes: metrics/metrics.json (DVC metrics: person_ap50, part_ap50 (+ per part), 
         submission, every 5th frame) and frame_detections.pkl + video_detections.pkl (official
         MultiSports result layout).
 Frames scored are the decoded ones (every evaluate.stride-th; 0 = inferred from the predictions).
-A data root without any ground truth (a user's unlabelled videos) gets the submission files,
-empty plots and {"scored": false} metrics. Params: evaluate.*, link.top_k_classes,
+A test video missing from the predictions scores 0 (not an error, unlike the official scripts). A data
+root without any ground truth (a user's unlabelled videos) gets the submission files, empty plots and
+{"scored": false} metrics. Params: evaluate.*, link.top_k_classes,
 link.min_person_score (the frame detections of frame-mAP are those link_tubes links).
 """
 
@@ -253,8 +254,10 @@ def run(params: dict, root: Path) -> None:
 
     # ---- MultiSports
     if ms_gt is not None:
-        ms_gt = dict(ms_gt, test_videos=[[v for v in vlist if v in vset]])
-        fa = MS.frame_ap(multisports_gt_on_frames(ms_gt, stride), fdets, 0.5, variant)
+        vlist_eval = [v for v in vlist if v in vset]  # the scored split only; detections re-indexed on it
+        ms_gt = dict(ms_gt, test_videos=[vlist_eval])
+        fdets_eval = fdets if vlist_eval == vlist else frame_detections_array(adets, vlist_eval, labels)
+        fa = MS.frame_ap(multisports_gt_on_frames(ms_gt, stride), fdets_eval, 0.5, variant)
         va = MS.video_ap(ms_gt, vdets, [0.2, 0.5], variant, missing_label="empty")
         rng = MS.video_ap_ranges(ms_gt, vdets, variant, missing_label="empty")
         metrics.update({"frame_map50": fa.map, "video_map20": va[0.2].map, "video_map50": va[0.5].map,
@@ -270,12 +273,13 @@ def run(params: dict, root: Path) -> None:
     log.info("evaluate done in %.1fs", time.time() - t0)
 
 
-def _json_safe(obj):
+def _json_safe(obj, key: str = ""):
+    """Plain JSON: NaN -> null, floats rounded to 6 decimals (tps_area kept whole, unrounded)."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): _json_safe(v, str(k)) for k, v in obj.items()}
     if isinstance(obj, (np.floating, float)):
         x = float(obj)
-        return None if np.isnan(x) else round(x, 6)
+        return None if np.isnan(x) else (x if key == "tps_area" else round(x, 6))
     if isinstance(obj, np.integer):
         return int(obj)
     return obj

@@ -1,7 +1,7 @@
 """Render the synthetic part-level action data set (videos + exact ground truth).
 
 Reads:  params.yaml section `synth` (seed, n_train, n_test, width, height, fps, min_seconds,
-        max_seconds, max_people, occluder_prob, fourcc). Command-line options override them.
+        max_seconds, max_people, occluder_prob, fourcc, long_tail). Command-line options override them.
 Writes (default: artifacts/synth/ under --root, or --out DIR):
   videos/<video>.mp4                       rendered clips (cv2.VideoWriter, decord-readable)
   videos.parquet                           one row per video (schema "videos")
@@ -9,6 +9,7 @@ Writes (default: artifacts/synth/ under --root, or --out DIR):
                                            10 part boxes / visibility / states, action
   annotations/tps/<split>/gt_part_result.json, gt_vid_result.json   Kinetics-TPS layout
   annotations/multisports_gt.pkl           MultiSports / MOC ground-truth tubes
+  annotations/finegym/                     FineGym layout: event -> set -> element labels (seed 004)
 
 Standalone example (a harder, bigger set elsewhere):
   python -m stages.synth --out data/synth_big --n-train 200 --n-test 100 --width 320 --height 240

@@ -8,18 +8,19 @@ Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, 
 Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
         csn.dropout, csn.shared_backbone, csn.freeze_bn, csn.pretrained.{ip,ir,key_map},
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
-        csn.epochs, csn.batch_size, csn.lr, csn.momentum, csn.weight_decay, csn.nesterov,
-        csn.warmup_iters, csn.lr_steps, csn.lr_gamma.
+        csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
+        csn.momentum, csn.weight_decay, csn.nesterov, csn.warmup_iters, csn.lr_steps, csn.lr_gamma,
+        csn.mixup_alpha.
 Each model has seven outputs (video action + six part groups); seed 001 trains seven networks
 per variant, set csn.shared_backbone: false for that.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +34,12 @@ from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters,
                           train_settings_from_params, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
+from actparse.part_labels import read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_rows, read_df, write_json, write_table
 from actparse.video import VideoError
 
 log = logging.getLogger("actparse.train_csn")
-
-
-def load_classes(paths: Paths) -> dict[str, list[str]]:
-    path = paths.part_labels / "classes.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: class lists not found (has part_labels run?)")
-    with open(path) as fh:
-        classes = json.load(fh)
-    if not isinstance(classes, dict) or "action" not in classes:
-        raise ValueError(f"{path}: expected {{task: [labels]}} with an 'action' task")
-    return classes
 
 
 def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str, desc: str):
@@ -72,7 +63,7 @@ def run(params: dict, root: Path) -> None:
     settings = train_settings_from_params(params)
     configs = {v: model_config_from_params(params, v) for v in variants}
     key_map = get(params, "csn.pretrained.key_map", str, default="pytorchvideo")
-    classes = load_classes(paths)
+    classes = read_classes(paths.part_labels)
     tasks = list(classes)
 
     labels = read_df(paths.part_labels / "labels.parquet", "part_labels")
@@ -101,8 +92,7 @@ def run(params: dict, root: Path) -> None:
     out_dir = paths.models / "csn"
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
-            "clip": {"num_frames": spec.num_frames, "interval": spec.interval, "short_side": spec.short_side,
-                     "crop": list(spec.crop), "train_short_side": list(spec.train_short_side), "flip": spec.flip},
+            "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
             "train": settings.to_dict(), "variants": {}}
     for k, variant in enumerate(variants):
         cfg = configs[variant]

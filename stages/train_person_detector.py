@@ -27,44 +27,11 @@ from actparse import yolo
 from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import decode_frames, frames_by_video, gt_index
-from actparse.params import get, resolve_device
+from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import write_json
 
 log = logging.getLogger("actparse.train_person_detector")
 NAME = "person_detector"
-
-
-def train_args(params: dict, section: str) -> dict:
-    """The ultralytics training arguments of a detector section of params."""
-    s = section
-    return dict(
-        model=get(params, f"{s}.model", str, default="yolo11n.yaml"),
-        imgsz=get(params, f"{s}.imgsz", int, min_value=32),
-        epochs=get(params, f"{s}.epochs", int, min_value=1),
-        batch=get(params, f"{s}.batch", int, min_value=1),
-        lr0=get(params, f"{s}.lr0", float, min_value=0.0),
-        optimizer=get(params, f"{s}.optimizer", str, default="AdamW",
-                      choices=("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")),
-        warmup_epochs=get(params, f"{s}.warmup_epochs", float, default=1.0, min_value=0.0),
-        mosaic=get(params, f"{s}.mosaic", float, default=1.0, min_value=0.0, max_value=1.0),
-        close_mosaic=get(params, f"{s}.close_mosaic", int, default=0, min_value=0),
-        fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
-        workers=get(params, f"{s}.workers", int, default=0, min_value=0),
-        seed=get(params, "seed", int, default=0),
-        device=resolve_device(params),
-    )
-
-
-def finish(model_dir: Path, result: yolo.TrainResult | None, weights: str | None, extra: dict) -> None:
-    """Copy the final weights to model.pt and write train_info.json."""
-    src = result.weights if result is not None else Path(weights)
-    yolo.save_final(src, model_dir / "model.pt")
-    info = {"trained": result is not None, "source_weights": str(weights) if weights else None}
-    if result is not None:
-        info.update(result.info())
-    info.update(extra)
-    write_json(info, model_dir / "train_info.json")
 
 
 def run(params: dict, root: Path) -> None:
@@ -78,10 +45,10 @@ def run(params: dict, root: Path) -> None:
     yolo.configure()
     if weights and not finetune:
         m = yolo.load_model(weights)  # clear error naming the file
-        finish(model_dir, None, weights, {"classes": yolo.model_names(m)})
+        yolo.finish_model_dir(model_dir, None, weights, {"classes": yolo.model_names(m)})
         log.info("using the user's person detector %s (no training)", weights)
         return
-    args = train_args(params, NAME)
+    args = yolo.train_args(params, NAME)
 
     droot = data_root(params, root)
     splits = split_of(load_videos(droot))
@@ -114,7 +81,7 @@ def run(params: dict, root: Path) -> None:
         log.info("training %s on %d images (%d val) for %d epochs", args["model"], int((~val_mask).sum()),
                  int(val_mask.sum()), args["epochs"])
         result = yolo.train(data_yaml, work / "runs", weights=weights if finetune else None, **args)
-        finish(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"],
+        yolo.finish_model_dir(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"],
                                             "train_videos": len(train_videos)})
         log.info("person detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
     finally:

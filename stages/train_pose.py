@@ -48,7 +48,7 @@ def run(params: dict, root: Path) -> None:
     arch = get(params, "keypoints.arch", str, default="hrnet_w18_small", choices=ARCHS)
     input_size = input_size_param(params)
     checkpoint = get(params, "keypoints.checkpoint", str, default=None)
-    epochs = get(params, "keypoints.epochs", int, default=12, min_value=0)
+    epochs = get(params, "keypoints.epochs", int, default=5, min_value=0)
     batch_size = get(params, "keypoints.batch_size", int, default=32, min_value=2)
     lr = get(params, "keypoints.lr", float, default=2e-3, min_value=0.0)
     weight_decay = get(params, "keypoints.weight_decay", float, default=0.0, min_value=0.0)

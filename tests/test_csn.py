@@ -287,6 +287,41 @@ def test_clip_transforms_shapes_crop_flip_and_normalisation():
     assert small.shape == (2, 16, 16, 3)
 
 
+def test_background_removal_keeps_only_what_moves():
+    rng = np.random.default_rng(1)
+    bg = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    frames = np.repeat(bg[None], 6, axis=0)
+    for t in range(6):
+        frames[t, 4:8, 2 * t:2 * t + 4] = 255  # a square moving right
+    x = C.to_tensor(frames)
+    for mode in ("clip_mean", "clip_median", "frame_diff"):
+        y = C.remove_background(x, mode)
+        assert y.shape == x.shape
+        static = y[:, :, 12:, :]  # rows the square never touches
+        assert static.abs().max() < 1e-5, mode
+        assert y[:, :, 4:8].abs().max() > 1.0, mode
+    assert torch.equal(C.remove_background(x, "frame_diff")[:, 0], torch.zeros_like(x[:, 0]))
+    assert torch.equal(C.remove_background(x, "none"), x)
+    with pytest.raises(ValueError, match="background"):
+        C.ClipSpec(background="median")
+    spec = C.ClipSpec(num_frames=4, interval=1, short_side=16, crop=(16, 16), train_short_side=(16, 16),
+                      background="clip_mean")
+    clips = C.test_clips(frames, spec, 2)
+    assert clips[:, :, :, 12:].abs().max() < 1e-5 and clips.abs().max() > 1.0
+
+
+def test_color_jitter_is_per_clip_and_grayscale_works():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    frames = np.stack([frame, frame, frame])
+    out = C.jitter_colors(frames, 0.4, 0.0, rng)
+    assert out.dtype == np.uint8 and out.shape == frames.shape
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])  # same transform for all frames
+    assert not np.array_equal(out, frames)
+    grey = C.jitter_colors(frames, 0.0, 1.0, rng)
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+
+
 def _write_video(path, n, h, w, kind, rng):
     import cv2
 
@@ -311,8 +346,6 @@ def test_load_video_decodes_and_resizes(tmp_path):
 
 def test_train_and_predict_stages_on_tiny_videos(tmp_path):
     """train_csn + csn end to end on 8 tiny two-class videos (horizontal vs vertical motion)."""
-    import pandas as pd
-
     from actparse.paths import Paths
     from actparse.schemas import from_rows, read_df, write_json, write_table
     from stages import csn as csn_stage

@@ -98,6 +98,8 @@ def test_video_ap_perfect_empty_and_temporal_quirk():
     assert [r[t].map for t in (0.2, 0.3, 0.5)] == [pytest.approx(100), 0, 0]
     r = M.video_ap(gt, shifted, [0.2, 0.3, 0.5], "act")
     assert [r[t].map for t in (0.2, 0.3, 0.5)] == [pytest.approx(100), pytest.approx(100), 0]
+    r = M.video_ap(gt, shifted, [0.2, 0.3, 0.5], temporal_plus_one=True)  # the quirk fixed, VOC AP kept
+    assert [r[t].map for t in (0.2, 0.3, 0.5)] == [pytest.approx(100), pytest.approx(100), 0]
     # two one-frame tubes on the same frame: 0/0 -> nan -> never a match in the MultiSports code
     gt1 = gt_dict({"v0": {0: [tube([3], A)]}}, labels=("a",))
     one = {0: [("v0", np.float32(0.9), np.c_[tube([3], A), np.ones(1, np.float32)])]}

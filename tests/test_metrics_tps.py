@@ -136,6 +136,9 @@ def test_video_without_any_part_scores_one_and_limits_are_checked():
     gv, gp, pv, pp = perfect_case()
     gp["b"] = video({0: []})
     assert T.evaluate(gv, gp, pv, {"a": pp["a"], "b": {}}).psc[1] == 1.0  # official: no valid frame -> 1.0
+    # ... and the official loop never looks such a video up in the prediction: no KeyError
+    assert T.evaluate(gv, gp, pv, {"a": pp["a"]}).psc[1] == 1.0
+    assert R.tps_video("b", gp, {"a": pp["a"]}) == 1.0
     gv, gp, pv, pp = perfect_case()
     pp["a"]["img_00001.json"]["humans"] += [human([200 + i, 0, 210 + i, 10], {}) for i in range(10)]
     with pytest.raises(ValueError, match="10 human"):
@@ -224,3 +227,41 @@ def test_invariant_to_order_of_predicted_humans_video_names_and_far_boxes(seed, 
     res = T.evaluate({ren[v]: c for v, c in gv.items()}, {ren[v]: x for v, x in gp.items()},
                      {ren[v]: c for v, c in pv.items()}, {ren[v]: x for v, x in pp.items()})
     assert res.area == base.area and res.psc.tolist() == base.psc.tolist()
+
+
+def test_array_route_from_tables_equals_the_json_route(tmp_path):
+    """Scoring Parquet-side tables directly gives the score of the JSON files written from them."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from actparse.formats import tps_ground_truth, tps_part_result
+    from actparse.schemas import read_df
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _fakes import make_ground_truth, make_predictions
+
+    make_ground_truth(tmp_path, n_videos=6, n_frames=31)
+    make_predictions(tmp_path, jitter=2.0, wrong_states=0.3, drop=0.1, extra=True)
+    gt = pd.read_parquet(tmp_path / "artifacts/synth/gt_persons.parquet")
+    videos = pd.read_parquet(tmp_path / "artifacts/synth/videos.parquet")
+    gt_part, _ = tps_ground_truth(gt, videos, "test", verb_as_list=True)
+    persons = read_df(tmp_path / "artifacts/refined_persons.parquet", "keypoints")[["video", "frame", "person", "box", "score"]]
+    states = read_df(tmp_path / "artifacts/part_states.parquet", "part_states")
+    pred_part = tps_part_result(persons, states)
+    via_json = T.part_state_correctness(gt_part, pred_part)
+    # the same from tables: GT persons/parts exploded from gt_persons, frames every 5th
+    g = gt[gt["video"].isin(gt_part) & (gt["frame"] % 5 == 0)]
+    from actparse.constants import PARTS
+
+    rows = [(v, f, p, name, np.asarray(pb).reshape(-1, 4)[k], st[k])
+            for v, f, p, pb, vis, st in zip(g["video"], g["frame"], g["person"], g["part_boxes"], g["part_visible"],
+                                            g["part_states"])
+            for k, name in enumerate(PARTS) if vis[k]]
+    gparts = pd.DataFrame(rows, columns=["video", "frame", "person", "part", "box", "state"])
+    frames = pd.DataFrame([(v, int(n[4:9]) - 1) for v in gt_part for n in gt_part[v]], columns=["video", "frame"])
+    inp = T.inputs_from_tables(g[["video", "frame", "person", "box"]], gparts, persons, states, frames)
+    via_tables = T.psc_from_inputs(inp)
+    np.testing.assert_array_equal(via_tables, via_json)
+    assert 0 < via_json.mean() < 1

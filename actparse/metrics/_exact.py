@@ -116,3 +116,59 @@ def greedy_first_claim(order_key: np.ndarray, target: np.ndarray) -> np.ndarray:
     _, first = np.unique(target[cand], return_index=True)
     tp[cand[first]] = True
     return tp
+
+
+def pr_ap_segments(tp_sorted: np.ndarray, seg_len: np.ndarray, n_gt: np.ndarray, act: bool = False) -> tuple:
+    """AP of many classes at once from their ranked true-positive flags, bit-exact with the official
+    per-class code: ``pr_to_ap_voc`` (``act=False``: float64 precision/recall, envelope, sum where
+    recall changes) or ACT's ``pr_to_ap`` (``act=True``: float32 rows with a leading (1, 0), trapezoids).
+
+    ``tp_sorted``: flags of every class's detections in ranked order, classes one after the other
+    (``seg_len[c]`` each); ``n_gt[c]``: ground-truth count. Returns (ap per class, list of pr arrays).
+    """
+    seg_len = np.asarray(seg_len, np.int64)
+    n_gt = np.asarray(n_gt, np.float64)
+    L = len(seg_len)
+    seg = np.repeat(np.arange(L), seg_len)
+    start = np.cumsum(seg_len) - seg_len
+    csum = np.cumsum(np.asarray(tp_sorted, np.int64))
+    base = np.where(start > 0, csum[np.maximum(start - 1, 0)], 0) if len(csum) else np.zeros(L, np.int64)
+    tps = csum - np.repeat(base, seg_len)
+    n = np.arange(len(seg)) - np.repeat(start, seg_len) + 1
+    fps = n - tps
+    prec = tps / (tps + fps)
+    rec = tps / n_gt[seg]
+    if L == 0:
+        return np.zeros(0), []
+    width = int(seg_len.max()) + 2
+    cols = np.arange(width)
+    if act:
+        P = np.zeros((L, width), np.float32)
+        R = np.zeros((L, width), np.float32)
+        P[:, 0] = 1.0
+        P[seg, n] = prec
+        R[seg, n] = rec
+        valid = cols[None, :] < (seg_len + 1)[:, None]
+        pairs = valid[:, 1:]
+        terms = (R[:, 1:] - R[:, :-1]) * (P[:, 1:] + P[:, :-1]) * np.float32(0.5)
+        tv = terms[pairs]
+        cnt = pairs.sum(1)
+        ap = segment_sums(tv, np.cumsum(cnt) - cnt, cnt)
+        prs = [np.stack([P[c, :seg_len[c] + 1], R[c, :seg_len[c] + 1]], 1) for c in range(L)]
+        return ap, prs
+    P = np.full((L, width), -np.inf)
+    R = np.full((L, width), np.nan)
+    P[:, 0] = 0.0
+    R[:, 0] = 0.0
+    P[seg, n] = prec
+    R[seg, n] = rec
+    P[np.arange(L), seg_len + 1] = 0.0
+    R[np.arange(L), seg_len + 1] = 1.0
+    env = np.maximum.accumulate(P[:, ::-1], axis=1)[:, ::-1]
+    inside = cols[None, 1:] <= (seg_len + 1)[:, None]
+    changed = inside & (R[:, 1:] != R[:, :-1])
+    terms = ((R[:, 1:] - R[:, :-1]) * env[:, 1:])[changed]
+    cnt = changed.sum(1)
+    ap = segment_sums(terms, np.cumsum(cnt) - cnt, cnt)
+    prs = [np.stack([prec[seg == c], rec[seg == c]], 1) for c in range(L)]
+    return ap, prs

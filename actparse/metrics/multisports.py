@@ -28,7 +28,8 @@ Official behaviours kept (each is what the official loop does, not a choice made
   box would have matched; ``act``: taken boxes are removed first);
 * video IoU = mean per-frame IoU over the temporal intersection x temporal IoU; the MultiSports
   code measures frame spans as ``last - first`` (no +1: a one-frame overlap has temporal IoU 0, two
-  one-frame tubes on the same frame give 0/0 = nan, which never matches); ``act`` uses ``+1``;
+  one-frame tubes on the same frame give 0/0 = nan, which never matches); ``act`` uses ``+1``
+  (``temporal_plus_one=True`` applies that fix to the MultiSports variant);
 * a video's tubes must cover consecutive frames (the official code indexes frames by position and
   fails otherwise; here that is a ValueError naming the video).
 * Comparisons and means run in the dtype of the official arrays (float32 tubes stay float32; a
@@ -41,10 +42,11 @@ numbers here are those the official code gives under a NumPy where it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
-from ._exact import act_ap, greedy_first_claim, segment_means, voc_ap
+from ._exact import greedy_first_claim, pr_ap_segments, segment_means
 
 OFFICIAL_EXCLUDED_LABELS: tuple[str, ...] = (
     "aerobic kick jump", "aerobic off axis jump", "aerobic butterfly jump", "aerobic balance turn",
@@ -155,71 +157,74 @@ def _flatten_frame_gt(gt: dict, vlist: list) -> _FrameGT:
 
 def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
              excluded_labels=OFFICIAL_EXCLUDED_LABELS) -> APResult:
-    """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5)."""
+    """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5), all classes at once."""
     _check_variant(variant)
     act = variant == "act"
     dets = as_frame_detections(dets)
     vlist = test_videos(gt)
     fgt = _flatten_frame_gt(gt, vlist)
     res = APResult(map=float("nan"))
-    aps = []
-    for ilabel, label in enumerate(gt["labels"]):
-        if label in excluded_labels:
-            continue
-        d = dets[dets[:, 2] == ilabel, :]
-        gsel = fgt.labels == ilabel
-        gkeys, gboxes = fgt.keys[gsel], fgt.boxes[gsel]
-        gt_num = len(gkeys)
-        if gt_num == 0:
-            continue
-        order = np.argsort(-d[:, 3])
-        rank = np.empty(len(d), np.int64)
-        rank[order] = np.arange(len(d))
-        ukeys, ustart, ucount = np.unique(gkeys, return_index=True, return_counts=True)
-        dkeys = d[:, 0].astype(np.int64) * (1 << 32) + d[:, 1].astype(np.int64)
-        pos = np.searchsorted(ukeys, dkeys)
-        pos_c = np.minimum(pos, max(len(ukeys) - 1, 0))
-        has = (pos < len(ukeys)) & (ukeys[pos_c] == dkeys) if len(ukeys) else np.zeros(len(d), bool)
-        start = np.where(has, ustart[pos_c], 0)
-        count = np.where(has, ucount[pos_c], 0)
-        dbox = d[:, 4:8].astype(np.result_type(d.dtype, np.float64))
-        tp = np.zeros(len(d), bool)
-        target = np.full(len(d), -1, np.int64)
-        rows_full = {}
-        for c in np.unique(count[has]):
-            sel = np.flatnonzero(has & (count == c))
-            gidx = start[sel, None] + np.arange(c)
-            ious = _iou_pairs(gboxes[gidx], dbox[sel, None, :], plus_one=act)
-            amax = np.argmax(ious, axis=1)
-            best = ious[np.arange(len(sel)), amax]
-            ok = _ge(best, thr)
-            target[sel[ok]] = gidx[np.arange(len(sel)), amax][ok]
-            if act:
-                for j, i in enumerate(sel):
-                    rows_full[i] = (gidx[j], ious[j])
+    gt_count = np.bincount(fgt.labels, minlength=len(gt["labels"])) if len(fgt.labels) else np.zeros(len(gt["labels"]), int)
+    scored = [il for il, label in enumerate(gt["labels"]) if label not in excluded_labels and il < len(gt_count)
+              and gt_count[il] > 0]
+    if not scored:
+        return res
+    lab_col = dets[:, 2]
+    lab_int = np.where(lab_col == np.floor(lab_col), lab_col, -1).astype(np.int64)  # `dets[:, 2] == ilabel`
+    d_by_lab = np.argsort(lab_int, kind="stable")
+    lab_sorted = lab_int[d_by_lab]
+    rank_parts, order_parts, idx_parts, lab_n = [], [], [], []
+    base = 0
+    for il in scored:
+        a, b = np.searchsorted(lab_sorted, il, "left"), np.searchsorted(lab_sorted, il, "right")
+        rows = d_by_lab[a:b]  # = np.flatnonzero(dets[:, 2] == il), in file order
+        order = np.argsort(-dets[rows, 3])  # the official ranking call, ties included
+        rank = np.empty(len(rows), np.int64)
+        rank[order] = np.arange(len(rows))
+        rank_parts.append(rank + base)
+        order_parts.append(order + base)
+        idx_parts.append(rows)
+        lab_n.append(len(rows))
+        base += len(rows)
+    idx = np.concatenate(idx_parts)
+    rank = np.concatenate(rank_parts)
+    order = np.concatenate(order_parts)
+    d = dets[idx]
+    nd = len(d)
+    d_lab = np.repeat(np.asarray(scored, np.int64), lab_n)
+    nv = max(len(vlist), 1)
+    gk = (fgt.labels * nv + (fgt.keys >> 32)) * (1 << 32) + (fgt.keys & 0xFFFFFFFF)
+    ukeys, ustart, ucount = np.unique(gk, return_index=True, return_counts=True)  # gk is sorted
+    iv = d[:, 0].astype(np.int64)
+    fr = d[:, 1].astype(np.int64)
+    dk = np.where((iv >= 0) & (iv < nv) & (fr >= 0), (d_lab * nv + iv) * (1 << 32) + fr, -1)
+    pos = np.searchsorted(ukeys, dk)
+    pos_c = np.minimum(pos, max(len(ukeys) - 1, 0))
+    has = (pos < len(ukeys)) & (ukeys[pos_c] == dk) if len(ukeys) else np.zeros(nd, bool)
+    start = np.where(has, ustart[pos_c], 0)
+    count = np.where(has, ucount[pos_c], 0)
+    dbox = d[:, 4:8].astype(np.result_type(d.dtype, np.float64))
+    target = np.full(nd, -1, np.int64)
+    rows_full = {}
+    for c in np.unique(count[has]):
+        sel = np.flatnonzero(has & (count == c))
+        gidx = start[sel, None] + np.arange(c)
+        ious = _iou_pairs(fgt.boxes[gidx], dbox[sel, None, :], plus_one=act)
+        amax = np.argmax(ious, axis=1)
+        best = ious[np.arange(len(sel)), amax]
+        ok = _ge(best, thr)
+        target[sel[ok]] = gidx[np.arange(len(sel)), amax][ok]
         if act:
-            tp = _act_resolve(rank, target, rows_full, start, thr)
-        else:
-            tp = greedy_first_claim(rank, target)
-        tps = np.cumsum(tp[order])
-        n = np.arange(1, len(d) + 1)
-        fps = n - tps
-        if act:
-            pr = np.empty((len(d) + 1, 2), dtype=np.float32)
-            pr[0] = (1.0, 0.0)
-            pr[1:, 0] = tps / (tps + fps)
-            pr[1:, 1] = tps / gt_num
-            ap = act_ap(pr)
-        else:
-            pr = np.empty((len(d), 2), dtype=np.float64)
-            pr[:, 0] = tps / (tps + fps)
-            pr[:, 1] = tps / gt_num
-            ap = voc_ap(pr[:, 0], pr[:, 1])
-        res.pr[label] = pr
-        res.ap[label] = ap * 100
-        aps.append(ap)
-    if aps:
-        res.map = np.mean(100 * np.array(aps))
+            for j, i in enumerate(sel):
+                rows_full[i] = (gidx[j], ious[j])
+    tp = _act_resolve(rank, target, rows_full, start, thr) if act else greedy_first_claim(rank, target)
+    ap, prs = pr_ap_segments(tp[order], np.asarray(lab_n), gt_count[scored], act=act)
+    aps = list(ap.astype(np.float32) if act else ap)
+    for k, il in enumerate(scored):
+        label = gt["labels"][il]
+        res.pr[label] = prs[k]
+        res.ap[label] = aps[k] * 100
+    res.map = np.mean(100 * np.array(aps))
     return res
 
 
@@ -269,32 +274,55 @@ class _Tubes:
     last: np.ndarray
 
 
-def _stack_tubes(tubes: list, what: str) -> _Tubes:
+def _stack_tubes(tubes: list, names) -> _Tubes:
+    """Stack tubes (each an (n, 5+) array of consecutive frames); ``names[i]`` labels tube i in errors."""
     if not tubes:
         return _Tubes(np.zeros((0, 5)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    arrs = [np.asarray(t) for t in tubes]
-    dtype = np.result_type(*[a.dtype for a in arrs])
-    for a, name in zip(arrs, what if isinstance(what, list) else [what] * len(arrs)):
-        if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0:
-            raise ValueError(f"{name}: a tube must be an (n>=1, 5+) array, got shape {a.shape}")
-        fr = a[:, 0]
-        if len(fr) > 1 and not np.all(np.diff(fr) == 1):
-            raise ValueError(f"{name}: tube frames must be consecutive (the official IoU indexes "
-                             f"frames by position), got {fr[:5].tolist()}...")
-    lengths = np.array([len(a) for a in arrs], np.int64)
-    rows = np.concatenate([a[:, :5].astype(dtype, copy=False) for a in arrs])
-    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    arrs = list(map(np.asarray, tubes))
+    lengths = np.fromiter(map(len, arrs), np.int64, count=len(arrs))
+    try:
+        if (lengths == 0).any():
+            raise ValueError
+        rows = np.concatenate([a[:, :5] for a in arrs])
+        if rows.shape[1] != 5:
+            raise ValueError
+    except (ValueError, IndexError):
+        bad = next(i for i, a in enumerate(arrs) if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0)
+        raise ValueError(f"{names[bad]}: a tube must be an (n>=1, 5+) array, got shape {arrs[bad].shape}") from None
+    start = np.cumsum(lengths) - lengths
+    step = np.diff(rows[:, 0])
+    inner = np.ones(len(step), bool)
+    inner[start[1:] - 1] = False
+    wrong = np.flatnonzero(inner & (step != 1))
+    if len(wrong):
+        t = int(np.searchsorted(start, wrong[0], side="right") - 1)
+        raise ValueError(f"{names[t]}: tube frames must be consecutive (the official IoU indexes frames by "
+                         f"position), got {arrs[t][:5, 0].tolist()}...")
     return _Tubes(rows, start, lengths, rows[start, 0], rows[start + lengths - 1, 0])
 
 
-def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, variant: str = "multisports"):
+class _Names:
+    """Lazy error labels: ``prefix`` + repr of the i-th name."""
+
+    def __init__(self, prefix: str, names: list):
+        self.prefix, self.names = prefix, names
+
+    def __getitem__(self, i):
+        return f"{self.prefix} {self.names[i]!r}"
+
+
+def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, variant: str = "multisports",
+                   temporal_plus_one: bool | None = None):
     """Spatio-temporal IoU of tube pairs (official ``iou3dt``) for index arrays ``gi`` x ``di``.
 
     Returns (iou as float64 holding the official value, overlap flag). Where the tubes do not
     overlap in time the official code returns the Python float 0.0 (flag False); elsewhere a NumPy
-    scalar of the tubes' dtype, which matters for threshold comparisons.
+    scalar of the tubes' dtype, which matters for threshold comparisons. ``temporal_plus_one``
+    (default: the variant's; MultiSports code False, ACT True) counts frame spans as ``last - first
+    + 1``; True fixes the MultiSports quirk that a one-frame temporal overlap scores 0.
     """
     act = variant == "act"
+    t_one = act if temporal_plus_one is None else bool(temporal_plus_one)
     dtype = np.result_type(gt.rows.dtype, det.rows.dtype)
     gf, gl = gt.first[gi].astype(dtype), gt.last[gi].astype(dtype)
     df, dl = det.first[di].astype(dtype), det.last[di].astype(dtype)
@@ -316,7 +344,7 @@ def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, vari
     starts = np.cumsum(n) - n
     mean = segment_means(per_frame, starts, n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if act:
+        if t_one:
             inter = tmax[p] - tmin[p] + 1
             union = np.maximum(gl[p], dl[p]) - np.minimum(gf[p], df[p]) + 1
         else:
@@ -333,18 +361,23 @@ def _video_ge(iou: np.ndarray, ovl: np.ndarray, thr: float, dtype) -> np.ndarray
 
 
 def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisports",
-             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error",
+             temporal_plus_one: bool | None = None) -> dict:
     """Video-mAP for each threshold (official ``videoAP``): {thr: APResult}.
 
-    The tube IoUs are computed once and reused for every threshold. ``missing_label``: "error" (the
-    official code raises KeyError when ``dets`` lacks a scored label) or "empty" (no detections).
+    All classes at once: the tube IoU of every (detection, same-video same-class ground truth) pair
+    is computed in one pass and reused for every threshold. ``missing_label``: "error" (the official
+    code raises KeyError when ``dets`` lacks a scored label) or "empty" (no detections).
+    ``temporal_plus_one``: see :func:`tube_iou_pairs` (None = the official behaviour of ``variant``).
     """
     _check_variant(variant)
     thresholds = list(thresholds)
     vlist = test_videos(gt)
-    vset = set(vlist)
     out = {t: APResult(map=float("nan")) for t in thresholds}
-    aps = {t: [] for t in thresholds}
+    # scored classes, their ground truth (official gt[v] list order) and detections (official order)
+    labels, gt_num, gkey, gtubes, gnames = [], [], [], [], []
+    d_lab, d_vid, d_tube, d_names, rank_parts, order_parts = [], [], [], [], [], []
+    vindex = {v: i for i, v in enumerate(vlist)}
     for ilabel, label in enumerate(gt["labels"]):
         if label in excluded_labels:
             continue
@@ -354,77 +387,81 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
             detections = []
         else:
             detections = list(dets[ilabel])
-        gvids, gtubes = [], []
+        n0 = len(gtubes)
         for v in vlist:
             tubes = gt["gttubes"][v]
             if ilabel in tubes and len(tubes[ilabel]):
                 for t in tubes[ilabel]:
-                    gvids.append(v)
+                    gkey.append((len(labels), vindex[v]))
                     gtubes.append(t)
-        gt_num = len(gtubes)
-        if gt_num == 0:
+                    gnames.append(v)
+        if len(gtubes) == n0:
             continue
-        scores = np.array([dd[1] for dd in detections])
-        order = np.argsort(-scores)
-        nd = len(detections)
-        rank = np.empty(nd, np.int64)
-        rank[order] = np.arange(nd)
-        G = _stack_tubes(gtubes, [f"ground truth of {v!r}" for v in gvids])
-        # group ground truth by video (official gt[v] list order)
-        gv_index: dict = {}
-        for k, v in enumerate(gvids):
-            gv_index.setdefault(v, []).append(k)
-        dv = [dd[0] for dd in detections]
-        in_gt = np.array([v in gv_index for v in dv], bool) if nd else np.zeros(0, bool)
-        sel = np.flatnonzero(in_gt)
-        D = _stack_tubes([detections[i][2] for i in sel], [f"detection of {dv[i]!r}" for i in sel]) if len(sel) else None
-        dtype = np.result_type(G.rows.dtype, D.rows.dtype) if D is not None else G.rows.dtype
-        # pairs (detection, each gt tube of its video)
-        counts = np.array([len(gv_index[dv[i]]) for i in sel], np.int64)
-        gi = np.concatenate([gv_index[dv[i]] for i in sel]).astype(np.int64) if len(sel) else np.zeros(0, np.int64)
-        di = np.repeat(np.arange(len(sel)), counts)
-        if len(sel):
-            iou, ovl = tube_iou_pairs(G, gi, D, di, variant)
+        li = len(labels)
+        labels.append(label)
+        gt_num.append(len(gtubes) - n0)
+        scores = np.array(list(map(itemgetter(1), detections)))
+        order = np.argsort(-scores)  # the official ranking call, ties included
+        rank = np.empty(len(detections), np.int64)
+        rank[order] = np.arange(len(detections))
+        base = len(d_lab)
+        rank_parts.append(rank + base)
+        order_parts.append(order + base)
+        vn = list(map(itemgetter(0), detections))
+        d_lab += [li] * len(detections)
+        d_vid += [vindex.get(v, -1) for v in vn]
+        d_tube += list(map(itemgetter(2), detections))
+        d_names += vn
+    if not labels:
+        return out
+    nd = len(d_lab)
+    rank = np.concatenate(rank_parts)
+    order = np.concatenate(order_parts)
+    d_lab = np.asarray(d_lab, np.int64)
+    d_vid = np.asarray(d_vid, np.int64)
+    G = _stack_tubes(gtubes, _Names("ground truth of", gnames))
+    gk = np.array([a * (1 << 32) + b for a, b in gkey], np.int64)
+    g_order = np.argsort(gk, kind="stable")
+    ukeys, ustart, ucount = np.unique(gk[g_order], return_index=True, return_counts=True)
+    dk = d_lab * (1 << 32) + d_vid
+    pos = np.searchsorted(ukeys, dk)
+    pos_c = np.minimum(pos, len(ukeys) - 1)
+    has = (d_vid >= 0) & (pos < len(ukeys)) & (ukeys[pos_c] == dk)
+    sel = np.flatnonzero(has)
+    counts = ucount[pos_c[sel]]
+    D = _stack_tubes([d_tube[i] for i in sel], _Names("detection of", [d_names[i] for i in sel])) if len(sel) else None
+    dtype = np.result_type(G.rows.dtype, D.rows.dtype) if D is not None else G.rows.dtype
+    pstart = np.cumsum(counts) - counts
+    gi = g_order[np.repeat(ustart[pos_c[sel]], counts) + (np.arange(counts.sum()) - np.repeat(pstart, counts))] \
+        if len(sel) else np.zeros(0, np.int64)
+    di = np.repeat(np.arange(len(sel)), counts)
+    iou, ovl = (tube_iou_pairs(G, gi, D, di, variant, temporal_plus_one) if len(sel)
+                else (np.zeros(0), np.zeros(0, bool)))
+    lab_start = np.r_[0, np.cumsum([len(x) for x in rank_parts])[:-1]]
+    lab_n = np.array([len(x) for x in rank_parts], np.int64)
+    groups = [(c, np.flatnonzero(counts == c)) for c in np.unique(counts)]
+    for thr in thresholds:
+        target = np.full(nd, -1, np.int64)
+        rows = {}
+        for c, s_ in groups:
+            pidx = pstart[s_, None] + np.arange(c)
+            amax = np.argmax(iou[pidx], axis=1)
+            pbest = pidx[np.arange(len(s_)), amax]
+            ok = _video_ge(iou[pbest], ovl[pbest], thr, dtype)
+            target[sel[s_[ok]]] = gi[pbest[ok]]
+            if variant == "act":
+                for j, k in enumerate(s_):
+                    rows[int(sel[k])] = (gi[pidx[j]], iou[pidx[j]], ovl[pidx[j]])
+        if variant == "act":
+            tp = _act_resolve_video(rank, target, rows, d_names, thr, dtype)
         else:
-            iou, ovl = np.zeros(0), np.zeros(0, bool)
-        pstart = np.cumsum(counts) - counts
-        for thr in thresholds:
-            target = np.full(nd, -1, np.int64)
-            rows = {}
-            for c in np.unique(counts):
-                s = np.flatnonzero(counts == c)
-                pidx = pstart[s, None] + np.arange(c)
-                m = iou[pidx]
-                amax = np.argmax(m, axis=1)
-                pbest = pidx[np.arange(len(s)), amax]
-                ok = _video_ge(iou[pbest], ovl[pbest], thr, dtype)
-                target[sel[s[ok]]] = gi[pbest[ok]]
-                if variant == "act":
-                    for j, k in enumerate(s):
-                        rows[int(sel[k])] = (gi[pidx[j]], iou[pidx[j]], ovl[pidx[j]])
-            if variant == "act":
-                tp = _act_resolve_video(rank, target, rows, dv, thr, dtype)
-            else:
-                tp = greedy_first_claim(rank, target)
-            tps = np.cumsum(tp[order])
-            fps = np.arange(1, nd + 1) - tps
-            if variant == "act":
-                pr = np.empty((nd + 1, 2), dtype=np.float32)
-                pr[0] = (1.0, 0.0)
-                pr[1:, 0] = tps / (tps + fps)
-                pr[1:, 1] = tps / gt_num
-                ap = act_ap(pr)
-            else:
-                pr = np.empty((nd, 2), dtype=np.float64)
-                pr[:, 0] = tps / (tps + fps)
-                pr[:, 1] = tps / gt_num
-                ap = voc_ap(pr[:, 0], pr[:, 1])
-            out[thr].pr[label] = pr
-            out[thr].ap[label] = ap * 100
-            aps[thr].append(ap)
-    for t in thresholds:
-        if aps[t]:
-            out[t].map = np.mean(100 * np.array(aps[t]))
+            tp = greedy_first_claim(rank, target)
+        ap, prs = pr_ap_segments(tp[order], lab_n, np.asarray(gt_num), act=variant == "act")
+        aps = list(ap.astype(np.float32) if variant == "act" else ap)
+        for li, label in enumerate(labels):
+            out[thr].pr[label] = prs[li]
+            out[thr].ap[label] = aps[li] * 100
+        out[thr].map = np.mean(100 * np.array(aps))
     return out
 
 
@@ -462,7 +499,8 @@ def _act_resolve_video(rank, target, rows, dv, thr, dtype):
 
 
 def video_ap_ranges(gt: dict, dets: dict, variant: str = "multisports",
-                    excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+                    excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error",
+                    temporal_plus_one: bool | None = None) -> dict:
     """The official averaged video-mAPs: "0.05:0.45", "0.10:0.90", "0.50:0.95" (``videoAP_all``).
 
     Thresholds are built with the official expressions (``0.1 + 0.1 * i`` ...) and summed in the
@@ -471,7 +509,8 @@ def video_ap_ranges(gt: dict, dets: dict, variant: str = "multisports",
     high = [0.5 + 0.05 * i for i in range(10)]
     low = [0.05 + 0.05 * i for i in range(9)]
     allt = [0.1 + 0.1 * i for i in range(9)]
-    res = video_ap(gt, dets, sorted(set(high + low + allt)), variant, excluded_labels, missing_label)
+    res = video_ap(gt, dets, sorted(set(high + low + allt)), variant, excluded_labels, missing_label,
+                   temporal_plus_one)
 
     def avg(ths, n):
         s = 0
@@ -483,15 +522,16 @@ def video_ap_ranges(gt: dict, dets: dict, variant: str = "multisports",
 
 
 def evaluate(gt: dict, frame_dets=None, video_dets=None, variant: str = "multisports",
-             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error") -> dict:
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS, missing_label: str = "error",
+             temporal_plus_one: bool | None = None) -> dict:
     """All MultiSports numbers the challenge reports, as a plain dict (x100, like the official print)."""
     out: dict = {}
     if frame_dets is not None:
         out["frame_map@0.5"] = _num(frame_ap(gt, frame_dets, 0.5, variant, excluded_labels).map)
     if video_dets is not None:
-        res = video_ap(gt, video_dets, [0.2, 0.5], variant, excluded_labels, missing_label)
+        res = video_ap(gt, video_dets, [0.2, 0.5], variant, excluded_labels, missing_label, temporal_plus_one)
         out["video_map@0.2"] = _num(res[0.2].map)
         out["video_map@0.5"] = _num(res[0.5].map)
-        rng = video_ap_ranges(gt, video_dets, variant, excluded_labels, missing_label)
+        rng = video_ap_ranges(gt, video_dets, variant, excluded_labels, missing_label, temporal_plus_one)
         out.update({f"video_map@{k}": _num(v) for k, v in rng.items()})
     return out

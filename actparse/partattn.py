@@ -1,0 +1,497 @@
+"""Seed 000 (Hikvision, Kinetics-TPS): part-state recognition with part RoI features, human context,
+multi-head attention across parts and the action class as an input.
+
+For one person on one key frame the input is a short clip (``T`` frames around the key frame) of the
+person crop, the boxes of its ten parts (crop pixels, with a validity flag) and an action class. The
+network (:class:`PartStateNet`):
+
+1. a video backbone (SlowOnly, :class:`actparse.finegym.SlowOnlyBackbone`, output stride 8) on the
+   person clip, averaged over time -> feature map;
+2. a feature per part: **RoI pooling** (``roi_mode="align"``: RoIAlign of the part box on the map,
+   flattened) or, without it (``roi_mode="crop"``), the part cropped from the input clip and run
+   through its own small backbone (the seed's "no RoI pooling" row);
+3. the human box feature (global average of the map) concatenated to every part (global context);
+4. a learned part embedding, plus an action embedding when ``use_action`` (seed: "add action category
+   information to the network");
+5. multi-head self-attention across the parts of the person (``use_attention``; masked for missing
+   parts) -> one state classifier per part group (the part-state vocabularies of
+   ``constants.PART_STATES``).
+
+The seed's ablation (Top-1 72.4 -> 73.6 -> 74.2 -> 74.9) toggles augmentation, action info, RoI
+pooling and attention; all four are switches here (augmentation lives in the sampler).
+
+Public API: :class:`PartAttnConfig`, :class:`PartStateNet`, :func:`part_state_loss`, :func:`train_step`,
+:func:`state_targets`, :func:`person_crop_box`, :func:`make_sample`, :class:`PartAttnSettings`,
+:func:`fit`, :func:`predict`, checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .constants import GROUP_OF_PART, GROUPS, NUM_PARTS, PART_INDEX, PART_STATES, PARTS
+from .finegym import MEAN, STD, SlowOnlyBackbone, SlowOnlyConfig
+
+log = logging.getLogger("actparse.partattn")
+
+ROI_MODES = ("align", "crop")
+PART_GROUP_IDX = torch.tensor([GROUPS.index(GROUP_OF_PART[p]) for p in PARTS])
+# left <-> right part permutation for horizontal flips
+FLIP_PARTS = [PART_INDEX[p.replace("left_", "#").replace("right_", "left_").replace("#", "right_")] for p in PARTS]
+
+
+@dataclass
+class PartAttnConfig:
+    """Architecture + ablation switches (stored in checkpoints)."""
+
+    num_actions: int = 10
+    roi_mode: str = "align"        # align: RoIAlign on the person map | crop: per-part image crops
+    use_action: bool = True
+    use_attention: bool = True
+    use_context: bool = True       # human box feature concatenated to each part
+    dim: int = 128
+    heads: int = 4
+    roi_size: int = 3
+    part_crop: int = 24            # crop mode: part crop size (px)
+    part_scale: float = 1.5        # crop mode: part box grown this much before cropping
+    dropout: float = 0.2
+    stem_dim: int = 8
+    stage_depths: tuple[int, ...] = (1, 1, 1, 1)
+    input_size: tuple[int, int] = (96, 64)  # person crop h, w
+
+    def __post_init__(self):
+        if self.roi_mode not in ROI_MODES:
+            raise ValueError(f"roi_mode must be one of {ROI_MODES}, got {self.roi_mode!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        self.stage_depths = tuple(int(x) for x in self.stage_depths)
+        self.input_size = tuple(int(x) for x in self.input_size)
+
+    def backbone(self) -> SlowOnlyConfig:
+        # output stride 8: the last two stages keep the resolution of res3
+        return SlowOnlyConfig(stem_dim=self.stem_dim, stage_depths=self.stage_depths, spatial_strides=(1, 2, 1, 1))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stage_depths"] = list(self.stage_depths)
+        d["input_size"] = list(self.input_size)
+        return d
+
+
+class PartStateNet(nn.Module):
+    """``forward(clip (B,3,T,H,W), part_boxes (B,10,4) crop px, part_valid (B,10) bool, action (B,) long)``
+    -> logits per part: list of 10 tensors (B, states of the part's group)."""
+
+    def __init__(self, cfg: PartAttnConfig):
+        super().__init__()
+        self.cfg = cfg
+        bcfg = cfg.backbone()
+        C = bcfg.out_channels
+        self.stride = bcfg.output_stride
+        self.backbone = SlowOnlyBackbone(bcfg)
+        if cfg.roi_mode == "align":
+            self.part_proj = nn.Linear(C * cfg.roi_size ** 2, cfg.dim)
+        else:
+            self.part_backbone = SlowOnlyBackbone(SlowOnlyConfig(stem_dim=cfg.stem_dim, stage_depths=cfg.stage_depths))
+            self.part_proj = nn.Linear(C, cfg.dim)
+        if cfg.use_context:
+            self.ctx_proj = nn.Linear(C, cfg.dim)
+            self.merge = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.dim), nn.ReLU(inplace=True))
+        self.part_embed = nn.Parameter(torch.zeros(1, NUM_PARTS, cfg.dim))
+        nn.init.trunc_normal_(self.part_embed, std=0.02)
+        if cfg.use_action:
+            self.action_embed = nn.Embedding(cfg.num_actions, cfg.dim)
+        if cfg.use_attention:
+            self.attn = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=2 * cfg.dim,
+                                                   dropout=cfg.dropout, batch_first=True)
+        else:
+            self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(inplace=True))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleDict({g: nn.Linear(cfg.dim, len(PART_STATES[g])) for g in GROUPS})
+
+    # -- part features --------------------------------------------------------------------
+    def _rois(self, boxes: torch.Tensor) -> torch.Tensor:
+        B = boxes.shape[0]
+        idx = torch.arange(B, device=boxes.device, dtype=boxes.dtype).repeat_interleave(NUM_PARTS)[:, None]
+        return torch.cat([idx, boxes.reshape(-1, 4)], dim=1)
+
+    def _part_features(self, clip: torch.Tensor, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import roi_align
+
+        B = clip.shape[0]
+        rois = self._rois(boxes.to(fmap.dtype))
+        if self.cfg.roi_mode == "align":
+            r = roi_align(fmap, rois, (self.cfg.roi_size, self.cfg.roi_size), 1.0 / self.stride, 2, aligned=True)
+            return self.part_proj(r.flatten(1)).view(B, NUM_PARTS, -1)
+        # crop mode: cut each (enlarged) part out of the input clip, run the part backbone
+        c = (rois[:, 1:3] + rois[:, 3:5]) / 2
+        half = ((rois[:, 3:5] - rois[:, 1:3]) * self.cfg.part_scale / 2).clamp_min(4.0)
+        big = torch.cat([rois[:, :1], c - half, c + half], dim=1)
+        _, _, T, H, W = clip.shape
+        flat = clip.reshape(B, 3 * T, H, W)
+        pc = self.cfg.part_crop
+        crops = roi_align(flat, big, (pc, pc), 1.0, 2, aligned=True).view(B * NUM_PARTS, 3, T, pc, pc)
+        return self.part_proj(self.part_backbone(crops).mean(dim=(2, 3, 4))).view(B, NUM_PARTS, -1)
+
+    def forward(self, clip: torch.Tensor, part_boxes: torch.Tensor, part_valid: torch.Tensor,
+                action: torch.Tensor | None = None) -> list[torch.Tensor]:
+        if part_boxes.shape[1:] != (NUM_PARTS, 4):
+            raise ValueError(f"part_boxes must be (B, {NUM_PARTS}, 4), got {tuple(part_boxes.shape)}")
+        fmap = self.backbone(clip).mean(dim=2)  # (B, C, h, w)
+        x = self._part_features(clip, fmap, part_boxes)
+        if self.cfg.use_context:
+            ctx = self.ctx_proj(fmap.mean(dim=(2, 3)))[:, None].expand(-1, NUM_PARTS, -1)
+            x = self.merge(torch.cat([x, ctx], dim=2))
+        x = x + self.part_embed
+        if self.cfg.use_action:
+            if action is None:
+                raise ValueError("this model uses the action class: pass `action`")
+            x = x + self.action_embed(action)[:, None]
+        if self.cfg.use_attention:
+            valid = part_valid.bool()
+            pad = ~valid
+            pad[~valid.any(dim=1)] = False  # a person without any part: attend over all (no NaN)
+            x = self.attn(x, src_key_padding_mask=pad)
+        else:
+            x = x + self.mlp(x)
+        x = self.dropout(self.norm(x))
+        return [self.heads[GROUP_OF_PART[p]](x[:, j]) for j, p in enumerate(PARTS)]
+
+
+def state_targets(part_states: Sequence[str], part_visible: Sequence[bool]) -> np.ndarray:
+    """(10,) state index within each part's group vocabulary; -1 for invisible parts or unknown states."""
+    out = np.full(NUM_PARTS, -1, np.int64)
+    for j, p in enumerate(PARTS):
+        voc = PART_STATES[GROUP_OF_PART[p]]
+        if part_visible[j] and part_states[j] in voc:
+            out[j] = voc.index(part_states[j])
+    return out
+
+
+def part_state_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over all (person, part) pairs with a target (>= 0)."""
+    losses, n = [], 0
+    for j, lg in enumerate(logits):
+        t = targets[:, j]
+        m = t >= 0
+        if m.any():
+            losses.append(F.cross_entropy(lg[m], t[m], reduction="sum"))
+            n += int(m.sum())
+    if n == 0:
+        return sum(lg.sum() * 0.0 for lg in logits)
+    return sum(losses) / n
+
+
+def train_step(model: PartStateNet, batch: dict, optimizer: torch.optim.Optimizer) -> float:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = part_state_loss(model(batch["clip"], batch["boxes"], batch["valid"], batch["action"]), batch["targets"])
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+# --------------------------------------------------------------------------------------------
+# Samples
+# --------------------------------------------------------------------------------------------
+def person_crop_box(person_box: np.ndarray, part_boxes: np.ndarray, part_valid: np.ndarray, aspect: float,
+                    margin: float = 1.15) -> np.ndarray:
+    """The crop window: the person box joined with its valid parts, grown ``margin``, widened to ``aspect`` (w/h)."""
+    from .boxes import expand, to_aspect
+
+    b = np.asarray(person_box, np.float64).reshape(4)
+    pb = np.asarray(part_boxes, np.float64).reshape(NUM_PARTS, 4)[np.asarray(part_valid, bool)]
+    if len(pb):
+        b = np.array([min(b[0], pb[:, 0].min()), min(b[1], pb[:, 1].min()), max(b[2], pb[:, 2].max()), max(b[3], pb[:, 3].max())])
+    return to_aspect(expand(b, margin), aspect)[0]
+
+
+def make_sample(video: np.ndarray, frame: int, crop_box: np.ndarray, part_boxes: np.ndarray, part_valid: np.ndarray,
+                size: tuple[int, int], num_frames: int, interval: int, rng: np.random.Generator | None = None,
+                augment: bool = False, targets: np.ndarray | None = None):
+    """(clip (3, T, h, w), part boxes in crop pixels (10, 4), valid (10,), targets) for one person.
+
+    ``augment`` (training): random shift / scale of the crop window, brightness / contrast jitter, a
+    random channel order and a horizontal flip that swaps left and right parts (and their targets).
+    """
+    import cv2
+
+    from .clips import to_tensor
+
+    h, w = size
+    box = np.asarray(crop_box, np.float64).copy()
+    part_boxes = np.asarray(part_boxes, np.float64).reshape(NUM_PARTS, 4).copy()
+    valid = np.asarray(part_valid, bool).copy()
+    tg = None if targets is None else np.asarray(targets).copy()
+    flip = False
+    gain, bias = 1.0, 0.0
+    if augment and rng is not None:
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        s = float(np.exp(rng.uniform(-0.12, 0.12)))
+        cx = (box[0] + box[2]) / 2 + rng.uniform(-0.06, 0.06) * bw
+        cy = (box[1] + box[3]) / 2 + rng.uniform(-0.06, 0.06) * bh
+        box = np.array([cx - bw * s / 2, cy - bh * s / 2, cx + bw * s / 2, cy + bh * s / 2])
+        flip = bool(rng.random() < 0.5)
+        gain, bias = float(rng.uniform(0.8, 1.2)), float(rng.uniform(-20, 20))
+    sx, sy = w / max(box[2] - box[0], 1e-6), h / max(box[3] - box[1], 1e-6)
+    m = np.array([[sx, 0, -box[0] * sx], [0, sy, -box[1] * sy]], np.float32)
+    idx = np.clip(frame + (np.arange(num_frames) - num_frames // 2) * interval, 0, len(video) - 1)
+    fill = tuple(int(round(c * 255)) for c in MEAN)
+    frames = np.stack([cv2.warpAffine(video[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=fill) for i in idx])
+    pb = np.empty_like(part_boxes)
+    pb[:, [0, 2]] = (part_boxes[:, [0, 2]] - box[0]) * sx
+    pb[:, [1, 3]] = (part_boxes[:, [1, 3]] - box[1]) * sy
+    if gain != 1.0 or bias != 0.0:
+        frames = np.clip(frames.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    if augment and rng is not None:  # random channel order: colours cannot identify a training person
+        frames = frames[..., rng.permutation(3)]
+    if flip:
+        frames = frames[:, :, ::-1]
+        pb = pb[FLIP_PARTS]
+        pb[:, [0, 2]] = w - pb[:, [2, 0]]
+        valid = valid[FLIP_PARTS]
+        if tg is not None:
+            tg = tg[FLIP_PARTS]
+    pb[~valid] = 0.0
+    return to_tensor(frames, MEAN, STD), pb.astype(np.float32), valid, tg
+
+
+# --------------------------------------------------------------------------------------------
+# Training / inference
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PartAttnSettings:
+    num_frames: int = 4
+    interval: int = 2
+    epochs: int = 8
+    samples_per_video: int = 8     # random (frame, person) training samples per video per epoch
+    batch_size: int = 32
+    lr: float = 2e-3               # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float = 1e-4
+    augment: bool = True
+    margin: float = 1.15
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PersonSample:
+    """One person on one frame of a decoded video (boxes in decoded-video pixels)."""
+
+    video: int
+    frame: int
+    box: np.ndarray
+    part_boxes: np.ndarray
+    part_valid: np.ndarray
+    action: int
+    targets: np.ndarray | None = None
+
+
+def collate(videos: Sequence[np.ndarray], samples: Sequence[PersonSample], cfg: PartAttnConfig, s: PartAttnSettings,
+            rng: np.random.Generator | None, augment: bool) -> dict:
+    clips, boxes, valid, tg = [], [], [], []
+    aspect = cfg.input_size[1] / cfg.input_size[0]
+    for smp in samples:
+        cb = person_crop_box(smp.box, smp.part_boxes, smp.part_valid, aspect, s.margin)
+        c, b, v, t = make_sample(videos[smp.video], smp.frame, cb, smp.part_boxes, smp.part_valid, cfg.input_size,
+                                 s.num_frames, s.interval, rng, augment, smp.targets)
+        clips.append(c)
+        boxes.append(b)
+        valid.append(v)
+        tg.append(t if t is not None else np.full(NUM_PARTS, -1, np.int64))
+    return {"clip": torch.stack(clips), "boxes": torch.as_tensor(np.stack(boxes)),
+            "valid": torch.as_tensor(np.stack(valid)), "targets": torch.as_tensor(np.stack(tg), dtype=torch.long),
+            "action": torch.as_tensor([smp.action for smp in samples], dtype=torch.long)}
+
+
+def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Sequence[PersonSample]], s: PartAttnSettings,
+        seed: int = 0, device: str = "cpu") -> dict:
+    """Each epoch draws ``samples_per_video`` random person samples of every train video."""
+    from tqdm import tqdm
+
+    pools = [p for p in pools if len(p)]
+    if not pools:
+        raise ValueError("no training persons")
+    rng = np.random.default_rng(seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    per_epoch = len(pools) * s.samples_per_video
+    iters = math.ceil(per_epoch / s.batch_size)
+    total = iters * s.epochs
+    hist = {"loss": []}
+    step = 0
+    for epoch in tqdm(range(s.epochs), desc="partattn", unit="epoch", disable=None):
+        chosen = [p[int(rng.integers(len(p)))] for p in pools for _ in range(s.samples_per_video)]
+        order = rng.permutation(len(chosen))
+        tot, n = 0.0, 0
+        for it in range(iters):
+            idx = order[it * s.batch_size:(it + 1) * s.batch_size]
+            warm = iters
+            f = 0.1 + 0.9 * step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+            for g in opt.param_groups:
+                g["lr"] = s.lr * f
+            b = collate(videos, [chosen[i] for i in idx], model.cfg, s, rng, s.augment)
+            b = {k: v.to(device) for k, v in b.items()}
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = part_state_loss(model(b["clip"], b["boxes"], b["valid"], b["action"]), b["targets"])
+            if not torch.isfinite(loss):
+                raise ValueError(f"partattn: loss became {float(loss)} in epoch {epoch}; lower partattn.lr")
+            loss.backward()
+            opt.step()
+            step += 1
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+        hist["loss"].append(tot / max(n, 1))
+    model.eval()
+    return hist
+
+
+@torch.no_grad()
+def predict(model: PartStateNet, videos: Sequence[np.ndarray], samples: Sequence[PersonSample], s: PartAttnSettings,
+            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(state index (n, 10), probability (n, 10)) of the best state of every part of every sample."""
+    model.eval().to(device)
+    states = np.zeros((len(samples), NUM_PARTS), np.int64)
+    probs = np.zeros((len(samples), NUM_PARTS), np.float32)
+    for i in range(0, len(samples), s.batch_size):
+        b = collate(videos, samples[i:i + s.batch_size], model.cfg, s, None, False)
+        out = model(*(b[k].to(device) for k in ("clip", "boxes", "valid", "action")))
+        for j, lg in enumerate(out):
+            p = lg.float().softmax(1).cpu()
+            conf, arg = p.max(1)
+            states[i:i + len(arg), j] = arg.numpy()
+            probs[i:i + len(arg), j] = conf.numpy()
+    return states, probs
+
+
+def save_checkpoint(model: PartStateNet, path: str | os.PathLike, actions: Sequence[str], extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"config": model.cfg.to_dict(), "actions": list(actions), "state": model.state_dict(),
+                "extra": dict(extra or {})}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[PartStateNet, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: part-state checkpoint not found (has partattn_train run?)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model = PartStateNet(PartAttnConfig(**ck["config"]))
+        model.load_state_dict(ck["state"], strict=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a part-state checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    return model.to(device).eval(), ck
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: part-state top-1 accuracy of matched persons (the seed's "Top1")
+# --------------------------------------------------------------------------------------------
+def match_persons(pred_boxes: np.ndarray, gt_boxes: np.ndarray, thr: float = 0.5) -> list[tuple[int, int]]:
+    """Hungarian matching on IoU; pairs with IoU >= ``thr`` as (pred index, gt index)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from .boxes import iou_matrix
+
+    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
+        return []
+    iou = iou_matrix(pred_boxes, gt_boxes)
+    r, c = linear_sum_assignment(-iou)
+    return [(int(i), int(j)) for i, j in zip(r, c) if iou[i, j] >= thr]
+
+
+def state_accuracy(pred: dict, gt, human_iou: float = 0.5) -> dict:
+    """Part-state top-1 accuracy over the visible ground-truth parts of the given key frames.
+
+    ``pred``: {(video, frame): [(person box (4,), {part: state})]}; ``gt``: gt_persons rows of the
+    scored frames. A ground-truth part counts as correct when its person is matched (IoU >=
+    ``human_iou``) and the matched prediction gives that part the same state; unmatched persons and
+    missing parts count as wrong. Returns {"top1", "n_parts", "matched_persons", "gt_persons",
+    "per_group": {group: top1}} (accuracies x100).
+    """
+    hits = {g: 0 for g in GROUPS}
+    total = {g: 0 for g in GROUPS}
+    matched = n_persons = 0
+    for (v, fr), g in gt.groupby(["video", "frame"], sort=False):
+        preds = pred.get((v, int(fr)), [])
+        gboxes = np.stack(g["box"].to_numpy()).astype(np.float64)
+        pboxes = np.stack([np.asarray(b, np.float64) for b, _ in preds]) if preds else np.zeros((0, 4))
+        pairs = dict((j, i) for i, j in match_persons(pboxes, gboxes, human_iou))
+        n_persons += len(g)
+        matched += len(pairs)
+        for j, row in enumerate(g.itertuples(index=False)):
+            states = preds[pairs[j]][1] if j in pairs else {}
+            for k, part in enumerate(PARTS):
+                if not row.part_visible[k]:
+                    continue
+                grp = GROUP_OF_PART[part]
+                total[grp] += 1
+                hits[grp] += int(states.get(part) == row.part_states[k])
+    n = sum(total.values())
+    return {"top1": round(100 * sum(hits.values()) / n, 2) if n else None, "n_parts": int(n),
+            "matched_persons": int(matched), "gt_persons": int(n_persons),
+            "per_group": {g: (round(100 * hits[g] / total[g], 2) if total[g] else None) for g in GROUPS}}
+
+
+# --------------------------------------------------------------------------------------------
+# params.yaml section ``partattn``
+# --------------------------------------------------------------------------------------------
+def config_from_params(params: dict, num_actions: int) -> PartAttnConfig:
+    from .params import ParamError, get
+
+    d = PartAttnConfig()
+    try:
+        size = get(params, "partattn.input_size", list, default=list(d.input_size))
+        sd = get(params, "partattn.stage_depths", list, default=list(d.stage_depths))
+        if len(size) != 2 or len(sd) != 4:
+            raise ValueError("input_size needs [h, w] and stage_depths 4 entries")
+        return PartAttnConfig(
+            num_actions=num_actions,
+            roi_mode=get(params, "partattn.roi_mode", str, default=d.roi_mode, choices=ROI_MODES),
+            use_action=get(params, "partattn.use_action", bool, default=d.use_action),
+            use_attention=get(params, "partattn.use_attention", bool, default=d.use_attention),
+            use_context=get(params, "partattn.use_context", bool, default=d.use_context),
+            dim=get(params, "partattn.dim", int, default=d.dim, min_value=8),
+            heads=get(params, "partattn.heads", int, default=d.heads, min_value=1),
+            roi_size=get(params, "partattn.roi_size", int, default=d.roi_size, min_value=1),
+            part_crop=get(params, "partattn.part_crop", int, default=d.part_crop, min_value=8),
+            dropout=get(params, "partattn.dropout", float, default=d.dropout, min_value=0.0, max_value=0.95),
+            stem_dim=get(params, "partattn.stem_dim", int, default=d.stem_dim, min_value=2),
+            stage_depths=tuple(sd), input_size=tuple(size))
+    except ValueError as exc:
+        if isinstance(exc, ParamError):
+            raise
+        raise ParamError(f"{params.get('_path', 'params')}: section 'partattn': {exc}") from None
+
+
+def settings_from_params(params: dict) -> PartAttnSettings:
+    from .params import get
+
+    d = PartAttnSettings()
+    return PartAttnSettings(
+        num_frames=get(params, "partattn.num_frames", int, default=d.num_frames, min_value=1),
+        interval=get(params, "partattn.interval", int, default=d.interval, min_value=1),
+        epochs=get(params, "partattn.epochs", int, default=d.epochs, min_value=0),
+        samples_per_video=get(params, "partattn.samples_per_video", int, default=d.samples_per_video, min_value=1),
+        batch_size=get(params, "partattn.batch_size", int, default=d.batch_size, min_value=1),
+        lr=get(params, "partattn.lr", float, default=d.lr, min_value=0.0),
+        weight_decay=get(params, "partattn.weight_decay", float, default=d.weight_decay, min_value=0.0),
+        augment=get(params, "partattn.augment", bool, default=d.augment),
+        margin=get(params, "partattn.margin", float, default=d.margin, min_value=1.0))

@@ -1,0 +1,107 @@
+"""Train the seed 000 part-state network: part RoI features + human context + attention across parts + action.
+
+Reads:  <data.root>/videos.parquet (train split, video actions), the train videos and
+        <data.root>/gt_persons.parquet (person boxes, part boxes, part visibility and states).
+Writes: artifacts/models/partattn/model.pt         weights, architecture, action list
+        artifacts/models/partattn/train_info.json  loss history, ablation switches, timings
+Training samples are ground-truth persons on random frames of the train videos (every frame is a
+candidate key frame); the action input is the video's action class; visible parts are the targets.
+With partattn.enabled false it only writes train_info.json {"enabled": false}.
+Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_context, augment,
+        input_size, num_frames, interval, dim, heads, roi_size, part_crop, dropout, stem_dim,
+        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from actparse.cli import stage_main
+from actparse.params import get, resolve_device
+from actparse.paths import Paths, data_root
+from actparse.schemas import read_df, write_json
+
+log = logging.getLogger("actparse.partattn")
+
+
+def gt_person_samples(g, video_index: int, action: int, with_targets: bool = True, frames=None) -> list:
+    """PersonSample per ground-truth row of one video (optionally only ``frames``)."""
+    from actparse.constants import NUM_PARTS
+    from actparse.partattn import PersonSample, state_targets
+
+    if frames is not None:
+        g = g[g["frame"].isin(set(int(f) for f in frames))]
+    out = []
+    for r in g.itertuples(index=False):
+        vis = np.asarray(r.part_visible, bool)
+        out.append(PersonSample(video_index, int(r.frame), np.asarray(r.box, np.float64),
+                                np.asarray(r.part_boxes, np.float64).reshape(NUM_PARTS, 4), vis, action,
+                                state_targets(list(r.part_states), vis) if with_targets else None))
+    return out
+
+
+def run(params: dict, root: Path) -> None:
+    from tqdm import tqdm
+
+    from actparse.clips import load_video
+    from actparse.constants import ACTIONS
+    from actparse.csn import seed_everything
+    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
+
+    paths = Paths(root)
+    out = paths.models / "partattn"
+    if not get(params, "partattn.enabled", bool, default=False):
+        if out.exists():
+            shutil.rmtree(out)
+        write_json({"enabled": False}, out / "train_info.json")
+        print("partattn_train: partattn.enabled is false, nothing trained")
+        return
+    seed = get(params, "seed", int, default=0)
+    device = resolve_device(params)
+    seed_everything(seed)
+    droot = data_root(params, root)
+    videos = load_videos(droot).to_pandas()
+    train = videos[(videos["split"] == "train") & videos["action"].notna()].reset_index(drop=True)
+    if train.empty:
+        raise ValueError(f"{droot / 'videos.parquet'}: no labelled train videos for partattn")
+    actions = sorted(set(train["action"]) | set(ACTIONS))
+    cfg = config_from_params(params, len(actions))
+    s = settings_from_params(params)
+    gt = read_df(gt_persons_path(droot), "gt_persons",
+                 columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
+    by_video = {v: g for v, g in gt.groupby("video", sort=False)}
+    t0 = time.time()
+    decoded, pools = [], []
+    for row in tqdm(list(train.itertuples(index=False)), desc="partattn decode", unit="video", disable=None):
+        g = by_video.get(row.video)
+        if g is None:
+            continue
+        pools.append(gt_person_samples(g, len(decoded), actions.index(row.action)))
+        decoded.append(load_video(video_path(droot, row.path)))
+    t_load = time.time() - t0
+    model = PartStateNet(cfg)
+    t1 = time.time()
+    hist = fit(model, decoded, pools, s, seed=seed, device=device)
+    t_fit = time.time() - t1
+    save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
+    write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
+                "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
+                "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
+                "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)}, "device": device}, out / "train_info.json")
+    print(f"partattn_train: roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
+          f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {out}")
+
+
+def main(argv=None):
+    return stage_main("partattn_train", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

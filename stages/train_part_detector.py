@@ -1,0 +1,138 @@
+"""Train the 10-class body-part detector (YOLO) on keypoint-painted person crops (seed 001 sec. 1.2).
+
+Each refined detected person of a train-split frame that matches a GT person (IoU >= 0.5 with
+the GT person box) gives one training image: its crop (refined box grown by parts.crop_margin,
+made square, resized to parts.crop_size) painted with a dot of a fixed colour per confident
+predicted keypoint (X' = X + G(K)); the labels are that GT person's visible part boxes mapped
+into the crop. parts.paint: false trains on the same crops unpainted (seed 001 Table 4 ablation).
+
+Reads:  artifacts/frames.parquet, artifacts/refined_persons.parquet (schema "keypoints": refined
+        box + predicted keypoints), <data.root>/videos.parquet, <data.root>/gt_persons.parquet.
+Writes: artifacts/models/part_detector/model.pt and train_info.json (epochs, crops, seconds,
+        val mAP50, paint settings).
+Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin (the crops), parts.model,
+        weights (a user .pt: checked and copied, no training; finetune: true fine-tunes it),
+        imgsz, epochs, batch, lr0, optimizer, warmup_epochs, mosaic, close_mosaic, hsv_h,
+        val_fraction, frame_step, workers; seed, device. Horizontal flips are never used (they would
+        swap left and right parts).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from actparse import yolo
+from actparse.cli import stage_main
+from actparse.constants import NUM_PARTS, PARTS
+from actparse.dataset import gt_persons_path, load_videos, split_of
+from actparse.detection import decode_frames, frames_by_video, gt_index, match_greedy, person_crops, refined_by_video
+from actparse.paint import PaintConfig
+from actparse.params import get
+from actparse.paths import Paths, data_root
+
+log = logging.getLogger("actparse.train_part_detector")
+NAME = "part_detector"
+S = "parts"
+MIN_PART = 2.0  # crop pixels: thinner part boxes are dropped
+
+
+def crop_labels(tf, gt_part_boxes, gt_part_visible, scale: float, crop_size: int):
+    """GT part boxes (original pixels, 10x4) of one person -> (boxes in crop pixels, class ids)."""
+    pb = np.asarray(gt_part_boxes, dtype=np.float64).reshape(NUM_PARTS, 4) * scale
+    vis = np.asarray(gt_part_visible, bool).reshape(NUM_PARTS)
+    cb = np.clip(tf.boxes_to_crop(pb), 0, crop_size)
+    keep = vis & ((cb[:, 2] - cb[:, 0]) >= MIN_PART) & ((cb[:, 3] - cb[:, 1]) >= MIN_PART)
+    return cb[keep], np.nonzero(keep)[0]
+
+
+def run(params: dict, root: Path) -> None:
+    paths = Paths(root)
+    model_dir = paths.models / NAME
+    weights = get(params, f"{S}.weights", str, default=None)
+    finetune = get(params, f"{S}.finetune", bool, default=False)
+    val_fraction = get(params, f"{S}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
+    frame_step = get(params, f"{S}.frame_step", int, default=1, min_value=1)
+    cfg = PaintConfig.from_params(params, S)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    yolo.configure()
+    paint_info = {"paint": cfg.paint, "crop_size": cfg.crop_size, "crop_margin": cfg.margin, "kp_thr": cfg.kp_thr,
+                  "dot_radius": cfg.radius}
+    if weights and not finetune:
+        m = yolo.load_model(weights)
+        names = yolo.model_names(m)
+        if names != list(PARTS):
+            raise ValueError(f"{weights}: part detector classes {names} differ from the parts {list(PARTS)}")
+        yolo.finish_model_dir(model_dir, None, weights, {"classes": names, **paint_info})
+        return
+    args = yolo.train_args(params, S)
+    args["fliplr"] = 0.0  # a mirrored crop would need left/right labels swapped
+    args["hsv_h"] = get(params, f"{S}.hsv_h", float, default=0.0, min_value=0.0, max_value=0.5)
+
+    droot = data_root(params, root)
+    splits = split_of(load_videos(droot))
+    train_videos = sorted(v for v, s in splits.items() if s == "train")
+    if not train_videos:
+        raise ValueError(f"{droot / 'videos.parquet'}: no videos in the train split")
+    refined = refined_by_video(paths.refined, train_videos)
+    gt = gt_index(gt_persons_path(droot), train_videos, columns=("box", "part_boxes", "part_visible"))
+    images, boxes, classes, groups, stems = [], [], [], [], []
+    n_persons = n_unmatched = 0
+    for video, table in tqdm(frames_by_video(paths.frames, train_videos), desc="part data", unit="video",
+                             disable=None):
+        persons = refined.get(video)
+        if persons is None or not len(persons):
+            continue
+        imgs, frames, scales, _ = decode_frames(table)
+        keep_frames = set(int(f) for f in frames[::frame_step])
+        persons = persons[persons["frame"].isin(keep_frames)]
+        crops = person_crops(imgs, frames, scales, persons, cfg)
+        by_frame: dict[int, list[dict]] = {}
+        for c in crops:
+            by_frame.setdefault(c["frame"], []).append(c)
+        for f, cs in by_frame.items():
+            n_persons += len(cs)
+            rec = gt.get((video, f))
+            if rec is None:
+                n_unmatched += len(cs)
+                continue
+            pairs = match_greedy(np.stack([c["box"] for c in cs]), rec["box"], 0.5)
+            n_unmatched += len(cs) - len(pairs)
+            for i, j in pairs:
+                c = cs[i]
+                b, k = crop_labels(c["tf"], rec["part_boxes"][j], rec["part_visible"][j], c["scale"], cfg.crop_size)
+                images.append(c["crop"])
+                boxes.append(b)
+                classes.append(k)
+                groups.append(video)
+                stems.append(f"{video}_{f:06d}_{c['person']:03d}")
+    if not images:
+        raise ValueError(f"{paths.refined}: no refined person of the train frames matches a GT person "
+                         f"(IoU >= 0.5); {n_persons} persons seen")
+    work = model_dir / "_work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        val_mask = yolo.split_by_group(groups, val_fraction, seed=args["seed"])
+        data_yaml = yolo.export_dataset(work / "data", images, boxes, classes, list(PARTS), val_mask=val_mask,
+                                        stems=stems)
+        log.info("training %s on %d crops (%d val; %d of %d persons unmatched), paint=%s", args["model"],
+                 int((~val_mask).sum()), int(val_mask.sum()), n_unmatched, n_persons, cfg.paint)
+        result = yolo.train(data_yaml, work / "runs", weights=weights if finetune else None, **args)
+        yolo.finish_model_dir(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"], **paint_info,
+                                            "persons_seen": n_persons, "persons_unmatched": n_unmatched})
+        log.info("part detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    return stage_main("train_part_detector", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The Prefect UI shows a pipeline run: start the server with the documented command, run the flow on a
+tiny project, then open the UI in headless Chromium and check the run and its task runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowkit import make_fake_project
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("ACTPARSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytest.importorskip("prefect", reason="prefect not installed")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) not installed")
+if not CHROMIUM:
+    pytest.skip("no system Chromium (apt-get install chromium) for the UI test", allow_module_level=True)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`python -m flows.server` on a free port, database under tmp_path; yields (ui_url, api_url)."""
+    from flows.server import api_url, free_port, quiet_env, stop_server, wait_healthy
+
+    port = free_port()
+    home = tmp_path / "prefect_home"
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
+                            cwd=ROOT, env=quiet_env(home), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(api_url("127.0.0.1", port), proc, timeout=180)
+        yield f"http://127.0.0.1:{port}", api_url("127.0.0.1", port)
+    finally:
+        stop_server(proc)  # SIGTERM: flows.server stops its Prefect child too
+        log.close()
+
+
+def test_ui_shows_completed_run_and_its_tasks(tmp_path, server):
+    from flows.pipeline import drain_prefect, run_pipeline
+
+    ui, api = server
+    project = make_fake_project(tmp_path / "project")
+    state = run_pipeline(project, api_url=api, fake_gpus=1, return_state=True)
+    assert state.is_completed(), state.message
+    drain_prefect()
+    flow_run = state.state_details.flow_run_id
+    shots = Path(os.environ.get("ACTPARSE_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        outside = []
+        local = (ui, "data:", "blob:" + ui)
+        context.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
+        page = context.new_page()
+        try:
+            page.goto(f"{ui}/runs/flow-run/{flow_run}", wait_until="domcontentloaded")
+            header = page.locator("text=Task runs").first
+            header.wait_for(timeout=60_000)
+            page.get_by_text("Completed").first.wait_for(timeout=30_000)
+            page.get_by_text(re.compile(r"\b9 Task runs\b")).first.wait_for(timeout=30_000)
+            page.get_by_text("b[v3]").first.wait_for(timeout=30_000)  # the timeline draws every task run
+            page.screenshot(path=str(shots / "prefect_flow_run.png"), full_page=False)
+            body = page.inner_text("body")
+            assert "actparse" in body and "Completed" in body
+
+            page.get_by_text("Task Runs", exact=True).first.click()
+            for name in ("a", "b", "c", "b[v0]", "b[v3]"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("8 Completed, 1 Failed").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "prefect_task_runs.png"))
+            tasks = page.inner_text("body")
+            # The failed item's own page carries its error.
+            page.get_by_text("b[v3]", exact=True).last.click()
+            page.get_by_text("item v3 is corrupt").first.wait_for(timeout=30_000)
+            failed = page.inner_text("body")
+        finally:
+            context.close()
+            browser.close()
+    assert re.search(r"9 Task runs\s*\(8 Completed, 1 Failed\)", tasks)  # a, b, c + 5 items ok, b[v3] failed
+    assert "Failed" in failed and "ValueError" in failed
+    assert not outside, f"the UI fetched from outside the local server: {outside[:3]}"
+    assert (shots / "prefect_flow_run.png").stat().st_size > 10_000
