@@ -400,8 +400,8 @@ def sample_indices(n: int, num_frames: int, interval: int, rng: np.random.Genera
 def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, color_aug: bool = False) -> torch.Tensor:
     """uint8 (T, S, S, 3) -> normalised (3, T, crop, crop): random crop when ``rng``, else centre.
 
-    ``color_aug`` (with ``rng``): random channel permutation, per-channel gain and brightness, so that
-    the colours of a figure or a background cannot identify a training clip."""
+    ``color_aug`` (with ``rng``): a random channel permutation (half of the clips), per-channel gain and
+    brightness, so that the colours of a figure or a background cannot identify a training clip."""
     from .clips import to_tensor
 
     S = frames.shape[1]
@@ -411,8 +411,9 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, colo
         y = x = (S - crop) // 2
     out = frames[:, y:y + crop, x:x + crop]
     if rng is not None and color_aug:
-        out = out[..., rng.permutation(3)].astype(np.float32) * rng.uniform(0.7, 1.3, size=3) + rng.uniform(-25, 25)
-        out = np.clip(out, 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:
+            out = out[..., rng.permutation(3)]
+        out = np.clip(out.astype(np.float32) * rng.uniform(0.7, 1.3, size=3) + rng.uniform(-25, 25), 0, 255).astype(np.uint8)
     return to_tensor(out, MEAN, STD)
 
 
@@ -423,11 +424,11 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, colo
 class GymSettings:
     num_frames: dict = None          # {level: T}
     interval: int = 3
-    crop: int = 56                   # network input (random crop of the stored size when training)
+    crop: int = 40                   # network input (random crop of the stored size when training)
     epochs: int = 12
     views_per_clip: int = 2          # random temporal views of each clip per epoch
     batch_size: int = 16
-    lr: float = 2e-3                 # AdamW, cosine decay with 1-epoch warm-up
+    lr: float = 6e-3                 # AdamW, cosine decay with 1-epoch warm-up
     weight_decay: float = 1e-4
     dropout: float = 0.5
     color_aug: bool = True           # training: channel permutation + gain / brightness jitter
@@ -438,7 +439,7 @@ class GymSettings:
     loss_weights: dict = None        # {level: weight}
 
     def __post_init__(self):
-        self.num_frames = dict(self.num_frames or {"event": 8, "set": 8, "element": 8})
+        self.num_frames = dict(self.num_frames or {"event": 4, "set": 8, "element": 8})
         self.loss_weights = dict(self.loss_weights or DEFAULT_LOSS_WEIGHTS)
 
     def to_dict(self) -> dict:
@@ -662,7 +663,7 @@ def settings_from_params(params: dict) -> GymSettings:
     )
     if min(s.num_frames.values()) < 1:
         raise ParamError(f"{params.get('_path', 'params')}: gym.num_frames must be >= 1 per level")
-    size = get(params, "gym.size", int, default=64, min_value=16)
+    size = get(params, "gym.size", int, default=46, min_value=16)
     if s.crop > size:
         raise ParamError(f"{params.get('_path', 'params')}: gym.crop ({s.crop}) must be <= gym.size ({size})")
     return s
@@ -685,7 +686,7 @@ def load_split(params: dict, root, split: str):
     fps = {r.video: float(r.fps or 25.0) for r in videos.itertuples(index=False)}
     hier, clips = load_annotations(folder, fps)
     clips = [c for c in clips if c.split == split]
-    size = get(params, "gym.size", int, default=64, min_value=16)
+    size = get(params, "gym.size", int, default=46, min_value=16)
     margin = get(params, "gym.margin", float, default=1.2, min_value=1.0)
     gtp = gt_persons_path(droot)
     gt = read_df(gtp, "gt_persons", columns=["video", "frame", "person", "box"]) if gtp.exists() else \

@@ -70,3 +70,14 @@ def resolve_device(params: dict) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return dev
+
+
+def merge_params(base: dict, overlay: dict) -> dict:
+    """``base`` with ``overlay`` laid over it, section by section (used for presets and tests)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -278,7 +278,7 @@ class PartAttnSettings:
     epochs: int = 8
     samples_per_video: int = 8     # random (frame, person) training samples per video per epoch
     batch_size: int = 32
-    lr: float = 2e-3               # AdamW, cosine decay with 1-epoch warm-up
+    lr: float = 3e-3               # AdamW, cosine decay with 1-epoch warm-up
     weight_decay: float = 1e-4
     augment: bool = True
     margin: float = 1.15

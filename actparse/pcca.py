@@ -331,24 +331,24 @@ class KeyframeSample:
 
 @dataclass
 class STADSettings:
-    epochs: int = 10
+    epochs: int = 12
     samples_per_video: int = 2      # random key frames per train video per epoch
     batch_size: int = 8
     optimizer: str = "adamw"        # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
-    lr: float = 0.001
+    lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    lr_steps: tuple[float, ...] = (7.0, 9.0)
+    lr_steps: tuple[float, ...] = (9.0, 11.0)
     lr_gamma: float = 0.1
     flip: bool = True
     color_jitter: float = 0.2       # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
     channel_shuffle: bool = True    # training: random RGB channel order (colours cannot identify a video)
     num_frames: int = 8
-    interval: int = 2
+    interval: int = 4
     # phase 2 (decoupled)
-    decoupled_epochs: int = 30
-    decoupled_lr: float = 0.05
+    decoupled_epochs: int = 10
+    decoupled_lr: float = 0.02
     decoupled_reinit: bool = False
     decoupled_keyframes: int = 6   # key frames per train video whose features are cached for phase 2
 

@@ -129,7 +129,7 @@ def crop_people(image: np.ndarray, boxes, input_size: tuple[int, int] = CPU_INPU
     return warp_crops(image, mats, input_size), mats
 
 
-def refine_box(box, keypoints, thr: float = 0.3, margin: float = 0.05, image_size=None) -> np.ndarray:
+def refine_box(box, keypoints, thr: float = 0.3, margin: float = 0.03, image_size=None) -> np.ndarray:
     """Grow boxes until every keypoint with score > ``thr`` lies inside (seed 001 sec. 1.2).
 
     box: (4,) or (N, 4); keypoints: (K, 3) / (N, K, 3) or flat (N, 3K) as x, y, score;

@@ -321,7 +321,7 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     data = yaml.safe_load(data_yaml.read_text())
     root = Path(data["path"])
     return TrainResult(
-        weights=best, epochs=int(epochs), train_images=_count(root / data["train"]),
+        weights=best, epochs=int(getattr(trainer, "epoch", int(epochs) - 1)) + 1, train_images=_count(root / data["train"]),
         val_images=_count(root / data["val"]), seconds=seconds,
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),

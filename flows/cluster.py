@@ -83,7 +83,7 @@ def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus
     logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = SpecCluster(workers=specs,
                           scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
-                                                                   "dashboard_address": None}},
+                                                                   "dashboard_address": "127.0.0.1:0"}},
                           silence_logs=logging.ERROR, name="actparse")
     try:
         cluster.wait_for_workers(len(specs), timeout=180)

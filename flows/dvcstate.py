@@ -70,6 +70,7 @@ def stage_env(threads: dict[str, str | None] | None = None) -> dict[str, str]:
         else:
             env[key] = value
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # stage output reaches the task log as it is printed
     return env
 
 

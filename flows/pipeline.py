@@ -254,6 +254,8 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     root = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else root / pfile)
+    load_dag(root, params_file=params_file).plan(targets, single_item)  # bad dvc.yaml / target: fail now
+    mapped_stages(params)
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
@@ -287,7 +289,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", help="stages to bring up to date (with their upstream); default all")
     parser.add_argument("--root", default=".", help="project root (holds dvc.yaml)")
-    parser.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file for the flow section and dvc.yaml templating, relative to --root "
+                             "(the stages themselves read params.yaml, as dvc.yaml says)")
     parser.add_argument("-f", "--force", action="store_true", help="rerun the planned stages even if up to date")
     parser.add_argument("-s", "--single-item", action="store_true", help="only the targets, not their upstream")
     parser.add_argument("--api-url", default=None, help="Prefect API to report into (default PREFECT_API_URL)")

@@ -53,7 +53,7 @@ def run(params: dict, root: Path) -> None:
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     seed_everything(seed)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     hier, clips, frames, skips = load_split(params, root, "train")
     write_table(from_rows(skips, "skips"), paths.skips / "gym_train.parquet", "skips")
     if not clips:
@@ -90,6 +90,7 @@ def run(params: dict, root: Path) -> None:
                      "loss_weights": s.loss_weights, "state": joint.state_dict()}, out / "joint.pt")
     info["history"]["joint"] = hist
     info["seconds"]["joint"] = round(time.time() - t2, 1)
+    info["cpu_seconds"] = round(time.process_time() - c0, 1)
     write_json(info, out / "train_info.json")
     print(f"gym_train: {len(clips)} train clips, pathways {[info['seconds'][lvl] for lvl in LEVELS]}s, "
           f"joint {info['seconds']['joint']}s -> {out}")

@@ -77,7 +77,7 @@ def run(params: dict, root: Path) -> None:
     gt = read_df(gt_persons_path(droot), "gt_persons",
                  columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     decoded, pools = [], []
     for row in tqdm(list(train.itertuples(index=False)), desc="partattn decode", unit="video", disable=None):
         g = by_video.get(row.video)
@@ -94,7 +94,8 @@ def run(params: dict, root: Path) -> None:
     write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
                 "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
                 "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
-                "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)}, "device": device}, out / "train_info.json")
+                "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
+                "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
     print(f"partattn_train: roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
           f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {out}")
 

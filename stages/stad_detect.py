@@ -66,7 +66,7 @@ def run(params: dict, root: Path) -> None:
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
     min_score = get(params, "stad.min_score", float, default=0.6, min_value=0.0)
     stride = get(params, "stad.stride", int, default=5, min_value=1)
-    short_side = get(params, "stad.short_side", int, default=96, min_value=16)
+    short_side = get(params, "stad.short_side", int, default=64, min_value=16)
     device = resolve_device(params)
     mdir = paths.models / "stad"
     final, ck = load_model(mdir / "model.pt", device)

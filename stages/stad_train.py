@@ -72,7 +72,7 @@ def run(params: dict, root: Path) -> None:
         raise ParamError(f"{params.get('_path', 'params')}: stad.num_frames ({s.num_frames}) must be a multiple "
                          f"of stad.alpha ({cfg.alpha})")
     decoupled = get(params, "stad.decoupled", bool, default=True)
-    short_side = get(params, "stad.short_side", int, default=96, min_value=16)
+    short_side = get(params, "stad.short_side", int, default=64, min_value=16)
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     seed_everything(seed)
@@ -86,7 +86,7 @@ def run(params: dict, root: Path) -> None:
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=["video", "frame", "person", "box", "action"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     from tqdm import tqdm
 
     decoded, pools = [], []
@@ -126,6 +126,7 @@ def run(params: dict, root: Path) -> None:
                 "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
                 "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
                 "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
+                "cpu_seconds": round(time.process_time() - c0, 1),
                 "device": device}, out / "train_info.json")
     print(f"stad_train: {head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
           + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {out}")

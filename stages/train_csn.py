@@ -84,6 +84,10 @@ def run(params: dict, root: Path) -> None:
         raise ValueError(f"{droot}: none of the train videos could be decoded")
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
     lab = train.set_index(["video", "task"])["label"]
+    missing = [(n, t) for t in tasks for n in names if (n, t) not in lab.index or lab[(n, t)] not in index[t]]
+    if missing:
+        raise ValueError(f"{paths.part_labels}: labels.parquet and classes.json disagree (e.g. video {missing[0][0]!r}, "
+                         f"task {missing[0][1]!r}); rerun part_labels")
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0

@@ -92,7 +92,7 @@ def write_params(path: Path, person: dict | None = None, parts: dict | None = No
     """A params file with tiny detector settings (overridable)."""
     params = {
         "seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
-        "person_detector": {"model": "yolo11n.yaml", "weights": None, "imgsz": 64, "epochs": 15, "batch": 4,
+        "person_detector": {"model": "yolo11n.yaml", "weights": None, "imgsz": 32, "epochs": 40, "batch": 4,
                             "lr0": 0.01, "optimizer": "AdamW", "warmup_epochs": 0.0, "mosaic": 0.0,
                             "close_mosaic": 0, "fliplr": 0.5, "frame_step": 1, "val_fraction": 0.0, "workers": 0,
                             "conf": 0.01, "iou": 0.6, "max_det": 10, "predict_batch": 8},

@@ -170,3 +170,44 @@ def dvc_status(root: Path) -> dict:
     with Repo(str(root)) as repo:
         status = repo.status()
     return {key.rsplit(":", 1)[-1]: value for key, value in status.items()}  # keys are cwd-relative
+
+
+_SERVER: dict = {}
+
+
+def shared_prefect_server() -> tuple[str, str]:
+    """One `python -m flows.server` (the documented command) per test process, on a free port with a
+    throw-away PREFECT_HOME; stopped at exit. Returns (ui_url, api_url)."""
+    if "api" in _SERVER:
+        return _SERVER["ui"], _SERVER["api"]
+    import atexit
+    import shutil
+    import tempfile
+
+    from flows.server import api_url, free_port, quiet_env, stop_server, wait_healthy
+
+    home = Path(tempfile.mkdtemp(prefix="actparse-prefect-"))
+    port = free_port()
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
+                            cwd=Path(__file__).resolve().parents[1], env=quiet_env(home),
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def _stop():
+        try:
+            from flows.pipeline import drain_prefect
+
+            drain_prefect()  # flush queued logs/events while the server is still up
+        finally:
+            stop_server(proc)  # SIGTERM: flows.server stops its Prefect child too
+            log.close()
+            shutil.rmtree(home, ignore_errors=True)
+
+    try:
+        wait_healthy(api_url("127.0.0.1", port), proc, timeout=240)
+    except BaseException:
+        _stop()
+        raise
+    atexit.register(_stop)
+    _SERVER.update(ui=f"http://127.0.0.1:{port}", api=api_url("127.0.0.1", port))
+    return _SERVER["ui"], _SERVER["api"]

@@ -3,6 +3,8 @@ what DVC calls stale, maps per-item work with failures as failed tasks, and rout
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from actparse.dag import DEFAULT_GPU_STAGES, DagError, load_dag
 from actparse.params import ParamError
-from flowkit import dvc, dvc_status, make_fake_project, write_params
+from flowkit import dvc, dvc_status, make_fake_project, shared_prefect_server, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,18 +73,34 @@ def test_dag_errors_name_the_problem(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the flow
+def test_pipeline_cli_help_and_errors(tmp_path):
+    pytest.importorskip("prefect")
+    from flows.pipeline import main  # imported (and Prefect's logging set up) outside any redirection
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:
+                code = exc.code
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = run("--help")
+    assert code == 0 and "dvc repro --single-item" in out
+    root = make_fake_project(tmp_path / "p", init=False)
+    code, _, err = run("nope", "--root", str(root))
+    assert code == 2 and "unknown stage 'nope'" in err  # checked before any server or cluster starts
+    code, _, err = run("--root", str(tmp_path / "missing"))
+    assert code == 2 and "params file not found" in err
+
+
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    """One local Prefect API (SQLite in a temp PREFECT_HOME) for the flow runs of this module."""
+def api():
+    """A local Prefect API (`python -m flows.server`, SQLite in a temp PREFECT_HOME), shared by the tests."""
     pytest.importorskip("prefect")
     pytest.importorskip("prefect_dask")
-    from flows.server import running_server
-
-    from flows.pipeline import drain_prefect
-
-    with running_server(home=tmp_path_factory.mktemp("prefect_home"), ui=False) as url:
-        yield url
-        drain_prefect()  # flush queued logs/events while the server is still up
+    return shared_prefect_server()[1]
 
 
 def _rows(state) -> dict[str, dict]:

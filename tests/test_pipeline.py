@@ -16,21 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from actparse.params import merge_params
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def tiny_params() -> dict:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     over = yaml.safe_load((ROOT / "tests" / "params.tiny.yaml").read_text())
-    return deep_merge(base, over)
+    return merge_params(base, over)
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> str:

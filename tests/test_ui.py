@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from flowkit import make_fake_project
+from flowkit import make_fake_project, shared_prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ACTPARSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,21 +24,9 @@ if not CHROMIUM:
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`python -m flows.server` on a free port, database under tmp_path; yields (ui_url, api_url)."""
-    from flows.server import api_url, free_port, quiet_env, stop_server, wait_healthy
-
-    port = free_port()
-    home = tmp_path / "prefect_home"
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
-                            cwd=ROOT, env=quiet_env(home), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(api_url("127.0.0.1", port), proc, timeout=180)
-        yield f"http://127.0.0.1:{port}", api_url("127.0.0.1", port)
-    finally:
-        stop_server(proc)  # SIGTERM: flows.server stops its Prefect child too
-        log.close()
+def server():
+    """`python -m flows.server` (the documented command) on a free port; yields (ui_url, api_url)."""
+    return shared_prefect_server()
 
 
 def test_ui_shows_completed_run_and_its_tasks(tmp_path, server):
