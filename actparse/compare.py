@@ -77,6 +77,7 @@ class Comparison:
     artifacts: list[ArtifactDiff]
     top_videos: list[dict]
     errors: list[str] = field(default_factory=list)
+    not_built: list[str] = field(default_factory=list)  # outputs in dvc.yaml readable at neither revision
 
 
 # ------------------------------------------------------------------------------------ DVC access
@@ -103,7 +104,10 @@ def params_and_metrics(root: str | Path, rev_a: str, rev_b: str) -> tuple[list[d
     errors = []
     for res in (pdiff, mdiff):
         for rev, err in (res.get("errors") or {}).items():
-            errors.append(f"{rev}: {err}")
+            items = err.items() if isinstance(err, dict) else [("", err)]
+            for fname, e in items:
+                what = "not found" if isinstance(e, FileNotFoundError) else f"{type(e).__name__}: {e}"
+                errors.append(f"{fname or 'params/metrics'} at {rev}: {what}")
     return _flatten_diff(pdiff.get("diff")), _flatten_diff(mdiff.get("diff")), errors
 
 
@@ -248,8 +252,8 @@ def diff_tables(a: pd.DataFrame | None, b: pd.DataFrame | None, path: str = "") 
     kb = _with_dup_index(b, key)
     full_key = key + ["_dup"]
     for df in (ka, kb):
-        for c in key:
-            df[c] = df[c].astype(str)
+        for c in key:  # plain Python strings: arrow-backed columns cannot be merged when empty
+            df[c] = pd.Series([str(v) for v in df[c]], index=df.index, dtype=object)
     merged = ka[full_key + common].merge(kb[full_key + common], on=full_key, how="outer",
                                          suffixes=("__a", "__b"), indicator=True)
     left = merged["_merge"] == "left_only"
@@ -321,9 +325,9 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
     params, metrics, errors = params_and_metrics(root, rev_a, rev_b)
     fs_a, arts_a = artifacts_at(root, rev_a)
     fs_b, arts_b = artifacts_at(root, rev_b)
-    diffs = []
+    diffs, not_built = [], []
     for path in sorted(set(arts_a) | set(arts_b)):
-        frames = []
+        frames, problems = [], []
         for fs, arts, rev in ((fs_a, arts_a, rev_a), (fs_b, arts_b, rev_b)):
             if path not in arts:
                 frames.append(None)
@@ -331,13 +335,15 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
             try:
                 frames.append(read_parquet(fs, path))
             except Exception as exc:  # noqa: BLE001 - a missing cache entry is reported, not fatal
-                errors.append(f"{path} at {rev}: cannot read ({type(exc).__name__}: {exc}); "
-                              f"run `dvc repro` and commit at that revision, or `dvc pull`")
+                problems.append(f"{path} at {rev}: cannot read ({type(exc).__name__}: {exc}); "
+                                f"run `dvc repro` and commit at that revision, or `dvc pull`")
                 frames.append(None)
         if frames[0] is None and frames[1] is None:
+            not_built.append(path)  # e.g. its stage never ran on either branch
             continue
+        errors += problems
         diffs.append(diff_tables(frames[0], frames[1], path))
-    return Comparison(rev_a, rev_b, params, metrics, diffs, top_videos(diffs, top), errors)
+    return Comparison(rev_a, rev_b, params, metrics, diffs, top_videos(diffs, top), errors, not_built)
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -390,6 +396,9 @@ def render_text(cmp: Comparison) -> str:
     for title, headers, rows in _sections(cmp):
         out.append(f"== {title} ==")
         out.append(_table(headers, rows) if rows else "(none)")
+        out.append("")
+    if cmp.not_built:
+        out.append("Not built at either revision: " + ", ".join(cmp.not_built))
         out.append("")
     if cmp.errors:
         out.append("== Problems ==")
@@ -486,6 +495,8 @@ def render_html(cmp: Comparison) -> str:
         for r in rows:
             parts.append("<tr>" + "".join(f"<td>{esc(_fmt(c))}</td>" for c in r) + "</tr>")
         parts.append("</table>")
+    if cmp.not_built:
+        parts.append("<p class='none'>Not built at either revision: " + esc(", ".join(cmp.not_built)) + "</p>")
     if cmp.errors:
         parts.append("<h2>Problems</h2><ul>" + "".join(f"<li class='err'>{esc(e)}</li>" for e in cmp.errors) + "</ul>")
     plots = _plots(cmp)

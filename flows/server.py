@@ -52,8 +52,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+WILDCARD = ("0.0.0.0", "::", "")
+
+
 def api_url(host: str, port: int) -> str:
-    return f"http://{host}:{port}/api"
+    """The API URL to reach a server bound to ``host`` from this machine."""
+    return f"http://{'127.0.0.1' if host in WILDCARD else host}:{port}/api"
+
+
+def public_api_url(host: str, port: int) -> str:
+    """The API URL browsers use: this machine's name when bound to every interface."""
+    return f"http://{socket.getfqdn() if host in WILDCARD else host}:{port}/api"
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -76,7 +85,7 @@ def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathL
     env = quiet_env(home)
     env["PREFECT_SERVER_API_HOST"] = host
     env["PREFECT_SERVER_API_PORT"] = str(port)
-    env["PREFECT_UI_API_URL"] = api_url(host, port)
+    env["PREFECT_UI_API_URL"] = public_api_url(host, port)
     out = open(log_file, "ab") if log_file else (subprocess.DEVNULL if quiet else None)
     try:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -151,9 +160,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         wait_healthy(url, proc)
-        print(f"Prefect UI:  http://{host}:{port}\n"
-              f"run the flow into it:  python -m flows.pipeline --api-url {url}\n"
-              f"(or export PREFECT_API_URL={url})", flush=True)
+        public = public_api_url(host, port)
+        print(f"Prefect UI:  {public[:-len('/api')]}\n"
+              f"run the flow into it:  python -m flows.pipeline --api-url {public}\n"
+              f"(or export PREFECT_API_URL={public})", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -152,6 +152,8 @@ def test_diff_tables_keys_duplicates_and_labels():
     assert label.kind == "label" and label.changed_share == pytest.approx(0.5)
     assert label.tv_distance == pytest.approx(1 / 3)
     assert d.per_video == {"x": 1, "y": 1, "z": 1}
+    empty = diff_tables(a.iloc[:0], b.iloc[:0], "empty")  # e.g. a skips table with no skips
+    assert (empty.rows_a, empty.rows_b, empty.added, empty.removed, empty.changed) == (0, 0, 0, 0, 0)
     only_b = diff_tables(None, b, "new")
     assert (only_b.rows_a, only_b.added, only_b.note) == (None, 3, "only at B")
     assert json.dumps(d.per_video)
