@@ -171,12 +171,18 @@ class ClipSpec:
     color_jitter: float = 0.0                     # training: brightness/contrast/saturation +- this
     grayscale_prob: float = 0.0                   # training: chance a clip is turned grey
     background: str = "none"                      # none | clip_mean | clip_median | frame_diff
+    train_interval: tuple[int, int] | None = None  # training: random tau in [min, max] (None: interval)
+    reverse_prob: float = 0.0                     # training: chance a clip is played backwards
 
     def __post_init__(self):
         crop = (self.crop, self.crop) if isinstance(self.crop, int) else tuple(int(c) for c in self.crop)
         jitter = tuple(int(c) for c in self.train_short_side)
         object.__setattr__(self, "crop", crop)
         object.__setattr__(self, "train_short_side", jitter)
+        taus = (self.interval, self.interval) if self.train_interval is None else tuple(int(t) for t in self.train_interval)
+        if len(taus) != 2 or taus[0] < 1 or taus[0] > taus[1]:
+            raise ValueError(f"train_interval must be [min, max] with 1 <= min <= max, got {self.train_interval}")
+        object.__setattr__(self, "train_interval", taus)
         if len(crop) != 2 or min(crop) < 8:
             raise ValueError(f"crop must be an int or [h, w] >= 8, got {self.crop}")
         if len(jitter) != 2 or jitter[0] > jitter[1] or jitter[0] < 8:
@@ -196,9 +202,13 @@ class ClipSpec:
 
 
 def train_clip(video: np.ndarray, spec: ClipSpec, rng: np.random.Generator) -> torch.Tensor:
-    """One random training clip (random start, scale jitter, random crop, random flip)."""
-    start = random_clip_start(len(video), spec.num_frames, spec.interval, rng)
-    frames = video[clip_indices(len(video), spec.num_frames, spec.interval, start)]
+    """One random training clip: random start (and interval, direction), scale jitter, crop, flip, colours."""
+    tau = int(rng.integers(spec.train_interval[0], spec.train_interval[1] + 1))
+    start = random_clip_start(len(video), spec.num_frames, tau, rng)
+    idx = clip_indices(len(video), spec.num_frames, tau, start)
+    if spec.reverse_prob > 0 and rng.random() < spec.reverse_prob:
+        idx = idx[::-1]
+    frames = video[idx]
     lo, hi = spec.train_short_side
     frames = resize_clip(frames, int(rng.integers(lo, hi + 1)))
     frames = random_crop(frames, spec.crop, rng)

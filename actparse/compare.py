@@ -179,14 +179,26 @@ def _as_matrix(series: pd.Series) -> np.ndarray | None:
     return np.stack([v if v is not None else np.full(k, np.nan) for v in vals]) if vals else np.zeros((0, k))
 
 
+def _is_null(v) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
+
+
 def _hashable(series: pd.Series, kind: str) -> pd.Series:
-    if kind in ("list",):
-        return series.map(lambda v: None if v is None else tuple(np.round(np.asarray(v, dtype=float).ravel(), 6)))
-    if kind == "bytes":
-        return series.map(lambda v: None if v is None else hash(bytes(v)))
-    if kind == "label":
-        return series.map(lambda v: tuple(v) if isinstance(v, (list, np.ndarray)) else v)
-    return series
+    """Comparable values (object dtype): lists as rounded tuples, bytes hashed, every kind of null as None."""
+    def conv(v):
+        if not isinstance(v, (list, tuple, np.ndarray, bytes, bytearray)) and _is_null(v):
+            return None
+        if kind == "list":
+            return tuple(np.round(np.asarray(v, dtype=float).ravel(), 6))
+        if kind == "bytes":
+            return hash(bytes(v))
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return tuple(x.item() if isinstance(x, np.generic) else x for x in v)
+        return v.item() if isinstance(v, np.generic) else v
+
+    return pd.Series([conv(v) for v in series], index=series.index, dtype=object)
 
 
 def _values_differ(a: pd.Series, b: pd.Series, kind: str) -> np.ndarray:
@@ -197,7 +209,8 @@ def _values_differ(a: pd.Series, b: pd.Series, kind: str) -> np.ndarray:
         close = np.isclose(x, y, rtol=FLOAT_TOL, atol=FLOAT_TOL)
         return ~(close | both_nan)
     ha, hb = _hashable(a, kind), _hashable(b, kind)
-    return np.array([not (u == v or (u is None and v is None)) for u, v in zip(ha, hb)], dtype=bool)
+    return np.array([not ((u is None and v is None) or (u is not None and v is not None and u == v))
+                     for u, v in zip(ha, hb)], dtype=bool)
 
 
 def _mean(series: pd.Series, kind: str) -> float | None:
@@ -216,8 +229,8 @@ def _tv_distance(a: pd.Series, b: pd.Series) -> float | None:
     ha, hb = _hashable(a, "label"), _hashable(b, "label")
     if ha.empty or hb.empty:
         return None
-    pa_ = ha.astype(str).value_counts(normalize=True)
-    pb_ = hb.astype(str).value_counts(normalize=True)
+    pa_ = ha.map(lambda v: "<null>" if v is None else str(v)).value_counts(normalize=True)
+    pb_ = hb.map(lambda v: "<null>" if v is None else str(v)).value_counts(normalize=True)
     return float(0.5 * pa_.subtract(pb_, fill_value=0).abs().sum())
 
 

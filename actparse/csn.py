@@ -576,7 +576,10 @@ def clip_spec_from_params(params: dict):
                         color_jitter=get(params, "csn.color_jitter", float, default=0.0, min_value=0.0, max_value=1.0),
                         grayscale_prob=get(params, "csn.grayscale_prob", float, default=0.0, min_value=0.0,
                                            max_value=1.0),
-                        background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES))
+                        background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES),
+                        train_interval=_int_list(params, "csn.train_interval", 2, default=None),
+                        reverse_prob=get(params, "csn.reverse_prob", float, default=0.0, min_value=0.0,
+                                         max_value=1.0))
     except ValueError as exc:
         raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
 

@@ -77,6 +77,22 @@ def configure(config_dir: str | os.PathLike | None = None) -> Path:
     return _configured
 
 
+def set_threads(threads: int = 0) -> int:
+    """CPU threads for torch inside ultralytics (0 = every core); returns the number used.
+
+    ultralytics resets torch to ``cpu_count - 1`` threads on CPU (one thread on a 2-core machine);
+    this overrides that choice for the following train / predict calls.
+    """
+    configure()
+    import torch
+    from ultralytics.utils import torch_utils
+
+    n = int(threads) if threads and threads > 0 else (os.cpu_count() or 1)
+    torch_utils.NUM_THREADS = n
+    torch.set_num_threads(n)
+    return n
+
+
 def _install_font(folder: Path) -> None:
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         dst = folder / name
@@ -252,7 +268,8 @@ def _build(model_cfg: str):
     try:
         return YOLO(str(model_cfg), task="detect")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{model_cfg}: YOLO model yaml not found (neither a file nor shipped with ultralytics)") from None
+        raise FileNotFoundError(f"{model_cfg}: YOLO model yaml not found "
+                                "(neither a file nor shipped with ultralytics)") from None
 
 
 @dataclass
@@ -281,13 +298,14 @@ def _count(folder: Path) -> int:
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
           weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
           lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
-          patience: int = 100, **overrides) -> TrainResult:
+          patience: int = 100, threads: int = 0, **overrides) -> TrainResult:
     """Train a detector; ``weights`` (a ``.pt``) fine-tunes it, else a fresh ``model`` yaml is trained.
 
     The ultralytics run goes to ``run_dir/train`` (overwritten). Extra keyword arguments are
     passed on as ultralytics train arguments (e.g. ``mosaic=0.5``, ``hsv_h=0.0``, ``fliplr=0``).
+    ``threads``: torch CPU threads (0 = every core), see :func:`set_threads`.
     """
-    configure()
+    set_threads(threads)
     data_yaml = Path(data_yaml).resolve()
     if not data_yaml.is_file():
         raise FileNotFoundError(f"{data_yaml}: data set yaml not found")
@@ -321,7 +339,8 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     data = yaml.safe_load(data_yaml.read_text())
     root = Path(data["path"])
     return TrainResult(
-        weights=best, epochs=int(getattr(trainer, "epoch", int(epochs) - 1)) + 1, train_images=_count(root / data["train"]),
+        weights=best, epochs=int(getattr(trainer, "epoch", int(epochs) - 1)) + 1,
+        train_images=_count(root / data["train"]),
         val_images=_count(root / data["val"]), seconds=seconds,
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
@@ -339,13 +358,13 @@ def save_final(result_weights: str | os.PathLike, dst: str | os.PathLike) -> Pat
 
 
 def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: float = 0.25, iou: float = 0.7,
-            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False):
+            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False, threads: int = 0):
     """Batched prediction on RGB images.
 
     Returns one ``(boxes (n,4) float32 pixels, scores (n,) float32, classes (n,) int64)`` per image,
-    sorted by score (descending).
+    sorted by score (descending). ``threads``: torch CPU threads (0 = every core).
     """
-    configure()
+    set_threads(threads)
     out = []
     batch = max(1, int(batch))
     for start in range(0, len(images), batch):
@@ -384,6 +403,7 @@ def train_args(params: dict, section: str) -> dict:
         close_mosaic=get(params, f"{s}.close_mosaic", int, default=0, min_value=0),
         fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
         workers=get(params, f"{s}.workers", int, default=0, min_value=0),
+        threads=get(params, f"{s}.threads", int, default=0, min_value=0),
         seed=get(params, "seed", int, default=0),
         device=resolve_device(params),
     )

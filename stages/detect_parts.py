@@ -10,7 +10,7 @@ Writes: artifacts/parts.parquet (schema "parts": video, frame, person (as in ref
         part, box in original video pixels clipped to the frame, score), one row group per video;
         artifacts/skips/detect_parts.parquet (videos whose frames could not be decoded, and why).
 Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin, parts.imgsz, conf (lowest part
-        score kept), iou (NMS), predict_batch, device.
+        score kept), iou (NMS), predict_batch, threads (torch CPU threads, 0 = every core), device.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def run(params: dict, root: Path) -> None:
     iou = get(params, f"{S}.iou", float, default=0.6, min_value=0.0, max_value=1.0)
     batch = get(params, f"{S}.predict_batch", int, default=64, min_value=1)
     device = resolve_device(params)
+    threads = get(params, f"{S}.threads", int, default=0, min_value=0)
     model_path = paths.models / "part_detector" / "model.pt"
     model = yolo.load_model(model_path)
     names = yolo.model_names(model)
@@ -96,7 +97,7 @@ def run(params: dict, root: Path) -> None:
             if missing:
                 log.warning("%s: %d refined persons on frames missing from %s", video, missing, paths.frames)
             dets = yolo.predict(model, [c["crop"] for c in crops], imgsz=imgsz, conf=conf, iou=iou, max_det=100,
-                                batch=batch, device=device)
+                                batch=batch, device=device, threads=threads)
             wh = {int(f): tuple(x) for f, x in zip(frames, orig_wh)}
             writer.write(parts_table(video, crops, dets, wh, names))
     write_table(from_rows(skips, "skips"), paths.skips / "detect_parts.parquet", "skips")

@@ -5,7 +5,8 @@ Writes: artifacts/persons.parquet (schema "persons": video, frame, person, box, 
         original video pixels, clipped to the frame; `person` = rank within the frame by score),
         one row group per video; artifacts/skips/detect_persons.parquet (videos whose frames could
         not be decoded, and why).
-Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch, device.
+Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch /
+        threads (torch CPU threads, 0 = every core), device.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def run(params: dict, root: Path) -> None:
     max_det = get(params, f"{S}.max_det", int, min_value=1)
     batch = get(params, f"{S}.predict_batch", int, default=32, min_value=1)
     device = resolve_device(params)
+    threads = get(params, f"{S}.threads", int, default=0, min_value=0)
     model = yolo.load_model(paths.models / S / "model.pt")
     if not paths.frames.exists():
         raise FileNotFoundError(f"{paths.frames}: frames not found (run the decode stage first)")
@@ -68,7 +70,7 @@ def run(params: dict, root: Path) -> None:
                 skips.append({"video": video, "stage": "detect_persons", "error": str(exc)})
                 continue
             dets = yolo.predict(model, images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, batch=batch,
-                                device=device)
+                                device=device, threads=threads)
             writer.write(detections_table(video, frames, dets, scales, orig_wh))
     write_table(from_rows(skips, "skips"), paths.skips / "detect_persons.parquet", "skips")
     log.info("%d person boxes in %d videos (%d skipped)", writer.rows, n_videos, len(skips))

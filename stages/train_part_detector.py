@@ -13,8 +13,8 @@ Writes: artifacts/models/part_detector/model.pt and train_info.json (epochs, cro
 Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin (the crops), parts.model,
         weights (a user .pt: checked and copied, no training; finetune: true fine-tunes it),
         imgsz, epochs, batch, lr0, optimizer, warmup_epochs, mosaic, close_mosaic, hsv_h,
-        val_fraction, frame_step, workers; seed, device. Horizontal flips are never used (they would
-        swap left and right parts).
+        val_fraction, frame_step, workers, threads (torch CPU threads, 0 = every core); seed, device.
+        Horizontal flips are never used (they would swap left and right parts).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ Params: person_detector.model (a YOLO model yaml, default yolo11n.yaml; the scal
         the size), person_detector.weights (null, or a user .pt: then no training, the file is
         checked and copied; with person_detector.finetune: true it is fine-tuned instead),
         person_detector.imgsz / epochs / batch / lr0 / optimizer / warmup_epochs / mosaic /
-        close_mosaic / fliplr / val_fraction / workers, person_detector.frame_step (train on every
-        k-th decoded frame: neighbouring frames are near duplicates), seed, device. Whole train videos go to validation (val_fraction of them).
+        close_mosaic / fliplr / val_fraction (share of train videos held out, whole videos) /
+        workers / threads (torch CPU threads, 0 = every core), person_detector.frame_step (train on
+        every k-th decoded frame: neighbouring frames are near duplicates), seed, device.
 Nothing is downloaded: ultralytics runs offline with a private settings folder.
 """
 

@@ -75,10 +75,10 @@ def make_project(root: Path, n_videos: int = 10, n_test: int = 2, n_frames: int 
             frames.append({"video": name, "frame": frame, "pts": frame / 25.0, "width": stored, "height": stored,
                            "scale": scale, "jpeg": encode_jpeg(small, 95)})
             jit = box + rng.normal(0, 1.0, 4)
+            noisy = kp + np.c_[rng.normal(0, 0.5, (NUM_KEYPOINTS, 2)), np.full(NUM_KEYPOINTS, -0.05)]
             refined.append({"video": name, "frame": frame, "person": 0, "det_box": jit.astype(np.float32),
                             "box": jit.astype(np.float32), "score": 0.9,
-                            "keypoints": (kp + np.c_[rng.normal(0, 0.5, (NUM_KEYPOINTS, 2)), np.zeros(NUM_KEYPOINTS) - 0.05])
-                            .reshape(-1).astype(np.float32)})
+                            "keypoints": noisy.reshape(-1).astype(np.float32)})
             truth[(name, frame)] = {"box": box, "parts": parts, "split": split}
     write_table(from_columns({k: [r[k] for r in vids] for k in vids[0]}, "videos"), paths.synth / "videos.parquet",
                 "videos")
@@ -95,11 +95,12 @@ def write_params(path: Path, person: dict | None = None, parts: dict | None = No
         "person_detector": {"model": "yolo11n.yaml", "weights": None, "imgsz": 32, "epochs": 40, "batch": 4,
                             "lr0": 0.01, "optimizer": "AdamW", "warmup_epochs": 0.0, "mosaic": 0.0,
                             "close_mosaic": 0, "fliplr": 0.5, "frame_step": 1, "val_fraction": 0.0, "workers": 0,
+                            "threads": 1,
                             "conf": 0.01, "iou": 0.6, "max_det": 10, "predict_batch": 8},
         "parts": {"paint": True, "dot_radius": 1.5, "kp_thr": 0.3, "crop_size": 32, "crop_margin": 0.1,
                   "model": "yolo11n.yaml", "weights": None, "imgsz": 32, "epochs": 1, "batch": 4, "lr0": 0.01,
                   "optimizer": "AdamW", "warmup_epochs": 0.0, "mosaic": 0.0, "close_mosaic": 0, "hsv_h": 0.0,
-                  "frame_step": 1, "val_fraction": 0.2, "workers": 0, "conf": 0.001, "iou": 0.6,
+                  "frame_step": 1, "val_fraction": 0.2, "workers": 0, "threads": 1, "conf": 0.001, "iou": 0.6,
                   "predict_batch": 16},
     }
     params["person_detector"].update(person or {})

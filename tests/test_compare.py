@@ -152,6 +152,12 @@ def test_diff_tables_keys_duplicates_and_labels():
     assert label.kind == "label" and label.changed_share == pytest.approx(0.5)
     assert label.tv_distance == pytest.approx(1 / 3)
     assert d.per_video == {"x": 1, "y": 1, "z": 1}
+    # Nulls (None at one revision, NaN after pandas merges at the other) are equal, not changes.
+    na = pd.DataFrame({"video": ["x", "y"], "task": ["action", "hand"],
+                       "state": pd.Series([None, "open"], dtype="str")})  # as read from Parquet
+    nb = pd.DataFrame({"video": ["x", "y"], "task": ["action", "hand"], "state": [np.nan, "open"]})
+    same = diff_tables(na, nb, "nulls")
+    assert same.changed == 0 and next(c for c in same.columns if c.column == "state").tv_distance == 0
     empty = diff_tables(a.iloc[:0], b.iloc[:0], "empty")  # e.g. a skips table with no skips
     assert (empty.rows_a, empty.rows_b, empty.added, empty.removed, empty.changed) == (0, 0, 0, 0, 0)
     only_b = diff_tables(None, b, "new")

@@ -282,6 +282,19 @@ def test_clip_transforms_shapes_crop_flip_and_normalisation():
     assert all(c.shape == (3, 4, 24, 24) for c in tr)
     ramps = [(c[1, 0, 0, -1] - c[1, 0, 0, 0]).item() for c in tr]
     assert min(ramps) < 0 < max(ramps)  # some clips flipped, some not
+    # temporal augmentation: random interval in [2, 3], always reversed
+    rev = C.ClipSpec(num_frames=4, interval=1, short_side=24, crop=(24, 24), train_short_side=(24, 24), flip=False,
+                     train_interval=(2, 3), reverse_prob=1.0)
+    seen = set()
+    for _ in range(20):
+        c = C.train_clip(v, rev, rng)
+        fr = np.round(((c[0, :, 0, 0] * C.CSN_STD[0] + C.CSN_MEAN[0]) * 255 / 8).numpy())
+        steps = set(np.diff(fr).tolist())
+        assert len(steps) == 1 and steps.pop() in (-2, -3)
+        seen.add(fr[0] - fr[1])
+    assert seen == {2, 3}
+    with pytest.raises(ValueError, match="train_interval"):
+        C.ClipSpec(train_interval=(3, 2))
     # padding when the frame is smaller than the crop
     small = C.center_crop(v[:2, :10, :10], (16, 16))
     assert small.shape == (2, 16, 16, 3)

@@ -19,7 +19,7 @@ from actparse import yolo  # noqa: E402
 from actparse.boxes import iou_matrix  # noqa: E402
 from actparse.constants import NUM_KEYPOINTS, PARTS  # noqa: E402
 from actparse.detection import match_greedy, voc_ap  # noqa: E402
-from actparse.paint import KEYPOINT_COLORS, PaintConfig, crop, crop_transform, paint_keypoints, person_crop  # noqa: E402
+from actparse.paint import KEYPOINT_COLORS, PaintConfig, crop, crop_transform, person_crop  # noqa: E402
 from actparse.params import load_params  # noqa: E402
 from actparse.paths import Paths  # noqa: E402
 from actparse.schemas import read_df  # noqa: E402
@@ -143,7 +143,8 @@ def test_paint_changes_pixels_only_at_confident_keypoints():
         cx, cy = np.clip(pts[k].astype(int), 0, 95)
         if conf[k]:
             # the dot's centre pixel carries the keypoint's own colour (unless a later dot covers it)
-            later_close = [j for j in range(k + 1, NUM_KEYPOINTS) if conf[j] and np.hypot(*(pts[j] - pts[k])) < 2 * radius + 1]
+            later_close = [j for j in range(k + 1, NUM_KEYPOINTS)
+                           if conf[j] and np.hypot(*(pts[j] - pts[k])) < 2 * radius + 1]
             if not later_close:
                 assert tuple(painted[cy, cx]) == KEYPOINT_COLORS[k]
         else:
@@ -254,6 +255,15 @@ def test_user_weights_are_used_as_is(trained, tmp_path):
     b = read_df(Paths(root2).persons, "persons")
     assert len(a) == len(b) and len(a) > 0  # same weights, same frames -> same detections
     np.testing.assert_allclose(np.stack(a.box), np.stack(b.box), atol=1e-3)
+    # finetune: true trains further from the user's weights
+    root3 = tmp_path / "p3"
+    make_project(root3, n_videos=4, n_test=1)
+    params = load_params(write_params(root3 / "params.yaml", person={"weights": str(src), "finetune": True,
+                                                                     "epochs": 1}))
+    train_person_detector.run(params, root3)
+    info = json.loads((Paths(root3).models / "person_detector" / "train_info.json").read_text())
+    assert info["trained"] is True and info["source_weights"] == str(src) and info["epochs"] == 1
+    assert yolo.model_names(yolo.load_model(Paths(root3).models / "person_detector" / "model.pt")) == ["person"]
 
 
 def test_missing_or_garbage_checkpoint_names_the_file(tmp_path):
