@@ -179,10 +179,11 @@ class ClipSpec:
         jitter = tuple(int(c) for c in self.train_short_side)
         object.__setattr__(self, "crop", crop)
         object.__setattr__(self, "train_short_side", jitter)
-        taus = (self.interval, self.interval) if self.train_interval is None else tuple(int(t) for t in self.train_interval)
-        if len(taus) != 2 or taus[0] < 1 or taus[0] > taus[1]:
-            raise ValueError(f"train_interval must be [min, max] with 1 <= min <= max, got {self.train_interval}")
-        object.__setattr__(self, "train_interval", taus)
+        if self.train_interval is not None:
+            taus = tuple(int(t) for t in self.train_interval)
+            if len(taus) != 2 or taus[0] < 1 or taus[0] > taus[1]:
+                raise ValueError(f"train_interval must be [min, max] with 1 <= min <= max, got {self.train_interval}")
+            object.__setattr__(self, "train_interval", taus)
         if len(crop) != 2 or min(crop) < 8:
             raise ValueError(f"crop must be an int or [h, w] >= 8, got {self.crop}")
         if len(jitter) != 2 or jitter[0] > jitter[1] or jitter[0] < 8:
@@ -190,6 +191,11 @@ class ClipSpec:
         if self.background not in BACKGROUND_MODES:
             raise ValueError(f"background must be one of {list(BACKGROUND_MODES)}, got {self.background!r}")
         clip_span(self.num_frames, self.interval)
+
+    @property
+    def train_intervals(self) -> tuple[int, int]:
+        """(min, max) interval of training clips (``interval`` itself unless ``train_interval`` is set)."""
+        return self.train_interval or (self.interval, self.interval)
 
     @property
     def span(self) -> int:
@@ -203,7 +209,8 @@ class ClipSpec:
 
 def train_clip(video: np.ndarray, spec: ClipSpec, rng: np.random.Generator) -> torch.Tensor:
     """One random training clip: random start (and interval, direction), scale jitter, crop, flip, colours."""
-    tau = int(rng.integers(spec.train_interval[0], spec.train_interval[1] + 1))
+    lo_tau, hi_tau = spec.train_intervals
+    tau = int(rng.integers(lo_tau, hi_tau + 1))
     start = random_clip_start(len(video), spec.num_frames, tau, rng)
     idx = clip_indices(len(video), spec.num_frames, tau, start)
     if spec.reverse_prob > 0 and rng.random() < spec.reverse_prob:

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .constants import GROUPS
+from .schemas import save_torch
 
 log = logging.getLogger("actparse.csn")
 
@@ -378,13 +379,8 @@ def ensemble(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> n
 def save_checkpoint(model: MultiTaskCSN, path: str | os.PathLike, classes: Mapping[str, Sequence[str]],
                     extra: Mapping | None = None) -> Path:
     """Atomically save weights + architecture + class lists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config": model.cfg.to_dict(), "classes": {t: list(c) for t, c in classes.items()},
-                "model_state": model.state_dict(), "extra": dict(extra or {})}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch({"config": model.cfg.to_dict(), "classes": {t: list(c) for t, c in classes.items()},
+                       "model_state": model.state_dict(), "extra": dict(extra or {})}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[MultiTaskCSN, dict]:

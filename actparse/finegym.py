@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .schemas import save_torch
+
 log = logging.getLogger("actparse.finegym")
 
 LEVELS: tuple[str, ...] = ("event", "set", "element")
@@ -572,12 +574,7 @@ def predict_joint(model: JointModel, feats: torch.Tensor) -> dict[str, np.ndarra
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch(obj, path)
 
 
 def load_level(path: str | os.PathLike, device: str = "cpu") -> tuple[LevelModel, dict]:

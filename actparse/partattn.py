@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .constants import GROUP_OF_PART, GROUPS, NUM_PARTS, PART_INDEX, PART_STATES, PARTS
 from .finegym import MEAN, STD, SlowOnlyBackbone, SlowOnlyConfig
+from .schemas import save_torch
 
 log = logging.getLogger("actparse.partattn")
 
@@ -379,13 +380,8 @@ def predict(model: PartStateNet, videos: Sequence[np.ndarray], samples: Sequence
 
 
 def save_checkpoint(model: PartStateNet, path: str | os.PathLike, actions: Sequence[str], extra: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config": model.cfg.to_dict(), "actions": list(actions), "state": model.state_dict(),
-                "extra": dict(extra or {})}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch({"config": model.cfg.to_dict(), "actions": list(actions), "state": model.state_dict(),
+                       "extra": dict(extra or {})}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[PartStateNet, dict]:

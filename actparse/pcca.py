@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .schemas import save_torch
+
 log = logging.getLogger("actparse.pcca")
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -510,13 +512,8 @@ def predict(model: STADModel, video: np.ndarray, frames: Sequence[int], boxes: S
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def save_model(model: STADModel, path: str | os.PathLike, classes: Sequence[str], extra: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"backbone": model.backbone_cfg.to_dict(), "head": model.head_kw, "classes": list(classes),
-                "state": model.state_dict(), "extra": dict(extra or {})}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch({"backbone": model.backbone_cfg.to_dict(), "head": model.head_kw, "classes": list(classes),
+                       "state": model.state_dict(), "extra": dict(extra or {})}, path)
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[STADModel, dict]:

@@ -325,3 +325,18 @@ def write_json(obj, path: str | os.PathLike, indent: int | None = 2) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """Atomically ``torch.save`` a checkpoint: written beside ``path``, then renamed into place."""
+    import torch
+
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
