@@ -36,12 +36,6 @@ def _acc(truth: list, probs: np.ndarray, classes: list) -> dict:
 
 
 def run(params: dict, root: Path) -> None:
-    import pyarrow as pa
-
-    from actparse.finegym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
-        predict_level, settings_from_params
-    from actparse.metrics.classification import hierarchical_accuracy
-
     paths = Paths(root)
     out_json = paths.metrics / "gym.json"
     out_pred = paths.gym / "clip_predictions.parquet"
@@ -51,6 +45,12 @@ def run(params: dict, root: Path) -> None:
         write_json({"enabled": False}, out_json)
         print("gym_evaluate: gym.enabled is false, nothing scored")
         return
+    import pyarrow as pa
+
+    from actparse.finegym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
+        predict_level, settings_from_params
+    from actparse.metrics.classification import hierarchical_accuracy
+
     s = settings_from_params(params)
     device = resolve_device(params)
     mdir = paths.models / "gym"

@@ -33,12 +33,6 @@ from actparse.schemas import from_rows, write_json, write_table
 
 
 def run(params: dict, root: Path) -> None:
-    import torch
-
-    from actparse.csn import seed_everything
-    from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
-        load_split, pathway_features, save_checkpoint, settings_from_params
-
     paths = Paths(root)
     out = paths.models / "gym"
     if not get(params, "gym.enabled", bool, default=False):
@@ -48,6 +42,12 @@ def run(params: dict, root: Path) -> None:
         write_table(from_rows([], "skips"), paths.skips / "gym_train.parquet", "skips")
         print("gym_train: gym.enabled is false, nothing trained")
         return
+    import torch
+
+    from actparse.csn import seed_everything
+    from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
+        load_split, pathway_features, save_checkpoint, settings_from_params
+
     cfg = config_from_params(params)
     s = settings_from_params(params)
     seed = get(params, "seed", int, default=0)

@@ -48,6 +48,14 @@ def predicted_actions(paths: Paths) -> dict[str, str]:
 
 
 def run(params: dict, root: Path) -> None:
+    paths = Paths(root)
+    out_json = paths.metrics / "partattn.json"
+    out_pred = paths.partattn / "part_states.parquet"
+    if not get(params, "partattn.enabled", bool, default=False):
+        write_table(from_rows([], "part_states"), out_pred, "part_states")
+        write_json({"enabled": False}, out_json)
+        print("partattn_predict: partattn.enabled is false, nothing predicted")
+        return
     from tqdm import tqdm
 
     from actparse.clips import load_video
@@ -59,14 +67,6 @@ def run(params: dict, root: Path) -> None:
     from actparse.pcca import BOX_SOURCES, load_person_boxes
     from actparse.video import VideoError
 
-    paths = Paths(root)
-    out_json = paths.metrics / "partattn.json"
-    out_pred = paths.partattn / "part_states.parquet"
-    if not get(params, "partattn.enabled", bool, default=False):
-        write_table(from_rows([], "part_states"), out_pred, "part_states")
-        write_json({"enabled": False}, out_json)
-        print("partattn_predict: partattn.enabled is false, nothing predicted")
-        return
     persons_source = get(params, "partattn.persons_source", str, default="refined", choices=BOX_SOURCES)
     parts_source = get(params, "partattn.parts_source", str, default="detected", choices=("detected", "gt"))
     action_source = get(params, "partattn.action_source", str, default="predicted", choices=("predicted", "gt"))

@@ -47,14 +47,6 @@ def gt_person_samples(g, video_index: int, action: int, with_targets: bool = Tru
 
 
 def run(params: dict, root: Path) -> None:
-    from tqdm import tqdm
-
-    from actparse.clips import load_video
-    from actparse.constants import ACTIONS
-    from actparse.csn import seed_everything
-    from actparse.dataset import gt_persons_path, load_videos, video_path
-    from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
-
     paths = Paths(root)
     out = paths.models / "partattn"
     if not get(params, "partattn.enabled", bool, default=False):
@@ -63,6 +55,14 @@ def run(params: dict, root: Path) -> None:
         write_json({"enabled": False}, out / "train_info.json")
         print("partattn_train: partattn.enabled is false, nothing trained")
         return
+    from tqdm import tqdm
+
+    from actparse.clips import load_video
+    from actparse.constants import ACTIONS
+    from actparse.csn import seed_everything
+    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
+
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     seed_everything(seed)

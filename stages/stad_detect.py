@@ -45,14 +45,6 @@ def _rows(video: str, frames, persons, boxes, probs, classes) -> dict:
 
 
 def run(params: dict, root: Path) -> None:
-    import pyarrow as pa
-    from tqdm import tqdm
-
-    from actparse.clips import load_video
-    from actparse.dataset import load_videos, video_path
-    from actparse.pcca import BOX_SOURCES, load_model, load_person_boxes, predict
-    from actparse.video import VideoError
-
     paths = Paths(root)
     out_final = paths.stad / "action_detections.parquet"
     out_p1 = paths.stad / "action_detections_phase1.parquet"
@@ -63,6 +55,14 @@ def run(params: dict, root: Path) -> None:
         write_table(from_rows([], "skips"), skips_path, "skips")
         print("stad_detect: stad.enabled is false, empty detections written")
         return
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    from actparse.clips import load_video
+    from actparse.dataset import load_videos, video_path
+    from actparse.pcca import BOX_SOURCES, load_model, load_person_boxes, predict
+    from actparse.video import VideoError
+
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
     min_score = get(params, "stad.min_score", float, default=0.6, min_value=0.0)
     stride = get(params, "stad.stride", int, default=5, min_value=1)

@@ -119,8 +119,6 @@ def tubes_table(vdets: dict, labels: list):
 
 
 def run(params: dict, root: Path) -> None:
-    from actparse.link import LinkParams
-
     paths = Paths(root)
     out_json = paths.metrics / "stad.json"
     tubes_path = paths.stad / "tubes.parquet"
@@ -129,6 +127,8 @@ def run(params: dict, root: Path) -> None:
         write_json({"enabled": False}, out_json)
         print("stad_evaluate: stad.enabled is false, nothing scored")
         return
+    from actparse.link import LinkParams
+
     stride = get(params, "stad.stride", int, default=5, min_value=1)
     droot = data_root(params, root)
     pkl = droot / "annotations" / "multisports_gt.pkl"

@@ -49,14 +49,6 @@ def class_list(droot: Path) -> list[str]:
 
 
 def run(params: dict, root: Path) -> None:
-    import torch
-
-    from actparse.clips import load_video
-    from actparse.csn import seed_everything
-    from actparse.dataset import gt_persons_path, load_videos, video_path
-    from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
-        gt_samples, head_kwargs_from_params, save_model, settings_from_params
-
     paths = Paths(root)
     out = paths.models / "stad"
     if not get(params, "stad.enabled", bool, default=False):
@@ -65,6 +57,14 @@ def run(params: dict, root: Path) -> None:
         write_json({"enabled": False}, out / "train_info.json")
         print("stad_train: stad.enabled is false, nothing trained")
         return
+    import torch
+
+    from actparse.clips import load_video
+    from actparse.csn import seed_everything
+    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
+        gt_samples, head_kwargs_from_params, save_model, settings_from_params
+
     head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))
     cfg = config_from_params(params)
     s = settings_from_params(params)
