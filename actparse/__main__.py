@@ -5,6 +5,8 @@
   actparse eval finegym --gt labels.json --pred predictions.json
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
   actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
+  actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
+      experiments and their Table-1-shaped table; see actparse.ablation)
 
 Each ``eval`` prints one JSON object of metrics on stdout. ``python -m actparse`` works the same.
 """
@@ -222,6 +224,10 @@ def main(argv=None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv[:1] == ["ablate"]:
+        from .ablation import main as ablate_main
+
+        return ablate_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)

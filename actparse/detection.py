@@ -128,6 +128,28 @@ def refined_by_video(refined_path: str | Path, videos: Iterable[str] | None = No
     return {str(v): g.reset_index(drop=True) for v, g in df.groupby("video", sort=False)}
 
 
+def gt_persons_by_video(gt_path: str | Path, videos: Iterable[str]) -> dict:
+    """GT persons of ``videos`` in the refined-persons layout: {video: DataFrame(frame, person, box, keypoints)}.
+
+    The keypoint score is the GT visibility flag (0 or 1), so painting draws exactly the visible
+    GT keypoints. Used by ``parts.train_persons: gt``.
+    """
+    vids = sorted(set(videos))
+    if not vids:
+        return {}
+    t = read_table(gt_path, "gt_persons", filters=[("video", "in", vids)]).select(
+        ["video", "frame", "person", "box", "keypoints"])
+    df = t.to_pandas()
+    df["keypoints"] = [_visibility_as_score(k) for k in df["keypoints"]]
+    return {str(v): g.drop(columns="video").reset_index(drop=True) for v, g in df.groupby("video", sort=False)}
+
+
+def _visibility_as_score(keypoints) -> np.ndarray:
+    kp = np.asarray(keypoints, np.float32).copy()
+    kp[2::3] = np.minimum(kp[2::3], 1.0)  # COCO-style 2 = visible -> score 1
+    return kp
+
+
 def person_crops(images: list, frames: np.ndarray, scales: np.ndarray, persons, make_crop) -> list[dict]:
     """Crops of every person row of one video whose frame is among ``frames``.
 

@@ -4,8 +4,9 @@ Nothing here downloads. :func:`configure` must run before ``ultralytics`` is fir
 function below calls it): it sets ``YOLO_OFFLINE=1``, points ``YOLO_CONFIG_DIR`` at a private
 folder holding ``Arial.ttf`` (a copy of the DejaVuSans font matplotlib ships, so ultralytics
 never fetches its font), and turns off hub sync and every logger integration in the settings.
-Training always gets ``plots=False``, ``amp=False`` (the AMP check would fetch a checkpoint),
-an explicit ``project=`` work folder, and a data.yaml with an absolute ``path``.
+Training always gets ``plots=False``, never ultralytics' fp16 AMP self-check (it would fetch a
+checkpoint; ``amp`` means bf16 on CUDA, off on CPU), an explicit ``project=`` work folder, and a
+data.yaml with an absolute ``path``.
 
 Images handed to this module are uint8 RGB numpy arrays; boxes are ``[x1, y1, x2, y2]`` pixels
 of those images.
@@ -26,6 +27,12 @@ from typing import Sequence
 import numpy as np
 
 log = logging.getLogger("actparse.yolo")
+
+# Idle OpenMP threads sleep instead of spinning. With busy-waiting, two torch threads on a 2-core
+# machine that is also running anything else ran training steps ~10x and inference ~7x slower than
+# one thread; with passive waiting they are as fast as (or faster than) one. Only takes effect if
+# torch is not loaded yet (the stages import torch through ultralytics, after this module).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _SETTINGS_OFF = {
     "sync": False, "clearml": False, "comet": False, "dvc": False, "hub": False, "mlflow": False,
@@ -298,12 +305,14 @@ def _count(folder: Path) -> int:
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
           weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
           lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
-          patience: int = 100, threads: int = 0, **overrides) -> TrainResult:
+          patience: int = 100, threads: int = 0, amp: bool = False, **overrides) -> TrainResult:
     """Train a detector; ``weights`` (a ``.pt``) fine-tunes it, else a fresh ``model`` yaml is trained.
 
     The ultralytics run goes to ``run_dir/train`` (overwritten). Extra keyword arguments are
     passed on as ultralytics train arguments (e.g. ``mosaic=0.5``, ``hsv_h=0.0``, ``fliplr=0``).
-    ``threads``: torch CPU threads (0 = every core), see :func:`set_threads`.
+    ``threads``: torch CPU threads (0 = every core), see :func:`set_threads`. ``amp``: bf16 autocast
+    on a CUDA device that supports it (ultralytics' fp16 AMP self-check would download a checkpoint,
+    bf16 skips it); ignored on CPU.
     """
     set_threads(threads)
     data_yaml = Path(data_yaml).resolve()
@@ -316,7 +325,8 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     args = dict(
         data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), lr0=float(lr0),
         optimizer=optimizer, device=device, seed=int(seed), deterministic=True, workers=int(workers),
-        project=str(run_dir), name="train", exist_ok=True, plots=False, amp=False, verbose=False,
+        project=str(run_dir), name="train", exist_ok=True, plots=False, amp=_amp_arg(amp, device),
+        verbose=False,
         val=False, patience=int(patience), cache=False, pretrained=False, save=True,
     )
     args.update(overrides)
@@ -345,6 +355,15 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
     )
+
+
+def _amp_arg(amp: bool, device: str):
+    """``"bf16"`` on a bf16-capable CUDA device when asked for, else False (never the fp16 self-check)."""
+    if not amp or not str(device).startswith("cuda"):
+        return False
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else False
 
 
 def save_final(result_weights: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -404,6 +423,7 @@ def train_args(params: dict, section: str) -> dict:
         fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
         workers=get(params, f"{s}.workers", int, default=0, min_value=0),
         threads=get(params, f"{s}.threads", int, default=0, min_value=0),
+        amp=get(params, f"{s}.amp", bool, default=False),
         seed=get(params, "seed", int, default=0),
         device=resolve_device(params),
     )

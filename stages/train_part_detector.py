@@ -5,12 +5,16 @@ the GT person box) gives one training image: its crop (refined box grown by part
 made square, resized to parts.crop_size) painted with a dot of a fixed colour per confident
 predicted keypoint (X' = X + G(K)); the labels are that GT person's visible part boxes mapped
 into the crop. parts.paint: false trains on the same crops unpainted (seed 001 Table 4 ablation).
+parts.train_persons: gt trains on the GT person boxes painted with the GT keypoints instead (for
+data sets with keypoint annotations, e.g. the synthetic one; it does not depend on how good the
+person detector and HRNet already are, which the smoke-test params set needs).
 
 Reads:  artifacts/frames.parquet, artifacts/refined_persons.parquet (schema "keypoints": refined
         box + predicted keypoints), <data.root>/videos.parquet, <data.root>/gt_persons.parquet.
 Writes: artifacts/models/part_detector/model.pt and train_info.json (epochs, crops, seconds,
         val mAP50, paint settings).
-Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin (the crops), parts.model,
+Params: parts.train_persons (detected | gt), parts.paint, dot_radius, kp_thr, crop_size,
+        crop_margin (the crops), parts.model,
         weights (a user .pt: checked and copied, no training; finetune: true fine-tunes it),
         imgsz, epochs, batch, lr0, optimizer, warmup_epochs, mosaic, close_mosaic, hsv_h,
         val_fraction, frame_step, workers, threads (torch CPU threads, 0 = every core); seed, device.
@@ -31,7 +35,8 @@ from actparse import yolo
 from actparse.cli import stage_main
 from actparse.constants import NUM_PARTS, PARTS
 from actparse.dataset import gt_persons_path, load_videos, split_of
-from actparse.detection import decode_frames, frames_by_video, gt_index, match_greedy, person_crops, refined_by_video
+from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_persons_by_video, match_greedy,
+                                person_crops, refined_by_video)
 from actparse.paint import PaintConfig
 from actparse.params import get
 from actparse.paths import Paths, data_root
@@ -79,7 +84,11 @@ def run(params: dict, root: Path) -> None:
     train_videos = sorted(v for v, s in splits.items() if s == "train")
     if not train_videos:
         raise ValueError(f"{droot / 'videos.parquet'}: no videos in the train split")
-    refined = refined_by_video(paths.refined, train_videos)
+    source = get(params, f"{S}.train_persons", str, default="detected", choices=("detected", "gt"))
+    if source == "gt":
+        refined = gt_persons_by_video(gt_persons_path(droot), train_videos)
+    else:
+        refined = refined_by_video(paths.refined, train_videos)
     gt = gt_index(gt_persons_path(droot), train_videos, columns=("box", "part_boxes", "part_visible"))
     images, boxes, classes, groups, stems = [], [], [], [], []
     n_persons = n_unmatched = 0
@@ -113,7 +122,8 @@ def run(params: dict, root: Path) -> None:
                 stems.append(f"{video}_{f:06d}_{c['person']:03d}")
     if not images:
         raise ValueError(f"{paths.refined}: no refined person of the train frames matches a GT person "
-                         f"(IoU >= 0.5); {n_persons} persons seen")
+                         f"(IoU >= 0.5); {n_persons} persons seen. The person detector or HRNet may be "
+                         f"undertrained: train longer, or set parts.train_persons: gt to train on GT boxes")
     work = model_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -124,7 +134,7 @@ def run(params: dict, root: Path) -> None:
                  int((~val_mask).sum()), int(val_mask.sum()), n_unmatched, n_persons, cfg.paint)
         result = yolo.train(data_yaml, work / "runs", weights=weights if finetune else None, **args)
         yolo.finish_model_dir(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"], **paint_info,
-                                            "persons_seen": n_persons, "persons_unmatched": n_unmatched})
+                                            "train_persons": source, "persons_seen": n_persons, "persons_unmatched": n_unmatched})
         log.info("part detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -58,3 +58,69 @@ def test_dvc_lock_names_only_dag_stages():
         pytest.skip("no dvc.lock committed yet: the default `dvc repro` has not been recorded")
     stages = yaml.safe_load(lock.read_text())["stages"]
     assert set(stages) <= set(DVC)
+
+
+# Library modules every stage may use without listing them: plumbing that does not change results.
+PLUMBING = {"actparse/__init__.py", "actparse/cli.py", "actparse/params.py", "actparse/paths.py",
+            "actparse/schemas.py"}
+
+
+def _module_file(name: str) -> str | None:
+    for cand in (ROOT / (name.replace(".", "/") + ".py"), ROOT / name.replace(".", "/") / "__init__.py"):
+        if cand.exists():
+            return cand.relative_to(ROOT).as_posix()
+    return None
+
+
+def _actparse_imports(path: str) -> set[str]:
+    import ast
+
+    tree = ast.parse((ROOT / path).read_text())
+    package = Path(path).with_suffix("").parts[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = list(package[: len(package) - node.level + 1])
+                base = ".".join(parts + ([base] if base else []))
+            if base.split(".")[0] != "actparse":
+                continue
+            for alias in node.names:
+                found.add(_module_file(f"{base}.{alias.name}") or _module_file(base))
+        elif isinstance(node, ast.Import):
+            found |= {_module_file(a.name) for a in node.names if a.name.split(".")[0] == "actparse"}
+    return {f for f in found if f}
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_deps_cover_the_library_code_it_runs(name):
+    """Editing a library module a stage imports (directly or through other modules) reruns that stage."""
+    seen, todo = set(), [f"stages/{name}.py"]
+    while todo:
+        for mod in _actparse_imports(todo.pop()):
+            if mod not in seen:
+                seen.add(mod)
+                todo.append(mod)
+    deps = [str(d).rstrip("/") for d in DVC[name].get("deps", [])]
+    missing = sorted(m for m in seen - PLUMBING if m not in deps and not any(m.startswith(d + "/") for d in deps))
+    assert not missing, f"dvc.yaml stage {name} runs {missing} but does not list them as deps"
+
+
+# Training stages list every key of their section except the ones only inference reads, so that a
+# new training param cannot be forgotten and an inference param never retrains a model.
+INFERENCE_ONLY = {
+    "train_person_detector": ("person_detector", {"conf", "iou", "max_det", "predict_batch"}),
+    "train_part_detector": ("parts", {"conf", "iou", "predict_batch"}),
+    "train_csn": ("csn", {"test_clips", "test_batch", "ensemble_weights"}),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(INFERENCE_ONLY))
+def test_training_stage_params_exclude_only_inference_keys(stage):
+    section, inference = INFERENCE_ONLY[stage]
+    listed = {str(k) for k in DVC[stage]["params"]}
+    assert section not in listed, f"{stage} lists all of {section}: inference-only keys would retrain it"
+    expected = {f"{section}.{k}" for k in PARAMS[section] if k not in inference}
+    assert expected - listed == set(), f"{stage} misses training params {sorted(expected - listed)}"
+    assert not {f"{section}.{k}" for k in inference} & listed

@@ -19,12 +19,7 @@ import yaml
 from actparse.params import merge_params
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skip(reason="known gap: on the tiny params set the person detector trained for a few "
-                            "epochs finds no person, so train_part_detector has nothing to train on; "
-                            "re-enable once the tiny preset is tuned (issue 2)"),
-]
+pytestmark = pytest.mark.slow
 
 
 def tiny_params() -> dict:
@@ -102,3 +97,13 @@ def test_link_param_reruns_only_link_and_evaluate(project):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([sys.executable, "-m", "dvc", "repro"], work, info["env"])
     assert ran_stages(out) == {"link_tubes", "evaluate"}, out[-3000:]
+
+
+def test_inference_param_does_not_retrain(project):
+    """csn.test_clips is read by the csn stage only: train_csn and everything upstream stay cached."""
+    work, info = project
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["csn"]["test_clips"] = int(params["csn"]["test_clips"]) + 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([sys.executable, "-m", "dvc", "repro"], work, info["env"])
+    assert ran_stages(out) == {"csn", "part_states", "link_tubes", "evaluate"}, out[-3000:]

@@ -1,0 +1,119 @@
+"""actparse ablate: seed 001's ablation rows as real `dvc exp run -S` experiments, and their table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actparse import ablation as A
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rows_set_every_switch_and_the_last_cumulative_row_is_the_default():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in A.DEFAULT.items():  # the defaults the table assumes are params.yaml's
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, f"params.yaml {key} is {node!r}, ablation DEFAULT says {value!r}"
+    for row in A.ROWS:
+        assert set(row.settings()) == set(A.SWITCHES)
+        assert set(row.changes) <= set(A.SWITCHES), row.name
+    assert A.ROWS[5].settings() == A.DEFAULT
+    # Cumulative rows: each turns on at least one more idea than the row before.
+    cum = [r for r in A.ROWS if r.name[len("ablate-")].isdigit()]
+    for a, b in zip(cum, cum[1:]):
+        assert a.settings() != b.settings()
+    cmd = A.exp_command(A.ROWS[0])
+    assert cmd[:5] == ["dvc", "exp", "run", "--name", "ablate-1-baseline"]
+    assert "parts.paint=false" in cmd and "keypoints.refine=false" in cmd
+
+
+def _metrics(video, part, state, tps):
+    return {"metrics": {"video_acc": video, "part_ap50": part, "part_state_acc": state, "tps_score": tps}}
+
+
+def test_table_and_directions_worked_by_hand():
+    results = {"ablate-1-baseline": _metrics(0.5, 0.30, 0.4, 0.20),
+               "ablate-2-ensemble": _metrics(0.6, 0.30, 0.4, 0.25),
+               "ablate-3-paint": _metrics(0.6, 0.25, 0.4, 0.22)}
+    text = A.table(results)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3
+    assert "| 50.0 | 30.0 | 40.0 | 20.0 |  | 45.11 |" in lines[2]
+    assert "+5.0" in lines[3] and "-3.0" in lines[4]
+    d = A.directions(results)
+    assert d[0].endswith("50.0 -> 60.0: holds")
+    assert d[1].endswith("30.0 -> 25.0: does NOT hold")
+    assert len(d) == 2  # rows that did not run are not judged
+
+
+def test_write_readme_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{A.START}\nold\n{A.END}\noutro\n")
+    A.write_readme(readme, "| new |")
+    assert readme.read_text() == f"intro\n{A.START}\n| new |\n{A.END}\noutro\n"
+    (tmp_path / "R2.md").write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        A.write_readme(tmp_path / "R2.md", "x")
+
+
+STAGE = """
+import json, yaml
+p = yaml.safe_load(open("params.yaml"))
+score = 0.1 * p["parts"]["paint"] + 0.2 * p["keypoints"]["refine"] + 0.01 * p["csn"]["test_clips"]
+json.dump({"video_acc": 0.5 + p["csn"]["ensemble_weights"]["action"]["ir"] / 10, "part_ap50": 0.3 + 0.1 * p["parts"]["paint"],
+           "part_state_acc": 0.4, "tps_score": score}, open("metrics/metrics.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_rows_run_as_dvc_experiments_and_the_workspace_is_restored(tmp_path):
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    params = {"csn": {"ensemble_weights": {"default": {"ip": 1.0, "ir": 1.0}, "action": {"ip": 1.0, "ir": 1.0}},
+                      "test_clips": 3, "freeze_bn": "auto"},
+              "parts": {"paint": True}, "keypoints": {"refine": True}, "part_labels": {"mode": "video_label"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": {
+        "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"],
+        "params": ["csn", "parts", "keypoints", "part_labels"],
+        "metrics": [{"metrics/metrics.json": {"cache": False}}]}}}))
+
+    def sh(*cmd):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("dvc", "repro")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")
+    before = (tmp_path / "params.yaml").read_text()
+    rows = [A.ROWS[0], A.ROWS[5]]
+    old = os.environ.copy()
+    os.environ.update(env)
+    try:
+        results = A.run_rows(rows, tmp_path, out=open(os.devnull, "w"))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert results["ablate-1-baseline"]["metrics"]["tps_score"] == pytest.approx(0.03)
+    assert results["ablate-6-default"]["metrics"]["tps_score"] == pytest.approx(0.33)
+    assert results["ablate-1-baseline"]["metrics"]["video_acc"] == pytest.approx(0.5)
+    stored = json.loads((tmp_path / "metrics" / "ablation.json").read_text())
+    assert set(stored) == {"ablate-1-baseline", "ablate-6-default"}
+    assert (tmp_path / "params.yaml").read_text() == before  # workspace back to the committed params
+    shown = sh("dvc", "exp", "show", "--json")
+    assert "ablate-1-baseline" in shown and "ablate-6-default" in shown
