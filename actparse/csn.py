@@ -14,8 +14,8 @@ as 4x, 8x, 16x, 32x of it), so block structure, strides and key names are unchan
 A :class:`MultiTaskCSN` predicts the seven seed-001 tasks (video action + six part groups), either
 with one backbone and seven linear heads (``shared_backbone``, CPU default) or seven separate
 single-head networks like the paper. Pretrained backbone weights load from a local file in
-pytorchvideo's key layout (``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a...``),
-checked strictly; other layouts (VMZ / mmaction2) plug in through :data:`KEY_MAPS`.
+pytorchvideo's key layout (``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a...``) or,
+through :data:`KEY_MAPS`, in VMZ's or mmaction2's CSN layout, checked strictly (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -233,62 +234,232 @@ def freeze_batchnorm(model: MultiTaskCSN) -> int:
 # --------------------------------------------------------------------------------------------
 # Pretrained weights
 # --------------------------------------------------------------------------------------------
-def _identity_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return dict(state)
+class KeyMapError(ValueError):
+    """A checkpoint key that the chosen layout (``key_map``) cannot place in the pytorchvideo layout."""
 
 
-# Key mappers from a checkpoint's layout to pytorchvideo's (``blocks.<i>....``). Add e.g. "vmz"
-# (torchvision-style ``stem.0`` / ``layer1.0.conv2.0...``) or "mmaction2" (``backbone.layer1...``)
-# here: a function taking the raw state dict and returning one in pytorchvideo layout.
+# Human-readable name of each checkpoint layout (used in error messages and docs/checkpoints.md).
+LAYOUTS: dict[str, str] = {
+    "pytorchvideo": "pytorchvideo create_csn layout (blocks.0.conv.weight, "
+                    "blocks.<s>.res_blocks.<b>.branch2.conv_a...)",
+    "vmz": "VMZ / torchvision VideoResNet layout (stem.0.weight, layer<s>.<b>.conv<k>.<i>..., fc.*)",
+    "mmaction2": "mmaction2 ResNet3dCSN layout (backbone.conv1.conv.weight, backbone.layer<s>.<b>.conv<k>.conv/bn...)",
+}
+
+_PARAM_RE = re.compile(r"^(?P<mod>.+)\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)$")
+_LAYER_RE = re.compile(r"^layer(?P<stage>[1-4])\.(?P<block>0|[1-9][0-9]*)\.(?P<mod>.+)$")
+
+# Module names inside one residual block: external layout -> our pytorchvideo bottleneck.
+# VMZ (torchvision Bottleneck): conv<k> = Sequential(conv, BN[, ReLU]); ir's conv2.0 is the depthwise conv
+# itself, ip's conv2.0 is Sequential(1x1x1 conv, BN, depthwise conv); downsample = Sequential(conv, BN).
+_VMZ_STEM = {"stem.0": "blocks.0.conv", "stem.1": "blocks.0.norm"}
+_VMZ_BLOCK = {
+    "conv1.0": "branch2.conv_a", "conv1.1": "branch2.norm_a",
+    "conv2.0": "branch2.conv_b",                                     # ir
+    "conv2.0.0": "branch2.conv_b.pointwise", "conv2.0.1": "branch2.conv_b.norm",  # ip
+    "conv2.0.2": "branch2.conv_b.depthwise",                         # ip
+    "conv2.1": "branch2.norm_b",
+    "conv3.0": "branch2.conv_c", "conv3.1": "branch2.norm_c",
+    "downsample.0": "branch1_conv", "downsample.1": "branch1_norm",
+}
+# mmaction2 (mmcv ConvModule = .conv + .bn): conv2 is a Sequential of ConvModules, [depthwise] in ir and
+# [1x1x1, depthwise] in ip, so ``conv2.0`` means a different conv in the two variants.
+_MMA_STEM = {"conv1.conv": "blocks.0.conv", "conv1.bn": "blocks.0.norm"}
+_MMA_COMMON = {
+    "conv1.conv": "branch2.conv_a", "conv1.bn": "branch2.norm_a",
+    "conv3.conv": "branch2.conv_c", "conv3.bn": "branch2.norm_c",
+    "downsample.conv": "branch1_conv", "downsample.bn": "branch1_norm",
+}
+_MMA_IR_BLOCK = {**_MMA_COMMON, "conv2.0.conv": "branch2.conv_b", "conv2.0.bn": "branch2.norm_b"}
+_MMA_IP_BLOCK = {**_MMA_COMMON, "conv2.0.conv": "branch2.conv_b.pointwise", "conv2.0.bn": "branch2.conv_b.norm",
+                 "conv2.1.conv": "branch2.conv_b.depthwise", "conv2.1.bn": "branch2.norm_b"}
+
+
+def _short_list(keys: Sequence[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _strip_wrappers(state: Mapping[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """Drop ``module.`` (DataParallel / DDP) prefixes; with ``backbone.*`` keys (a whole recognizer, as
+    mmaction2 saves it) keep only those, without the prefix, and log what else is ignored."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    if any(k.startswith("backbone.") for k in out):
+        other = [k for k in out if not k.startswith("backbone.")]
+        if other:
+            log.info("%s layout: ignoring %d non-backbone key(s) (%s)", name, len(other), _short_list(other))
+        out = {k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")}
+    return out
+
+
+def _drop_head(state: dict[str, torch.Tensor], name: str, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    head = [k for k in state if k.startswith(prefixes)]
+    if head:
+        log.info("%s layout: ignoring %d classifier key(s) (%s)", name, len(head), _short_list(head))
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
+
+
+def _rename(state: Mapping[str, torch.Tensor], name: str, stem: Mapping[str, str],
+            block_table: Callable[[str], Mapping[str, str]]) -> dict[str, torch.Tensor]:
+    """Rename ``<module>.<param>`` keys through the stem table or, for ``layer<s>.<b>.<module>``, the
+    block table of that block; any other key is an error naming it and the layout."""
+    out: dict[str, torch.Tensor] = {}
+    for key, val in state.items():
+        new = None
+        m = _PARAM_RE.match(key)
+        if m and m["mod"] in stem:
+            new = f"{stem[m['mod']]}.{m['param']}"
+        elif m and (b := _LAYER_RE.match(m["mod"])):
+            table = block_table(f"layer{b['stage']}.{b['block']}")
+            if b["mod"] in table:
+                new = f"blocks.{b['stage']}.res_blocks.{b['block']}.{table[b['mod']]}.{m['param']}"
+        if new is None:
+            raise KeyMapError(f"key {key!r} is not part of the {LAYOUTS[name]} (key_map {name!r})")
+        if new in out:
+            raise KeyMapError(f"keys map twice onto {new!r} (key_map {name!r}); last from {key!r}")
+        out[new] = val
+    return out
+
+
+def _pytorchvideo_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """pytorchvideo's own layout (csn_r101 hub checkpoints, ``create_csn`` state dicts): names kept."""
+    state = _strip_wrappers(state, "pytorchvideo")
+    for k in state:
+        if not k.startswith("blocks."):
+            raise KeyMapError(f"key {k!r} is not part of the {LAYOUTS['pytorchvideo']} (key_map 'pytorchvideo')")
+    return state
+
+
+def _vmz_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """VMZ's PyTorch CSN (ir_csn_152 / ip_csn_152: torchvision ``VideoResNet`` with a pooled stem)."""
+    state = _drop_head(_strip_wrappers(state, "vmz"), "vmz", ("fc.",))
+    return _rename(state, "vmz", _VMZ_STEM, lambda block: _VMZ_BLOCK)
+
+
+def _mmaction2_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmaction2's ``ResNet3dCSN`` (bottleneck_mode ir / ip), bare backbone or whole recognizer."""
+    state = _drop_head(_strip_wrappers(state, "mmaction2"), "mmaction2", ("cls_head.", "neck.", "data_preprocessor."))
+    ip_blocks = {k.split(".conv2.1.", 1)[0] for k in state if k.startswith("layer") and ".conv2.1." in k}
+    return _rename(state, "mmaction2", _MMA_STEM,
+                   lambda block: _MMA_IP_BLOCK if block in ip_blocks else _MMA_IR_BLOCK)
+
+
+# Key mappers from a checkpoint's layout (``csn.pretrained.key_map``) to pytorchvideo's: each takes the
+# raw state dict and returns it in pytorchvideo layout (no tensor is copied or reshaped: the published
+# VMZ / mmaction2 CSN tensors already have pytorchvideo's shapes, e.g. the (64, 3, 3, 7, 7) stem conv).
 KEY_MAPS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
-    "pytorchvideo": _identity_keys,
+    "pytorchvideo": _pytorchvideo_keys,
+    "vmz": _vmz_keys,
+    "mmaction2": _mmaction2_keys,
 }
 
 
-def _raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _describe(key_map: str) -> str:
+    return f"key_map {key_map!r}: {LAYOUTS.get(key_map, key_map)}"
+
+
+def _raw_state_dict(path: Path, key_map: str = "pytorchvideo") -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot load pretrained CSN weights: {str(exc).splitlines()[0]}") from None
-    for key in ("model_state", "state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [repr(exc)]
+        detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
+        detail = detail.split(" Please use")[0].rstrip(".")  # torch's allow-listing advice is not ours
+        hint = ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            hint = ("; the file holds Python objects besides tensors: save its state dict alone "
+                    "(see docs/checkpoints.md)")
+        raise ValueError(f"{path}: cannot load pretrained CSN weights with torch.load(weights_only=True) "
+                         f"({_describe(key_map)} expected): {detail}{hint}") from None
+    for _ in range(2):  # {"state_dict": ...}, {"model_state": ...}, {"model": {"state_dict": ...}}
+        for key in ("state_dict", "model_state", "model"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict of tensors (pytorchvideo layout expected)")
+        raise ValueError(f"{path}: not a state dict of tensors ({_describe(key_map)} expected)")
     return obj
+
+
+def _blocks_per_stage(keys: Iterable[str]) -> list[int]:
+    n = [0, 0, 0, 0]
+    for k in keys:
+        m = re.match(r"blocks\.([1-4])\.res_blocks\.(\d+)\.", k)
+        if m:
+            n[int(m[1]) - 1] = max(n[int(m[1]) - 1], int(m[2]) + 1)
+    return n
 
 
 def load_pretrained(model: MultiTaskCSN, path: str | os.PathLike, key_map: str = "pytorchvideo") -> int:
     """Load backbone weights into every backbone of ``model`` from ``path`` (strict).
 
-    The file's keys (after ``key_map``) must be exactly the backbone's keys (the pytorchvideo
-    classification head ``blocks.5.*`` is ignored) with equal shapes; otherwise a ValueError names
-    the file and the first mismatching key. Returns the number of tensors loaded per backbone.
+    ``key_map`` names the file's key layout (:data:`KEY_MAPS`: ``pytorchvideo``, ``vmz``, ``mmaction2``);
+    ``module.`` / ``backbone.`` prefixes and classifier heads are dropped (logged). After mapping, the
+    file's keys must be exactly the backbone's keys with equal shapes (a missing BN
+    ``num_batches_tracked`` counter, absent from converted checkpoints, is kept from the model);
+    otherwise a ValueError names the file, the first mismatching key (with both shapes, and the file's
+    own key name) and the layout expected. Returns the number of tensors loaded per backbone.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: pretrained CSN weights not found")
     if key_map not in KEY_MAPS:
         raise ValueError(f"unknown pretrained key_map {key_map!r}; known: {sorted(KEY_MAPS)}")
-    src = KEY_MAPS[key_map](_raw_state_dict(path))
+    raw = _raw_state_dict(path, key_map)
+    try:
+        src = KEY_MAPS[key_map](raw)
+    except KeyMapError as exc:
+        fits = []
+        for other, fn in KEY_MAPS.items():
+            if other != key_map:
+                try:
+                    fn(raw)
+                    fits.append(other)
+                except KeyMapError:
+                    pass
+        hint = f"; the file looks like key_map {' / '.join(map(repr, fits))}" if fits else ""
+        raise ValueError(f"{path}: {exc}{hint}") from None
+    origin = {id(v): k for k, v in raw.items()}
+
+    def file_key(k: str) -> str:
+        o = origin.get(id(src[k]))
+        return f" (file key {o!r})" if o and o != k else ""
+
+    cfg = model.cfg
+    where = f"{cfg.variant}-CSN backbone (depth {cfg.depth}, blocks per stage {list(cfg.blocks_per_stage)})"
+    fmt = f"read with {_describe(key_map)}"
     head_prefix = f"blocks.{len(model.backbones()[0].blocks)}."
+    head = [k for k in src if k.startswith(head_prefix)]
+    if head:
+        log.info("%s: ignoring %d classifier key(s) (%s)", path, len(head), _short_list(head))
     src = {k: v for k, v in src.items() if not k.startswith(head_prefix)}
+    in_file = f"the file has blocks per stage {_blocks_per_stage(src)}"
+    if any(".conv_b.pointwise." in k for k in src) != (cfg.variant == "ip"):
+        in_file += f" and holds {'ip' if cfg.variant == 'ir' else 'ir'}-CSN weights"
     want = model.backbones()[0].state_dict()
+    filled = []
     for k, v in want.items():
         if k not in src:
-            raise ValueError(f"{path}: pretrained weights lack key {k!r} of the {model.cfg.variant}-CSN backbone "
-                             f"(depth {model.cfg.depth}, blocks per stage {list(model.cfg.blocks_per_stage)}); "
-                             f"first mismatching key")
+            if k.endswith(".num_batches_tracked"):
+                filled.append(k)
+                continue
+            raise ValueError(f"{path}: first mismatching key {k!r}: missing from the file, needed by the {where}; "
+                             f"{in_file}; {fmt}")
         if tuple(src[k].shape) != tuple(v.shape):
             raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
-                             f"{tuple(v.shape)} in the {model.cfg.variant}-CSN backbone")
+                             f"{tuple(v.shape)} in the {where}{file_key(k)}; {fmt}")
     extra = [k for k in src if k not in want]
     if extra:
-        raise ValueError(f"{path}: first mismatching key {extra[0]!r}: not in the {model.cfg.variant}-CSN backbone "
-                         f"({len(extra)} unexpected key(s); wrong variant or depth?)")
+        raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
+                         f"({len(extra)} unexpected key(s); wrong variant or depth? {in_file}); {fmt}")
+    if filled:
+        log.info("%s: %d BN num_batches_tracked counter(s) absent from the file; kept the model's", path, len(filled))
     for bb in model.backbones():
-        bb.load_state_dict({k: src[k].to(dtype=want[k].dtype) for k in want}, strict=True)
+        sd = bb.state_dict()
+        bb.load_state_dict({k: (src[k] if k in src else sd[k]).to(dtype=want[k].dtype) for k in want}, strict=True)
     return len(want)
 
 
