@@ -89,6 +89,8 @@ def test_second_repro_does_nothing(project):
 
 
 def test_link_param_reruns_only_link_and_evaluate(project):
+    """Only the stages that read `link` params rerun: link_tubes, evaluate and seed 003's stad_evaluate
+    (switched off, it still lists them); nothing upstream of linking."""
     work, info = project
     params = yaml.safe_load((work / "params.yaml").read_text())
     link = params["link"]
@@ -96,14 +98,15 @@ def test_link_param_reruns_only_link_and_evaluate(project):
     link[key] = round(link[key] * 0.5 + 0.01, 4)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([sys.executable, "-m", "dvc", "repro"], work, info["env"])
-    assert ran_stages(out) == {"link_tubes", "evaluate"}, out[-3000:]
+    assert ran_stages(out) == {"link_tubes", "evaluate", "stad_evaluate"}, out[-3000:]
 
 
 def test_inference_param_does_not_retrain(project):
-    """csn.test_clips is read by the csn stage only: train_csn and everything upstream stay cached."""
+    """csn.test_clips is read by the csn stage only: train_csn and everything upstream stay cached;
+    what reads the video predictions reruns (seed 000's partattn_predict among them)."""
     work, info = project
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["csn"]["test_clips"] = int(params["csn"]["test_clips"]) + 1
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([sys.executable, "-m", "dvc", "repro"], work, info["env"])
-    assert ran_stages(out) == {"csn", "part_states", "link_tubes", "evaluate"}, out[-3000:]
+    assert ran_stages(out) == {"csn", "part_states", "link_tubes", "evaluate", "partattn_predict"}, out[-3000:]
