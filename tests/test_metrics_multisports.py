@@ -209,3 +209,21 @@ def test_invariances_shuffle_rename_zero_score_boxes(seed, perm):
     # zero-score boxes that match nothing ranked below every real detection
     zeros = np.array([[iv, 1, lab, 0.0, 500, 500, 520, 520] for iv in range(4) for lab in range(3)], np.float32)
     assert M.frame_ap(gt, np.concatenate([dets, zeros])).map == base_f
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_segment_sums_are_numpys_pairwise_sums_bit_for_bit(dtype):
+    from actparse.metrics._exact import segment_means, segment_sums
+
+    rng = np.random.default_rng(3)
+    lengths = np.r_[0, 1, 7, 8, 9, 127, 128, 129, 255, 256, 257, 1000, 8192, 8193, rng.integers(1, 600, 300)]
+    values = (rng.random(int(lengths.sum())) * 10.0 ** rng.uniform(-4, 4, int(lengths.sum()))).astype(dtype)
+    values[rng.random(len(values)) < 0.02] = -0.0
+    starts = np.cumsum(lengths) - lengths
+    got = segment_sums(values, starts, lengths)
+    want = np.array([np.add.reduce(values[s:s + n]) if n else 0 for s, n in zip(starts, lengths)], dtype)
+    assert got.dtype == dtype and got.tobytes() == want.tobytes()
+    nz = lengths > 0
+    means = segment_means(values, starts, lengths)[nz]
+    assert means.tobytes() == np.array([np.mean(values[s:s + n]) for s, n in zip(starts[nz], lengths[nz])],
+                                       dtype).tobytes()

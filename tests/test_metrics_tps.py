@@ -265,3 +265,31 @@ def test_array_route_from_tables_equals_the_json_route(tmp_path):
     via_tables = T.psc_from_inputs(inp)
     np.testing.assert_array_equal(via_tables, via_json)
     assert 0 < via_json.mean() < 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dict_route_equals_the_flattened_array_route(seed):
+    gv, gp, pv, pp = random_case(100 + seed, n_videos=10, n_frames=6, verb_list=seed % 2 == 0, dups=seed % 3 == 0)
+    gp["v0"]["img_00001.json"] = {"humans": []}  # no ground-truth human: dropped from the count
+    gp["v1"]["img_00006.json"] = {"humans": [human(BOX, {})]}  # humans but no part
+    pp["v1"]["img_00006.json"] = {"humans": [human(BOX, PARTS_OK)]}
+    opts = T.TPSOptions(check_limits=False)
+    via_dicts = T.part_state_correctness(gp, pp, opts)
+    via_arrays = T.psc_from_inputs(T.prepare(gp, pp), opts)
+    assert via_dicts.tolist() == via_arrays.tolist()
+
+
+def test_files_not_in_the_official_layout_raise_value_errors():
+    gv, gp, pv, pp = perfect_case()
+    bad = copy.deepcopy(pp)
+    del bad["a"]["img_00001.json"]["humans"][0]["parts"]["head"]["verb"]
+    with pytest.raises(ValueError, match="official layout"):
+        T.evaluate(gv, gp, pv, bad)
+    bad = copy.deepcopy(pp)
+    bad["a"]["img_00001.json"]["humans"][0]["box"] = [1, 2, 3]
+    with pytest.raises(ValueError, match="4 numbers"):
+        T.evaluate(gv, gp, pv, bad)
+    bad = copy.deepcopy(pp)
+    del bad["a"]["img_00001.json"]["humans"]
+    with pytest.raises(ValueError, match="official layout"):
+        T.evaluate(gv, gp, pv, bad)

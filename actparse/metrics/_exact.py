@@ -4,8 +4,9 @@ The official evaluation scripts compute means with ``np.mean`` on small slices (
 tube pair, per tube, ...). ``np.mean`` sums with numpy's *pairwise* summation, whose rounding
 differs from a running sum and from ``np.add.reduceat``. :func:`segment_sums` reproduces the exact
 pairwise algorithm of numpy's ``add.reduce`` (blocks of 8 partial sums up to 128 elements, halving
-above) for many segments at once, vectorised over segments of equal length, so a vectorised
-metric returns the same floating-point numbers as the loop it replaces.
+above) for many segments of any lengths at once (one array step per block of 8 and per level of
+the tree, over every segment that long), so a vectorised metric returns the same floating-point
+numbers as the loop it replaces.
 """
 
 from __future__ import annotations
@@ -37,10 +38,55 @@ def _pairwise_rows(x: np.ndarray) -> np.ndarray:
     return _pairwise_rows(x[:, :n2]) + _pairwise_rows(x[:, n2:])
 
 
+def _leaf_sums(values: np.ndarray, s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``np.add.reduce`` of segments of 1..128 elements (numpy's unrolled pairwise leaf), all at once.
+
+    Below 8 elements numpy adds sequentially onto 0; from 8 on it keeps 8 running partial sums over
+    the whole blocks of 8, adds them as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then adds
+    the last ``n % 8`` elements one by one. Each step runs over every segment still that long."""
+    dt = values.dtype
+    nb = n // 8
+    res = np.zeros(len(s), dt)
+    blk = np.flatnonzero(nb > 0)
+    if len(blk):
+        sb, nbb = s[blk], nb[blk]
+        eight = np.arange(8)
+        r = values[sb[:, None] + eight]
+        for b in range(1, int(nbb.max())):
+            a = np.flatnonzero(nbb > b)
+            r[a] += values[sb[a, None] + (8 * b + eight)]
+        res[blk] = ((r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])) + ((r[:, 4] + r[:, 5]) + (r[:, 6] + r[:, 7]))
+    rem = n - 8 * nb
+    tail = s + 8 * nb
+    for i in range(int(rem.max()) if len(rem) else 0):
+        a = np.flatnonzero(rem > i)
+        res[a] = res[a] + values[tail[a] + i]
+    return res
+
+
+def _pairwise_segments(values: np.ndarray, s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """numpy's pairwise sum of segments (1 <= n <= 8192): above 128 elements split at
+    ``n2 = n // 2 - (n // 2) % 8`` and add the two halves' sums; leaves as :func:`_leaf_sums`."""
+    res = np.empty(len(s), values.dtype)
+    split = n > _BLOCK
+    if split.any():
+        ss, ns = s[split], n[split]
+        n2 = ns // 2
+        n2 -= n2 % 8
+        res[split] = _pairwise_segments(values, ss, n2) + _pairwise_segments(values, ss + n2, ns - n2)
+        leaf = ~split
+        res[leaf] = _leaf_sums(values, s[leaf], n[leaf])
+    else:
+        res[:] = _leaf_sums(values, s, n)
+    return res
+
+
 def segment_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``[np.add.reduce(values[s:s+n]) for s, n in zip(starts, lengths)]``, vectorised and bit-exact.
 
-    Segments longer than 8192 (numpy's buffer size) fall back to ``np.add.reduce`` itself.
+    All segments are summed together whatever their lengths (a few array operations per block of 8
+    and per level of the pairwise tree). Segments longer than 8192 (numpy's buffer size) fall back
+    to ``np.add.reduce`` itself.
     """
     values = np.asarray(values)
     starts = np.asarray(starts, dtype=np.int64)
@@ -48,16 +94,12 @@ def segment_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
     out = np.zeros(len(starts), dtype=values.dtype)
     if len(starts) == 0:
         return out
-    for n in np.unique(lengths):
-        sel = np.flatnonzero(lengths == n)
-        if n == 0:
-            continue
-        if n > 8192:
-            for i in sel:
-                out[i] = np.add.reduce(values[starts[i]:starts[i] + n])
-            continue
-        block = values[starts[sel, None] + np.arange(n)]
-        out[sel] = _pairwise_rows(block)
+    huge = lengths > 8192
+    for i in np.flatnonzero(huge):
+        out[i] = np.add.reduce(values[starts[i]:starts[i] + lengths[i]])
+    sel = np.flatnonzero((lengths > 0) & ~huge)
+    if len(sel):
+        out[sel] = _pairwise_segments(values, starts[sel], lengths[sel])
     return out
 
 
@@ -170,5 +212,6 @@ def pr_ap_segments(tp_sorted: np.ndarray, seg_len: np.ndarray, n_gt: np.ndarray,
     terms = ((R[:, 1:] - R[:, :-1]) * env[:, 1:])[changed]
     cnt = changed.sum(1)
     ap = segment_sums(terms, np.cumsum(cnt) - cnt, cnt)
-    prs = [np.stack([prec[seg == c], rec[seg == c]], 1) for c in range(L)]
+    both = np.stack([prec, rec], 1)
+    prs = [both[a:a + k] for a, k in zip(start.tolist(), seg_len.tolist())]
     return ap, prs

@@ -42,7 +42,8 @@ numbers here are those the official code gives under a NumPy where it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -121,6 +122,41 @@ def _iou_pairs(gtb: np.ndarray, detb: np.ndarray, plus_one: bool) -> np.ndarray:
         a2 = (detb[..., 2] - detb[..., 0]) * (detb[..., 3] - detb[..., 1])
     with np.errstate(invalid="ignore", divide="ignore"):
         return ov / (a1 + a2 - ov)
+
+
+def _iou_cols(g: list, d: list, plus_one: bool) -> np.ndarray:
+    """:func:`_iou_pairs` on boxes given as four contiguous coordinate columns (same arithmetic)."""
+    g0, g1, g2, g3 = g
+    d0, d1, d2, d3 = d
+    if plus_one:
+        xmin = np.maximum(g0, d0)
+        ymin = np.maximum(g1, d1)
+        xmax = np.minimum(g2 + 1, d2 + 1)
+        ymax = np.minimum(g3 + 1, d3 + 1)
+        w = np.subtract(xmax, xmin, out=xmax)
+        h = np.subtract(ymax, ymin, out=ymax)
+        ov = np.maximum(0, w, out=w)
+        ov *= np.maximum(0, h, out=h)
+        a1 = (g2 - g0 + 1) * (g3 - g1 + 1)
+        a2 = (d2 - d0 + 1) * (d3 - d1 + 1)
+    else:
+        xmin = np.maximum(g0, d0)
+        ymin = np.maximum(g1, d1)
+        xmax = np.minimum(g2, d2)
+        ymax = np.minimum(g3, d3)
+        w = np.subtract(xmax, xmin, out=xmax)
+        h = np.subtract(ymax, ymin, out=ymax)
+        ov = np.maximum(0, w, out=w)
+        ov *= np.maximum(0, h, out=h)
+        a1 = (g2 - g0) * (g3 - g1)
+        a2 = (d2 - d0) * (d3 - d1)
+    a1 += a2
+    a1 -= ov
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(ov, a1, out=a1)
+
+
+_CHUNK = 1 << 15  # frames per block of tube-pair IoUs
 
 
 def _ge(values: np.ndarray, thr: float) -> np.ndarray:
@@ -272,23 +308,58 @@ class _Tubes:
     length: np.ndarray
     first: np.ndarray  # first frame, tube dtype
     last: np.ndarray
+    _cols: dict = field(default_factory=dict, repr=False)
+
+    def columns(self, dtype) -> list:
+        """x1, y1, x2, y2 as arrays of ``dtype`` (views when the dtype is the rows' own)."""
+        key = np.dtype(dtype)
+        if key not in self._cols:
+            self._cols[key] = [self.rows[:, k] if self.rows.dtype == key else self.rows[:, k].astype(key)
+                               for k in range(1, 5)]
+        return self._cols[key]
+
+
+def _join_rows(arrays: list) -> np.ndarray:
+    """``np.concatenate(arrays)``; C-contiguous 2-D arrays of one dtype and width are joined as raw
+    bytes, which costs less per array (thousands of short tubes)."""
+    a0 = arrays[0]
+    if (isinstance(a0, np.ndarray) and a0.ndim == 2 and len(set(map(type, arrays))) == 1
+            and len(set(map(attrgetter("dtype"), arrays))) == 1 and len(set(map(attrgetter("ndim"), arrays))) == 1):
+        try:
+            raw = b"".join(arrays)
+        except (TypeError, BufferError, ValueError):  # not C-contiguous
+            raw = None
+        if raw is not None:
+            width = a0.shape[1]
+            sizes = np.fromiter(map(attrgetter("size"), arrays), np.int64, count=len(arrays))
+            rows = np.fromiter(map(len, arrays), np.int64, count=len(arrays))
+            if (sizes == rows * width).all():
+                return np.frombuffer(raw, a0.dtype).reshape(-1, width)
+    return np.concatenate(arrays)
 
 
 def _stack_tubes(tubes: list, names) -> _Tubes:
     """Stack tubes (each an (n, 5+) array of consecutive frames); ``names[i]`` labels tube i in errors."""
     if not tubes:
         return _Tubes(np.zeros((0, 5)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    arrs = list(map(np.asarray, tubes))
-    lengths = np.fromiter(map(len, arrs), np.int64, count=len(arrs))
-    try:
-        if (lengths == 0).any():
+    try:  # usually every tube is an (n, 5) or every one an (n, 6) array: one copy
+        rows = _join_rows(tubes)
+        lengths = np.fromiter(map(len, tubes), np.int64, count=len(tubes))
+        if rows.ndim != 2 or rows.shape[1] < 5 or (lengths == 0).any():
             raise ValueError
-        rows = np.concatenate([a[:, :5] for a in arrs])
-        if rows.shape[1] != 5:
-            raise ValueError
-    except (ValueError, IndexError):
-        bad = next(i for i, a in enumerate(arrs) if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0)
-        raise ValueError(f"{names[bad]}: a tube must be an (n>=1, 5+) array, got shape {arrs[bad].shape}") from None
+        rows = rows[:, :5]
+    except (ValueError, TypeError, IndexError):
+        arrs = list(map(np.asarray, tubes))
+        lengths = np.fromiter(map(len, arrs), np.int64, count=len(arrs))
+        try:
+            if (lengths == 0).any():
+                raise ValueError
+            rows = np.concatenate([a[:, :5] for a in arrs])
+            if rows.shape[1] != 5:
+                raise ValueError
+        except (ValueError, IndexError):
+            bad = next(i for i, a in enumerate(arrs) if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0)
+            raise ValueError(f"{names[bad]}: a tube must be an (n>=1, 5+) array, got shape {arrs[bad].shape}") from None
     start = np.cumsum(lengths) - lengths
     step = np.diff(rows[:, 0])
     inner = np.ones(len(step), bool)
@@ -297,18 +368,18 @@ def _stack_tubes(tubes: list, names) -> _Tubes:
     if len(wrong):
         t = int(np.searchsorted(start, wrong[0], side="right") - 1)
         raise ValueError(f"{names[t]}: tube frames must be consecutive (the official IoU indexes frames by "
-                         f"position), got {arrs[t][:5, 0].tolist()}...")
+                         f"position), got {np.asarray(tubes[t])[:5, 0].tolist()}...")
     return _Tubes(rows, start, lengths, rows[start, 0], rows[start + lengths - 1, 0])
 
 
 class _Names:
-    """Lazy error labels: ``prefix`` + repr of the i-th name."""
+    """Lazy error labels: ``prefix`` + repr of the i-th name (of ``names[index[i]]`` given an index)."""
 
-    def __init__(self, prefix: str, names: list):
-        self.prefix, self.names = prefix, names
+    def __init__(self, prefix: str, names: list, index=None):
+        self.prefix, self.names, self.index = prefix, names, index
 
     def __getitem__(self, i):
-        return f"{self.prefix} {self.names[i]!r}"
+        return f"{self.prefix} {self.names[i if self.index is None else int(self.index[i])]!r}"
 
 
 def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, variant: str = "multisports",
@@ -334,14 +405,23 @@ def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, vari
         return out, ovl
     p = np.flatnonzero(ovl)
     n = (tmax[p] - tmin[p]).astype(np.int64) + 1
-    g0 = gt.start[gi[p]] + (tmin[p] - gf[p]).astype(np.int64)
-    d0 = det.start[di[p]] + (tmin[p] - df[p]).astype(np.int64)
-    rep = np.repeat(np.arange(len(p)), n)
-    offs = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    gb = gt.rows[g0[rep] + offs, 1:5].astype(dtype, copy=False)
-    db = det.rows[d0[rep] + offs, 1:5].astype(dtype, copy=False)
-    per_frame = _iou_pairs(gb, db, plus_one=act)
     starts = np.cumsum(n) - n
+    total = int(n.sum())
+    g0 = gt.start[gi[p]] + (tmin[p] - gf[p]).astype(np.int64)  # first overlapping row of each pair
+    d0 = det.start[di[p]] + (tmin[p] - df[p]).astype(np.int64)
+    gcols, dcols = gt.columns(dtype), det.columns(dtype)
+    # per-frame IoUs in chunks of whole pairs, about _CHUNK frames each, so that the gathered
+    # coordinates and the temporaries stay in cache
+    cuts = np.unique(np.r_[0, np.searchsorted(starts, np.arange(_CHUNK, total, _CHUNK)), len(p)])
+    parts = []
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        nn = n[a:b]
+        rel = starts[a:b] - starts[a]
+        ar = np.arange(int(rel[-1] + nn[-1]))
+        gidx = np.repeat(g0[a:b] - rel, nn) + ar
+        didx = np.repeat(d0[a:b] - rel, nn) + ar
+        parts.append(_iou_cols([c[gidx] for c in gcols], [c[didx] for c in dcols], plus_one=act))
+    per_frame = np.concatenate(parts)
     mean = segment_means(per_frame, starts, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         if t_one:
@@ -375,53 +455,59 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
     vlist = test_videos(gt)
     out = {t: APResult(map=float("nan")) for t in thresholds}
     # scored classes, their ground truth (official gt[v] list order) and detections (official order)
-    labels, gt_num, gkey, gtubes, gnames = [], [], [], [], []
-    d_lab, d_vid, d_tube, d_names, rank_parts, order_parts = [], [], [], [], [], []
+    names = gt["labels"]
+    scored = [label not in excluded_labels for label in names]
+    for ilabel, label in enumerate(names):
+        if scored[ilabel] and ilabel not in dets and missing_label == "error":
+            raise ValueError(f"video detections have no entry for label index {ilabel} ({label!r})")
+    # one pass over the videos; `label_of.get(key)` finds a key exactly when the official
+    # `ilabel in tubes` would
+    label_of = {i: i for i in range(len(names))}
+    g_lab, g_vid, g_n, gtubes = [], [], [], []
+    gttubes = gt["gttubes"]
+    for iv, v in enumerate(vlist):
+        for key, tubes in gttubes[v].items():
+            il = label_of.get(key)
+            if il is None or not scored[il] or not len(tubes):
+                continue
+            g_lab.append(il)
+            g_vid.append(iv)
+            g_n.append(len(tubes))
+            gtubes.extend(tubes)
+    if not gtubes:
+        return out
+    g_lab, g_vid = np.repeat(g_lab, g_n).astype(np.int64), np.repeat(g_vid, g_n).astype(np.int64)
+    g_order = np.argsort(g_lab * (1 << 32) + g_vid, kind="stable")  # by class, then video, then list order
+    gt_count = np.bincount(g_lab, minlength=len(names))
+    lab_ids = np.flatnonzero(gt_count)  # scored classes with ground truth, in label order
+    labels = [names[i] for i in lab_ids]
+    gt_num = gt_count[lab_ids]
+    li_of = np.full(len(names), -1, np.int64)
+    li_of[lab_ids] = np.arange(len(lab_ids))
+    d_vid, d_tube, d_names, rank_parts, order_parts, d_count = [], [], [], [], [], []
     vindex = {v: i for i, v in enumerate(vlist)}
-    for ilabel, label in enumerate(gt["labels"]):
-        if label in excluded_labels:
-            continue
-        if ilabel not in dets:
-            if missing_label == "error":
-                raise ValueError(f"video detections have no entry for label index {ilabel} ({label!r})")
-            detections = []
-        else:
-            detections = list(dets[ilabel])
-        n0 = len(gtubes)
-        for v in vlist:
-            tubes = gt["gttubes"][v]
-            if ilabel in tubes and len(tubes[ilabel]):
-                for t in tubes[ilabel]:
-                    gkey.append((len(labels), vindex[v]))
-                    gtubes.append(t)
-                    gnames.append(v)
-        if len(gtubes) == n0:
-            continue
-        li = len(labels)
-        labels.append(label)
-        gt_num.append(len(gtubes) - n0)
-        scores = np.array(list(map(itemgetter(1), detections)))
+    base = 0
+    for ilabel in lab_ids.tolist():
+        detections = dets[ilabel] if ilabel in dets else ()
+        vn, sc, tb = zip(*detections) if len(detections) else ((), (), ())  # each detection: (video, score, tube)
+        scores = np.array(sc)
         order = np.argsort(-scores)  # the official ranking call, ties included
-        rank = np.empty(len(detections), np.int64)
-        rank[order] = np.arange(len(detections))
-        base = len(d_lab)
+        rank = np.empty(len(sc), np.int64)
+        rank[order] = np.arange(len(sc))
         rank_parts.append(rank + base)
         order_parts.append(order + base)
-        vn = list(map(itemgetter(0), detections))
-        d_lab += [li] * len(detections)
-        d_vid += [vindex.get(v, -1) for v in vn]
-        d_tube += list(map(itemgetter(2), detections))
+        base += len(sc)
+        d_count.append(len(sc))
+        d_vid += map(vindex.get, vn, repeat(-1))
+        d_tube += tb
         d_names += vn
-    if not labels:
-        return out
+    d_lab = np.repeat(np.arange(len(lab_ids)), d_count)
     nd = len(d_lab)
     rank = np.concatenate(rank_parts)
     order = np.concatenate(order_parts)
-    d_lab = np.asarray(d_lab, np.int64)
     d_vid = np.asarray(d_vid, np.int64)
-    G = _stack_tubes(gtubes, _Names("ground truth of", gnames))
-    gk = np.array([a * (1 << 32) + b for a, b in gkey], np.int64)
-    g_order = np.argsort(gk, kind="stable")
+    G = _stack_tubes(gtubes, _Names("ground truth of", vlist, g_vid))
+    gk = li_of[g_lab] * (1 << 32) + g_vid
     ukeys, ustart, ucount = np.unique(gk[g_order], return_index=True, return_counts=True)
     dk = d_lab * (1 << 32) + d_vid
     pos = np.searchsorted(ukeys, dk)
@@ -429,7 +515,7 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
     has = (d_vid >= 0) & (pos < len(ukeys)) & (ukeys[pos_c] == dk)
     sel = np.flatnonzero(has)
     counts = ucount[pos_c[sel]]
-    D = _stack_tubes([d_tube[i] for i in sel], _Names("detection of", [d_names[i] for i in sel])) if len(sel) else None
+    D = _stack_tubes([d_tube[i] for i in sel.tolist()], _Names("detection of", d_names, sel)) if len(sel) else None
     dtype = np.result_type(G.rows.dtype, D.rows.dtype) if D is not None else G.rows.dtype
     pstart = np.cumsum(counts) - counts
     gi = g_order[np.repeat(ustart[pos_c[sel]], counts) + (np.arange(counts.sum()) - np.repeat(pstart, counts))] \
@@ -437,8 +523,7 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
     di = np.repeat(np.arange(len(sel)), counts)
     iou, ovl = (tube_iou_pairs(G, gi, D, di, variant, temporal_plus_one) if len(sel)
                 else (np.zeros(0), np.zeros(0, bool)))
-    lab_start = np.r_[0, np.cumsum([len(x) for x in rank_parts])[:-1]]
-    lab_n = np.array([len(x) for x in rank_parts], np.int64)
+    lab_n = np.asarray(d_count, np.int64)
     groups = [(c, np.flatnonzero(counts == c)) for c in np.unique(counts)]
     for thr in thresholds:
         target = np.full(nd, -1, np.int64)
