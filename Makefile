@@ -9,13 +9,13 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(ENV) dvc repro && dvc metrics show
+	@$(ENV) dvc repro && actparse metrics
 
 repro: setup
 	@$(ENV) dvc repro
 
 metrics:
-	@$(ENV) dvc metrics show
+	@$(ENV) actparse metrics
 
 test: setup
 	@$(ENV) python -m pytest -q

@@ -5,6 +5,7 @@
   actparse eval finegym --gt labels.json --pred predictions.json
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
   actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
+  actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
   actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
       experiments and their Table-1-shaped table; see actparse.ablation)
 
@@ -167,6 +168,45 @@ def cmd_link(args) -> dict:
             "labels_with_tubes": int(sum(1 for v in out.values() if v))}
 
 
+def _flat(obj, prefix: str = ""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, obj
+
+
+def print_metrics(files) -> int:
+    """Print metrics JSON files (default: metrics/*.json, as `dvc metrics show` reads them) as rows
+    ``file  key  value``; switched-off seed systems ({"enabled": false}) print one line each."""
+    from pathlib import Path
+
+    paths = [Path(f) for f in files] or sorted(Path("metrics").glob("*.json"))
+    paths = [p for p in paths if p.name != "ablation.json"]
+    if not paths:
+        print("actparse: error: no metrics files (run `dvc repro` first)", file=sys.stderr)
+        return 2
+    rows = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"actparse: error: {path}: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(data, dict) and data.get("enabled") is False:
+            rows.append((str(path), "enabled", "false (switched off)"))
+            continue
+        for key, value in _flat(data):
+            if isinstance(value, list):
+                continue
+            rows.append((str(path), key, f"{value:.4f}" if isinstance(value, float) else str(value)))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    for f, k, v in rows:
+        print(f"{f:<{w0}}  {k:<{w1}}  {v}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="actparse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -224,6 +264,8 @@ def main(argv=None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv[:1] == ["metrics"]:
+        return print_metrics(argv[1:])
     if argv[:1] == ["ablate"]:
         from .ablation import main as ablate_main
 
