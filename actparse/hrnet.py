@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .constants import FLIP_PAIRS, NUM_KEYPOINTS
+from .schemas import save_torch
 
 log = logging.getLogger("actparse.hrnet")
 
@@ -128,21 +129,12 @@ def normalize_images(images: np.ndarray) -> torch.Tensor:
 def save_checkpoint(model: PoseHRNet, path: str | os.PathLike, input_size: tuple[int, int],
                     extra: Mapping | None = None) -> Path:
     """Write our checkpoint format atomically: {format, arch, input_size (h, w), num_keypoints, state_dict}."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"format": CHECKPOINT_FORMAT, "arch": model.arch, "input_size": [int(input_size[0]), int(input_size[1])],
            "num_keypoints": model.num_keypoints,
            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
     if extra:
         obj["extra"] = dict(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_torch(obj, path)
 
 
 def _torch_load(path: Path):
