@@ -23,13 +23,7 @@ from actparse.synth import (FINEGYM_ELEMENTS, FINEGYM_SETS, Figure, SynthConfig,
 TINY_SO = SlowOnlyConfig(stem_dim=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared, loaded machine (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

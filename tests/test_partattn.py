@@ -18,13 +18,7 @@ from actparse.schemas import read_df
 SMALL = dict(stem_dim=4, dim=16, heads=2, dropout=0.0, part_crop=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared, loaded machine (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed=0, B=3):

@@ -19,13 +19,7 @@ from actparse.schemas import read_df
 TINY_SF = SlowFastConfig(stem_dim=4, beta_inv=4, alpha=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two on a shared, loaded machine (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed: int = 0, k: int = 5):
