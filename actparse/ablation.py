@@ -155,7 +155,7 @@ def table(results: dict, rows=ROWS) -> str:
         score = m.get("tps_score")
         cumulative = row.name[len("ablate-")].isdigit()
         delta = ""
-        if cumulative and prev is not None and score is not None and prev is not None:
+        if cumulative and prev is not None and score is not None:
             delta = f"{100 * (score - prev):+.1f}"
         if cumulative:
             prev = score
