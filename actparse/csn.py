@@ -605,11 +605,13 @@ class TrainSettings:
 
 
 def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str, np.ndarray], spec,
-        settings: TrainSettings, seed: int = 0, device: str = "cpu", desc: str = "train") -> dict:
+        settings: TrainSettings, seed: int = 0, device: str = "cpu", desc: str = "train",
+        position: int | None = None) -> dict:
     """Train ``model`` on one random clip per video per epoch; returns the per-epoch history.
 
     ``videos`` are decoded uint8 videos (see :func:`actparse.clips.load_video`), ``targets`` maps
-    each task to an int array of class indices aligned with ``videos``.
+    each task to an int array of class indices aligned with ``videos``. ``position``: tqdm line of
+    the progress bar (several variants training at once).
     """
     from tqdm import tqdm
 
@@ -627,7 +629,7 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
     tgt = {t: torch.as_tensor(np.asarray(v), dtype=torch.long) for t, v in targets.items()}
     history = {"loss": [], "train_acc": [], "lr": []}
     it = 0
-    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=None)
+    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=None, position=position)
     for epoch in bar:
         order = rng.permutation(n)
         tot_loss, hits, seen = 0.0, {t: 0 for t in tgt}, 0

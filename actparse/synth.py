@@ -54,6 +54,7 @@ class SynthConfig:
     occluder_prob: float = 0.3
     fourcc: str = "mp4v"
     long_tail: float = 1.0  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
+    workers: int = 0  # processes rendering videos at once (0 = one per core); the output does not depend on it
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "SynthConfig":
@@ -83,6 +84,7 @@ class SynthConfig:
             occluder_prob=get(p, "synth.occluder_prob", float, default=d.occluder_prob, min_value=0.0, max_value=1.0),
             fourcc=get(p, "synth.fourcc", str, default=d.fourcc),
             long_tail=get(p, "synth.long_tail", float, default=d.long_tail, min_value=1.0, max_value=1000.0),
+            workers=get(p, "synth.workers", int, default=d.workers, min_value=0, max_value=256),
         )
         where = p["_path"]
         if cfg.max_seconds < cfg.min_seconds:
@@ -1038,6 +1040,31 @@ def _gt_columns(video: str, per_frame: list[list[dict]]) -> dict:
     return cols
 
 
+def _render_one(spec: VideoSpec, cfg: SynthConfig, out: Path) -> list:
+    """Render one video to ``out/videos/<name>.mp4``; return its per-frame ground truth."""
+    return write_video(render_video(spec, cfg), out / "videos" / f"{spec.name}.mp4", cfg.fps, cfg.width,
+                       cfg.height, cfg.fourcc)
+
+
+def _render_all(specs: list[VideoSpec], cfg: SynthConfig, out: Path):
+    """Yield (spec, per-frame GT) in plan order, rendering in ``cfg.workers`` processes.
+
+    Every video draws from its own random generator (seeded by ``cfg.seed`` and its index), so
+    files and ground truth are identical whatever the number of processes.
+    """
+    workers = min(cfg.workers or os.cpu_count() or 1, len(specs))
+    if workers <= 1:
+        for spec in specs:
+            yield spec, _render_one(spec, cfg, out)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: the children start clean (no inherited threads or locks), whatever the parent imported
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from zip(specs, pool.map(_render_one, specs, [cfg] * len(specs), [out] * len(specs)))
+
+
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None = None) -> dict:
     """Render the whole data set into ``out_dir``; return a small summary dict.
 
@@ -1061,15 +1088,17 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None
     video_rows = []
     tables = []
     n_rows = 0
-    for spec in tqdm(specs, desc="synth", unit="video", disable=None if progress is None else not progress):
+    bar = tqdm(total=len(specs), desc="synth", unit="video", disable=None if progress is None else not progress)
+    for spec, per_frame in _render_all(specs, cfg, out):
         rel = f"videos/{spec.name}.mp4"
-        per_frame = write_video(render_video(spec, cfg), out / rel, cfg.fps, cfg.width, cfg.height, cfg.fourcc)
+        bar.update(1)
         video_rows.append({"video": spec.name, "path": rel, "split": spec.split, "action": spec.action,
                            "n_frames": len(per_frame), "fps": float(cfg.fps), "width": cfg.width,
                            "height": cfg.height})
         t = from_columns(_gt_columns(spec.name, per_frame), "gt_persons")
         n_rows += t.num_rows
         tables.append(t)
+    bar.close()
     videos_t = from_rows(video_rows, "videos")
     gt_t = pa.concat_tables(tables) if tables else from_rows([], "gt_persons")
     write_table(videos_t, out / "videos.parquet", "videos")

@@ -200,8 +200,8 @@ def export_dataset(work_dir: str | os.PathLike, images: Sequence[np.ndarray], bo
         xywh = boxes_to_yolo(b, w, h)
         keep = (xywh[:, 2] * w >= min_size) & (xywh[:, 3] * h >= min_size)
         split = "val" if val_mask[i] else "train"
-        if not cv2.imwrite(str(work / "images" / split / f"{stems[i]}.png"), img[..., ::-1],
-                           [int(cv2.IMWRITE_PNG_COMPRESSION), 1]):
+        # BMP: lossless like PNG, but read back by a copy instead of inflate (read every epoch)
+        if not cv2.imwrite(str(work / "images" / split / f"{stems[i]}.bmp"), img[..., ::-1]):
             raise ValueError(f"export_dataset: cannot write image {stems[i]} under {work}")
         lines = [f"{int(k)} {x:.6f} {y:.6f} {ww:.6f} {hh:.6f}" for k, (x, y, ww, hh) in zip(c[keep], xywh[keep])]
         (work / "labels" / split / f"{stems[i]}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -227,7 +227,7 @@ def read_dataset(data_yaml: str | os.PathLike, split: str = "train"):
     img_dir = root / data[split]
     lbl_dir = root / str(data[split]).replace("images", "labels", 1)
     out = []
-    for img_path in sorted(img_dir.glob("*.png")):
+    for img_path in sorted(img_dir.glob("*.bmp")):
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)[..., ::-1]
         h, w = img.shape[:2]
         txt = (lbl_dir / f"{img_path.stem}.txt").read_text().split()
@@ -299,7 +299,7 @@ class TrainResult:
 
 
 def _count(folder: Path) -> int:
-    return len(list(folder.glob("*.png"))) if folder.exists() else 0
+    return len(list(folder.glob("*.bmp"))) if folder.exists() else 0
 
 
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",

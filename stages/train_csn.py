@@ -10,7 +10,8 @@ Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, c
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
         csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
         csn.momentum, csn.weight_decay, csn.nesterov, csn.warmup_iters, csn.lr_steps, csn.lr_gamma,
-        csn.mixup_alpha.
+        csn.mixup_alpha, csn.train_workers, csn.train_threads.
+On CPU the variants train at once, one process each (csn.train_workers); on CUDA one after another.
 Each model has seven outputs (video action + six part groups); seed 001 trains seven networks
 per variant, set csn.shared_backbone: false for that.
 """
@@ -18,8 +19,11 @@ per variant, set csn.shared_backbone: false for that.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,6 +56,50 @@ def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str,
             log.warning("skip %s: %s", rec["video"], exc)
             skips.append({"video": rec["video"], "stage": stage, "error": str(exc)})
     return out, skips
+
+
+def training_processes(params: dict, n_variants: int, device: str) -> tuple[int, int]:
+    """(processes, torch threads per process) for training ``n_variants`` CSN variants.
+
+    ``csn.train_workers``: variants trained at once, each in its own process (0 = one per variant,
+    at most one per core; 1 = one after another); only on CPU, where one small 3D network keeps two
+    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = cores / processes).
+    """
+    workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
+    threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
+    cores = os.cpu_count() or 1
+    procs = 1 if device != "cpu" else min(n_variants, workers or cores)
+    procs = max(1, procs)
+    return procs, threads or max(1, cores // procs)
+
+
+def train_variant(job: dict) -> dict:
+    """Train one variant and save its checkpoint; runs in the stage process or a spawned worker."""
+    if not logging.getLogger().handlers:  # a spawned worker: same log format as the stage
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            stream=sys.stderr)
+    torch.set_num_threads(job["threads"])
+    variant, settings = job["variant"], job["settings"]
+    seed_everything(job["seed"])
+    model = MultiTaskCSN(job["cfg"], job["n_classes"])
+    pre = job["pretrained"]
+    if pre is not None:
+        n = load_pretrained(model, pre, job["key_map"])
+        log.info("%s-CSN: loaded %d pretrained tensors from %s", variant, n, pre)
+    t1 = time.time()
+    history = fit(model, job["clips"], job["targets"], job["spec"], settings, seed=job["seed"],
+                  device=job["device"], desc=f"train {variant}-CSN", position=job["position"])
+    secs = time.time() - t1
+    model.to("cpu").to(memory_format=torch.contiguous_format)
+    save_checkpoint(model, job["out"], job["classes"],
+                    extra={"clip": job["clip_info"], "pretrained": str(pre) if pre else None})
+    log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
+             count_parameters(model), settings.epochs, secs, history["loss"][-1],
+             history["train_acc"][-1].get("action", float("nan")))
+    return {"config": job["cfg"].to_dict(), "parameters": count_parameters(model), "seconds": round(secs, 2),
+            "threads": job["threads"], "pretrained": str(pre) if pre else None,
+            "final_loss": history["loss"][-1], "final_train_acc": history["train_acc"][-1],
+            "loss": history["loss"]}
 
 
 def run(params: dict, root: Path) -> None:
@@ -95,31 +143,25 @@ def run(params: dict, root: Path) -> None:
 
     out_dir = paths.models / "csn"
     out_dir.mkdir(parents=True, exist_ok=True)
+    procs, threads = training_processes(params, len(variants), device)
     info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
+            "processes": procs, "threads_per_process": threads,
             "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
             "train": settings.to_dict(), "variants": {}}
-    for k, variant in enumerate(variants):
-        cfg = configs[variant]
-        seed_everything(seed + 1000 * k)
-        model = MultiTaskCSN(cfg, {t: len(classes[t]) for t in tasks})
-        pre = pretrained_path(params, variant)
-        if pre is not None:
-            n = load_pretrained(model, pre, key_map)
-            log.info("%s-CSN: loaded %d pretrained tensors from %s", variant, n, pre)
-        t1 = time.time()
-        history = fit(model, clips, targets, spec, settings, seed=seed + 1000 * k, device=device,
-                      desc=f"train {variant}-CSN")
-        secs = time.time() - t1
-        model.to("cpu").to(memory_format=torch.contiguous_format)
-        save_checkpoint(model, out_dir / f"{variant}.pt", classes,
-                        extra={"clip": info["clip"], "pretrained": str(pre) if pre else None})
-        info["variants"][variant] = {
-            "config": cfg.to_dict(), "parameters": count_parameters(model), "seconds": round(secs, 2),
-            "pretrained": str(pre) if pre else None, "final_loss": history["loss"][-1],
-            "final_train_acc": history["train_acc"][-1], "loss": history["loss"]}
-        log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
-                 count_parameters(model), settings.epochs, secs, history["loss"][-1],
-                 history["train_acc"][-1].get("action", float("nan")))
+    jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
+                 pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
+                 spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
+                 out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k)
+            for k, variant in enumerate(variants)]
+    if procs > 1:
+        log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
+        # spawn: fresh interpreters, so no OpenMP / torch thread state is inherited across fork
+        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(train_variant, jobs))
+    else:
+        results = [train_variant(job) for job in jobs]
+    for variant, res in zip(variants, results):
+        info["variants"][variant] = res
     write_json(info, out_dir / "train_info.json")
 
 

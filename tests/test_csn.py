@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -357,12 +358,10 @@ def test_load_video_decodes_and_resizes(tmp_path):
     assert C.load_video(tmp_path / "a.mp4").shape == (12, 48, 64, 3)
 
 
-def test_train_and_predict_stages_on_tiny_videos(tmp_path):
-    """train_csn + csn end to end on 8 tiny two-class videos (horizontal vs vertical motion)."""
+def _tiny_csn_project(tmp_path):
+    """8 tiny two-class videos (horizontal vs vertical motion) + part labels; returns (params, classes)."""
     from actparse.paths import Paths
-    from actparse.schemas import from_rows, read_df, write_json, write_table
-    from stages import csn as csn_stage
-    from stages import train_csn
+    from actparse.schemas import from_rows, write_json, write_table
 
     rng = np.random.default_rng(0)
     droot = tmp_path / "data"
@@ -394,6 +393,18 @@ def test_train_and_predict_stages_on_tiny_videos(tmp_path):
                       "short_side": 32, "crop": [32, 32], "train_short_side": [32, 36], "flip": True,
                       "epochs": 2, "batch_size": 3, "lr": 0.05, "warmup_iters": 1, "lr_steps": [1],
                       "test_clips": 2, "test_batch": 4, "ensemble_weights": {"default": {"ip": 2.0, "ir": 1.0}}}}
+    return params, classes
+
+
+def test_train_and_predict_stages_on_tiny_videos(tmp_path):
+    """train_csn + csn end to end on 8 tiny two-class videos (horizontal vs vertical motion)."""
+    from actparse.paths import Paths
+    from actparse.schemas import read_df
+    from stages import csn as csn_stage
+    from stages import train_csn
+
+    params, classes = _tiny_csn_project(tmp_path)
+    paths = Paths(tmp_path)
     train_csn.run(params, tmp_path)
     info = json.loads((paths.models / "csn" / "train_info.json").read_text())
     assert info["videos"] == 6 and set(info["variants"]) == {"ip", "ir"}
@@ -412,3 +423,32 @@ def test_train_and_predict_stages_on_tiny_videos(tmp_path):
         assert row["score"] == pytest.approx(float(np.max(p["ensemble"])), abs=1e-6)
     skips = read_df(paths.skips / "csn.parquet", "skips")
     assert skips["video"].tolist() == ["broken"]
+
+
+def test_variants_in_parallel_processes_equal_one_after_another(tmp_path):
+    """csn.train_workers only changes where the variants train: same threads -> same weights."""
+    import torch
+
+    from actparse.paths import Paths
+    from stages import train_csn
+
+    params, _ = _tiny_csn_project(tmp_path)
+    out = Paths(tmp_path).models / "csn"
+    weights = {}
+    for workers in (1, 2):
+        params["csn"].update(train_workers=workers, train_threads=1)
+        train_csn.run(params, tmp_path)
+        info = json.loads((out / "train_info.json").read_text())
+        assert (info["processes"], info["threads_per_process"]) == (workers, 1)
+        weights[workers] = {v: torch.load(out / f"{v}.pt", weights_only=False)["model_state"] for v in ("ip", "ir")}
+    for v in ("ip", "ir"):
+        a, b = weights[1][v], weights[2][v]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), v
+    assert not all(torch.equal(weights[1]["ip"][k], weights[1]["ir"][k])
+                   for k in weights[1]["ip"] if k in weights[1]["ir"] and weights[1]["ip"][k].shape == weights[1]["ir"][k].shape)
+    # the stage's own choice here: on CPU one process per variant, at most one per core
+    assert train_csn.training_processes({"csn": {}}, 2, "cpu")[0] == min(2, os.cpu_count() or 1)
+    assert train_csn.training_processes({"csn": {}}, 2, "cuda") == (1, os.cpu_count() or 1)
+    with pytest.raises(Exception, match="train_workers"):
+        train_csn.training_processes({"csn": {"train_workers": -1}}, 2, "cpu")

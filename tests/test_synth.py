@@ -20,7 +20,7 @@ from actparse.synth import SynthConfig, VideoSpec, generate, plan_videos, render
 from actparse.video import open_video
 
 TINY = dict(seed=3, n_train=3, n_test=2, width=96, height=72, fps=25, min_seconds=1.0, max_seconds=1.3,
-            max_people=3, occluder_prob=0.5)
+            max_people=3, occluder_prob=0.5, workers=1)
 
 
 def tiny_cfg(**kw) -> SynthConfig:
@@ -72,8 +72,11 @@ def test_decord_reads_every_video(tiny_set):
 
 
 def test_same_seed_same_output_other_seed_differs(tiny_set, tmp_path):
+    """Same seed -> same files and GT, also when rendered by several processes (synth.workers)."""
     cfg, out, _ = tiny_set
-    generate(cfg, tmp_path / "again", progress=False)
+    generate(tiny_cfg(workers=2), tmp_path / "again", progress=False)
+    for mp4 in sorted((out / "videos").glob("*.mp4")):
+        assert mp4.read_bytes() == (tmp_path / "again" / "videos" / mp4.name).read_bytes(), mp4.name
     v1, g1 = _load(out)
     v2, g2 = _load(tmp_path / "again")
     pd.testing.assert_frame_equal(v1, v2)
