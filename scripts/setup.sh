@@ -24,7 +24,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   installed=0
   if [ "${ACTPARSE_NO_UV:-0}" != 1 ] && .venv/bin/python -m pip install -q uv >/dev/null 2>&1; then
     mapfile -t uv_args < <(.venv/bin/python scripts/pip_to_uv.py)
-    if .venv/bin/python -m uv pip install -q --python .venv/bin/python "${uv_args[@]}" -r requirements.lock; then
+    if .venv/bin/python -m uv pip install -q --compile-bytecode --python .venv/bin/python "${uv_args[@]}" -r requirements.lock; then
       installed=1
     else
       echo "setup: uv failed; installing with pip instead" >&2
