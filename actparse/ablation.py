@@ -164,7 +164,8 @@ def table(results: dict, rows=ROWS) -> str:
 
 
 def directions(results: dict) -> list[str]:
-    """Seed 001's claims checked on these results: one line each, 'holds' or 'does NOT hold'."""
+    """Seed 001's claims checked on these results: one line each, 'holds', 'ties' (equal to the 0.1 %
+    printed) or 'does NOT hold'."""
     def m(name, key):
         rec = results.get(name)
         return None if rec is None else rec["metrics"].get(key)
@@ -187,7 +188,11 @@ def directions(results: dict) -> list[str]:
     for text, before, after in checks:
         if before is None or after is None:
             continue
-        verdict = "holds" if after > before else ("ties" if after == before else "does NOT hold")
+        # equal as printed (0.1 %) is a tie, not a direction
+        if _fmt(after) == _fmt(before):
+            verdict = "ties"
+        else:
+            verdict = "holds" if after > before else "does NOT hold"
         out.append(f"- {text}: {_fmt(before)} -> {_fmt(after)}: {verdict}")
     return out
 

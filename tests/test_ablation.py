@@ -117,3 +117,11 @@ def test_rows_run_as_dvc_experiments_and_the_workspace_is_restored(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == before  # workspace back to the committed params
     shown = sh("dvc", "exp", "show", "--json")
     assert "ablate-1-baseline" in shown and "ablate-6-default" in shown
+
+
+def test_difference_below_printed_precision_is_a_tie():
+    from actparse.ablation import directions
+
+    res = {"ablate-2-ensemble": {"metrics": {"part_ap50": 0.562044}},
+           "ablate-3-paint": {"metrics": {"part_ap50": 0.56214}}}
+    assert directions(res) == ["- painting raises part AP (001 Table 4): 56.2 -> 56.2: ties"]
