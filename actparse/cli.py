@@ -24,6 +24,14 @@ def setup_offline_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The stages' log format on stderr (also used by their spawned worker processes)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+
+
 def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
                argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Parse ``--params`` / ``--root``, load params, call ``run(params, root)``.
@@ -38,8 +46,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
     if extra:
         extra(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     setup_offline_env()
     t0 = time.time()
     try:

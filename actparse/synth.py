@@ -1052,17 +1052,10 @@ def _render_all(specs: list[VideoSpec], cfg: SynthConfig, out: Path):
     Every video draws from its own random generator (seeded by ``cfg.seed`` and its index), so
     files and ground truth are identical whatever the number of processes.
     """
-    workers = min(cfg.workers or os.cpu_count() or 1, len(specs))
-    if workers <= 1:
-        for spec in specs:
-            yield spec, _render_one(spec, cfg, out)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .parallel import map_jobs
 
-    # spawn: the children start clean (no inherited threads or locks), whatever the parent imported
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from zip(specs, pool.map(_render_one, specs, [cfg] * len(specs), [out] * len(specs)))
+    workers = cfg.workers or os.cpu_count() or 1
+    yield from zip(specs, map_jobs(_render_one, specs, workers, cfg, out))
 
 
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None = None) -> dict:

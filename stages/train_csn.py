@@ -19,11 +19,9 @@ per variant, set csn.shared_backbone: false for that.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,13 +29,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.cli import stage_main
+from actparse.cli import configure_logging, stage_main
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
                           train_settings_from_params, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
+from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_rows, read_df, write_json, write_table
@@ -68,16 +67,14 @@ def training_processes(params: dict, n_variants: int, device: str) -> tuple[int,
     workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
     threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
     cores = os.cpu_count() or 1
-    procs = 1 if device != "cpu" else min(n_variants, workers or cores)
-    procs = max(1, procs)
+    procs = 1 if device != "cpu" else max(1, min(n_variants, workers or cores))
     return procs, threads or max(1, cores // procs)
 
 
 def train_variant(job: dict) -> dict:
     """Train one variant and save its checkpoint; runs in the stage process or a spawned worker."""
     if not logging.getLogger().handlers:  # a spawned worker: same log format as the stage
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                            stream=sys.stderr)
+        configure_logging()
     torch.set_num_threads(job["threads"])
     variant, settings = job["variant"], job["settings"]
     seed_everything(job["seed"])
@@ -93,10 +90,11 @@ def train_variant(job: dict) -> dict:
     model.to("cpu").to(memory_format=torch.contiguous_format)
     save_checkpoint(model, job["out"], job["classes"],
                     extra={"clip": job["clip_info"], "pretrained": str(pre) if pre else None})
+    n_params = count_parameters(model)
     log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
-             count_parameters(model), settings.epochs, secs, history["loss"][-1],
+             n_params, settings.epochs, secs, history["loss"][-1],
              history["train_acc"][-1].get("action", float("nan")))
-    return {"config": job["cfg"].to_dict(), "parameters": count_parameters(model), "seconds": round(secs, 2),
+    return {"config": job["cfg"].to_dict(), "parameters": n_params, "seconds": round(secs, 2),
             "threads": job["threads"], "pretrained": str(pre) if pre else None,
             "final_loss": history["loss"][-1], "final_train_acc": history["train_acc"][-1],
             "loss": history["loss"]}
@@ -155,11 +153,7 @@ def run(params: dict, root: Path) -> None:
             for k, variant in enumerate(variants)]
     if procs > 1:
         log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
-        # spawn: fresh interpreters, so no OpenMP / torch thread state is inherited across fork
-        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(train_variant, jobs))
-    else:
-        results = [train_variant(job) for job in jobs]
+    results = list(map_jobs(train_variant, jobs, procs))
     for variant, res in zip(variants, results):
         info["variants"][variant] = res
     write_json(info, out_dir / "train_info.json")
