@@ -78,6 +78,7 @@ ROWS: tuple[Row, ...] = (
     Row("ablate-clips-1", "default with 1 test clip", {"csn.test_clips": 1}),
     Row("ablate-clips-7", "default with 7 test clips (001)", {"csn.test_clips": 7}),
     Row("ablate-frozen-bn", "default with BN frozen (from scratch)", {"csn.freeze_bn": True}),
+    Row("ablate-unpainted", "default with unpainted parts (001 Table 4)", {"parts.paint": False}),
 )
 
 
@@ -174,6 +175,8 @@ def directions(results: dict) -> list[str]:
         ("ensemble raises video accuracy (001 Table 3)", m("ablate-1-baseline", "video_acc"),
          m("ablate-2-ensemble", "video_acc")),
         ("painting raises part AP (001 Table 4)", m("ablate-2-ensemble", "part_ap50"), m("ablate-3-paint", "part_ap50")),
+        ("painting raises part AP in the default (refined boxes)", m("ablate-unpainted", "part_ap50"),
+         m("ablate-6-default", "part_ap50")),
         ("box refinement raises the TPS score (001 Table 1 row 4)", m("ablate-3-paint", "tps_score"),
          m("ablate-4-refine", "tps_score")),
         ("video-level part labels beat most-frequent states (001 §1.3)", m("ablate-4-refine", "tps_score"),
