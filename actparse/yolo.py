@@ -289,6 +289,11 @@ class TrainResult:
     map50: float
     map50_95: float
     extra: dict = field(default_factory=dict)
+    class_map50: dict = field(default_factory=dict)  # {class name: val AP@0.5} of the final validation
+
+    def unlearned(self, below: float = 0.01) -> list[str]:
+        """Classes whose final val AP@0.5 is below ``below``: in practice, never detected at all."""
+        return [name for name, ap in self.class_map50.items() if ap < below]
 
     def info(self) -> dict:
         return {
@@ -354,7 +359,22 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         val_images=_count(root / data["val"]), seconds=seconds,
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
+        class_map50=_class_map50(getattr(trainer, "validator", None), data.get("names")),
     )
+
+
+def _class_map50(validator, names) -> dict:
+    """{class name: AP@0.5} of the trainer's last validation, every class of the data set (a class
+    with no val instance is left out); {} when the validator kept no per-class results."""
+    box = getattr(getattr(validator, "metrics", None), "box", None)
+    if box is None or names is None:
+        return {}
+    names = names if isinstance(names, dict) else dict(enumerate(names))
+    try:
+        pairs = zip(box.ap_class_index, box.ap50)
+        return {str(names[int(c)]): round(float(a), 4) for c, a in pairs}
+    except (AttributeError, TypeError, KeyError):
+        return {}
 
 
 def _amp_arg(amp: bool, device: str):

@@ -136,6 +136,11 @@ def run(params: dict, root: Path) -> None:
         yolo.finish_model_dir(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"], **paint_info,
                                             "train_persons": source, "persons_seen": n_persons, "persons_unmatched": n_unmatched})
         log.info("part detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
+        dead = result.unlearned()
+        if dead:
+            log.warning("part detector: val AP@0.5 below 0.01 for %s: not learned. Small parts that lie "
+                        "inside a larger part's box (hands, feet) need a larger parts.imgsz or more "
+                        "epochs (see docs/detection.md)", ", ".join(dead))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

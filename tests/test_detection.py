@@ -214,9 +214,41 @@ def trained(tmp_path_factory):
     truth = make_project(root)
     params_path = write_params(root / "params.yaml")
     params = load_params(params_path)
-    train_person_detector.run(params, root)
+    results = []
+    real_train = yolo.train
+
+    def spy(*args, **kwargs):
+        results.append(real_train(*args, **kwargs))
+        return results[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(yolo, "train", spy)
+        train_person_detector.run(params, root)
     detect_persons.run(params, root)
+    TRAIN_RESULTS[:] = results
     return root, truth, params_path
+
+
+TRAIN_RESULTS: list = []
+
+
+def test_training_reports_val_ap_per_class(trained):
+    (result,) = TRAIN_RESULTS
+    assert set(result.class_map50) == {"person"}
+    assert result.class_map50["person"] == pytest.approx(result.map50, abs=1e-4)  # one class: AP = mAP
+    assert result.class_map50["person"] > 0.5 and result.unlearned() == []
+    assert result.unlearned(below=1.01) == ["person"]
+    assert "class_map50" not in result.info()  # train_info.json keeps its fields
+
+
+def test_class_map50_reads_the_validator():
+    from types import SimpleNamespace
+
+    box = SimpleNamespace(ap_class_index=np.array([0, 2]), ap50=np.array([0.75, 0.001]))
+    v = SimpleNamespace(metrics=SimpleNamespace(box=box))
+    assert yolo._class_map50(v, ["head", "hip", "left_foot"]) == {"head": 0.75, "left_foot": 0.001}
+    assert yolo._class_map50(v, {0: "a", 2: "b"}) == {"a": 0.75, "b": 0.001}
+    assert yolo._class_map50(None, ["a"]) == {} and yolo._class_map50(v, None) == {}
 
 
 def test_tiny_train_finds_the_obvious_person(trained):
