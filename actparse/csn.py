@@ -609,6 +609,9 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
         position: int | None = None) -> dict:
     """Train ``model`` on one random clip per video per epoch; returns the per-epoch history.
 
+    On CUDA the forward pass runs under bf16 autocast (no loss scaling is needed for bf16); the
+    losses are computed in float32. On the CPU everything stays float32.
+
     ``videos`` are decoded uint8 videos (see :func:`actparse.clips.load_video`), ``targets`` maps
     each task to an int array of class indices aligned with ``videos``. ``position``: tqdm line of
     the progress bar (several variants training at once).
@@ -646,10 +649,12 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
             if settings.mixup_alpha > 0 and len(idx) > 1:
                 lam = float(rng.beta(settings.mixup_alpha, settings.mixup_alpha))
                 perm = torch.as_tensor(rng.permutation(len(idx)), device=x.device)
-                out = model(lam * x + (1 - lam) * x[perm])
+                x = lam * x + (1 - lam) * x[perm]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):  # bf16 on CUDA only
+                out = {t: o.float() for t, o in model(x).items()}
+            if settings.mixup_alpha > 0 and len(idx) > 1:
                 loss = lam * multitask_loss(out, y) + (1 - lam) * multitask_loss(out, {t: v[perm] for t, v in y.items()})
             else:
-                out = model(x)
                 loss = multitask_loss(out, y)
             if not torch.isfinite(loss):
                 raise ValueError(f"{desc}: loss became {float(loss)} at epoch {epoch}; lower csn.lr")

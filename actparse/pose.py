@@ -345,12 +345,16 @@ def evaluate_samples(estimator: PoseEstimator, samples: PoseSamples, thr: float 
 
 def train_step(model: "PoseHRNet", optimizer: "torch.optim.Optimizer", images: "torch.Tensor",
                targets: "torch.Tensor", weights: "torch.Tensor") -> float:
-    """One optimisation step on a batch; returns the loss before the step."""
+    """One optimisation step on a batch; returns the loss before the step (forward in bf16 on CUDA)."""
     from .hrnet import heatmap_loss
+
+    import torch
 
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = heatmap_loss(model(images), targets, weights)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA only
+        heatmaps = model(images)
+    loss = heatmap_loss(heatmaps.float(), targets, weights)
     loss.backward()
     optimizer.step()
     return float(loss.detach())

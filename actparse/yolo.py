@@ -364,8 +364,8 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
 
 
 def _class_map50(validator, names) -> dict:
-    """{class name: AP@0.5} of the trainer's last validation, every class of the data set (a class
-    with no val instance is left out); {} when the validator kept no per-class results."""
+    """{class name: AP@0.5} of the trainer's last validation, for each class with val instances;
+    {} when the validator kept no per-class results."""
     box = getattr(getattr(validator, "metrics", None), "box", None)
     if box is None or names is None:
         return {}
