@@ -54,10 +54,12 @@ def cmd_eval_tps(args) -> dict:
     from .metrics import tps
 
     gt_dir = Path(args.gt)
-    gt_part = _load_json(gt_dir / "gt_part_result.json" if gt_dir.is_dir() else gt_dir)
+    gt_part = gt_dir / "gt_part_result.json" if gt_dir.is_dir() else gt_dir
     gt_vid_path = gt_dir / "gt_vid_result.json" if gt_dir.is_dir() else Path(args.gt_videos or "")
     if not gt_dir.is_dir() and not args.gt_videos:
         raise ValueError("--gt is a file: give the video ground truth with --gt-videos")
+    if not gt_part.exists():
+        raise FileNotFoundError(f"{gt_part}: file not found")
     gt_vid = _load_json(gt_vid_path)
     pred_dir = Path(args.pred) if args.pred else None
     parts = Path(args.parts) if args.parts else (pred_dir / "pred_part_result.json" if pred_dir else None)
@@ -69,7 +71,9 @@ def cmd_eval_tps(args) -> dict:
                           part_iou_inclusive=not args.readme_rules, psc_inclusive=not args.readme_rules,
                           check_limits=not args.no_limits,
                           missing_video="zero" if args.missing_zero else "error")
-    res = tps.evaluate(gt_vid, gt_part, _load_json(vids), _load_json(parts), opts)
+    # the part-result files are scanned from their bytes (actparse.metrics.tps_scan), or loaded
+    # with json where the scanner does not take them: the same numbers either way
+    res = tps.evaluate_files(gt_vid, gt_part, _load_json(vids), parts, opts)
     out = res.as_dict()
     if args.per_video:
         out["per_video"] = {v: {"psc": float(p), "correct": bool(c)} for v, p, c in zip(res.videos, res.psc, res.correct)}

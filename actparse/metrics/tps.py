@@ -93,6 +93,7 @@ class TPSResult:
     correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    route: str = "dicts"  # how the part results were read: "dicts" (loaded JSON) or "bytes" (tps_scan)
 
     def as_dict(self) -> dict:
         return {"tps_score": self.score, "tps_area": float(self.area),
@@ -797,22 +798,76 @@ def curve_area(accuracy: np.ndarray, steps: int = OFFICIAL_STEPS, skip_t0: bool 
     return float(np.cumsum(terms)[-1])
 
 
-def evaluate(gt_vid: dict, gt_part: dict, pred_vid: dict, pred_part: dict,
-             options: TPSOptions | None = None) -> TPSResult:
-    """The Kinetics-TPS score from the four official dicts (``cal_task_acc`` + ``cal_area``)."""
-    o = options or TPSOptions()
-    vids = list(gt_vid)
+def _video_correct(gt_vid: dict, pred_vid: dict, o: TPSOptions) -> np.ndarray:
+    """Official ``cal_task_acc`` inputs: is each ground-truth video's class predicted right."""
     correct = []
-    for v in vids:
+    for v in gt_vid:
         if v not in pred_vid:
             if o.missing_video == "error":
                 raise ValueError(f"prediction has no video class for {v!r} (the official code stops with KeyError)")
             correct.append(False)
         else:
             correct.append(gt_vid[v] == pred_vid[v])
+    return np.asarray(correct, bool)
+
+
+def evaluate(gt_vid: dict, gt_part: dict, pred_vid: dict, pred_part: dict,
+             options: TPSOptions | None = None) -> TPSResult:
+    """The Kinetics-TPS score from the four official dicts (``cal_task_acc`` + ``cal_area``)."""
+    o = options or TPSOptions()
+    vids = list(gt_vid)
+    correct = _video_correct(gt_vid, pred_vid, o)
     psc = part_state_correctness(gt_part, pred_part, o, videos=vids)
-    correct = np.asarray(correct, bool)
+    return _result(vids, psc, correct, o)
+
+
+def read_json_file(path) -> object:
+    """``json.loads`` of a file, with errors that name the file."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+
+
+def evaluate_files(gt_vid, gt_part, pred_vid, pred_part, options: TPSOptions | None = None) -> TPSResult:
+    """The Kinetics-TPS score from the four official files (paths; the two video-class files may
+    also be given as loaded dicts): the same result as :func:`evaluate` of their ``json.load``.
+
+    The part-result files are read from their bytes into arrays by
+    :mod:`actparse.metrics.tps_scan` and scored by :func:`psc_from_inputs`, without building the
+    dicts; a file the scanner does not take (see there), or ``wrap_proposals=False``, goes the dict
+    route. ``TPSResult.route`` says which one was taken ("bytes" or "dicts")."""
+    from pathlib import Path
+
+    o = options or TPSOptions()
+    gt_vid = gt_vid if isinstance(gt_vid, dict) else read_json_file(gt_vid)
+    pred_vid = pred_vid if isinstance(pred_vid, dict) else read_json_file(pred_vid)
+    for p in (gt_part, pred_part):
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{p}: file not found")
+    vids = list(gt_vid)
+    correct = _video_correct(gt_vid, pred_vid, o)
+    inp = None
+    if o.wrap_proposals:
+        from .tps_scan import inputs_from_bytes
+
+        inp = inputs_from_bytes(Path(gt_part).read_bytes(), Path(pred_part).read_bytes(), vids, o.missing_video)
+    if inp is None:
+        psc = part_state_correctness(read_json_file(gt_part), read_json_file(pred_part), o, videos=vids)
+        return _result(vids, psc, correct, o, route="dicts")
+    return _result(vids, psc_from_inputs(inp, o), correct, o, route="bytes")
+
+
+def _result(vids: list, psc: np.ndarray, correct: np.ndarray, o: TPSOptions, route: str = "dicts") -> TPSResult:
     t, acc = accuracy_curve(psc, correct, o.steps, o.psc_inclusive)
     area = curve_area(acc, o.steps, o.skip_t0)
     return TPSResult(score=round(area, 6), area=area, videos=vids, psc=psc, correct=correct,
-                     thresholds=t, accuracy=acc)
+                     thresholds=t, accuracy=acc, route=route)
