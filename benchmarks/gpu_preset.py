@@ -16,7 +16,8 @@ throughput without training to convergence (its metrics then mean nothing). It a
 ``person_detector.conf: 0.001`` (every frame gets ``max_det`` person boxes, so the stages after the
 detector have work to time) and ``parts.train_persons: gt``. ``--data DIR`` reuses a
 rendered synthetic set (default: ``artifacts/synth`` when it exists; else the synth stage runs).
-``--set section.key=value`` overrides any param (YAML value), after the preset.
+``--set section.key=value`` overrides any param (YAML value), after the preset. ``--stages a,b``
+runs only those stages (``part_labels,train_csn,csn`` need nothing but the data).
 """
 
 from __future__ import annotations
@@ -163,6 +164,12 @@ def run(args) -> dict:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if args.stop_after:
         stages = stages[:stages.index(args.stop_after) + 1]
+    if args.stages:
+        wanted = args.stages.split(",")
+        unknown = sorted(set(wanted) - set(STAGES))
+        if unknown:
+            raise SystemExit(f"gpu_preset: --stages: unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+        stages = [s for s in stages if s in wanted]
     report = {"device": gpu_name(), "host": platform.node(), "preset": args.preset, "epochs": args.epochs,
               "sets": args.set, "stages": [], "ok": True}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -233,6 +240,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="a rendered synthetic set to reuse (default: artifacts/synth if present)")
     ap.add_argument("--work", default=str(ROOT / "tmp" / "gpu_preset"), help="work folder (emptied first)")
     ap.add_argument("--stop-after", choices=STAGES, default=None, help="last stage to run")
+    ap.add_argument("--stages", default=None,
+                    help="only these stages (comma-separated, run in DAG order), e.g. part_labels,train_csn,csn "
+                         "(their inputs must come from the data folder or earlier stages in the list)")
     ap.add_argument("--json", default=None, help="write the report here (after every stage)")
     args = ap.parse_args(argv)
     report = run(args)

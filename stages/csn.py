@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from actparse.cli import stage_main
 from actparse.clips import ClipSpec, load_video, test_clips
-from actparse.csn import clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, variants_from_params
+from actparse.csn import (clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, memory_format,
+                          variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
@@ -49,7 +50,7 @@ def load_models(paths: Paths, variants: list[str], classes: dict, device: str):
         clip = (ck.get("extra") or {}).get("clip")
         if not clip:
             raise ValueError(f"{path}: checkpoint has no clip settings; rerun train_csn")
-        models[v] = model.to(memory_format=torch.channels_last_3d)
+        models[v] = model.to(memory_format=memory_format(device))
         known = {f.name for f in fields(ClipSpec)}
         specs[v] = ClipSpec(**{k: tuple(x) if isinstance(x, list) else x for k, x in clip.items() if k in known})
     return models, specs

@@ -452,3 +452,28 @@ def test_variants_in_parallel_processes_equal_one_after_another(tmp_path):
     assert train_csn.training_processes({"csn": {}}, 2, "cuda") == (1, os.cpu_count() or 1)
     with pytest.raises(Exception, match="train_workers"):
         train_csn.training_processes({"csn": {"train_workers": -1}}, 2, "cpu")
+
+
+def test_threaded_clip_maker_gives_the_same_clips_whatever_the_threads():
+    """The CUDA path's clip pool: clips depend on the seeds drawn in batch order, not on timing."""
+    from actparse.csn import _ClipMaker
+
+    spec = C.ClipSpec(num_frames=4, interval=2, short_side=24, crop=(20, 20), train_short_side=(24, 30),
+                      flip=True, color_jitter=0.4, grayscale_prob=0.3, background="clip_mean", reverse_prob=0.5)
+    vids = [np.random.default_rng(k).integers(0, 255, (12, 24, 32, 3), dtype=np.uint8) for k in range(5)]
+    order = np.random.default_rng(1).permutation(5)
+    out = []
+    for batch in (2, 3):  # pool sizes differ with the batch size
+        maker = _ClipMaker(vids, spec, batch)
+        maker.start_epoch(order, np.random.default_rng(7))
+        clips = torch.cat([maker.batch(b) for b in range(len(maker.batches))])
+        maker.close()
+        # the same clips made one by one from the same seeds
+        rng = np.random.default_rng(7)
+        seeds = np.concatenate([rng.integers(0, 2 ** 63 - 1, size=len(order[s:s + batch]))
+                                for s in range(0, 5, batch)])
+        serial = torch.stack([C.train_clip(vids[i], spec, np.random.default_rng(int(s))) for i, s in zip(order, seeds)])
+        assert torch.equal(clips, serial)
+        out.append(clips)
+    assert clips.shape == (5, 3, 4, 20, 20)
+    assert not torch.equal(out[0][0], out[0][1])  # distinct clips
