@@ -319,23 +319,28 @@ class _Tubes:
         return self._cols[key]
 
 
-def _join_rows(arrays: list) -> np.ndarray:
-    """``np.concatenate(arrays)``; C-contiguous 2-D arrays of one dtype and width are joined as raw
-    bytes, which costs less per array (thousands of short tubes)."""
-    a0 = arrays[0]
-    if (isinstance(a0, np.ndarray) and a0.ndim == 2 and len(set(map(type, arrays))) == 1
-            and len(set(map(attrgetter("dtype"), arrays))) == 1 and len(set(map(attrgetter("ndim"), arrays))) == 1):
-        try:
-            raw = b"".join(arrays)
-        except (TypeError, BufferError, ValueError):  # not C-contiguous
-            raw = None
-        if raw is not None:
-            width = a0.shape[1]
-            sizes = np.fromiter(map(attrgetter("size"), arrays), np.int64, count=len(arrays))
-            rows = np.fromiter(map(len, arrays), np.int64, count=len(arrays))
-            if (sizes == rows * width).all():
-                return np.frombuffer(raw, a0.dtype).reshape(-1, width)
-    return np.concatenate(arrays)
+_shape_dtype = attrgetter("shape", "dtype")
+
+
+def _join_rows(arrays: list) -> tuple[np.ndarray, np.ndarray]:
+    """(``np.concatenate(arrays)``, the arrays' lengths). 2-D arrays of one dtype and width are
+    joined as raw bytes, which costs less per array (thousands of short tubes)."""
+    lengths = np.fromiter(map(len, arrays), np.int64, count=len(arrays))
+    try:
+        kinds = set(map(_shape_dtype, arrays))
+    except (AttributeError, TypeError):
+        kinds = None
+    if kinds and all(len(shape) == 2 for shape, _ in kinds):
+        widths = {shape[1] for shape, _ in kinds}
+        dtypes = {dt for _, dt in kinds}
+        if len(widths) == 1 and len(dtypes) == 1:
+            try:
+                raw = b"".join(arrays)
+            except (TypeError, BufferError, ValueError):  # not C-contiguous
+                raw = None
+            if raw is not None:
+                return np.frombuffer(raw, dtypes.pop()).reshape(-1, widths.pop()), lengths
+    return np.concatenate(arrays), lengths
 
 
 def _stack_tubes(tubes: list, names) -> _Tubes:
@@ -343,8 +348,7 @@ def _stack_tubes(tubes: list, names) -> _Tubes:
     if not tubes:
         return _Tubes(np.zeros((0, 5)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     try:  # usually every tube is an (n, 5) or every one an (n, 6) array: one copy
-        rows = _join_rows(tubes)
-        lengths = np.fromiter(map(len, tubes), np.int64, count=len(tubes))
+        rows, lengths = _join_rows(tubes)
         if rows.ndim != 2 or rows.shape[1] < 5 or (lengths == 0).any():
             raise ValueError
         rows = rows[:, :5]
