@@ -51,6 +51,39 @@ def _hex(c):
 
 
 @njit(cache=True, nogil=True)
+def _string_end(b, s):
+    """A JSON string's content starts at ``b[s]``: (position of its closing quote, 1 if it has
+    escapes else 0), or (-1, 0) where ``json.loads`` would refuse it (a bad escape, a control
+    character, no closing quote)."""
+    n = len(b)
+    j = s
+    esc = 0
+    while j < n:
+        x = b[j]
+        if x == _QUOTE:
+            return j, esc
+        if x == _BSLASH:
+            esc = 1
+            if j + 1 >= n:
+                return -1, 0
+            y = b[j + 1]
+            if y == 117:  # \uXXXX
+                if j + 5 >= n or not (_hex(b[j + 2]) and _hex(b[j + 3]) and _hex(b[j + 4]) and _hex(b[j + 5])):
+                    return -1, 0
+                j += 6
+                continue
+            if not (y == _QUOTE or y == _BSLASH or y == 47 or y == 98 or y == 102 or y == 110 or y == 114
+                    or y == 116):
+                return -1, 0
+            j += 2
+            continue
+        if x < 32:  # control characters are not allowed in JSON strings (json.loads strict)
+            return -1, 0
+        j += 1
+    return -1, 0
+
+
+@njit(cache=True, nogil=True)
 def _literal(b, i):
     """true / false / null at ``b[i]``: position after it, or -1 (NaN / Infinity: not taken)."""
     n = len(b)
@@ -182,41 +215,12 @@ def _scan(b, cap, cap_s):
             elif c != _QUOTE:
                 break
             else:
-                # ---- a key: the string, inline
+                # ---- a key
                 s = i + 1
-                j = s
-                esc = 0
-                bad = False
-                while j < n:
-                    x = b[j]
-                    if x == _QUOTE:
-                        break
-                    if x == _BSLASH:
-                        esc = 1
-                        if j + 1 >= n:
-                            bad = True
-                            break
-                        y = b[j + 1]
-                        if y == 117:
-                            if j + 5 >= n or not (_hex(b[j + 2]) and _hex(b[j + 3]) and _hex(b[j + 4]) and _hex(b[j + 5])):
-                                bad = True
-                                break
-                            j += 6
-                            continue
-                        if not (y == _QUOTE or y == _BSLASH or y == 47 or y == 98 or y == 102 or y == 110
-                                or y == 114 or y == 116):
-                            bad = True
-                            break
-                        j += 2
-                        continue
-                    if x < 32:
-                        bad = True
-                        break
-                    j += 1
-                if bad or j >= n:
+                e, esc = _string_end(b, s)
+                if e < 0:
                     break
-                e = j
-                i = j + 1
+                i = e + 1
                 expect = _E_COLON
                 r = stack[d - 1]
                 if r == _R_SKIP:
@@ -335,39 +339,10 @@ def _scan(b, cap, cap_s):
                 if not (nxt == _R_SKIP or nxt == _R_VERB or nxt == _R_VSTR):
                     break
                 s = i + 1
-                j = s
-                esc = 0
-                bad = False
-                while j < n:
-                    x = b[j]
-                    if x == _QUOTE:
-                        break
-                    if x == _BSLASH:
-                        esc = 1
-                        if j + 1 >= n:
-                            bad = True
-                            break
-                        y = b[j + 1]
-                        if y == 117:
-                            if j + 5 >= n or not (_hex(b[j + 2]) and _hex(b[j + 3]) and _hex(b[j + 4]) and _hex(b[j + 5])):
-                                bad = True
-                                break
-                            j += 6
-                            continue
-                        if not (y == _QUOTE or y == _BSLASH or y == 47 or y == 98 or y == 102 or y == 110
-                                or y == 114 or y == 116):
-                            bad = True
-                            break
-                        j += 2
-                        continue
-                    if x < 32:
-                        bad = True
-                        break
-                    j += 1
-                if bad or j >= n:
+                e, esc = _string_end(b, s)
+                if e < 0:
                     break
-                e = j
-                i = j + 1
+                i = e + 1
                 if nxt != _R_SKIP:
                     if esc:
                         break
