@@ -859,7 +859,7 @@ def evaluate_files(gt_vid, gt_part, pred_vid, pred_part, options: TPSOptions | N
     if o.wrap_proposals:
         from .tps_scan import inputs_from_bytes
 
-        inp = inputs_from_bytes(Path(gt_part).read_bytes(), Path(pred_part).read_bytes(), vids, o.missing_video)
+        inp = inputs_from_bytes(Path(gt_part), Path(pred_part), vids, o.missing_video)
     if inp is None:
         psc = part_state_correctness(read_json_file(gt_part), read_json_file(pred_part), o, videos=vids)
         return _result(vids, psc, correct, o, route="dicts")

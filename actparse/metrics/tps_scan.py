@@ -50,7 +50,7 @@ def _hex(c):
     return (48 <= c <= 57) or (65 <= c <= 70) or (97 <= c <= 102)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _string_end(b, s):
     """A JSON string's content starts at ``b[s]``: (position of its closing quote, 1 if it has
     escapes else 0), or (-1, 0) where ``json.loads`` would refuse it (a bad escape, a control
@@ -633,16 +633,25 @@ def _last_index(names: list, lo: int = 0, hi: int | None = None) -> dict:
     return out
 
 
-def inputs_from_bytes(gt_data: bytes, pred_data: bytes, videos, missing_video: str = "error"):
-    """:class:`actparse.metrics.tps.TPSInputs` from the bytes of the two official part-result files,
-    the same as :func:`actparse.metrics.tps.prepare` gives for ``json.loads`` of them (errors
-    included), or None when either file is outside what :func:`scan_part_result` takes."""
-    from .tps import TPSInputs
+def _read_and_scan(src) -> ScannedParts | None:
+    """Scan ``src``: the bytes of a file, or a path to read first."""
+    from pathlib import Path
 
+    return scan_part_result(src if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes())
+
+
+def inputs_from_bytes(gt_data, pred_data, videos, missing_video: str = "error"):
+    """:class:`actparse.metrics.tps.TPSInputs` from the two official part-result files (their bytes,
+    or paths), the same as :func:`actparse.metrics.tps.prepare` gives for ``json.loads`` of them
+    (errors included), or None when either file is outside what :func:`scan_part_result` takes.
+    The two files are read and scanned at once (two threads: reading and the compiled scan both
+    release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2) as pool:  # the compiled scan releases the GIL: both files at once
-        G, P = pool.map(scan_part_result, (gt_data, pred_data))
+    from .tps import TPSInputs
+
+    with ThreadPoolExecutor(2) as pool:
+        G, P = pool.map(_read_and_scan, (gt_data, pred_data))
     if G is None or P is None:
         return None
     vids = list(videos)
