@@ -40,13 +40,9 @@ def _clean(obj):
 
 
 def _load_json(path: str | Path):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    from .metrics.tps import read_json_file
+
+    return read_json_file(path)
 
 
 # ------------------------------------------------------------------------------------- eval tps

@@ -72,6 +72,16 @@ def resolve_device(params: dict) -> str:
     return dev
 
 
+def apply_preset(base: dict, overlay: dict, name: str = "preset") -> dict:
+    """``base`` with a preset (e.g. params.gpu.yaml) laid over it by :func:`merge_params`; a
+    section of the preset that the base lacks is a :class:`ParamError` (a typo would otherwise
+    add a section no stage reads)."""
+    unknown = [k for k in overlay if k not in base]
+    if unknown:
+        raise ParamError(f"{name}: sections {unknown} are not in the base params")
+    return merge_params(base, overlay)
+
+
 def merge_params(base: dict, overlay: dict) -> dict:
     """``base`` with ``overlay`` laid over it, section by section (used for presets and tests)."""
     out = dict(base)

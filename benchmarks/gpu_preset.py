@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from actparse.params import merge_params  # noqa: E402
+from actparse.params import ParamError, apply_preset  # noqa: E402
 
 # The default DAG in dvc.yaml order (the seed stages stad_*, gym_*, partattn_* are off by default).
 STAGES = ("synth", "decode", "train_person_detector", "detect_persons", "train_pose", "keypoints",
@@ -66,10 +66,10 @@ def build_params(base: Path, preset: str, device: str | None, epochs: int | None
     params = yaml.safe_load(base.read_text()) or {}
     if preset != "none":
         overlay = yaml.safe_load(Path(preset).read_text()) or {}
-        unknown = [k for k in overlay if k not in params]
-        if unknown:
-            raise SystemExit(f"gpu_preset: {preset}: sections {unknown} are not in {base}")
-        params = merge_params(params, overlay)
+        try:
+            params = apply_preset(params, overlay, preset)
+        except ParamError as exc:
+            raise SystemExit(f"gpu_preset: {exc} ({base})") from None
     if device:
         params["device"] = device
     if epochs is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from actparse.params import merge_params
+from actparse.params import ParamError, apply_preset
 
 
 def main(argv=None) -> int:
@@ -24,13 +24,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.base).read_text()) or {}
     over = yaml.safe_load(Path(args.overlay).read_text()) or {}
-    unknown = [k for k in over if k not in base]
-    if unknown:
-        print(f"use_preset: {args.overlay}: sections {unknown} are not in {args.base}", file=sys.stderr)
+    try:
+        merged = apply_preset(base, over, args.overlay)
+    except ParamError as exc:
+        print(f"use_preset: {exc} ({args.base})", file=sys.stderr)
         return 2
     out = Path(args.out or args.base)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(merge_params(base, over), sort_keys=False))
+    tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
     tmp.replace(out)
     print(f"wrote {out} ({args.base} + {args.overlay})")
     return 0

@@ -18,9 +18,9 @@ reads the file with ``json.loads`` instead: the result is always the one of the 
 
 Numbers are converted as Python's ``float`` converts them (correctly rounded): a decimal
 significand up to 2**53 with a decimal exponent within +-22 by one exact multiplication or division
-(Clinger's fast path: the usual ``round(x, 2)`` boxes), anything else (17-digit ``repr`` floats, say)
-by Python's ``float`` on the number's text, which is slower. A repeated video or frame key keeps the first position and the last value, as
-``json.loads`` does.
+(Clinger's fast path: the usual ``round(x, 2)`` boxes), anything else (17-digit ``repr`` floats,
+say) by Python's ``float`` on the number's text, which is slower. A repeated video or frame key
+keeps the first position and the last value, as ``json.loads`` does.
 """
 
 from __future__ import annotations
@@ -586,10 +586,12 @@ def scan_part_result(data: bytes) -> ScannedParts | None:
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + c)`` for each (s, c)."""
+    from .tps import _starts
+
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, np.int64)
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - _starts(counts), counts)
 
 
 def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, others: dict):
@@ -597,7 +599,7 @@ def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, o
 
     ``uid`` maps the file's string ids to ids shared with the other file; ``others`` numbers the
     states that are lists of other than one string (shared too)."""
-    from .tps import _OTHER, PartFrames
+    from .tps import _OTHER, PartFrames, _starts
 
     if frames is None:
         f_h0, f_nh, hid = sc.frame_h0, sc.frame_nh, None
@@ -606,10 +608,10 @@ def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, o
     else:
         f_nh = sc.frame_nh[frames]
         hid = _ranges(sc.frame_h0[frames], f_nh)
-        f_h0 = np.cumsum(f_nh) - f_nh
+        f_h0 = _starts(f_nh)
         h_np = sc.human_np[hid]
         pid = _ranges(sc.human_p0[hid], h_np)
-        h_p0 = np.cumsum(h_np) - h_np
+        h_p0 = _starts(h_np)
     take = (lambda a: a) if pid is None else (lambda a: a[pid])
     hbox = sc.human_box if hid is None else sc.human_box[hid]
     kind, v0, vlen = take(sc.verb_kind), take(sc.verb_v0), take(sc.verb_len)
