@@ -133,6 +133,7 @@ def import_finegym(src: Path, out: Path, placer: VideoPlacer, subset: str | None
     placed: dict[str, str] = {}  # our video name -> path in the data root
     split_of: dict[str, set] = {}
     skipped: set = set()
+    logged: set = set()
     for split, lp in lists.items():
         for n, line in enumerate(lp.read_text().splitlines(), 1):
             tok = line.split()
@@ -171,8 +172,10 @@ def import_finegym(src: Path, out: Path, placer: VideoPlacer, subset: str | None
             if name not in placed:
                 if f is None:
                     skipped.add(name)
-                    res.skips.append({"video": video, "stage": "import", "error": f"{src}: neither videos/{video}.mp4 "
-                                      f"nor events/{video}_{ev}.mp4 found (listed in {lp.name})"})
+                    if video not in logged:  # one skip row per missing video, however many events it has
+                        logged.add(video)
+                        res.skips.append({"video": video, "stage": "import", "error": f"{src}: neither "
+                                          f"videos/{video}.mp4 nor events/{video}_{ev}.mp4 found (listed in {lp.name})"})
                     continue
                 meta, err = probe(f)
                 if meta is None:
