@@ -370,3 +370,31 @@ def test_video_modes_and_out_folder(synth, tmp_path, capsys):
     assert (keep / "notes.txt").read_text() == "mine"
     rc, err = _cli(["import", "multisports", str(src), "--out", str(tmp_path / "copy"), "--force"], capsys)
     assert rc == 0, err
+
+
+def test_kinetics_tps_unlabelled_test_videos(synth, tmp_path, capsys):
+    """The challenge's test split: test_videos/<video>.mp4 without class folders nor annotations."""
+    src = export_kinetics_tps(synth, tmp_path / "src")
+    shutil.rmtree(src / "test_annotations")
+    shutil.rmtree(src / "list")
+    for p in list((src / "test_videos").glob("*/*.mp4")):
+        shutil.move(p, src / "test_videos" / p.name)
+    info = _import_ok("kinetics-tps", src, tmp_path / "root", capsys)
+    videos, gt = _tables(tmp_path / "root")
+    test = videos[videos["split"] == "test"]
+    assert info["test"] == len(test) == 2 and test["action"].isna().all()
+    assert not set(test["video"]) & set(gt["video"])
+    assert not (tmp_path / "root/annotations/tps/test").exists()
+    assert (tmp_path / "root/annotations/tps/train/gt_part_result.json").exists()
+
+
+def test_gt_persons_schema_takes_missing_keypoints_and_parts():
+    """Null keypoints / part columns mean "not annotated"; a null box is still an error."""
+    from actparse.schemas import SchemaError, from_columns
+
+    row = {"video": ["v"], "frame": [0], "person": [0], "box": [[0, 0, 1, 1]], "keypoints": [None],
+           "part_boxes": [None], "part_visible": [None], "part_states": [None], "action": ["a b"]}
+    t = from_columns(row, "gt_persons")
+    assert t.column("keypoints").null_count == 1 and t.column("part_boxes").null_count == 1
+    with pytest.raises(SchemaError, match="box"):
+        from_columns(dict(row, box=[None]), "gt_persons")

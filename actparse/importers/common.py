@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ def as_box(value, path, where: str) -> list[float]:
     if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple)):
         value = value[0]
     if not isinstance(value, (list, tuple)) or len(value) != 4 or \
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
         raise OfficialFormatError(path, where, f"expected a box of 4 numbers, got {_short(value)}")
     box = [float(v) for v in value]
     if not all(math.isfinite(v) for v in box):
@@ -72,13 +73,15 @@ def as_str(value, path, where: str) -> str:
 
 
 def as_int(value, path, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+    """An integer (Python or NumPy; a float with no fraction is accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+            or float(value) != int(value):
         raise OfficialFormatError(path, where, f"expected an integer, got {_short(value)}")
     return int(value)
 
 
 def as_float(value, path, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise OfficialFormatError(path, where, f"expected a number, got {_short(value)}")
     return float(value)
 

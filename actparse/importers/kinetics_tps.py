@@ -4,7 +4,7 @@ Source layout (``SRC``)::
 
     train_videos/<class>/<video>.mp4        test_videos/<class>/<video>.mp4 (or test_videos/<video>.mp4)
     list/*.txt                              optional; a file whose name holds train / val / test lists
-                                            that split, one video a line (<class>/<video>.mp4, <video>.mp4
+                                            that split (other files there are ignored), one video a line (<class>/<video>.mp4, <video>.mp4
                                             or <video>, anything after a space ignored)
     train_annotations/<class>/<video>/<video>/img_00001.json   one JSON per annotated frame (numbered
                                             from 1: img_00001 is our frame 0); the doubled <video> folder
@@ -42,13 +42,13 @@ BOX_KEYS = ("box", "bbox", "obj_bbox", "human_bbox")
 STATE_KEYS = ("verb", "state", "part_state")
 
 
-def _split_of_list(path: Path) -> str:
+def _split_of_list(path: Path) -> str | None:
+    """The split a list file names (train / val / test), None for another file (a class index, ...)."""
     name = path.stem.lower()
     hits = [s for s in ("train", "val", "test") if s in name]
-    if len(hits) != 1:
-        raise OfficialFormatError(path, "(file name)", "cannot tell the split: the name must contain one of "
-                                                        "train / val / test")
-    return hits[0]
+    if len(hits) > 1:
+        raise OfficialFormatError(path, "(file name)", f"names several splits {hits}")
+    return hits[0] if hits else None
 
 
 def _video_files(src: Path) -> dict[str, dict[str, tuple[Path, str | None]]]:
@@ -87,6 +87,8 @@ def _lists(src: Path) -> dict[str, dict[str, str | None]]:
         return out
     for lp in sorted(ldir.glob("*.txt")):
         split = _split_of_list(lp)
+        if split is None:
+            continue
         for n, line in enumerate(lp.read_text().splitlines(), 1):
             tok = line.strip().split()
             if not tok:
