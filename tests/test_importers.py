@@ -305,6 +305,11 @@ def test_finegym_per_element_splits_and_event_relative_times(synth, tmp_path, ca
     videos, _ = _tables(tmp_path / "root")
     assert videos.set_index("video").loc[video, "split"] == "test"  # a video with a val element is not trained on
     assert set(el.loc[el["video"] == video, "split"]) == {"train", "test"}  # one video, elements in both
+    from actparse.finegym import load_annotations  # the gym stages read the same split and times
+
+    clip = {c.clip: c for c in load_annotations(tmp_path / "root/annotations/finegym",
+                                                dict(zip(videos["video"], videos["fps"])))[1]}[cid]
+    assert clip.split == "test" and abs(clip.start - (ev0 + 0.04)) < 1e-5 and abs(clip.end - (ev0 + 0.4)) < 1e-5
 
     # only the event clip downloaded (mmaction2's events/<video>_E_...mp4): times relative to the clip
     full = src / "videos" / f"{video}.mp4"
