@@ -403,3 +403,11 @@ def test_gt_persons_schema_takes_missing_keypoints_and_parts():
     assert t.column("keypoints").null_count == 1 and t.column("part_boxes").null_count == 1
     with pytest.raises(SchemaError, match="box"):
         from_columns(dict(row, box=[None]), "gt_persons")
+
+
+def test_kinetics_tps_duplicate_video_name(synth, tmp_path, capsys):
+    src = export_kinetics_tps(synth, tmp_path / "src")
+    p = next((src / "train_videos").glob("*/*.mp4"))
+    (src / "train_videos/other_class").mkdir()
+    shutil.copyfile(p, src / "train_videos/other_class" / p.name)
+    _assert_fail(["import", "kinetics-tps", str(src), "--out", str(tmp_path / "root")], capsys, p.name, "also")

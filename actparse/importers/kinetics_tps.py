@@ -61,7 +61,10 @@ def _video_files(src: Path) -> dict[str, dict[str, tuple[Path, str | None]]]:
         for p in sorted(root.rglob("*")):
             if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file():
                 cls = p.parent.name if p.parent != root else None
-                out.setdefault(split, {})[p.stem] = (p, cls)
+                seen = out.setdefault(split, {})
+                if p.stem in seen:
+                    raise OfficialFormatError(p, "(file name)", f"video {p.stem!r} is also {seen[p.stem][0]}")
+                seen[p.stem] = (p, cls)
     return out
 
 
