@@ -4,6 +4,8 @@
   actparse eval multisports --gt multisports_GT.pkl --dets frame_detections.pkl [--dets video_detections.pkl]
   actparse eval finegym --gt labels.json --pred predictions.json
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
+  actparse import {kinetics-tps,multisports,finegym} SRC --out DATA_ROOT [--videos symlink|copy|hardlink|reference]
+  actparse export-official {kinetics-tps,multisports,finegym} DATA_ROOT --out DST   (official download layouts)
   actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
   actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
   actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
@@ -255,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                      ("min_length", int), ("k", int), ("tube_nms_iou", float)):
         lk.add_argument("--" + key.replace("_", "-"), dest=key, type=typ)
     lk.set_defaults(func=cmd_link)
+
+    # official data sets -> data root, and back (actparse.importers; docs/datasets.md)
+    from .importers.cli import add_subparsers as add_import_subparsers
+
+    add_import_subparsers(sub)
     return ap
 
 

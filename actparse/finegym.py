@@ -328,7 +328,8 @@ def load_annotations(folder: str | os.PathLike, fps: Mapping[str, float]) -> tup
             ev, seg = "E_" + ev, "A_" + seg
             try:
                 event = info[video][ev]
-                seg_ts = event["segments"][seg]["timestamps"][0]
+                stages = event["segments"][seg]["timestamps"]  # one [start, end] per stage (1-3)
+                seg_ts = (stages[0][0], stages[-1][1])
                 ev_ts = event["timestamps"][0]
             except (KeyError, IndexError, TypeError):
                 raise ValueError(f"{lp}:{n}: clip {cid} not in {info_path.name}") from None

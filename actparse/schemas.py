@@ -44,14 +44,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
     ]),
-    # Ground truth: one row per person per frame (every frame of the video).
+    # Ground truth: one row per person per annotated frame (the synthetic set: every frame).
+    # A null ``keypoints`` means "no keypoint ground truth" (Kinetics-TPS, MultiSports imports); null
+    # ``part_*`` means "no part annotation" (MultiSports). Not-visible parts are part_visible False.
     "gt_persons": pa.schema([
         KEY_VIDEO, KEY_FRAME, KEY_PERSON,
         pa.field("box", _box(), nullable=False),  # x1 y1 x2 y2, pixels
-        pa.field("keypoints", pa.list_(pa.float32(), NUM_KEYPOINTS * 3), nullable=False),  # x y visible
-        pa.field("part_boxes", pa.list_(pa.float32(), NUM_PARTS * 4), nullable=False),
-        pa.field("part_visible", pa.list_(pa.bool_(), NUM_PARTS), nullable=False),
-        pa.field("part_states", pa.list_(pa.string(), NUM_PARTS), nullable=False),
+        pa.field("keypoints", pa.list_(pa.float32(), NUM_KEYPOINTS * 3)),  # x y visible; null: none annotated
+        pa.field("part_boxes", pa.list_(pa.float32(), NUM_PARTS * 4)),  # null: parts not annotated
+        pa.field("part_visible", pa.list_(pa.bool_(), NUM_PARTS)),
+        pa.field("part_states", pa.list_(pa.string(), NUM_PARTS)),
         pa.field("action", pa.string(), nullable=False),  # what this person does in this frame
     ]),
     # decode: sampled frames, one row group per video.
@@ -133,6 +135,21 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("label", pa.string(), nullable=False),
         pa.field("box", _box(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
+    ]),
+    # FineGym element clips of an imported data set (actparse.importers.finegym): FineGym's splits are
+    # per element, and times here are seconds in the data set's video (event start + element offset).
+    "gym_elements": pa.schema([
+        pa.field("clip", pa.string(), nullable=False),  # <video>_E_..._A_... as in the element lists
+        KEY_VIDEO,
+        pa.field("event_id", pa.string(), nullable=False),  # E_...
+        pa.field("segment_id", pa.string(), nullable=False),  # A_...
+        pa.field("split", pa.string(), nullable=False),  # train | test (FineGym's val list)
+        pa.field("start", pa.float32(), nullable=False),  # seconds in the video
+        pa.field("end", pa.float32(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),  # Clabel
+        pa.field("element", pa.string()),  # element name (null when no categories line names it)
+        pa.field("set", pa.int32()),
+        pa.field("event", pa.string()),  # VT | FX | BB | UB (the synthetic set: its own events)
     ]),
     # gym_evaluate (seed 004): class probabilities of each FineGym element clip, per level and model.
     "clip_predictions": pa.schema([

@@ -119,7 +119,7 @@ def run(params: dict, root: Path) -> None:
                 boxes.append(b)
                 classes.append(k)
                 groups.append(video)
-                stems.append(f"{video}_{f:06d}_{c['person']:03d}")
+                stems.append(f"{video}_{f:06d}_{c['person']:03d}".replace("/", "__"))  # MultiSports names hold a "/"
     if not images:
         raise ValueError(f"{paths.refined}: no refined person of the train frames matches a GT person "
                          f"(IoU >= 0.5); {n_persons} persons seen. The person detector or HRNet may be "

@@ -68,7 +68,7 @@ def run(params: dict, root: Path) -> None:
             boxes.append(b)
             classes.append(np.zeros(len(b), np.int64))
             groups.append(video)
-            stems.append(f"{video}_{int(f):06d}")
+            stems.append(f"{video}_{int(f):06d}".replace("/", "__"))  # MultiSports names hold a "/"
     if not images:
         raise ValueError(f"{paths.frames}: no frames of the {len(train_videos)} train videos")
     if not any(len(b) for b in boxes):
