@@ -141,6 +141,17 @@ def test_the_detector_stages_refuse_hostile_weights_with_exit_2(tmp_path, capsys
         assert not (Paths(tmp_path).models / stage.NAME / "model.pt").exists()
 
 
+def test_fine_tuning_from_hostile_weights_is_refused_before_training(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "start.pt"
+    torch.save({"model": _Exec(_touch_code(marker))}, evil)
+    img = np.zeros((32, 32, 3), np.uint8)
+    data = yolo.export_dataset(tmp_path / "data", [img], [np.array([[4, 4, 20, 20]])], [[0]], ["person"])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(evil))}: refused to load this checkpoint"):
+        yolo.train(data, tmp_path / "runs", weights=evil, epochs=1, imgsz=32, batch=1, threads=1)
+    assert not marker.exists() and not (tmp_path / "runs" / "train").exists()
+
+
 # ====================================================================== pickle files (MultiSports .pkl)
 def _ms_gt() -> dict:
     """A MultiSports-layout ground truth (as the official GT pkl holds it)."""
