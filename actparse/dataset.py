@@ -3,6 +3,8 @@
 A data root holds ``videos.parquet`` (schema "videos") and the files it names, plus, for training
 and scoring, ``gt_persons.parquet`` and official-format annotations under ``annotations/``. A folder
 with videos but no ``videos.parquet`` is indexed on the fly (every video in the test split, no label).
+Video names become parts of file names (YOLO training images, per-video tables), so a name that could
+reach outside a folder is refused where the table is read (:func:`check_video_name`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,28 @@ import pyarrow as pa
 from .schemas import read_table, validate
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def unsafe_name(name) -> str | None:
+    """Why ``name`` cannot be used as (part of) a file name, or None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "\x00" in name:
+        return "it contains a NUL character"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator ('/' or '\\')"
+    if ".." in name:
+        return "it contains '..'"
+    return None
+
+
+def check_video_name(name, where: str | Path) -> str:
+    """``name`` if it is safe as a file name, else ValueError naming ``where`` (the table) and the name."""
+    reason = unsafe_name(name)
+    if reason is not None:
+        raise ValueError(f"{where}: unsafe video name {name!r}: {reason}; video names are used in file names, "
+                         f"so they must be non-empty and free of '/', '\\', '..' and NUL")
+    return name
 
 
 def load_videos(data_root: str | Path) -> pa.Table:
@@ -33,6 +57,8 @@ def load_videos(data_root: str | Path) -> pa.Table:
                  "n_frames": None, "fps": None, "width": None, "height": None} for p in files]
         table = validate(pa.Table.from_pylist(rows), "videos", index)
     names = table.column("video").to_pylist()
+    for name in names:
+        check_video_name(name, index if index.exists() else data_root)
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{index}: duplicate video names {dup[:5]}")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from . import safe_pickle
 from .constants import PARTS, TPS_SAMPLING, tps_frame_index, tps_frame_name
 from .schemas import _tmp_beside, from_columns, schema
 
@@ -51,14 +52,9 @@ def write_pickle(obj, path: str | os.PathLike) -> Path:
 
 
 def read_pickle(path: str | os.PathLike):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    except Exception as exc:  # corrupt / not a pickle
-        raise ValueError(f"{path}: cannot read pickle: {exc}") from None
+    """A MultiSports-format pickle, read with the allow-listed unpickler of :mod:`actparse.safe_pickle`
+    (a file naming anything but containers, numbers, strings and numpy arrays is refused)."""
+    return safe_pickle.load(path)
 
 
 def _floats(box) -> list:

@@ -8,6 +8,12 @@ Training always gets ``plots=False``, never ultralytics' fp16 AMP self-check (it
 checkpoint; ``amp`` means bf16 on CUDA, off on CPU), an explicit ``project=`` work folder, and a
 data.yaml with an absolute ``path``.
 
+Checkpoints never run code: :func:`configure` turns on ultralytics' restricted loading
+(``ULTRALYTICS_SAFE_LOAD``: ``torch.load(weights_only=True)`` against its allow-list of model
+classes, models rebuilt without ``eval``) for every ``.pt`` ultralytics opens in this process, and
+:func:`load_model` first scans a user's file for the globals its pickle names (nothing is
+unpickled) and refuses any that a YOLO checkpoint does not hold (:func:`check_checkpoint`).
+
 Images handed to this module are uint8 RGB numpy arrays; boxes are ``[x1, y1, x2, y2]`` pixels
 of those images.
 """
@@ -61,6 +67,7 @@ def configure(config_dir: str | os.PathLike | None = None) -> Path:
     if _configured is not None and "ultralytics" in sys.modules:
         return _configured
     os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # weights_only checkpoint loading (read at import)
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     if "ultralytics" not in sys.modules:
@@ -80,8 +87,23 @@ def configure(config_dir: str | os.PathLike | None = None) -> Path:
         SETTINGS.update(changes)
     for name in ("ultralytics", "Ultralytics"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _safe_load_on()
     _configured = Path(USER_CONFIG_DIR)
     return _configured
+
+
+def _safe_load_on() -> None:
+    """Make ultralytics load every checkpoint with its restricted (weights_only) loader, also when
+    ultralytics was imported before :func:`configure` set ``ULTRALYTICS_SAFE_LOAD``."""
+    import ultralytics.utils
+    from ultralytics.nn import tasks
+
+    if not (hasattr(tasks, "SAFE_LOAD") and getattr(getattr(tasks, "_SafeLoad", None), "SUPPORTED", False)):
+        raise RuntimeError(f"ultralytics {ultralytics.__version__} with this torch cannot load checkpoints "
+                           "safely (no ULTRALYTICS_SAFE_LOAD / torch.load weights_only support); "
+                           "install the pinned versions")
+    ultralytics.utils.SAFE_LOAD = True
+    tasks.SAFE_LOAD = True
 
 
 def set_threads(threads: int = 0) -> int:
@@ -179,6 +201,10 @@ def export_dataset(work_dir: str | os.PathLike, images: Sequence[np.ndarray], bo
     stems = [f"{i:06d}" for i in range(n)] if stems is None else [str(s) for s in stems]
     if len(set(stems)) != n:
         raise ValueError("export_dataset: image stems must be unique")
+    for stem in stems:  # stems become file names under work: nothing may point outside it
+        if not stem or "\x00" in stem or "/" in stem or "\\" in stem or ".." in stem:
+            raise ValueError(f"export_dataset: unsafe image stem {stem!r} (a file name under {work} "
+                             "may not be empty or hold '/', '\\', '..' or NUL)")
     for sub in ("images", "labels"):
         shutil.rmtree(work / sub, ignore_errors=True)
     splits = {"train": ~val_mask, "val": val_mask}
@@ -240,24 +266,102 @@ def read_dataset(data_yaml: str | os.PathLike, split: str = "train"):
 # Models
 # --------------------------------------------------------------------------------------------
 
+# Globals a YOLO checkpoint's pickle may name, besides those torch.load(weights_only=True) admits
+# by itself (tensors, containers, OrderedDict, ...): layer classes (any torch.nn.Module subclass
+# defined in these modules), loss / assigner classes of older checkpoints, and a few data types.
+_LAYER_MODULES = ("torch.nn.modules.", "ultralytics.nn.modules.")
+_LAYER_MODULES_EXACT = ("torch.nn", "torch.nn.modules", "ultralytics.nn.modules", "ultralytics.nn.tasks")
+_CLASS_MODULES = ("ultralytics.utils.loss", "ultralytics.utils.tal")
+_DATA_GLOBALS = frozenset({
+    "ultralytics.utils.IterableSimpleNamespace", "ultralytics.yolo.utils.IterableSimpleNamespace",
+    "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib._local.PosixPath", "pathlib._local.WindowsPath",
+    "builtins.getattr",  # Detect.forward & co.; ultralytics' loader admits it for nn.Module attributes only
+    # renamed classes of older releases, which ultralytics' loader maps to their current ones
+    "ultralytics.nn.modules.block.Silence", "ultralytics.nn.tasks.YOLOv10DetectionModel",
+    "ultralytics.utils.loss.v10DetectLoss",
+})
+
+
+def _admitted(name: str) -> bool:
+    import importlib
+
+    import torch
+
+    if name in _DATA_GLOBALS:
+        return True
+    module, _, attr = name.rpartition(".")
+    layer = module in _LAYER_MODULES_EXACT or module.startswith(_LAYER_MODULES)
+    if not (layer or module in _CLASS_MODULES) or not attr.isidentifier():
+        return False
+    try:  # only modules of torch.nn / ultralytics are imported here, never one the file names freely
+        obj = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return False
+    if not isinstance(obj, type):
+        return False
+    return issubclass(obj, torch.nn.Module) if layer else obj.__module__ == module
+
+
+def check_checkpoint(path: str | os.PathLike) -> list[str]:
+    """Refuse a ``.pt`` whose pickle names anything a YOLO checkpoint does not hold.
+
+    Scans the pickle's opcodes for the globals it would import or call (torch's
+    ``get_unsafe_globals_in_checkpoint``; nothing in the file is run) and raises ValueError naming
+    the file and the refused globals. Returns the admitted globals beyond those torch's weights-only
+    loader admits already (which include the classes ultralytics' loader has registered so far).
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception as exc:  # not a torch.save zip archive (garbage, legacy or TorchScript file)
+        raise ValueError(f"{path}: not a usable ultralytics YOLO checkpoint (not a torch.save archive: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    refused = [n for n in names if not _admitted(n)]
+    if refused:
+        raise ValueError(f"{path}: refused to load this checkpoint: its pickle calls or imports {refused[:5]}"
+                         f"{' ...' if len(refused) > 5 else ''}, which a YOLO checkpoint does not hold "
+                         "(only torch / ultralytics layers and plain data); nothing in the file was run")
+    return names
+
+
 def load_model(path: str | os.PathLike, task: str = "detect"):
-    """Load a YOLO ``.pt`` checkpoint; clear errors naming the file when missing or unusable."""
+    """Load a YOLO ``.pt`` checkpoint safely; clear errors naming the file when missing, unusable or
+    refused (:func:`check_checkpoint`, then ultralytics' weights_only loader)."""
     configure()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: YOLO model file not found")
     if path.suffix != ".pt":
         raise ValueError(f"{path}: expected an ultralytics YOLO checkpoint ending in .pt")
+    check_checkpoint(path)
+    _safe_load_on()
     from ultralytics import YOLO
 
     try:
         model = YOLO(str(path), task=task)
     except Exception as exc:  # torch.load / unpickling / checkpoint layout errors
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _unpickling_refused(exc):
+            msg = msg.removeprefix("ERROR ❌️ ").strip()
+            raise ValueError(f"{path}: refused to load this checkpoint: ultralytics' restricted (weights_only) "
+                             f"loader blocked it ({msg}); nothing in the file was run") from None
         raise ValueError(f"{path}: not a usable ultralytics YOLO checkpoint ({type(exc).__name__}: {msg})") from None
     if getattr(model, "task", task) != task:
         raise ValueError(f"{path}: checkpoint is a YOLO {model.task!r} model, expected {task!r}")
     return model
+
+
+def _unpickling_refused(exc: BaseException) -> bool:
+    import pickle
+
+    while exc is not None:
+        if isinstance(exc, pickle.UnpicklingError) or "blocked during restricted model load" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def model_names(model) -> list[str]:

@@ -8,6 +8,12 @@ the resource take only CPU work. Which cluster:
    else ``flow.scheduler`` in params.yaml: the address of an existing (multi-node) cluster;
 2. otherwise a local cluster on 127.0.0.1: ``flow.n_workers`` CPU workers plus one GPU worker per
    visible CUDA device (``CUDA_VISIBLE_DEVICES`` pinned per worker), none on a CPU-only machine.
+   The scheduler, every worker and every nanny listen on 127.0.0.1 only.
+
+Connections are plain TCP unless TLS is asked for (:func:`security`): ``flow.tls`` in params.yaml
+(``ca_file``, ``cert``, ``key``), or dask's own TLS configuration (``DASK_DISTRIBUTED__COMM__TLS__*``
+environment variables or a dask config file). With TLS, the flow's clients, and a local cluster's
+scheduler and workers, use it; see docs/prefect.md.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Iterator, Sequence
 
 GPU = "GPU"
 SCHEDULER_ENV = "ACTPARSE_DASK_SCHEDULER"
+LOCAL_HOST = "127.0.0.1"
+TLS_KEYS = ("ca_file", "cert", "key")
 
 
 def scheduler_address(params: dict | None = None, override: str | None = None) -> str | None:
@@ -27,6 +35,41 @@ def scheduler_address(params: dict | None = None, override: str | None = None) -
         if cand:
             return str(cand)
     return None
+
+
+def security(params: dict | None = None):
+    """The dask ``Security`` of the flow's connections, or None for plain TCP.
+
+    ``flow.tls`` (a mapping of ``ca_file``, ``cert`` and ``key``, PEM files) turns TLS on and
+    requires it, with the one certificate for every role (client, scheduler, worker). Without it,
+    dask's own configuration decides (``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION``,
+    ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._TLS__CLIENT__CERT`` / ``__KEY``,
+    ``..._TLS__SCHEDULER__CERT`` / ``__KEY``, ``..._TLS__WORKER__CERT`` / ``__KEY``).
+    """
+    from distributed.security import Security
+
+    where = (params or {}).get("_path", "params")
+    tls = ((params or {}).get("flow") or {}).get("tls")
+    if tls:
+        if not isinstance(tls, dict):
+            raise ValueError(f"{where}: parameter 'flow.tls' must be a mapping of {', '.join(TLS_KEYS)}, got {tls!r}")
+        unknown = sorted(set(tls) - set(TLS_KEYS))
+        missing = [k for k in TLS_KEYS if not tls.get(k)]
+        if unknown or missing:
+            raise ValueError(f"{where}: parameter 'flow.tls' needs exactly {', '.join(TLS_KEYS)} "
+                             f"(missing {missing}, unknown {unknown})")
+        for k in TLS_KEYS:
+            if not os.path.isfile(str(tls[k])):
+                raise FileNotFoundError(f"{where}: flow.tls.{k}: {tls[k]}: file not found")
+        ca, cert, key = (str(tls[k]) for k in TLS_KEYS)
+        return Security(require_encryption=True, tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key,
+                        tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert, tls_worker_key=key)
+    sec = Security()  # dask's configuration (environment, config files)
+    return sec if sec.require_encryption or sec.tls_ca_file else None
+
+
+def _uses_tls(sec) -> bool:
+    return bool(sec is not None and sec.require_encryption)
 
 
 def local_gpu_ids(params: dict | None = None) -> list[str]:
@@ -48,16 +91,20 @@ def local_gpu_ids(params: dict | None = None) -> list[str]:
 
 
 def worker_specs(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
-                 processes: bool = True, threads_per_worker: int = 1) -> dict:
+                 processes: bool = True, threads_per_worker: int = 1, security=None) -> dict:
     """SpecCluster worker specs: ``gpu<i>`` workers declaring GPU=1, ``cpu<i>`` workers declaring nothing.
 
     ``gpu_ids`` are real CUDA devices (each worker sees only its own); ``fake_gpus`` adds workers that
-    declare the resource without a device (tests, dry runs of the routing).
+    declare the resource without a device (tests, dry runs of the routing). Workers (and their
+    nannies) listen on 127.0.0.1 only, with no dashboard; ``security`` (see :func:`security`) makes
+    them speak TLS.
     """
     from distributed import Nanny, Worker
 
     cls = Nanny if processes else Worker
-    base = {"nthreads": threads_per_worker}
+    base = {"nthreads": threads_per_worker, "host": LOCAL_HOST, "dashboard": False}
+    if _uses_tls(security):
+        base.update(security=security, protocol="tls")
     if processes:
         base["memory_limit"] = 0  # stage subprocesses are not the worker's memory
     specs = {}
@@ -75,15 +122,18 @@ def worker_specs(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus:
 
 @contextmanager
 def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
-                  processes: bool = True, threads_per_worker: int = 1) -> Iterator[object]:
-    """A dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`), closed on exit."""
+                  processes: bool = True, threads_per_worker: int = 1, security=None) -> Iterator[object]:
+    """A dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`), closed on exit; TLS when
+    ``security`` requires encryption (its scheduler address is then ``tls://127.0.0.1:...``)."""
     from distributed import Scheduler, SpecCluster
 
-    specs = worker_specs(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker)
+    specs = worker_specs(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker, security)
+    sched = {"host": LOCAL_HOST, "dashboard": False, "dashboard_address": f"{LOCAL_HOST}:0"}
+    if _uses_tls(security):
+        sched.update(security=security, protocol="tls")
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    cluster = SpecCluster(workers=specs,
-                          scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
-                                                                   "dashboard_address": "127.0.0.1:0"}},
+    cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": sched},
+                          security=security if _uses_tls(security) else None,
                           silence_logs=logging.ERROR, name="actparse")
     try:
         cluster.wait_for_workers(len(specs), timeout=180)
@@ -92,11 +142,11 @@ def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus
         cluster.close()
 
 
-def gpu_workers(address: str) -> list[str]:
+def gpu_workers(address: str, security=None) -> list[str]:
     """Names of the workers of the cluster at ``address`` that declare a GPU resource."""
     from distributed import Client
 
-    with Client(address, timeout="60s") as client:
+    with Client(address, timeout="60s", security=security) as client:
         info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
     return sorted(str(w.get("name", addr)) for addr, w in info["workers"].items()
                   if (w.get("resources") or {}).get(GPU, 0) > 0)

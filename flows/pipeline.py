@@ -256,6 +256,7 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     params = load_params(pfile if pfile.is_absolute() else root / pfile)
     load_dag(root, params_file=params_file).plan(targets, single_item)  # bad dvc.yaml / target: fail now
     mapped_stages(params)
+    security = C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
@@ -269,10 +270,11 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
         if not address:
             n_cpu = get(params, "flow.n_workers", int, default=2, min_value=0)
             processes = get(params, "flow.processes", bool, default=True)
-            cl = stack.enter_context(C.local_cluster(n_cpu, C.local_gpu_ids(params), fake_gpus, processes))
+            cl = stack.enter_context(C.local_cluster(n_cpu, C.local_gpu_ids(params), fake_gpus, processes,
+                                                     security=security))
             address = cl.scheduler_address
-        use_gpu = bool(C.gpu_workers(address))
-        runner = DaskTaskRunner(address=address)
+        use_gpu = bool(C.gpu_workers(address, security))
+        runner = DaskTaskRunner(address=address, client_kwargs={"security": security} if security else None)
         return pipeline.with_options(task_runner=runner)(
             root=str(root), params_file=str(params_file), targets=list(targets or []) or None, force=force,
             single_item=single_item, use_gpu=use_gpu, threads=threads, return_state=return_state)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from actparse import safe_pickle
 from actparse.cli import stage_main
 from actparse.params import get
 from actparse.paths import Paths, data_root
@@ -134,8 +134,7 @@ def run(params: dict, root: Path) -> None:
     pkl = droot / "annotations" / "multisports_gt.pkl"
     if not pkl.exists():
         raise FileNotFoundError(f"{pkl}: MultiSports ground truth not found")
-    with open(pkl, "rb") as fh:
-        gt = pickle.load(fh)
+    gt = safe_pickle.load(pkl)  # allow-listed: containers and numpy arrays only
     link_params = LinkParams.from_params(params.get("link"))
     info_path = paths.models / "stad" / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}

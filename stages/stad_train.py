@@ -19,7 +19,6 @@ Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, al
 from __future__ import annotations
 
 import logging
-import pickle
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actparse import safe_pickle
 from actparse.cli import stage_main
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
@@ -41,8 +41,7 @@ def class_list(droot: Path) -> list[str]:
     pkl = droot / "annotations" / "multisports_gt.pkl"
     if not pkl.exists():
         raise FileNotFoundError(f"{pkl}: MultiSports ground truth not found (the class list of stad)")
-    with open(pkl, "rb") as fh:
-        gt = pickle.load(fh)
+    gt = safe_pickle.load(pkl)  # allow-listed: containers and numpy arrays only
     if not isinstance(gt, dict) or "labels" not in gt:
         raise ValueError(f"{pkl}: not a MultiSports ground-truth dict (no 'labels')")
     return [str(x) for x in gt["labels"]]
