@@ -19,15 +19,21 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
 def unsafe_name(name) -> str | None:
-    """Why ``name`` cannot be used as (part of) a file name, or None when it can."""
+    """Why ``name`` cannot be used as (part of) a file name, or None when it can.
+
+    A name may hold ``/`` between parts (MultiSports names are ``<sport>/<video>``); each part must be
+    a plain name: not empty, not ``.`` or ``..``. Code that makes a file name from a video name
+    flattens the ``/`` (see the YOLO training stages)."""
     if not isinstance(name, str) or not name.strip():
         return "it is empty"
     if "\x00" in name:
         return "it contains a NUL character"
-    if "/" in name or "\\" in name:
-        return "it contains a path separator ('/' or '\\')"
-    if ".." in name:
-        return "it contains '..'"
+    if "\\" in name:
+        return "it contains a backslash"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "it has an empty, '.' or '..' path part"
     return None
 
 
@@ -36,7 +42,8 @@ def check_video_name(name, where: str | Path) -> str:
     reason = unsafe_name(name)
     if reason is not None:
         raise ValueError(f"{where}: unsafe video name {name!r}: {reason}; video names are used in file names, "
-                         f"so they must be non-empty and free of '/', '\\', '..' and NUL")
+                         f"so they must be non-empty, relative, free of '\\' and NUL, and no part of "
+                         f"them may be '.' or '..'")
     return name
 
 
