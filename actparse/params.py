@@ -304,13 +304,17 @@ def resolve_device(params: dict) -> str:
 
 
 def apply_preset(base: dict, overlay: dict, name: str = "preset") -> dict:
-    """``base`` with a preset (e.g. params.gpu.yaml) laid over it by :func:`merge_params`; a
-    section of the preset that the base lacks is a :class:`ParamError` (a typo would otherwise
-    add a section no stage reads)."""
+    """``base`` with a preset (e.g. params.gpu.yaml) laid over it by :func:`merge_params`, the result
+    validated (:func:`validate_params`); a section of the preset that the base lacks is a
+    :class:`ParamError` (a typo would otherwise add a section no stage reads)."""
     unknown = [k for k in overlay if k not in base]
     if unknown:
-        raise ParamError(f"{name}: sections {unknown} are not in the base params")
-    return merge_params(base, overlay)
+        near = {k: difflib.get_close_matches(str(k), [str(b) for b in base], n=1) for k in unknown}
+        hint = "".join(f" (did you mean {near[k][0]!r} for {k!r}?)" for k in unknown if near[k])
+        raise ParamError(f"{name}: sections {unknown} are not in the base params{hint}")
+    merged = merge_params(base, overlay)
+    validate_params(dict(merged), where=f"{base.get('_path', 'params')} + {name}")
+    return merged
 
 
 def merge_params(base: dict, overlay: dict) -> dict:
