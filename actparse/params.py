@@ -174,16 +174,29 @@ def _key_and_model(loc: tuple, data: dict):
     return ".".join(parts), model
 
 
-def _is_section(key: str) -> bool:
+def _annotation(key: str):
+    """The schema annotation of dotted ``key`` (None where the schema has no such field)."""
     from .param_models import Params, section_model
 
-    model = Params
+    model, ann = Params, None
     for part in key.split("."):
         field = model.model_fields.get(part) if model is not None else None
         if field is None:
-            return False
-        model = section_model(field.annotation)
-    return model is not None
+            return None
+        ann = field.annotation
+        model = section_model(ann)
+    return ann
+
+
+def _is_section(key: str) -> bool:
+    from .param_models import section_model
+
+    ann = _annotation(key)
+    return ann is not None and section_model(ann) is not None
+
+
+def _nullable(key: str) -> bool:
+    return type(None) in (getattr(_annotation(key), "__args__", None) or ())
 
 
 def _nearest(key: str) -> str | None:
@@ -240,6 +253,8 @@ def _describe(exc, data: dict) -> str:
             w = _expectation(e) or str(e["msg"])
             if w not in wants:
                 wants.append(w)
+        if _nullable(key) and "null" not in wants:
+            wants.append("null")
         msgs.append(f"parameter {key!r} must be {' or '.join(wants)}, got {node!r}")
     for key in missing:
         if key not in suggested:
