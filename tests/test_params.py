@@ -348,5 +348,7 @@ def test_the_scan_sees_known_reads():
         ROOT / "stages" / "csn.py")
     assert {"parts.fliplr", "parts.hsv_h", "parts.crop_size", "seed"} <= keys_read(
         ROOT / "stages" / "train_part_detector.py")
-    assert {"link.min_length", "link.top_k_classes"} <= keys_read(ROOT / "stages" / "evaluate.py")
+    assert {"link.top_k_classes", "link.min_person_score"} <= keys_read(ROOT / "stages" / "evaluate.py")
+    assert "link.min_length" not in keys_read(ROOT / "stages" / "evaluate.py")  # it scores, links nothing
+    assert {"link.min_length", "link.nms_iou", "stad.stride"} <= keys_read(ROOT / "stages" / "stad_evaluate.py")
 
