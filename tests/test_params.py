@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -352,3 +354,39 @@ def test_the_scan_sees_known_reads():
     assert "link.min_length" not in keys_read(ROOT / "stages" / "evaluate.py")  # it scores, links nothing
     assert {"link.min_length", "link.nms_iou", "stad.stride"} <= keys_read(ROOT / "stages" / "stad_evaluate.py")
 
+
+def test_ablation_rows_set_schema_keys_to_valid_values():
+    from actparse import ablation as A
+
+    assert set(A.SWITCHES) <= set(M.all_keys()) | {k for k in A.SWITCHES if k.startswith("csn.ensemble_weights.")}
+    for row in A.ROWS:
+        p = committed()
+        for key, value in row.settings().items():
+            *path, last = key.split(".")
+            node = p
+            for part in path:
+                node = node[part]
+            assert last in node, (row.name, key)
+            node[last] = value
+        validate_params(p)
+
+
+def _doc_keys(text: str) -> list[str]:
+    """Dotted params keys (``csn.lr``, ``link.*``) named in a text; file names are skipped."""
+    secs = "|".join(sorted(M.Params.model_fields, key=len, reverse=True))
+    rx = re.compile(rf"(?<![\w/.-])(?:{secs})\.(?:\*|[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)")
+    return [k for k in rx.findall(text) if k.rsplit(".", 1)[1] not in FILE_EXTS]
+
+
+FILE_EXTS = {"py", "json", "parquet", "yaml", "pkl", "md", "csv", "pt", "pth"}
+
+
+def test_stage_docstrings_name_schema_keys():
+    keys = set(M.all_keys())
+    seen = 0
+    for f in sorted((ROOT / "stages").glob("*.py")):
+        for k in _doc_keys(ast.get_docstring(ast.parse(f.read_text())) or ""):
+            seen += 1
+            assert (k[:-2] if k.endswith(".*") else k) in keys, f"{f.name} docstring names {k!r}, not a params key"
+    assert seen > 100
+    assert _doc_keys("Params: csn.lr_stpes, link.*; writes artifacts/parts.parquet") == ["csn.lr_stpes", "link.*"]
