@@ -255,7 +255,8 @@ def _describe(exc, data: dict) -> str:
                 wants.append(w)
         if _nullable(key) and "null" not in wants:
             wants.append("null")
-        msgs.append(f"parameter {key!r} must be {' or '.join(wants)}, got {node!r}")
+        what = "section" if _is_section(key) else "parameter"
+        msgs.append(f"{what} {key!r} must be {' or '.join(wants)}, got {node!r}")
     for key in missing:
         if key not in suggested:
             msgs.append(f"missing {'section' if _is_section(key) else 'parameter'} {key!r}")
