@@ -147,7 +147,7 @@ def _expectation(err: dict) -> str | None:
     return None
 
 
-def _key_and_model(loc: tuple, data: dict):
+def _dotted(loc: tuple, data: dict) -> str:
     """Dotted key of a pydantic error location (union-branch tags dropped), walking the raw data."""
     from .param_models import Params, section_model
 
@@ -162,8 +162,6 @@ def _key_and_model(loc: tuple, data: dict):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
             node = node[item]
             model = None
-        elif item in ("__root__",):
-            continue
         elif model is not None and item in model.model_fields and not isinstance(node, dict):
             break
         elif model is not None and item in model.model_fields:
@@ -171,7 +169,7 @@ def _key_and_model(loc: tuple, data: dict):
             node = None
             model = None
         # anything else: a union branch tag such as 'int' or "literal['auto']"
-    return ".".join(parts), model
+    return ".".join(parts)
 
 
 def _annotation(key: str):
@@ -217,7 +215,7 @@ def _describe(exc, data: dict) -> str:
     """One line for a pydantic ValidationError on ``data``."""
     unknown, missing, other = [], [], {}
     for err in exc.errors():
-        key, _ = _key_and_model(tuple(err["loc"]), data)
+        key = _dotted(tuple(err["loc"]), data)
         if err["type"] == "extra_forbidden":
             unknown.append(key)
         elif err["type"] == "missing":
