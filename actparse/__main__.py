@@ -133,17 +133,21 @@ def cmd_link(args) -> dict:
     import numpy as np
 
     from .formats import frame_detections_table, read_pickle, tubes_to_video_detections, write_pickle
-    from .link import LinkParams, link_moc_layout, link_table
+    from .link import link_moc_layout, link_table, params_from
     from .params import load_params
 
     section = {}
     if args.params:
-        section = dict(load_params(args.params).get("link") or {})
+        section = dict(load_params(args.params)["link"])
+    flags = {}
     for key in ("nms_iou", "top_k", "link_iou", "min_score", "min_length", "k", "tube_nms_iou"):
         val = getattr(args, key)
         if val is not None:
-            section[key] = val
-    params = LinkParams.from_params(section)
+            flags[key] = section[key] = val
+    # checked like params.yaml (types, bounds, NaN); keys neither file nor flag sets keep MOC's values
+    where = " + ".join(([args.params] if args.params else []) + (["options " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in flags.items())] if flags else [])) or "actparse link"
+    params = params_from({"_path": where, "link": section})
     src = Path(args.dets)
     if src.suffix == ".parquet":
         from .schemas import read_table

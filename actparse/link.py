@@ -30,7 +30,7 @@ that step, so the output is the official one, tube for tube.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,12 +49,6 @@ class LinkParams:
     k: int = 1  # tubelet length K: an unmatched tube ends when >= k steps passed since its last box
     tube_nms_iou: float = 0.3  # nms3dt(tubes, 0.3) of MOC's videoAP; 0 = off
     interpolate: bool = True  # fill frames between grid frames (stride > 1)
-
-    @classmethod
-    def from_params(cls, section: dict | None) -> "LinkParams":
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in known})
 
 
 @dataclass

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from actparse.params import ParamError, get, load_params
+from actparse.params import FLOW_SECTIONS, ParamError, get, load_params
 from actparse.paths import Paths, data_root
 
 
@@ -127,7 +127,8 @@ def get_mapper(root: str | Path, params_file: str | Path, stage: str, module: st
     """The mapper of ``stage`` for the project at ``root`` (params re-read from ``params_file``)."""
     root = Path(root)
     pfile = Path(params_file)
-    params = load_params(pfile if pfile.is_absolute() else root / pfile)
+    # the mapper runs the stage's code in-process: check its section too (a stage run checks the whole file)
+    params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=(*FLOW_SECTIONS, stage))
     if stage in BUILTIN:
         return BUILTIN[stage](root, params)
     if not module:

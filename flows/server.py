@@ -132,9 +132,9 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
 
 def _defaults(params_file: str) -> tuple[str, int]:
     try:
-        from actparse.params import get, load_params
+        from actparse.params import FLOW_SECTIONS, get, load_params
 
-        params = load_params(params_file)
+        params = load_params(params_file, sections=FLOW_SECTIONS)
         return (get(params, "flow.ui_host", str, default="127.0.0.1"),
                 get(params, "flow.ui_port", int, default=4200, min_value=1, max_value=65535))
     except (OSError, ValueError):

@@ -127,7 +127,7 @@ def run(params: dict, root: Path) -> None:
         write_json({"enabled": False}, out_json)
         print("stad_evaluate: stad.enabled is false, nothing scored")
         return
-    from actparse.link import LinkParams
+    from actparse.link import params_from
 
     stride = get(params, "stad.stride", int, default=5, min_value=1)
     droot = data_root(params, root)
@@ -135,7 +135,7 @@ def run(params: dict, root: Path) -> None:
     if not pkl.exists():
         raise FileNotFoundError(f"{pkl}: MultiSports ground truth not found")
     gt = safe_pickle.load(pkl)  # allow-listed: containers and numpy arrays only
-    link_params = LinkParams.from_params(params.get("link"))
+    link_params = params_from(params)
     info_path = paths.models / "stad" / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     final = read_df(paths.stad / "action_detections.parquet", "action_detections")

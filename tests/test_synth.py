@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from _params import overlaid
 from actparse.constants import ACTIONS, GROUP_OF_PART, NUM_KEYPOINTS, NUM_PARTS, PART_KEYPOINTS, PART_STATES, \
     PARTS, tps_frame_name
 from actparse.params import ParamError
@@ -285,7 +286,7 @@ def test_cli(tmp_path, capsys):
     from stages.synth import main
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"seed": 0, "synth": {**TINY, "n_train": 1, "n_test": 1}}))
+    params.write_text(yaml.safe_dump(overlaid({"seed": 0, "synth": {**TINY, "n_train": 1, "n_test": 1}})))
     assert main(["--params", str(params), "--root", str(tmp_path), "--width", "64", "--height", "48"]) == 0
     out = tmp_path / "artifacts" / "synth"
     videos = read_df(out / "videos.parquet", "videos")
