@@ -49,8 +49,8 @@ numbers here are those the official code gives under a NumPy where it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -104,11 +104,12 @@ def _is_seq(x) -> bool:
     return isinstance(x, (list, tuple, np.ndarray))
 
 
-def check_ground_truth(gt, name: str = "ground truth") -> None:
+def check_ground_truth(gt, name: str = "ground truth", tubes: bool = True) -> None:
     """Raise ValueError, naming ``name`` and the place, where a ground-truth dict departs from what
     the official code reads: ``labels`` (a list), ``test_videos``, ``gttubes`` holding every test
     video (the official code stops with KeyError on a missing one) as {label index: [tube (n, 5+)
-    numeric array: frame, x1, y1, x2, y2]}."""
+    numeric array: frame, x1, y1, x2, y2]}. ``tubes=False`` leaves the tubes themselves to the
+    scoring functions (which check each one as they read it)."""
     if not isinstance(gt, dict):
         raise ValueError(f"{name}: not a MultiSports ground-truth dict (got a {_kind(gt)})")
     for key in ("labels", "test_videos", "gttubes"):
@@ -123,23 +124,42 @@ def check_ground_truth(gt, name: str = "ground truth") -> None:
     gttubes = gt["gttubes"]
     if not isinstance(gttubes, dict):
         raise ValueError(f"{name}: 'gttubes' is a {_kind(gttubes)}, not a dict video -> {{label index: tubes}}")
+    lists = []
     for v in test_videos(gt):
         if v not in gttubes:
             raise ValueError(f"{name}: test video {v!r} is not in 'gttubes' (the official code stops with KeyError)")
         by_label = gttubes[v]
         if not isinstance(by_label, dict):
             raise ValueError(f"{name}: gttubes[{v!r}] is a {_kind(by_label)}, not a dict label index -> tubes")
-        for il, tubes in by_label.items():
-            if not _is_seq(tubes):
-                raise ValueError(f"{name}: gttubes[{v!r}][{il!r}] is a {_kind(tubes)}, not a list of tubes")
-            for k, t in enumerate(tubes):
-                try:
-                    a = t if isinstance(t, np.ndarray) else np.asarray(t)
-                except ValueError:
-                    a = np.zeros(0, object)
-                if a.ndim != 2 or a.shape[1] < 5 or a.dtype.kind not in "biuf":
-                    raise ValueError(f"{name}: gttubes[{v!r}][{il!r}][{k}] is not an (n, 5) numeric array of "
-                                     f"frame, x1, y1, x2, y2 (shape {a.shape}, dtype {a.dtype})")
+        for il, tl in by_label.items():
+            if not _is_seq(tl):
+                raise ValueError(f"{name}: gttubes[{v!r}][{il!r}] is a {_kind(tl)}, not a list of tubes")
+            lists.append((v, il, tl))
+    if not tubes:
+        return
+    every = list(chain.from_iterable(t for _, _, t in lists))
+    try:  # usually every tube is a 2-D numeric array: checked in bulk
+        kinds = set(map(_ndim_dtype, every))
+        if all(nd == 2 and dt.kind in "biuf" for nd, dt in kinds) and min(map(itemgetter(1), map(_shape, every)),
+                                                                           default=5) >= 5:
+            return
+    except AttributeError:  # not all arrays
+        pass
+    for v, il, tl in lists:
+        for k, t in enumerate(tl):
+            if isinstance(t, (list, tuple, np.ndarray)) and len(t) == 0:
+                continue  # no rows: nothing to read
+            try:
+                a = t if isinstance(t, np.ndarray) else np.asarray(t)
+            except ValueError:
+                a = np.zeros(0, object)
+            if a.ndim != 2 or a.shape[1] < 5 or a.dtype.kind not in "biuf":
+                raise ValueError(f"{name}: gttubes[{v!r}][{il!r}][{k}] is not an (n, 5) numeric array of "
+                                 f"frame, x1, y1, x2, y2 (shape {a.shape}, dtype {a.dtype})")
+
+
+_ndim_dtype = attrgetter("ndim", "dtype")
+_shape = attrgetter("shape")
 
 
 def as_frame_detections(dets, name: str = "frame detections") -> np.ndarray:
@@ -257,13 +277,22 @@ class _FrameGT:
 def _flatten_frame_gt(gt: dict, vlist: list) -> _FrameGT:
     labels, keys, boxes = [], [], []
     gttubes = gt["gttubes"]
+    label_of = {i: i for i in range(len(gt["labels"]))}  # finds a key exactly when `ilabel in tubes` would
     for iv, v in enumerate(vlist):
         for ilabel, tubes in gttubes[v].items():
-            for tube in tubes:
-                tube = np.asarray(tube)
+            il = label_of.get(ilabel)
+            if il is None:
+                continue  # the official loop never reads it
+            for k, tube in enumerate(tubes):
+                if isinstance(tube, (list, tuple, np.ndarray)) and len(tube) == 0:
+                    continue
+                tube = _as_tube(tube, empty=True)
+                if tube.ndim != 2:
+                    raise ValueError(f"ground truth: gttubes[{v!r}][{ilabel!r}][{k}] is not an (n, 5) numeric array "
+                                     f"of frame, x1, y1, x2, y2")
                 if len(tube) == 0:
                     continue
-                labels.append(np.full(len(tube), int(ilabel), np.int64))
+                labels.append(np.full(len(tube), il, np.int64))
                 keys.append(iv * (1 << 32) + tube[:, 0].astype(np.int64))
                 boxes.append(np.asarray(tube[:, 1:5], dtype=np.float64))
     if not labels:
@@ -277,7 +306,7 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
              excluded_labels=OFFICIAL_EXCLUDED_LABELS) -> APResult:
     """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5), all classes at once."""
     _check_variant(variant)
-    check_ground_truth(gt)
+    check_ground_truth(gt, tubes=False)
     act = variant in ("act", "moc")
     dets = as_frame_detections(dets)
     vlist = test_videos(gt)
@@ -470,12 +499,14 @@ def _join_rows(arrays: list) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays), lengths
 
 
-def _as_tube(t) -> np.ndarray:
+def _as_tube(t, empty: bool = False) -> np.ndarray:
+    """``t`` as an (n, 5+) numeric array (n >= 1 unless ``empty``), or a 1-D array where it is not one."""
     try:
         a = np.asarray(t)
     except ValueError:  # ragged
         return np.zeros(0, object)
-    return a if a.ndim == 2 and a.shape[1] >= 5 and len(a) and a.dtype.kind in "biuf" else np.zeros(0, object)
+    ok = a.ndim == 2 and a.shape[1] >= 5 and (empty or len(a)) and a.dtype.kind in "biuf"
+    return a if ok else np.zeros(0, object)
 
 
 def _stack_tubes(tubes: list, names) -> _Tubes:
@@ -617,7 +648,7 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
     ``temporal_plus_one``: see :func:`tube_iou_pairs` (None = the official behaviour of ``variant``).
     """
     _check_variant(variant)
-    check_ground_truth(gt)
+    check_ground_truth(gt, tubes=False)
     act = variant in ("act", "moc")
     thresholds = list(thresholds)
     vlist = test_videos(gt)
