@@ -34,6 +34,10 @@ What the official code does, and therefore what this does by default:
   added in the official order; the leaderboard rounds it to 6 decimals.
 * ``check_limits``: the official asserts (at most 10 humans per frame; ``len(verb) <= 5``, which
   for a string verb is its character count) raise ValueError here.
+* ``bbox_iou`` reads ``box[0:4]``, so a box ``[x1, y1, x2, y2, score]`` scores as its first four
+  numbers (a frame's human boxes must then be of one length, as ``np.float32`` of them requires).
+  A file that departs from the layout is a ValueError naming it and the first place that departs
+  (:func:`layout_problem`).
 
 Floating-point sums run in the official order (``np.bincount`` and ``np.cumsum`` add sequentially),
 so every number is identical to the official loop's, not merely close.
