@@ -634,33 +634,31 @@ def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=Non
     vids = list(gt_part) if videos is None else list(videos)
     n_v = len(vids)
     ghl, pfl, nfr = [], [], []  # per ground-truth frame: its humans, the predicted frame (or None)
-    try:
-        for vid in vids:
-            gframes = gt_part.get(vid)
-            if gframes is None:
-                raise ValueError(f"{names[0]} has no part annotations for video {vid!r}")
-            pframes = pred_part.get(vid)
-            if pframes is None:
-                # the official loop looks the video up at its first frame with a ground-truth human
-                if o.missing_video == "error" and any(map(len, map(_get_humans, gframes.values()))):
-                    raise ValueError(f"{names[1]} has no part results for video {vid!r} "
-                                     f"(the official code stops with KeyError)")
-                pframes = {}
-            nfr.append(len(gframes))
-            ghl.extend(map(_get_humans, gframes.values()))
-            pfl.extend(map(pframes.get, gframes))
-        f_video = np.repeat(np.arange(n_v), nfr)
-        gnh = np.fromiter(map(len, ghl), np.int64, count=len(ghl))
-        present = np.fromiter(map(is_not, pfl, repeat(None)), bool, count=len(pfl))
-        cand = np.flatnonzero((gnh > 0) & present)  # frames the official loop matches
-        cl = cand.tolist()
-        gsel = [ghl[i] for i in cl]
-        phl = list(map(_get_humans, [pfl[i] for i in cl]))
-        gh = list(chain.from_iterable(gsel))
-        ph = list(chain.from_iterable(phl))
-        g_np = np.fromiter(map(len, map(_get_parts, gh)), np.int64, count=len(gh))
-    except (KeyError, TypeError, AttributeError):
-        raise  # part_state_correctness names the place
+    # a layout error here (KeyError, TypeError...) is named by part_state_correctness
+    for vid in vids:
+        gframes = gt_part.get(vid)
+        if gframes is None:
+            raise ValueError(f"{names[0]} has no part annotations for video {vid!r}")
+        pframes = pred_part.get(vid)
+        if pframes is None:
+            # the official loop looks the video up at its first frame with a ground-truth human
+            if o.missing_video == "error" and any(map(len, map(_get_humans, gframes.values()))):
+                raise ValueError(f"{names[1]} has no part results for video {vid!r} "
+                                 f"(the official code stops with KeyError)")
+            pframes = {}
+        nfr.append(len(gframes))
+        ghl.extend(map(_get_humans, gframes.values()))
+        pfl.extend(map(pframes.get, gframes))
+    f_video = np.repeat(np.arange(n_v), nfr)
+    gnh = np.fromiter(map(len, ghl), np.int64, count=len(ghl))
+    present = np.fromiter(map(is_not, pfl, repeat(None)), bool, count=len(pfl))
+    cand = np.flatnonzero((gnh > 0) & present)  # frames the official loop matches
+    cl = cand.tolist()
+    gsel = [ghl[i] for i in cl]
+    phl = list(map(_get_humans, [pfl[i] for i in cl]))
+    gh = list(chain.from_iterable(gsel))
+    ph = list(chain.from_iterable(phl))
+    g_np = np.fromiter(map(len, map(_get_parts, gh)), np.int64, count=len(gh))
     c_gnh = gnh[cand]
     c_pnh = np.fromiter(map(len, phl), np.int64, count=len(phl))
     frame_of_h = np.repeat(np.arange(len(cand)), c_gnh)
@@ -679,19 +677,16 @@ def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=Non
                           o.human_iou, o.plus_one_iou)
     human_sum = np.zeros(len(gh))
     if len(mg):
-        try:
-            gpd = [gh[i]["parts"] for i in mg.tolist()]
-            ppd = [ph[j]["parts"] for j in mp.tolist()]
-            # the parts of matched humans that the prediction names too (the official `name in p["parts"]`)
-            gl = [gp for gd, pd in zip(gpd, ppd) for name, gp in gd.items() if name in pd]
-            pl = [pd[name] for gd, pd in zip(gpd, ppd) for name in gd if name in pd]
-            owner = np.repeat(mg, [len(gd.keys() & pd.keys()) for gd, pd in zip(gpd, ppd)])
-            pverbs = list(map(_get_verb, pl)) if o.check_limits else map(_get_verb, pl)
-            same = np.fromiter(map(eq, map(_get_verb, gl), pverbs), bool, count=len(gl))
-            gbox_l = list(map(_get_box, gl))
-            pbox_l = list(map(_get_box, pl))
-        except (KeyError, TypeError, AttributeError):
-            raise  # part_state_correctness names the place
+        gpd = [gh[i]["parts"] for i in mg.tolist()]
+        ppd = [ph[j]["parts"] for j in mp.tolist()]
+        # the parts of matched humans that the prediction names too (the official `name in p["parts"]`)
+        gl = [gp for gd, pd in zip(gpd, ppd) for name, gp in gd.items() if name in pd]
+        pl = [pd[name] for gd, pd in zip(gpd, ppd) for name in gd if name in pd]
+        owner = np.repeat(mg, [len(gd.keys() & pd.keys()) for gd, pd in zip(gpd, ppd)])
+        pverbs = list(map(_get_verb, pl)) if o.check_limits else map(_get_verb, pl)
+        same = np.fromiter(map(eq, map(_get_verb, gl), pverbs), bool, count=len(gl))
+        gbox_l = list(map(_get_box, gl))
+        pbox_l = list(map(_get_box, pl))
         if o.check_limits and gl:
             try:
                 vlen = np.fromiter(map(len, pverbs), np.int64, count=len(pverbs))
