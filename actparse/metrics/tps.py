@@ -163,8 +163,8 @@ def _boxes(items, dtype, what: str, whole: bool = False, frame_counts=None) -> n
         else:
             raise ValueError(f"a box of {min(lens)} numbers")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what}: every box must be 4 numbers [x1, y1, x2, y2] (further numbers, such as a "
-                         f"score, are ignored, as the official code ignores them) ({exc})") from None
+        raise ValueError(f"{what}: every box must start with 4 numbers [x1, y1, x2, y2] (further numbers, a "
+                         f"score say, are ignored as the official code ignores them) ({exc})") from None
     return flat.reshape(n, 4).astype(dtype, copy=False)
 
 
@@ -450,9 +450,9 @@ class TPSInputs:
 
 def prepare(gt_part: dict, pred_part: dict, videos=None, missing_video: str = "error") -> TPSInputs:
     """Flatten the two official part-result dicts (the frames the official loop reads)."""
-    check_part_result(gt_part, "ground truth")
-    check_part_result(pred_part, "prediction")
     vids = list(gt_part) if videos is None else list(videos)
+    check_part_result(gt_part, "ground truth", vids)
+    check_part_result(pred_part, "prediction", vids)
     g_frames, g_video, p_frames, p_of = [], [], [], []
     for vi, vid in enumerate(vids):
         if vid not in gt_part:
@@ -533,8 +533,8 @@ def part_state_correctness(gt_part: dict, pred_part: dict, options: TPSOptions |
     """Official per-video PSC (``eval_video_TPS``) for ``videos`` (default: every GT video).
     ``names`` (of the ground truth and the prediction, file paths say) label layout errors."""
     o = options or TPSOptions()
-    check_part_result(gt_part, names[0])
-    check_part_result(pred_part, names[1])
+    check_part_result(gt_part, names[0], videos)
+    check_part_result(pred_part, names[1], list(gt_part) if videos is None else videos)
     try:
         if not o.wrap_proposals:
             return _psc_dicts(gt_part, pred_part, o, videos, names)
@@ -552,12 +552,14 @@ def _type_name(x) -> str:
         type(x), "a number" if isinstance(x, (int, float)) else type(x).__name__)
 
 
-def check_part_result(part, name: str = "part results") -> None:
-    """A part-result dict maps video -> {frame: ...}: raise ValueError naming ``name`` otherwise."""
+def check_part_result(part, name: str = "part results", videos=None) -> None:
+    """A part-result dict maps video -> {frame: ...} (for ``videos``, default all; the official code
+    reads no other): raise ValueError naming ``name`` otherwise."""
     if not isinstance(part, dict):
         raise ValueError(f"{name}: not a part-result object mapping video -> frames (the top level is "
                          f"{_type_name(part)})")
-    for vid, frames in part.items():
+    for vid in (part if videos is None else [v for v in videos if v in part]):
+        frames = part[vid]
         if not isinstance(frames, dict):
             raise ValueError(f"{name}: video {vid!r} is {_type_name(frames)}, not an object mapping "
                              f"frame -> {{'humans': [...]}}")
