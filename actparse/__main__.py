@@ -39,6 +39,15 @@ def _clean(obj):
     return obj
 
 
+def _json_kind(x) -> str:
+    """What a JSON value is, in words (for error messages)."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(x), "a number")
+
+
 def _load_json(path: str | Path):
     from .metrics.tps import read_json_file
 
@@ -114,11 +123,11 @@ def cmd_eval_finegym(args) -> dict:
     pred = _load_json(args.pred)
     for path, obj in ((args.gt, gt), (args.pred, pred)):
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}: not an object mapping clip -> {{level: label}} (the top level is a "
-                             f"{type(obj).__name__})")
+            raise ValueError(f"{path}: not an object mapping clip -> {{level: label}} (the top level is "
+                             f"{_json_kind(obj)})")
         for clip, labels in obj.items():
             if not isinstance(labels, dict):
-                raise ValueError(f"{path}: clip {clip!r} maps to a {type(labels).__name__}, not an object "
+                raise ValueError(f"{path}: clip {clip!r} maps to {_json_kind(labels)}, not an object "
                                  f"{{level: label}}")
             bad = next((lvl for lvl, x in labels.items() if isinstance(x, bool) or not isinstance(x, (str, int))), None)
             if bad is not None:
@@ -210,7 +219,7 @@ def print_metrics(files) -> int:
             return 2
         if not isinstance(data, dict):
             print(f"actparse: error: {path}: not a metrics object mapping names to values (the top level is "
-                  f"a {type(data).__name__})", file=sys.stderr)
+                  f"{_json_kind(data)})", file=sys.stderr)
             return 2
         if data.get("enabled") is False:
             rows.append((str(path), "enabled", "false (switched off)"))

@@ -360,7 +360,7 @@ class TestFineGymPredictions:
     GT = {"c1": {"event": "E", "element": "a"}, "c2": {"event": "E", "element": "b"}}
 
     @pytest.mark.parametrize("pred, want", [
-        ({"c1": "a", "c2": {"event": "E"}}, "clip 'c1' maps to a str"),
+        ({"c1": "a", "c2": {"event": "E"}}, "clip 'c1' maps to a string"),
         ([["c1", "a"]], "the top level is a list"),
         ({"c1": {"event": ["E"]}, "c2": {}}, "clip 'c1' level 'event': a label must be a string or an integer"),
         ({"c1": {"event": None}, "c2": {}}, "clip 'c1' level 'event'"),
@@ -378,8 +378,8 @@ class TestFineGymPredictions:
 
 # ======================================================================= metrics JSON
 class TestMetricsJson:
-    @pytest.mark.parametrize("obj, want", [([1, 2], "the top level is a list"), (3.5, "the top level is a float"),
-                                           ({}, "no metric values")])
+    @pytest.mark.parametrize("obj, want", [([1, 2], "the top level is a list"), (3.5, "the top level is a number"),
+                                           (None, "the top level is null"), ({}, "no metric values")])
     def test_metrics_file_that_is_not_an_object_of_values(self, tmp_path, capsys, obj, want):
         m = write_json(tmp_path / "metrics.json", obj)
         one_line(cli(capsys, "metrics", m), str(m), want)
