@@ -36,7 +36,8 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
                argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Parse ``--params`` / ``--root``, load params, call ``run(params, root)``.
 
-    Errors the user can fix (bad params, bad input) print one clear line and exit 2.
+    Errors the user can fix (bad params, bad input, files that cannot be read or written: disk
+    full...) print one clear line and exit 2.
     """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +54,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
         params = load_params(args.params)
         params["_args"] = vars(args)
         run(params, Path(args.root))
-    except (ParamError, FileNotFoundError, ValueError) as exc:
+    except (ParamError, OSError, ValueError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     log.info("stage %s done in %.1fs", name, time.time() - t0)

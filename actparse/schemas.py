@@ -234,9 +234,30 @@ def _plain(values):
     return values
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's text on one line (pyarrow's messages span several and may hold control bytes)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
+
+
+class WriteError(OSError):
+    """An artifact could not be written (disk full, no permission...); the previous one, if any,
+    is left as it was."""
+
+
+def write_error(path, exc: BaseException) -> WriteError:
+    """A :class:`WriteError` naming ``path`` (the final name, not the temporary file) and the cause."""
+    why = getattr(exc, "strerror", None) or _one_line(exc)
+    err = WriteError(f"{path}: cannot write ({why}); any previous file is unchanged")
+    err.errno = getattr(exc, "errno", None)
+    return err
+
+
 def _tmp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     return Path(tmp)
 
@@ -249,6 +270,8 @@ def write_table(table: pa.Table, path: str | os.PathLike, name: str, row_group_s
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
         os.replace(tmp, path)
+    except OSError as exc:  # disk full...: pyarrow's IO errors are OSErrors too
+        raise write_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -263,8 +286,8 @@ def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = N
         raise FileNotFoundError(f"{path}: artifact {name!r} not found (has its stage run?)")
     try:
         table = pq.read_table(path, filters=filters)
-    except pa.ArrowException as exc:
-        raise SchemaError(f"{path}: cannot read artifact {name!r}: {exc}") from None
+    except (pa.ArrowException, OSError) as exc:  # a corrupt file: pyarrow raises OSError for some
+        raise SchemaError(f"{path}: cannot read artifact {name!r}: {_one_line(exc)}") from None
     table = validate(table, name, path)
     return table.select(columns) if columns else table
 
@@ -286,23 +309,36 @@ class ParquetStreamWriter:
         self.path = Path(path)
         self.name = name
         self._tmp = _tmp_beside(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, schema(name), compression="zstd")
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, schema(name), compression="zstd")
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise write_error(self.path, exc) from exc
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         table = validate(table, self.name, self.path)
         if table.num_rows:
-            self._writer.write_table(table)
+            try:
+                self._writer.write_table(table)
+            except OSError as exc:
+                raise write_error(self.path, exc) from exc
             self.rows += table.num_rows
 
     def close(self) -> Path:
-        self._writer.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:  # the temporary file goes, the previous artifact stays
+            self._tmp.unlink(missing_ok=True)
+            raise write_error(self.path, exc) from exc
         return self.path
 
     def abort(self) -> None:
         try:
             self._writer.close()
+        except OSError:
+            pass  # closing flushes; on a full disk that fails too, and the file goes anyway
         finally:
             if self._tmp.exists():
                 self._tmp.unlink()
@@ -322,9 +358,16 @@ def iter_row_groups(path: str | os.PathLike, name: str):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: artifact {name!r} not found (has its stage run?)")
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{path}: cannot read artifact {name!r}: {_one_line(exc)}") from None
     for i in range(pf.num_row_groups):
-        yield validate(pf.read_row_group(i), name, path)
+        try:
+            group = pf.read_row_group(i)
+        except (pa.ArrowException, OSError) as exc:
+            raise SchemaError(f"{path}: cannot read row group {i} of artifact {name!r}: {_one_line(exc)}") from None
+        yield validate(group, name, path)
 
 
 def write_json(obj, path: str | os.PathLike, indent: int | None = 2) -> Path:
@@ -338,6 +381,8 @@ def write_json(obj, path: str | os.PathLike, indent: int | None = 2) -> Path:
             json.dump(obj, fh, indent=indent, sort_keys=False)
             fh.write("\n")
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -353,6 +398,8 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
