@@ -35,6 +35,7 @@ from benchmarks import reference as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fakes import make_ground_truth, make_predictions  # noqa: E402
+from _params import write_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,7 +169,7 @@ class TestKineticsTPSFiles:
             T.evaluate(gv, {"a": "x", "b": {}}, gv, gp)
 
 
-PARAMS = {"data": {"root": "artifacts/synth"}, "link": {}, "evaluate": {}}
+PARAMS = {"data": {"root": "artifacts/synth"}}
 
 
 @pytest.fixture()
@@ -179,7 +180,7 @@ def stage_root(tmp_path):
     make_ground_truth(tmp_path, n_videos=4, n_frames=30)
     make_predictions(tmp_path, jitter=1.0)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(PARAMS))
+    write_params(params, PARAMS)
     link_tubes.run(dict(PARAMS), tmp_path)
     return tmp_path, params
 
@@ -435,7 +436,7 @@ class TestParquetArtifacts:
             for _ in schemas.iter_row_groups(path, "persons"):
                 pass
 
-        params = write_json(tmp_path / "params.yaml", {"x": 1})
+        params = write_params(tmp_path / "params.yaml")
         assert stage_main("reader", None, run, ["--params", str(params)]) == 2
         one_line(capsys.readouterr().err, "reader: error:", str(path), "row group 1")
 
