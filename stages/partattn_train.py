@@ -14,20 +14,18 @@ Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_cont
 
 from __future__ import annotations
 
-import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
+from actparse.stage import model_folder, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.partattn")
+log = stage_log("partattn_train")
 
 
 def gt_person_samples(g, video_index: int, action: int, with_targets: bool = True, frames=None) -> list:
@@ -48,12 +46,7 @@ def gt_person_samples(g, video_index: int, action: int, with_targets: bool = Tru
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    out = paths.models / "partattn"
-    if not get(params, "partattn.enabled", bool, default=False):
-        if out.exists():
-            shutil.rmtree(out)
-        write_json({"enabled": False}, out / "train_info.json")
-        print("partattn_train: partattn.enabled is false, nothing trained")
+    if seed_disabled(params, "partattn", "partattn_train", root, model_dir=paths.models / "partattn"):
         return
     from tqdm import tqdm
 
@@ -90,14 +83,16 @@ def run(params: dict, root: Path) -> None:
     t1 = time.time()
     hist = fit(model, decoded, pools, s, seed=seed, device=device)
     t_fit = time.time() - t1
-    save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
-    write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
-                "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
-                "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
-                "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
-                "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
-    print(f"partattn_train: roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
-          f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {out}")
+    with model_folder(paths.models / "partattn") as out:  # replaces the old folder only on success
+        save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
+        write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
+                    "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
+                    "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
+                    "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
+                    "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
+    log.info(f"roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
+             f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, "
+             f"loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {paths.models / 'partattn'}")
 
 
 def main(argv=None):

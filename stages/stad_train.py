@@ -18,9 +18,7 @@ Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, al
 
 from __future__ import annotations
 
-import logging
 import pickle
-import shutil
 import sys
 import time
 from collections import Counter
@@ -28,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
+from actparse.stage import model_folder, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.stad")
+log = stage_log("stad_train")
 
 
 def class_list(droot: Path) -> list[str]:
@@ -50,12 +48,7 @@ def class_list(droot: Path) -> list[str]:
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    out = paths.models / "stad"
-    if not get(params, "stad.enabled", bool, default=False):
-        if out.exists():
-            shutil.rmtree(out)
-        write_json({"enabled": False}, out / "train_info.json")
-        print("stad_train: stad.enabled is false, nothing trained")
+    if seed_disabled(params, "stad", "stad_train", root, model_dir=paths.models / "stad"):
         return
     import torch
 
@@ -102,34 +95,35 @@ def run(params: dict, root: Path) -> None:
     t_decode = time.time() - t0
     counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
 
-    model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
-    t1 = time.time()
-    hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
-    t_phase1 = time.time() - t1
-    meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side}
-    save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
-    hist2, t_phase2 = None, 0.0
-    if decoupled and s.decoupled_epochs > 0:
-        t2 = time.time()
-        cache = []
-        for pool in pools:  # evenly spaced key frames of each video
-            pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
-            cache.extend(pool[i] for i in pick)
-        feats, targets, labels = cache_features(model, decoded, cache, s, device)
-        hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
-        t_phase2 = time.time() - t2
-    save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
-    with torch.no_grad():
-        n_params = sum(p.numel() for p in model.parameters())
-    write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
-                "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
-                "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
-                "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
-                "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
-                "cpu_seconds": round(time.process_time() - c0, 1),
-                "device": device}, out / "train_info.json")
-    print(f"stad_train: {head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
-          + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {out}")
+    with model_folder(paths.models / "stad") as out:  # replaces the old folder only on success
+        model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
+        t1 = time.time()
+        hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
+        t_phase1 = time.time() - t1
+        meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side}
+        save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
+        hist2, t_phase2 = None, 0.0
+        if decoupled and s.decoupled_epochs > 0:
+            t2 = time.time()
+            cache = []
+            for pool in pools:  # evenly spaced key frames of each video
+                pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
+                cache.extend(pool[i] for i in pick)
+            feats, targets, labels = cache_features(model, decoded, cache, s, device)
+            hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
+            t_phase2 = time.time() - t2
+        save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
+        with torch.no_grad():
+            n_params = sum(p.numel() for p in model.parameters())
+        write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
+                    "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
+                    "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
+                    "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
+                    "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
+                    "cpu_seconds": round(time.process_time() - c0, 1),
+                    "device": device}, out / "train_info.json")
+    log.info(f"{head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
+             + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {paths.models / 'stad'}")
 
 
 def main(argv=None):
