@@ -284,6 +284,7 @@ def test_bad_params_raise(bad):
 def test_cli(tmp_path, capsys, caplog):
     from stages.synth import main
 
+    caplog.set_level("INFO", logger="actparse")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"seed": 0, "synth": {**TINY, "n_train": 1, "n_test": 1}}))
     assert main(["--params", str(params), "--root", str(tmp_path), "--width", "64", "--height", "48"]) == 0
