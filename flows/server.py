@@ -126,6 +126,7 @@ def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathL
     finally:
         if log_file:
             out.close()
+    proc.group = proc.pid  # it leads its own session and process group
     _RUNNING.add(proc)
     return proc
 
@@ -143,12 +144,16 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """``sig`` to the server's process group (it leads its own session), else to the process alone."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        if proc.poll() is None:
-            proc.send_signal(sig)
+    """``sig`` to the process group of a server :func:`start_server` started, else to ``proc`` alone."""
+    group = getattr(proc, "group", None)
+    if group is not None:
+        try:
+            os.killpg(group, sig)
+            return
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.send_signal(sig)
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
