@@ -5,6 +5,7 @@ Reads:  <data.root>/videos.parquet, the train-split videos, <data.root>/gt_perso
 Writes: artifacts/models/stad/phase1.pt   after phase 1 (standard sampling, whole network)
         artifacts/models/stad/model.pt     the final model (after phase 2 when stad.decoupled)
         artifacts/models/stad/train_info.json   loss history, class counts, timings
+        artifacts/skips/stad_train.parquet      train videos without ground truth or not decodable
 Trains on every frame of the train videos as a key frame (ground-truth boxes, sigmoid + BCE on the
 person's current action). Phase 2 (decoupled learning) freezes everything but the classifier and
 retrains it with class-balanced sampling on cached RoI features.
@@ -29,7 +30,7 @@ import numpy as np
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
-from actparse.stage import model_folder, seed_disabled, stage_log, stage_main
+from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
 
 log = stage_log("stad_train")
 
@@ -48,12 +49,13 @@ def class_list(droot: Path) -> list[str]:
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    if seed_disabled(params, "stad", "stad_train", root, model_dir=paths.models / "stad"):
+    if seed_disabled(params, "stad", "stad_train", root, model_dir=paths.models / "stad", skips=True):
         return
     import torch
 
     from actparse.clips import load_video
     from actparse.csn import seed_everything
+    from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
@@ -83,15 +85,22 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     decoded, pools = [], []
+    ledger = SkipLedger("stad_train", root, what="train videos")
     for row in tqdm(list(train.itertuples(index=False)), desc="stad decode", unit="video", disable=None):
         g = by_video.get(row.video)
         if g is None:
-            log.warning("stad: train video %s has no ground truth; skipped", row.video)
+            ledger.skip(row.video, "train video has no ground truth")
             continue
-        v = load_video(video_path(droot, row.path), short_side)
+        ledger.tried(row.video)
+        try:
+            v = load_video(video_path(droot, row.path), short_side)
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
+            continue
         scale = v.shape[1] / float(row.height or v.shape[1])
         pools.append(gt_samples(g, len(decoded), scale, classes))
         decoded.append(v)
+    ledger.check(droot)
     t_decode = time.time() - t0
     counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
 
@@ -122,6 +131,7 @@ def run(params: dict, root: Path) -> None:
                     "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
                     "cpu_seconds": round(time.process_time() - c0, 1),
                     "device": device}, out / "train_info.json")
+    ledger.write()
     log.info(f"{head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
              + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {paths.models / 'stad'}")
 
