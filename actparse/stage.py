@@ -143,14 +143,6 @@ def all_failed_message(stage: str, n: int, rows: Iterable[dict], what: str = "vi
     return f"{stage}: none of the {n} {what}{under} could be processed: {errs or 'no error recorded'}{more}"
 
 
-def check_all_failed(stage: str, n_tried: int, skips: list[dict], what: str = "videos",
-                     where: str | os.PathLike | None = None) -> None:
-    """The all-failed check for code that keeps its own skip rows (``{"video", "error"}`` dicts)."""
-    failed = {r["video"] for r in skips}
-    if n_tried and len(failed) >= n_tried:
-        raise AllFailed(all_failed_message(stage, n_tried, skips, what, where))
-
-
 # ------------------------------------------------------------------------------------------ seed systems
 def seed_disabled(params: dict, system: str, stage: str, root: str | os.PathLike = ".", *,
                   tables: dict | None = None, json_files: Iterable[str | os.PathLike] = (),

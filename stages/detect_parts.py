@@ -29,7 +29,7 @@ from actparse.paint import PaintConfig
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, stage_log, stage_main
+from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
 
 log = stage_log("detect_parts")
 S = "parts"
@@ -47,7 +47,7 @@ def top1_per_class(boxes, scores, classes, n_classes: int):
 
 def parts_table(video: str, crops: list[dict], dets, orig_wh: dict, names: list[str]):
     """Part detections on crops -> a "parts" table in original-frame pixels."""
-    cols = {"video": [], "frame": [], "person": [], "part": [], "box": [], "score": []}
+    cols = new_columns("parts")
     for c, (boxes, scores, classes) in zip(crops, dets):
         best = top1_per_class(boxes, scores, classes, len(names))
         w, h = orig_wh[c["frame"]]

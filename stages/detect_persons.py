@@ -23,7 +23,7 @@ from actparse.detection import decode_frames, frames_by_video
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, stage_log, stage_main
+from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
 
 log = stage_log("detect_persons")
 S = "person_detector"
@@ -31,7 +31,7 @@ S = "person_detector"
 
 def detections_table(video: str, frames, dets, scales, orig_wh):
     """Per-frame YOLO outputs (stored-image pixels) -> a "persons" table in original pixels."""
-    cols = {"video": [], "frame": [], "person": [], "box": [], "score": []}
+    cols = new_columns("persons")
     for f, (boxes, scores, _), s, (w, h) in zip(frames, dets, scales, orig_wh):
         if not len(boxes):
             continue

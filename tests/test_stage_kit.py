@@ -169,6 +169,21 @@ def test_part_states_without_any_prediction_exits_2(tmp_path, capsys):
     assert not paths.part_states.exists()
 
 
+def test_train_csn_with_every_train_video_broken_exits_2(tmp_path, capsys):
+    from test_csn import _tiny_csn_project
+
+    from stages import train_csn
+
+    params, _ = _tiny_csn_project(tmp_path)
+    for i in range(6):  # the six train videos
+        (tmp_path / "data" / "videos" / f"v{i}.mp4").write_bytes(os.urandom(1024))
+    path = _params(tmp_path / "params.yaml", **params)
+    assert train_csn.main(["--params", path, "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"train_csn: error: none of the 6 train videos under {tmp_path / 'data'} could be processed: v0: " in err
+    assert not (Paths(tmp_path).models / "csn").exists() and not (Paths(tmp_path).skips / "train_csn.parquet").exists()
+
+
 def test_flow_merge_stops_like_the_stage(tmp_path):
     """The flow's per-video decode merges through the same ledger: same error, nothing written."""
     from flows.mapped import DecodeMapper
@@ -293,6 +308,33 @@ def test_model_folder_keeps_the_old_model_when_training_fails(tmp_path):
         (out / "ip.pt").write_bytes(b"new ip")
     assert sorted(p.name for p in final.parent.iterdir()) == ["csn"]
     assert sorted(p.name for p in final.iterdir()) == ["ip.pt"]  # no old ir.pt mixed in
+
+
+def test_train_csn_failing_on_its_second_variant_keeps_the_old_folder(tmp_path, monkeypatch):
+    """The issue's case: ip-CSN trained, ir-CSN fails; before, models/csn held the new ip.pt beside the old ir.pt."""
+    from test_csn import _tiny_csn_project
+
+    from stages import train_csn
+
+    params, _ = _tiny_csn_project(tmp_path)
+    params["csn"].update(epochs=1, train_workers=1)
+    folder = Paths(tmp_path).models / "csn"
+    folder.mkdir(parents=True)
+    for name in ("ip.pt", "ir.pt", "train_info.json"):
+        (folder / name).write_bytes(b"old " + name.encode())
+    real = train_csn.train_variant
+
+    def second_fails(job):
+        if job["variant"] == "ir":
+            raise RuntimeError("CUDA out of memory")
+        return real(job)
+
+    monkeypatch.setattr(train_csn, "train_variant", second_fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_csn.run(params, tmp_path)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        n: b"old " + n.encode() for n in ("ip.pt", "ir.pt", "train_info.json")}
+    assert [p.name for p in folder.parent.iterdir()] == ["csn"]  # no temporary folder left
 
 
 def test_model_folder_after_a_kill(tmp_path):
