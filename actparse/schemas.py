@@ -3,13 +3,15 @@
 Each artifact is named here once; stages call :func:`write_table` / :func:`read_table` (or the
 streaming :class:`ParquetStreamWriter`) with that name, so a table whose columns or types drift
 from the schema fails loudly, naming the file and the column, instead of flowing downstream.
-Writes go to a temporary file beside the target and are renamed into place, so an interrupted
-stage never leaves a half-written artifact under its final name.
+Writes go to a temporary file beside the target (``.<name>.<pid>.<random>.tmp``) and are renamed into
+place, so an interrupted stage never leaves a half-written artifact under its final name; the
+temporary files a killed writer left behind are removed by the next write of that artifact.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -252,10 +254,47 @@ def write_error(path, exc: BaseException) -> WriteError:
     return err
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` (of this machine) still runs; this process counts as running."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no valid id: leave it alone
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it.
+
+    Only names of this module's own pattern for that artifact count: ``.<name>.<pid>.<8 chars>.tmp``
+    whose process ``pid`` is gone, and the pid-less ``.<name>.<8 chars>.tmp`` of older versions.
+    A temporary file of a writer that still runs is left alone.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pat = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp$")
+    removed = []
+    for p in path.parent.iterdir():
+        m = pat.match(p.name)
+        if m and not (m.group(1) and pid_alive(int(m.group(1)))) and p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:  # another process cleaned it first
+                pass
+    return removed
+
+
 def _tmp_beside(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        clean_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise write_error(path, exc) from exc
     os.close(fd)

@@ -15,7 +15,6 @@ Clip length, interval, resize, crop and background removal are those the models 
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import fields
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.cli import stage_main
 from actparse.clips import ClipSpec, load_video, test_clips
 from actparse.csn import (clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, memory_format,
                           variants_from_params)
@@ -33,10 +31,11 @@ from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
-from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, read_df, write_table
+from actparse.schemas import ParquetStreamWriter, from_columns, read_df
+from actparse.stage import SkipLedger, stage_log, stage_main
 from actparse.video import VideoError
 
-log = logging.getLogger("actparse.csn")
+log = stage_log("csn")
 ENSEMBLE = "ensemble"
 
 
@@ -85,7 +84,7 @@ def run(params: dict, root: Path) -> None:
 
     droot = data_root(params, root)
     videos = load_videos(droot).to_pylist()
-    skips, preds = [], {}
+    ledger, preds = SkipLedger("csn", root), {}
     pending: list[tuple[str, dict]] = []  # (video, {spec: clips}) waiting for a full batch
     t0 = time.time()
 
@@ -107,22 +106,20 @@ def run(params: dict, root: Path) -> None:
 
     with ParquetStreamWriter(paths.video_predictions, "video_predictions") as writer:
         for rec in tqdm(videos, desc="csn", unit="video", disable=None):
+            ledger.tried(rec["video"])
             try:
                 frames = load_video(video_path(droot, rec["path"]), cache_side)
             except (VideoError, ValueError) as exc:
-                log.warning("skip %s: %s", rec["video"], exc)
-                skips.append({"video": rec["video"], "stage": "csn", "error": str(exc)})
+                ledger.skip(rec["video"], exc)
                 continue
             pending.append((rec["video"], {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}))
             if len(pending) * n_clips >= batch:
                 flush(writer)
         flush(writer)
-        if videos and len(skips) == len(videos):
-            raise ValueError(f"csn: none of the {len(videos)} videos under {droot} could be decoded; "
-                             f"first error: {skips[0]['error']}")
-    write_table(from_rows(skips, "skips"), paths.skips / "csn.parquet", "skips")
+        ledger.check(droot)
+    ledger.write()
     log.info("predicted %d videos x %d clips x %d models in %.1fs (%d skipped)", len(preds), n_clips,
-             len(models), time.time() - t0, len(skips))
+             len(models), time.time() - t0, ledger.n_failed)
     log_accuracy(paths, preds, tasks, list(models) + [ENSEMBLE])
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actparse.cli import stage_main
+from actparse.stage import stage_main
 from actparse.constants import PARTS, TPS_SAMPLING
 from actparse.dataset import load_videos
 from actparse.formats import (frame_detections_array, multisports_ground_truth, multisports_gt_on_frames,
@@ -298,7 +298,8 @@ def _print_table(metrics: dict) -> None:
         else:
             rows.append((k, v))
     width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {'-' if v is None else (f'{v:.4f}' if isinstance(v, float) else v)}" for k, v in rows))
+    log.info("metrics:\n%s", "\n".join(
+        f"{k:<{width}}  {'-' if v is None else (f'{v:.4f}' if isinstance(v, float) else v)}" for k, v in rows))
 
 
 def main(argv=None) -> int:

@@ -15,18 +15,17 @@ Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, 
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, from_rows, write_table
+from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.stad")
+log = stage_log("stad_detect")
 COLUMNS = ("video", "frame", "person", "label", "box", "score")
 
 
@@ -48,12 +47,8 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_final = paths.stad / "action_detections.parquet"
     out_p1 = paths.stad / "action_detections_phase1.parquet"
-    skips_path = paths.skips / "stad_detect.parquet"
-    if not get(params, "stad.enabled", bool, default=False):
-        for p in (out_final, out_p1):
-            write_table(from_rows([], "action_detections"), p, "action_detections")
-        write_table(from_rows([], "skips"), skips_path, "skips")
-        print("stad_detect: stad.enabled is false, empty detections written")
+    if seed_disabled(params, "stad", "stad_detect", root, skips=True,
+                     tables={out_final: "action_detections", out_p1: "action_detections"}):
         return
     import pyarrow as pa
     from tqdm import tqdm
@@ -88,15 +83,16 @@ def run(params: dict, root: Path) -> None:
     boxes = load_person_boxes(source, root, droot, test["video"].tolist(), stride, min_score)
     by_video = {v: g for v, g in boxes.groupby("video", sort=False)}
     tables = {"final": [], "phase1": []}
-    skips = []
+    ledger = SkipLedger("stad_detect", root, what="test videos")
     for row in tqdm(list(test.itertuples(index=False)), desc="stad detect", unit="video", disable=None):
         g = by_video.get(row.video)
         if g is None:
             continue
+        ledger.tried(row.video)
         try:
             v = load_video(video_path(droot, row.path), short_side)
-        except VideoError as exc:
-            skips.append({"video": row.video, "stage": "stad_detect", "error": str(exc)})
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
             continue
         scale = v.shape[1] / float(row.height or v.shape[1])
         frames, persons, obox = [], [], []
@@ -112,12 +108,13 @@ def run(params: dict, root: Path) -> None:
                                             "action_detections"))
         tables["phase1"].append(from_columns(_rows(row.video, frames, persons, obox, probs_p1, classes),
                                              "action_detections"))
+    ledger.check(droot)
     for name, path in (("final", out_final), ("phase1", out_p1)):
         t = pa.concat_tables(tables[name]) if tables[name] else from_rows([], "action_detections")
         write_table(t, path, "action_detections")
-    write_table(from_rows(skips, "skips"), skips_path, "skips")
+    ledger.write()
     n = sum(t.num_rows for t in tables["final"])
-    print(f"stad_detect: {len(test)} test videos, {n} detections ({source} boxes) -> {paths.stad}")
+    log.info("%d test videos, %d detections (%s boxes) -> %s", len(test), n, source, paths.stad)
 
 
 def main(argv=None):

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.cli import configure_logging, stage_main
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
@@ -39,22 +38,23 @@ from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_rows, read_df, write_json, write_table
+from actparse.schemas import read_df, write_json
+from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
 from actparse.video import VideoError
 
-log = logging.getLogger("actparse.train_csn")
+log = stage_log("train_csn")
 
 
-def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str, desc: str):
-    """Decode each video once; returns ({video: frames}, skip rows)."""
-    out, skips = {}, []
+def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
+    """Decode each video once; returns {video: frames}; failures go to ``ledger``."""
+    out = {}
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
+        ledger.tried(rec["video"])
         try:
             out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
         except (VideoError, ValueError) as exc:
-            log.warning("skip %s: %s", rec["video"], exc)
-            skips.append({"video": rec["video"], "stage": stage, "error": str(exc)})
-    return out, skips
+            ledger.skip(rec["video"], exc)
+    return out
 
 
 def training_processes(params: dict, n_variants: int, device: str) -> tuple[int, int]:
@@ -123,11 +123,10 @@ def run(params: dict, root: Path) -> None:
 
     torch.manual_seed(seed)
     t0 = time.time()
-    decoded, skips = decode_videos(droot, records, spec.cache_short_side, "train_csn", "decode train videos")
-    write_table(from_rows(skips, "skips"), paths.skips / "train_csn.parquet", "skips")
+    ledger = SkipLedger("train_csn", root, what="train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "decode train videos")
+    ledger.check(droot)
     names = [n for n in names if n in decoded]
-    if not names:
-        raise ValueError(f"{droot}: none of the train videos could be decoded")
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
     lab = train.set_index(["video", "task"])["label"]
     missing = [(n, t) for t in tasks for n in names if (n, t) not in lab.index or lab[(n, t)] not in index[t]]
@@ -137,26 +136,26 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, len(skips))
+    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
-    out_dir = paths.models / "csn"
-    out_dir.mkdir(parents=True, exist_ok=True)
     procs, threads = training_processes(params, len(variants), device)
-    info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
-            "processes": procs, "threads_per_process": threads,
-            "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
-            "train": settings.to_dict(), "variants": {}}
-    jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
-                 pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
-                 spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
-                 out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k)
-            for k, variant in enumerate(variants)]
-    if procs > 1:
-        log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
-    results = list(map_jobs(train_variant, jobs, procs))
-    for variant, res in zip(variants, results):
-        info["variants"][variant] = res
-    write_json(info, out_dir / "train_info.json")
+    with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success
+        info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
+                "processes": procs, "threads_per_process": threads,
+                "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+                "train": settings.to_dict(), "variants": {}}
+        jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
+                     pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
+                     spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
+                     out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k)
+                for k, variant in enumerate(variants)]
+        if procs > 1:
+            log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
+        results = list(map_jobs(train_variant, jobs, procs))
+        for variant, res in zip(variants, results):
+            info["variants"][variant] = res
+        write_json(info, out_dir / "train_info.json")
+    ledger.write()
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from actparse import yolo
-from actparse.cli import stage_main
+from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import decode_frames, frames_by_video, gt_index
 from actparse.params import get
@@ -36,13 +36,16 @@ NAME = "person_detector"
 
 
 def run(params: dict, root: Path) -> None:
+    with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
+        train_into(model_dir, params, root)
+
+
+def train_into(model_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    model_dir = paths.models / NAME
     weights = get(params, f"{NAME}.weights", str, default=None)
     finetune = get(params, f"{NAME}.finetune", bool, default=False)
     val_fraction = get(params, f"{NAME}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
     frame_step = get(params, f"{NAME}.frame_step", int, default=1, min_value=1)
-    model_dir.mkdir(parents=True, exist_ok=True)
     yolo.configure()
     if weights and not finetune:
         m = yolo.load_model(weights)  # clear error naming the file

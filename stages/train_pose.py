@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actparse.cli import stage_main
+from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
 from actparse.params import get, resolve_device
@@ -43,6 +43,11 @@ def seed_everything(seed: int) -> None:
 
 
 def run(params: dict, root: Path) -> None:
+    with model_folder(Paths(root).models / "pose") as out_dir:  # replaces the old folder only on success
+        train_into(out_dir, params, root)
+
+
+def train_into(out_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
     seed = get(params, "seed", int, default=0)
     arch = get(params, "keypoints.arch", str, default="hrnet_w18_small", choices=ARCHS)
@@ -105,8 +110,6 @@ def run(params: dict, root: Path) -> None:
         del fit
     train_time = time.time() - t0
 
-    out_dir = paths.models / "pose"
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out_dir / "model.pt", input_size, extra={"start": start, "epochs": epochs})
 
     estimator = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
