@@ -396,12 +396,35 @@ def save_final(result_weights: str | os.PathLike, dst: str | os.PathLike) -> Pat
     return dst
 
 
+def class_ids(model, wanted: Sequence[str] | None = None, source: str | os.PathLike = "model") -> list[int]:
+    """Indices of the classes named in ``wanted`` (default ``["person"]``; case-insensitive) among the
+    model's class names. A name the model lacks is a ValueError naming ``source`` and its classes."""
+    names = model_names(model)
+    wanted = ["person"] if wanted is None else list(wanted)
+    if not wanted:
+        raise ValueError(f"{source}: no detector classes asked for (an empty class list)")
+    lower = [str(n).lower() for n in names]
+    ids, missing = [], []
+    for w in wanted:
+        if str(w).lower() in lower:
+            ids.append(lower.index(str(w).lower()))
+        else:
+            missing.append(str(w))
+    if missing:
+        shown = ", ".join(map(repr, names[:12])) + (f", ... ({len(names)} classes)" if len(names) > 12 else "")
+        raise ValueError(f"{source}: detector has no class named {', '.join(map(repr, missing))} "
+                         f"(its classes: {shown}); set person_detector.classes to the class name(s) to keep")
+    return sorted(set(ids))
+
+
 def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: float = 0.25, iou: float = 0.7,
-            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False, threads: int = 0):
+            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False, threads: int = 0,
+            classes: Sequence[int] | None = None):
     """Batched prediction on RGB images.
 
     Returns one ``(boxes (n,4) float32 pixels, scores (n,) float32, classes (n,) int64)`` per image,
-    sorted by score (descending). ``threads``: torch CPU threads (0 = every core).
+    sorted by score (descending). ``threads``: torch CPU threads (0 = every core). ``classes``: keep
+    only detections of these class indices (filtered before NMS and ``max_det``); None keeps all.
     """
     set_threads(threads)
     out = []
@@ -409,7 +432,8 @@ def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: floa
     for start in range(0, len(images), batch):
         chunk = [np.ascontiguousarray(np.asarray(im)[..., ::-1]) for im in images[start:start + batch]]  # RGB -> BGR
         results = model.predict(chunk, imgsz=int(imgsz), conf=float(conf), iou=float(iou), max_det=int(max_det),
-                                device=device, verbose=False, save=False, agnostic_nms=agnostic_nms)
+                                device=device, verbose=False, save=False, agnostic_nms=agnostic_nms,
+                                classes=None if classes is None else [int(c) for c in classes])
         for r in results:
             bx = r.boxes
             boxes = bx.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
@@ -447,6 +471,25 @@ def train_args(params: dict, section: str) -> dict:
         seed=get(params, "seed", int, default=0),
         device=resolve_device(params),
     )
+
+
+def person_class_ids(params: dict, model, source: str | os.PathLike = "model") -> list[int]:
+    """Indices of the detector classes that count as persons (``person_detector.classes``, default
+    the class named "person"), so that a COCO-pretrained ``.pt`` yields person boxes only; logs
+    what is kept when the model has other classes."""
+    from .params import ParamError, get
+
+    key = "person_detector.classes"
+    wanted = get(params, key, (list, type(None)), default=None)
+    if wanted is not None and not all(isinstance(w, str) and w for w in wanted):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be a list of class names "
+                         f"or null, got {wanted!r}")
+    ids = class_ids(model, wanted, source)
+    names = model_names(model)
+    if len(names) > len(ids):
+        log.info("%s: keeping %d of the detector's %d classes as persons: %s", source, len(ids), len(names),
+                 ", ".join(f"{i} {names[i]!r}" for i in ids))
+    return ids
 
 
 def finish_model_dir(model_dir: str | os.PathLike, result: TrainResult | None, weights: str | None,

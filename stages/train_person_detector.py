@@ -7,6 +7,7 @@ Writes: artifacts/models/person_detector/model.pt   (the trained best.pt, or las
 Params: person_detector.model (a YOLO model yaml, default yolo11n.yaml; the scale letter picks
         the size), person_detector.weights (null, or a user .pt: then no training, the file is
         checked and copied; with person_detector.finetune: true it is fine-tuned instead),
+        person_detector.classes (the class names that are persons in such a file; null = "person"),
         person_detector.imgsz / epochs / batch / lr0 / optimizer / warmup_epochs / mosaic /
         close_mosaic / fliplr / val_fraction (share of train videos held out, whole videos) /
         workers / threads (torch CPU threads, 0 = every core), person_detector.frame_step (train on
@@ -46,7 +47,9 @@ def run(params: dict, root: Path) -> None:
     yolo.configure()
     if weights and not finetune:
         m = yolo.load_model(weights)  # clear error naming the file
-        yolo.finish_model_dir(model_dir, None, weights, {"classes": yolo.model_names(m)})
+        keep = yolo.person_class_ids(params, m, weights)  # fails early when the file has no person class
+        yolo.finish_model_dir(model_dir, None, weights, {"classes": yolo.model_names(m),
+                                                         "person_classes": [yolo.model_names(m)[i] for i in keep]})
         log.info("using the user's person detector %s (no training)", weights)
         return
     args = yolo.train_args(params, NAME)
