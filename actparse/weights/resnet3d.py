@@ -36,7 +36,7 @@ from typing import Callable, Mapping, NamedTuple
 import torch
 import torch.nn as nn
 
-from .core import KeyMapError, drop_head, read_state_dict, short_list, strip_wrappers
+from .core import KeyMapError, drop_head, read_state_dict, strip_wrappers
 
 log = logging.getLogger("actparse.weights")
 
@@ -257,14 +257,18 @@ def load_backbone(backbone: nn.Module, path: str | os.PathLike, fmt: str, where:
         hint = f"; the file looks like format {' / '.join(map(repr, fits))}" if fits else ""
         raise ValueError(f"{path}: {exc}{hint}") from None
 
+    stored = {id(v): k for k, v in raw.items()}  # the name as written in the file (before prefix stripping)
+
     def file_key(k: str) -> str:
-        o = origin.get(k)
+        o = stored.get(id(src[k]), origin.get(k))
         return f" (file key {o!r})" if o and o != k else ""
 
     in_file = f"the file has blocks per stage {_blocks_per_stage(src, multipath)}"
+    path_note = ""
     if multipath != any(".multipathway_blocks.1." in k for k in src):
-        in_file += " and holds a " + ("one-pathway (SlowOnly-like)" if multipath else "two-pathway (SlowFast)") + \
-            " network"
+        path_note = "; the file holds a " + ("one-pathway (SlowOnly-like)" if multipath else "two-pathway (SlowFast)") \
+            + " network"
+        in_file += path_note
     fuse_bn_file = any(".multipathway_fusion.norm." in k for k in src)
     fuse_bn_model = any(".multipathway_fusion.norm." in k for k in want)
     lateral_hint = ""
@@ -281,7 +285,7 @@ def load_backbone(backbone: nn.Module, path: str | os.PathLike, fmt: str, where:
                              f"{in_file}{lateral_hint}; {fmt_note}")
         if tuple(src[k].shape) != tuple(v.shape):
             raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
-                             f"{tuple(v.shape)} in the {where}{file_key(k)}; {fmt_note}")
+                             f"{tuple(v.shape)} in the {where}{file_key(k)}{path_note}; {fmt_note}")
     extra = [k for k in src if k not in want]
     if extra:
         raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
