@@ -265,6 +265,58 @@ def model_names(model) -> list[str]:
     return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
 
 
+def keep_classes(model, ids: Sequence[int], names: Sequence[str]):
+    """A copy of a loaded YOLO's detection network whose head predicts only the classes ``ids``, renamed
+    ``names`` (e.g. COCO's person as the single class ``person``): the class convolutions of the
+    head keep the rows of those classes, every other weight is unchanged. Fine-tuning from it on a
+    one-class data set starts from the detector's own person classifier (ultralytics alone would
+    re-initialise the class outputs, whose shape no longer fits)."""
+    import copy
+
+    import torch
+    import torch.nn as nn
+
+    if len(ids) != len(names) or not len(ids):
+        raise ValueError(f"keep_classes: {len(ids)} class ids for {len(names)} names")
+    net = copy.deepcopy(model.model).float()
+    head = net.model[-1]
+    idx = torch.as_tensor([int(i) for i in ids])
+    for attr in ("cv3", "one2one_cv3"):
+        for seq in getattr(head, attr, None) or []:
+            conv = seq[-1]
+            if not isinstance(conv, nn.Conv2d) or conv.out_channels != head.nc or conv.bias is None:
+                raise ValueError(f"keep_classes: unexpected YOLO head ({type(head).__name__}.{attr}); cannot select classes")
+            new = nn.Conv2d(conv.in_channels, len(ids), conv.kernel_size, conv.stride, conv.padding, bias=True)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight[idx])
+                new.bias.copy_(conv.bias[idx])
+            seq[-1] = new
+    head.nc = len(ids)
+    head.no = head.nc + head.reg_max * 4
+    net.nc = head.nc
+    if isinstance(getattr(net, "yaml", None), dict):
+        net.yaml["nc"] = head.nc
+    net.names = {i: str(n) for i, n in enumerate(names)}
+    return net
+
+
+def save_detection_checkpoint(net, path: str | os.PathLike) -> Path:
+    """Save a detection network as an ultralytics checkpoint (``{"model": ..., "train_args": ...}``) that
+    :func:`load_model` and ultralytics' trainer read."""
+    import copy
+
+    import torch
+    import ultralytics
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"epoch": -1, "best_fitness": None, "model": copy.deepcopy(net).half(), "ema": None, "updates": None,
+                "optimizer": None, "train_args": {"task": "detect"}, "version": ultralytics.__version__}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _build(model_cfg: str):
     """A fresh (untrained) YOLO from a model yaml shipped with ultralytics or a local yaml path."""
     configure()
@@ -332,7 +384,10 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         optimizer=optimizer, device=device, seed=int(seed), deterministic=True, workers=int(workers),
         project=str(run_dir), name="train", exist_ok=True, plots=False, amp=_amp_arg(amp, device),
         verbose=False,
-        val=False, patience=int(patience), cache=False, pretrained=False, save=True,
+        val=False, patience=int(patience), cache=False, save=True,
+        # ultralytics builds the trained model from the architecture and copies in the weights of the
+        # loaded model only with pretrained=True (False: a fresh model, even when fine-tuning a .pt)
+        pretrained=weights is not None,
     )
     args.update(overrides)
     t0 = time.time()

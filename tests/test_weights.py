@@ -134,6 +134,49 @@ def test_person_detector_classes_param_names_the_classes_kept(coco_pt):
         yolo.person_class_ids({"person_detector": {"classes": ["pedestrian"]}}, model, coco_pt)
 
 
+def test_keep_classes_keeps_the_chosen_class_outputs_and_everything_else(tmp_path):
+    yolo.configure()
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(3)
+    net = DetectionModel("yolo11n.yaml", nc=80, verbose=False)
+    net.names = {i: f"c{i}" for i in range(80)}
+    path = save_ultralytics_checkpoint(net, tmp_path / "random80.pt")
+    model = yolo.load_model(path)
+    two = yolo.keep_classes(model, [CHAIR, PERSON], ["chair", "person"]).eval()
+    assert two.names == {0: "chair", 1: "person"} and two.model[-1].nc == 2
+    full = model.model.float().eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y80, y2 = full(x)[0], two(x)[0]  # (1, 4 + nc, anchors): boxes, then class scores
+    assert y80.shape[1] == 84 and y2.shape[1] == 6
+    torch.testing.assert_close(y2[:, :4], y80[:, :4])
+    torch.testing.assert_close(y2[:, 4:], y80[:, [4 + CHAIR, 4 + PERSON]])
+    # saved and read back as an ultralytics checkpoint, it is a two-class detector
+    back = yolo.load_model(yolo.save_detection_checkpoint(two, tmp_path / "two.pt"))
+    assert yolo.model_names(back) == ["chair", "person"]
+
+
+def test_finetuning_a_coco_pt_starts_from_its_person_class(coco_pt, tmp_path):
+    from _detection_data import make_project, write_params
+
+    from actparse.params import load_params
+    from actparse.paths import Paths
+    from stages import train_person_detector
+
+    make_project(tmp_path, n_videos=3, n_test=1, n_frames=2)
+    # lr0 0: the weights stay those the training started from, so the head shows where it started
+    params = load_params(write_params(tmp_path / "params.yaml", person={
+        "weights": str(coco_pt), "finetune": True, "epochs": 1, "lr0": 0.0, "imgsz": 64}))
+    train_person_detector.run(params, tmp_path)
+    info = json.loads((Paths(tmp_path).models / "person_detector" / "train_info.json").read_text())
+    assert info["trained"] is True and info["finetune_from_class"] == "person"
+    tuned = yolo.load_model(Paths(tmp_path).models / "person_detector" / "model.pt")
+    assert yolo.model_names(tuned) == ["person"]
+    biases = [float(seq[-1].bias[0]) for seq in tuned.model.model[-1].cv3]
+    assert biases == pytest.approx([4.0, -20.0, -20.0], abs=0.05)  # COCO's person logits, not a fresh head
+
+
 def test_a_detector_without_a_person_class_is_refused_naming_the_file(tmp_path):
     yolo.configure()
     from ultralytics.nn.tasks import DetectionModel
