@@ -67,7 +67,8 @@ class SlowFastConfig:
     fusion_ratio: int = 2                 # lateral connection channel ratio
     output_stride: int = 16               # 16: last stage stride 1 (AVA-style); 32: all strides 2
     fusion_kernel: int = 7                # temporal kernel of the Fast->Slow lateral convs (R50 7, R101 5)
-    lateral_norm: bool = True             # laterals conv + BN + ReLU (PySlowFast, pytorchvideo); False: conv only (mmaction2)
+    lateral_norm: bool = True             # laterals conv + BN + ReLU (PySlowFast, pytorchvideo); False: conv
+                                          # only (mmaction2)
 
     def __post_init__(self):
         if self.depth not in DEPTHS:
@@ -110,7 +111,8 @@ class SlowFastBackbone(nn.Module):
         fusion = FastToSlowFusionBuilder(
             slowfast_channel_reduction_ratio=cfg.beta_inv, conv_fusion_channel_ratio=cfg.fusion_ratio,
             conv_kernel_size=(cfg.fusion_kernel, 1, 1), conv_stride=(cfg.alpha, 1, 1),
-            norm=nn.BatchNorm3d if cfg.lateral_norm else None, activation=nn.ReLU if cfg.lateral_norm else None,
+            norm=nn.BatchNorm3d if cfg.lateral_norm else None,
+            activation=nn.ReLU if cfg.lateral_norm else None,
         ).create_module
         net = create_slowfast(
             model_depth=cfg.depth, model_num_class=1, fusion_builder=fusion,

@@ -285,7 +285,8 @@ def keep_classes(model, ids: Sequence[int], names: Sequence[str]):
         for seq in getattr(head, attr, None) or []:
             conv = seq[-1]
             if not isinstance(conv, nn.Conv2d) or conv.out_channels != head.nc or conv.bias is None:
-                raise ValueError(f"keep_classes: unexpected YOLO head ({type(head).__name__}.{attr}); cannot select classes")
+                raise ValueError(f"keep_classes: unexpected YOLO head ({type(head).__name__}.{attr}); "
+                                 "cannot select classes")
             new = nn.Conv2d(conv.in_channels, len(ids), conv.kernel_size, conv.stride, conv.padding, bias=True)
             with torch.no_grad():
                 new.weight.copy_(conv.weight[idx])

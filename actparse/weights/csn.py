@@ -92,7 +92,8 @@ def _vmz_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _mmaction2_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """mmaction2's ``ResNet3dCSN`` (bottleneck_mode ir / ip), bare backbone or whole recognizer."""
-    state = drop_head(strip_wrappers(state, "mmaction2", _log), "mmaction2", ("cls_head.", "neck.", "data_preprocessor."), _log)
+    state = drop_head(strip_wrappers(state, "mmaction2", _log), "mmaction2",
+                      ("cls_head.", "neck.", "data_preprocessor."), _log)
     ip_blocks = {k.split(".conv2.1.", 1)[0] for k in state if k.startswith("layer") and ".conv2.1." in k}
     return _rename(state, "mmaction2", _MMA_STEM,
                    lambda block: _MMA_IP_BLOCK if block in ip_blocks else _MMA_IR_BLOCK)

@@ -8,18 +8,15 @@ of each tensor: ``(kind, pathway, stage, block, module, param)`` with kind ``ste
 1 = Fast, module ``conv`` / ``bn`` (stem, lateral) or ``a``, ``a_bn``, ``b``, ``b_bn``, ``c``,
 ``c_bn``, ``short``, ``short_bn`` (the bottleneck's 1x1 / 3x3 / 1x1 convs and the shortcut).
 
-==============  ================================  ======================================  ==================================
-format          stem                              one bottleneck                          lateral (Fast -> Slow)
-==============  ================================  ======================================  ==================================
-pytorchvideo    ``blocks.0[.multipathway_blocks.  ``blocks.<s>[.multipathway_blocks.<p>]  ``blocks.<i>.multipathway_fusion.
-                <p>].conv/norm``                  .res_blocks.<b>.branch2.conv_a/norm_a``  conv_fast_to_slow/norm``
-pyslowfast      ``s1.pathway<p>_stem.conv/bn``     ``s<s+1>.pathway<p>_res<b>.branch2.a/     ``s<i+1>_fuse.conv_f2s/bn``
-                                                  a_bn``, shortcut ``branch1/branch1_bn``
-(its Caffe2)    ``[t_]conv1_w``, ``[t_]res_conv1_  ``[t_]res<s+1>_<b>_branch2a_w`` /        ``t_pool1_subsample[_bn]_*``,
-                bn_s/b/rm/riv``                   ``..._branch2a_bn_s``, ``..._branch1_w``  ``t_res<s>_<b>_branch2c_bn_subsample*``
-mmaction2       ``[slow_path.|fast_path.]conv1.   ``layer<s>.<b>.conv1/2/3.conv/bn``,       ``slow_path.conv1_lateral.conv``,
-                conv/bn``                         shortcut ``downsample.conv/bn``          ``slow_path.layer<i>_lateral.conv``
-==============  ================================  ======================================  ==================================
+* ``pytorchvideo``: stem ``blocks.0[.multipathway_blocks.<p>].conv/norm``, bottleneck
+  ``blocks.<s>[.multipathway_blocks.<p>].res_blocks.<b>.branch2.conv_a/norm_a...``, shortcut
+  ``branch1_conv/norm``, lateral ``blocks.<i>.multipathway_fusion.conv_fast_to_slow/norm``;
+* ``pyslowfast``: stem ``s1.pathway<p>_stem.conv/bn``, bottleneck ``s<s+1>.pathway<p>_res<b>.branch2.a/a_bn...``,
+  shortcut ``branch1/branch1_bn``, lateral ``s<i+1>_fuse.conv_f2s/bn``; its Caffe2 blobs: ``[t_]conv1_w``,
+  ``[t_]res_conv1_bn_s/b/rm/riv``, ``[t_]res<s+1>_<b>_branch2a_w``, ``..._branch2a_bn_s``, ``..._branch1_w``,
+  laterals ``t_pool1_subsample[_bn]_*`` / ``t_res<s+1>_<last>_branch2c_bn_subsample[_bn]_*`` (``t_`` = Fast);
+* ``mmaction2``: stem ``[slow_path.|fast_path.]conv1.conv/bn``, bottleneck ``layer<s>.<b>.conv1/2/3.conv/bn``,
+  shortcut ``downsample.conv/bn``, laterals ``slow_path.conv1_lateral.conv`` / ``slow_path.layer<i>_lateral.conv``.
 
 mmaction2's laterals are a bare conv (no BN, no ReLU); a SlowFast built with ``lateral_norm=False``
 has the same. Tensors are never reshaped: all layouts store PyTorch's ``(out, in, T, H, W)`` convs.
@@ -75,14 +72,16 @@ def render(key: Key, multipath: bool) -> str:
         return f"blocks.0{path}.{'conv' if key.module == 'conv' else 'norm'}.{key.param}"
     if key.kind == "res":
         return f"blocks.{key.stage}{path}.res_blocks.{key.block}.{_PTV_RES[key.module]}.{key.param}"
-    return f"blocks.{key.stage}.multipathway_fusion.{'conv_fast_to_slow' if key.module == 'conv' else 'norm'}.{key.param}"
+    mod = "conv_fast_to_slow" if key.module == "conv" else "norm"
+    return f"blocks.{key.stage}.multipathway_fusion.{mod}.{key.param}"
 
 
 _PTV_PATTERNS = [
     (re.compile(rf"^blocks\.0\.(?:multipathway_blocks\.(?P<p>[01])\.)?(?P<m>conv|norm)\.(?P<x>{PARAMS})$"), "stem"),
     (re.compile(rf"^blocks\.(?P<s>[1-4])\.(?:multipathway_blocks\.(?P<p>[01])\.)?res_blocks\.(?P<b>\d+)\."
                 rf"(?P<m>branch1_conv|branch1_norm|branch2\.(?:conv|norm)_[abc])\.(?P<x>{PARAMS})$"), "res"),
-    (re.compile(rf"^blocks\.(?P<s>[0-3])\.multipathway_fusion\.(?P<m>conv_fast_to_slow|norm)\.(?P<x>{PARAMS})$"), "fuse"),
+    (re.compile(rf"^blocks\.(?P<s>[0-3])\.multipathway_fusion\.(?P<m>conv_fast_to_slow|norm)\.(?P<x>{PARAMS})$"),
+     "fuse"),
 ]
 
 
@@ -178,7 +177,8 @@ def _is_caffe2(state: Mapping[str, torch.Tensor]) -> bool:
     return all("." not in k for k in state)
 
 
-def convert(raw: Mapping[str, torch.Tensor], fmt: str, multipath: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def convert(raw: Mapping[str, torch.Tensor], fmt: str,
+            multipath: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``raw`` state dict in layout ``fmt`` -> (our keys -> tensors, our key -> the file's key).
 
     Classifier heads and wrappers are dropped (logged); any other key the layout cannot place is a
