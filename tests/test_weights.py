@@ -510,3 +510,62 @@ def test_pickles_never_run_code(slow_r50, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"evil.pkl: cannot load .*: global (posix|nt|os)\.system is not allowed"):
         load_slowonly(SlowOnlyBackbone(R50), pkl, "pyslowfast")
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+# =============================================================================================
+# The train stages start from the file (seed 003), or stop at once on a bad one (003, 004, 000)
+# =============================================================================================
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    from actparse.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("seeds")
+    cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
+                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    generate(cfg, root / "artifacts" / "synth", progress=False)
+    return root
+
+
+def _write_params(root, **sections):
+    p = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"}, **sections}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return str(path)
+
+
+def test_stad_train_starts_from_the_pretrained_backbone(synth_root, tmp_path):
+    from stages import stad_train
+
+    slim = SlowFastConfig(stem_dim=4)
+    torch.manual_seed(7)
+    src = SlowFastBackbone(slim).state_dict()
+    path = tmp_path / "slim_slowfast.pyth"
+    torch.save({"model_state": to_pyslowfast(src)}, path)
+    stad = {"enabled": True, "head": "linear", "short_side": 48, "stem_dim": 4, "epochs": 1, "samples_per_video": 1,
+            "batch_size": 2, "lr": 0.0, "decoupled": False, "pretrained": {"path": str(path), "format": "pyslowfast"}}
+    params = _write_params(synth_root, stad=stad)
+    assert stad_train.main(["--params", params, "--root", str(synth_root)]) == 0
+    info = json.loads((synth_root / "artifacts" / "models" / "stad" / "train_info.json").read_text())
+    assert info["pretrained"] == str(path) and info["pretrained_format"] == "pyslowfast"
+    state = torch.load(synth_root / "artifacts" / "models" / "stad" / "model.pt", weights_only=True)["state"]
+    convs = [k for k, v in src.items() if v.ndim == 5]  # lr 0: trained convs are still the file's
+    assert convs and all(torch.equal(state[f"backbone.{k}"], src[k]) for k in convs)
+    # a file that does not fit stops the stage before any video is decoded (exit 2, one line naming it)
+    stad["pretrained"] = {"path": str(path), "format": "mmaction2"}
+    assert stad_train.main(["--params", _write_params(synth_root, stad=stad), "--root", str(synth_root)]) == 2
+
+
+@pytest.mark.parametrize("section", ["gym", "partattn"])
+def test_gym_and_partattn_train_stop_on_a_missing_or_wrong_file(synth_root, tmp_path, capsys, section):
+    from stages import gym_train, partattn_train
+
+    stage = {"gym": gym_train, "partattn": partattn_train}[section]
+    cfg = {"enabled": True, "stem_dim": 4, "pretrained": {"path": str(tmp_path / "none.pth")}}
+    assert stage.main(["--params", _write_params(synth_root, **{section: cfg}), "--root", str(synth_root)]) == 2
+    assert "none.pth: pretrained SlowOnly backbone" in capsys.readouterr().err
+    wrong = tmp_path / "r50.pth"
+    torch.save({"state_dict": {"backbone.conv1.conv.weight": torch.zeros(64, 3, 1, 7, 7)}}, wrong)
+    cfg["pretrained"] = {"path": str(wrong), "format": "mmaction2"}
+    assert stage.main(["--params", _write_params(synth_root, **{section: cfg}), "--root", str(synth_root)]) == 2
+    assert re.search(r"r50.pth: first mismatching key 'blocks.0.conv.weight': shape \(64, 3, 1, 7, 7\) in file, "
+                     r"\(4, 3, 1, 7, 7\)", capsys.readouterr().err)
