@@ -104,6 +104,7 @@ class Yolo(Section):
 
 class PersonDetector(Yolo):
     max_det: PosInt
+    classes: Optional[list[Annotated[str, Field(min_length=1)]]]
 
 
 class Parts(Yolo):
@@ -228,7 +229,7 @@ class Evaluate(Section):
     stride: NonNegInt
     tps_human_iou: Prob
     tps_part_iou: Prob
-    multisports_variant: Literal["multisports", "act"]
+    multisports_variant: Literal["multisports", "act", "moc"]
 
 
 class Flow(Section):
@@ -241,6 +242,13 @@ class Flow(Section):
     workdir: str
     ui_host: str
     ui_port: Annotated[int, Field(ge=1, le=65535)]
+
+
+class Pretrained3d(Section):
+    """SlowFast / SlowOnly weights to start from (actparse.weights.resnet3d)."""
+
+    path: Optional[str]
+    format: Literal["pytorchvideo", "pyslowfast", "mmaction2"]
 
 
 class Stad(Section):
@@ -256,6 +264,9 @@ class Stad(Section):
     beta_inv: PosInt
     alpha: PosInt
     output_stride: Literal[16, 32]
+    fusion_kernel: PosInt
+    lateral_norm: bool
+    pretrained: Pretrained3d
     num_frames: PosInt
     interval: PosInt
     roi_size: PosInt
@@ -301,6 +312,7 @@ class Gym(Section):
     depth: Literal[50, 101]
     stage_depths: Optional[list[int]]
     stem_dim: Annotated[int, Field(ge=2)]
+    pretrained: Pretrained3d
     size: Annotated[int, Field(ge=16)]
     crop: Annotated[int, Field(ge=16)]
     margin: Annotated[float, Field(ge=1.0)]
@@ -358,6 +370,7 @@ class PartAttn(Section):
     dropout: Annotated[float, Field(ge=0.0, le=0.95)]
     stem_dim: Annotated[int, Field(ge=2)]
     stage_depths: list[int]
+    pretrained: Pretrained3d
     margin: Annotated[float, Field(ge=1.0)]
     epochs: NonNegInt
     samples_per_video: PosInt

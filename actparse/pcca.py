@@ -66,6 +66,9 @@ class SlowFastConfig:
     alpha: int = 4                        # Slow frames = Fast frames / alpha (4 published for 8x8 -> 32/8)
     fusion_ratio: int = 2                 # lateral connection channel ratio
     output_stride: int = 16               # 16: last stage stride 1 (AVA-style); 32: all strides 2
+    fusion_kernel: int = 7                # temporal kernel of the Fast->Slow lateral convs (R50 7, R101 5)
+    lateral_norm: bool = True             # laterals conv + BN + ReLU (PySlowFast, pytorchvideo); False: conv
+                                          # only (mmaction2)
 
     def __post_init__(self):
         if self.depth not in DEPTHS:
@@ -82,6 +85,8 @@ class SlowFastConfig:
             raise ValueError(f"alpha must be >= 1, got {self.alpha}")
         if self.output_stride not in (16, 32):
             raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
+        if self.fusion_kernel < 1 or self.fusion_kernel % 2 == 0:
+            raise ValueError(f"fusion_kernel must be an odd number >= 1, got {self.fusion_kernel}")
 
     @property
     def out_channels(self) -> int:
@@ -99,15 +104,19 @@ class SlowFastBackbone(nn.Module):
 
     def __init__(self, cfg: SlowFastConfig):
         super().__init__()
-        from pytorchvideo.models.slowfast import create_slowfast
+        from pytorchvideo.models.slowfast import FastToSlowFusionBuilder, create_slowfast
 
         self.cfg = cfg
         last = 1 if cfg.output_stride == 16 else 2
+        fusion = FastToSlowFusionBuilder(
+            slowfast_channel_reduction_ratio=cfg.beta_inv, conv_fusion_channel_ratio=cfg.fusion_ratio,
+            conv_kernel_size=(cfg.fusion_kernel, 1, 1), conv_stride=(cfg.alpha, 1, 1),
+            norm=nn.BatchNorm3d if cfg.lateral_norm else None,
+            activation=nn.ReLU if cfg.lateral_norm else None,
+        ).create_module
         net = create_slowfast(
-            model_depth=cfg.depth, model_num_class=1,
+            model_depth=cfg.depth, model_num_class=1, fusion_builder=fusion,
             slowfast_channel_reduction_ratio=(cfg.beta_inv,),
-            slowfast_conv_channel_fusion_ratio=cfg.fusion_ratio,
-            slowfast_fusion_conv_stride=(cfg.alpha, 1, 1),
             stem_dim_outs=(cfg.stem_dim, cfg.stem_dim // cfg.beta_inv),
             stage_spatial_strides=((1, 2, 2, last), (1, 2, 2, last)),
         )
@@ -556,6 +565,8 @@ def config_from_params(params: dict) -> SlowFastConfig:
             beta_inv=get(params, "stad.beta_inv", int, default=4, min_value=1),
             alpha=get(params, "stad.alpha", int, default=4, min_value=1),
             output_stride=get(params, "stad.output_stride", int, default=16, choices=(16, 32)),
+            fusion_kernel=get(params, "stad.fusion_kernel", int, default=7, min_value=1),
+            lateral_norm=get(params, "stad.lateral_norm", bool, default=True),
         )
     except ValueError as exc:
         if isinstance(exc, ParamError):

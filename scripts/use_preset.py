@@ -62,7 +62,10 @@ def _in_place(text: str, over: dict) -> str | None:
         line = lines[v_line]
         body = line.rstrip("\r\n")
         rest = body[col:]
-        cuts = [i for i in range(1, len(rest)) if rest[i] == "#" and rest[i - 1] in " \t"] + [len(rest)]
+        # where the value may end: before a comment, or (inside a one-line flow mapping or list such as
+        # ``{event: 4, set: 8}``) before the next separator
+        cuts = [i for i in range(1, len(rest)) if (rest[i] == "#" and rest[i - 1] in " \t") or rest[i] in ",}]"]
+        cuts.append(len(rest))
         for cut in cuts:
             frag = rest[:cut].rstrip()
             try:
@@ -72,9 +75,11 @@ def _in_place(text: str, over: dict) -> str | None:
                 continue
         else:
             return None
-        new = _flow(value)
+        new = frag[:len(frag) - len(frag.lstrip())] + _flow(value)  # keep any space before the value
         tail = rest[len(frag):]
-        if tail.strip():  # a comment follows: keep its column where the new value fits
+        if tail.lstrip()[:1] in (",", "}", "]"):  # the value sits inside a flow collection
+            pass
+        elif tail.strip():  # a comment follows: keep its column where the new value fits
             gap = len(tail) - len(tail.lstrip())
             pad = max(1, len(frag) + gap - len(new))
             tail = " " * pad + tail.lstrip()

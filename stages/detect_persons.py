@@ -6,7 +6,9 @@ Writes: artifacts/persons.parquet (schema "persons": video, frame, person, box, 
         one row group per video; artifacts/skips/detect_persons.parquet (videos whose frames could
         not be decoded, and why).
 Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch /
-        threads (torch CPU threads, 0 = every core), device.
+        threads (torch CPU threads, 0 = every core), person_detector.classes (class names kept as
+        persons; null = the class named "person", so a COCO-pretrained detector keeps persons only),
+        device.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run(params: dict, root: Path) -> None:
     device = resolve_device(params)
     threads = get(params, f"{S}.threads", int, default=0, min_value=0)
     model = yolo.load_model(paths.models / S / "model.pt")
+    keep = yolo.person_class_ids(params, model, paths.models / S / "model.pt")
     if not paths.frames.exists():
         raise FileNotFoundError(f"{paths.frames}: frames not found (run the decode stage first)")
     ledger = SkipLedger("detect_persons", root)
@@ -67,7 +70,7 @@ def run(params: dict, root: Path) -> None:
                 ledger.skip(video, exc)
                 continue
             dets = yolo.predict(model, images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, batch=batch,
-                                device=device, threads=threads)
+                                device=device, threads=threads, classes=keep)
             writer.write(detections_table(video, frames, dets, scales, orig_wh))
         ledger.check(paths.frames)
     ledger.write()

@@ -13,7 +13,8 @@ Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly networ
 With gym.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
         epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
-        joint_hidden, joint_lr, loss_weights).
+        joint_hidden, joint_lr, loss_weights, pretrained.path / pretrained.format: SlowOnly weights each
+        pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ def run(params: dict, root: Path) -> None:
     from actparse.csn import seed_everything
     from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
         load_split, pathway_features, save_checkpoint, settings_from_params
+    from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     cfg = config_from_params(params)
     s = settings_from_params(params)
+    pretrained, pre_format = pretrained_from_params(params, "gym")
+    if pretrained is not None:  # fail fast on a bad file, before the videos are decoded
+        load_slowonly(LevelModel(cfg, 2).backbone, pretrained, pre_format, "gym")
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     seed_everything(seed)
@@ -62,6 +67,7 @@ def run(params: dict, root: Path) -> None:
     targets = {lvl: np.array([hier.labels_of(c.label)[lvl] for c in clips]) for lvl in LEVELS}
     classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
     info = {"enabled": True, "train_clips": len(clips), "backbone": cfg.to_dict(), "settings": s.to_dict(),
+            "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format,
             "class_counts": {lvl: {classes[lvl][k]: int(n) for k, n in sorted(Counter(targets[lvl].tolist()).items())}
                              for lvl in LEVELS},
             "history": {}, "seconds": {"load": round(t_load, 1)}, "device": device}
@@ -71,6 +77,8 @@ def run(params: dict, root: Path) -> None:
             t1 = time.time()
             torch.manual_seed(seed + k)
             m = LevelModel(cfg, len(classes[lvl]), s.dropout)
+            if pretrained is not None:
+                load_slowonly(m.backbone, pretrained, pre_format, "gym")
             hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}")
             save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
                              "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},

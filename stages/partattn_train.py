@@ -10,7 +10,9 @@ candidate key frame); the action input is the video's action class; visible part
 With partattn.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_context, augment,
         input_size, num_frames, interval, dim, heads, roi_size, part_crop, dropout, stem_dim,
-        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin).
+        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin, pretrained.path /
+        pretrained.format: SlowOnly R50 weights the person (and part) backbone start from,
+        pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
     from actparse.video import VideoError
+    from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
@@ -69,6 +72,11 @@ def run(params: dict, root: Path) -> None:
     actions = sorted(set(train["action"]) | set(ACTIONS))
     cfg = config_from_params(params, len(actions))
     s = settings_from_params(params)
+    model = PartStateNet(cfg)
+    pretrained, pre_format = pretrained_from_params(params, "partattn")
+    if pretrained is not None:  # the person backbone (and, in crop mode, the part backbone); fails fast
+        for bb in [model.backbone] + ([model.part_backbone] if hasattr(model, "part_backbone") else []):
+            load_slowonly(bb, pretrained, pre_format, "partattn")
     gt = read_df(gt_persons_path(droot), "gt_persons",
                  columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
@@ -90,13 +98,13 @@ def run(params: dict, root: Path) -> None:
         decoded.append(v)
     ledger.check(droot)
     t_load = time.time() - t0
-    model = PartStateNet(cfg)
     t1 = time.time()
     hist = fit(model, decoded, pools, s, seed=seed, device=device)
     t_fit = time.time() - t1
     with model_folder(paths.models / "partattn") as out:  # replaces the old folder only on success
         save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
         write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
+                    "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format,
                     "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
                     "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
                     "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},

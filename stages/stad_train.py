@@ -11,6 +11,8 @@ person's current action). Phase 2 (decoupled learning) freezes everything but th
 retrains it with class-balanced sampling on cached RoI features.
 With stad.enabled false it only writes train_info.json {"enabled": false} (a no-op DAG stage).
 Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, alpha, output_stride,
+        fusion_kernel, lateral_norm, pretrained.path / pretrained.format (backbone weights to start
+        from: pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md),
         num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
         epochs, samples_per_video, batch_size, lr, momentum, weight_decay, warmup_epochs, lr_steps,
         lr_gamma, flip, decoupled, decoupled_epochs, decoupled_lr, decoupled_reinit,
@@ -58,6 +60,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
+    from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
 
     head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))
     cfg = config_from_params(params)
@@ -73,6 +76,11 @@ def run(params: dict, root: Path) -> None:
 
     droot = data_root(params, root)
     classes = class_list(droot)
+    model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
+    pretrained, pre_format = pretrained_from_params(params, "stad")
+    if pretrained is not None:  # before decoding: a bad file fails fast
+        n = load_slowfast(model.backbone, pretrained, pre_format)
+        log.info("stad: SlowFast backbone starts from %s (%s, %d tensors)", pretrained, pre_format, n)
     videos = load_videos(droot).to_pandas()
     train = videos[videos["split"] == "train"].reset_index(drop=True)
     if train.empty:
@@ -104,11 +112,11 @@ def run(params: dict, root: Path) -> None:
     counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
 
     with model_folder(paths.models / "stad") as out:  # replaces the old folder only on success
-        model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
         t1 = time.time()
         hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
         t_phase1 = time.time() - t1
-        meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side}
+        meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side,
+                "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format}
         save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
         hist2, t_phase2 = None, 0.0
         if decoupled and s.decoupled_epochs > 0:
@@ -125,7 +133,8 @@ def run(params: dict, root: Path) -> None:
             n_params = sum(p.numel() for p in model.parameters())
         write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
                     "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
-                    "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
+                    "backbone": cfg.to_dict(), "pretrained": meta["pretrained"], "pretrained_format": pre_format,
+                    "settings": s.to_dict(), "parameters": int(n_params),
                     "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
                     "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
                     "cpu_seconds": round(time.process_time() - c0, 1),

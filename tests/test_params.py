@@ -273,7 +273,9 @@ def test_use_preset_keeps_comments_order_and_untouched_values(tmp_path):
     assert len(out.splitlines()) == len(base_text.splitlines())
     # only lines of keys the preset sets changed, each keeping its key and comment
     differ = [k for k in _leaf_keys(GPU) if _value(GPU, k) != _value(committed(), k)]
-    assert len(differ) > 25 and len(changed) == len(differ)  # e.g. csn.batch_size: the preset keeps 8
+    # keys of a one-line flow mapping (gym.num_frames: {event: 4, set: 8, element: 8}) share their line
+    lines = {k.rsplit(".", 1)[0] if k.count(".") >= 2 else k for k in differ}
+    assert len(differ) > 25 and len(changed) == len(lines)  # e.g. csn.batch_size: the preset keeps 8
     assert ("  test_batch: 14           # csn: clips per forward pass (clips of several videos are batched)"
             in out.splitlines())
     assert "  stage_depths: null " in out and "  input_size: [256, 192]  # network input h, w" in out
