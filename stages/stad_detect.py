@@ -10,7 +10,9 @@ Writes: artifacts/stad/action_detections.parquet         (schema "action_detecti
           decoupled learning; identical model when stad.decoupled is false)
         artifacts/skips/stad_detect.parquet              test videos that could not be decoded
 With stad.enabled false both tables are written empty.
-Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, stad.batch_size, device.
+Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, stad.batch_size, device,
+        stad.test_scales (null = [stad.short_side]; seed 003: [256, 360]) and stad.test_flip (also the
+        mirrored video): the sigmoid scores of every scale (and flip) are averaged.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def run(params: dict, root: Path) -> None:
 
     from actparse.clips import load_video
     from actparse.dataset import load_videos, video_path
-    from actparse.pcca import BOX_SOURCES, load_model, load_person_boxes, predict
+    from actparse.clips import resize_clip
+    from actparse.pcca import BOX_SOURCES, flip_boxes, int_list, load_model, load_person_boxes, predict
     from actparse.video import VideoError
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
@@ -78,7 +81,10 @@ def run(params: dict, root: Path) -> None:
     classes = ck["classes"]
     from actparse.pcca import STADSettings
 
-    s = STADSettings(**{k: (tuple(v) if k == "lr_steps" else v) for k, v in ck["extra"]["settings"].items()})
+    s = STADSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in ck["extra"]["settings"].items()})
+    test_scales = int_list(params, "stad.test_scales", min_value=16) or (short_side,)
+    test_flip = get(params, "stad.test_flip", bool, default=False)
+    decode_side = max(test_scales)
     if ck["extra"].get("short_side") and ck["extra"]["short_side"] != short_side:
         log.warning("stad: model trained at short side %s, running at %s", ck["extra"]["short_side"], short_side)
 
@@ -94,7 +100,7 @@ def run(params: dict, root: Path) -> None:
         if g is None:
             continue
         try:
-            v = load_video(video_path(droot, row.path), short_side)
+            v = load_video(video_path(droot, row.path), decode_side)
         except VideoError as exc:
             skips.append({"video": row.video, "stage": "stad_detect", "error": str(exc)})
             continue
@@ -104,10 +110,25 @@ def run(params: dict, root: Path) -> None:
             frames.append(int(fr))
             persons.append(gf["person"].to_numpy())
             obox.append(np.stack(gf["box"].to_numpy()).astype(np.float64))
-        scaled = [b * scale for b in obox]
-        # phase 2 retrains only the classifier: both models share every other weight
-        probs_final, probs_p1 = predict(final, v, frames, scaled, s, device,
-                                        classifiers=[final.head.classifier, phase1.head.classifier])
+        # test views (seed 003: short sides 256 and 360, each also flipped): sigmoid scores averaged
+        views = []
+        for side in test_scales:
+            vs = v if side == decode_side else resize_clip(v, side)
+            f = scale * min(vs.shape[1:3]) / float(min(v.shape[1:3]))
+            scaled = [b * f for b in obox]
+            views.append((vs, scaled))
+            if test_flip:
+                views.append((vs[:, :, ::-1], [flip_boxes(b, vs.shape[2]) for b in scaled]))
+        probs_final = probs_p1 = None
+        for vs, scaled in views:
+            # phase 2 retrains only the classifier: both models share every other weight
+            pf, pp = predict(final, vs, frames, scaled, s, device,
+                             classifiers=[final.head.classifier, phase1.head.classifier])
+            probs_final = pf if probs_final is None else [a + b for a, b in zip(probs_final, pf)]
+            probs_p1 = pp if probs_p1 is None else [a + b for a, b in zip(probs_p1, pp)]
+        if len(views) > 1:
+            probs_final = [p / len(views) for p in probs_final]
+            probs_p1 = [p / len(views) for p in probs_p1]
         tables["final"].append(from_columns(_rows(row.video, frames, persons, obox, probs_final, classes),
                                             "action_detections"))
         tables["phase1"].append(from_columns(_rows(row.video, frames, persons, obox, probs_p1, classes),
