@@ -62,8 +62,7 @@ def run(params: dict, root: Path) -> None:
 
     from actparse.clips import load_video
     from actparse.dataset import load_videos, video_path
-    from actparse.clips import resize_clip
-    from actparse.pcca import BOX_SOURCES, flip_boxes, int_list, load_model, load_person_boxes, predict
+    from actparse.pcca import BOX_SOURCES, int_list, load_model, load_person_boxes, predict
     from actparse.video import VideoError
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
@@ -110,25 +109,10 @@ def run(params: dict, root: Path) -> None:
             frames.append(int(fr))
             persons.append(gf["person"].to_numpy())
             obox.append(np.stack(gf["box"].to_numpy()).astype(np.float64))
-        # test views (seed 003: short sides 256 and 360, each also flipped): sigmoid scores averaged
-        views = []
-        for side in test_scales:
-            vs = v if side == decode_side else resize_clip(v, side)
-            f = scale * min(vs.shape[1:3]) / float(min(v.shape[1:3]))
-            scaled = [b * f for b in obox]
-            views.append((vs, scaled))
-            if test_flip:
-                views.append((vs[:, :, ::-1], [flip_boxes(b, vs.shape[2]) for b in scaled]))
-        probs_final = probs_p1 = None
-        for vs, scaled in views:
-            # phase 2 retrains only the classifier: both models share every other weight
-            pf, pp = predict(final, vs, frames, scaled, s, device,
-                             classifiers=[final.head.classifier, phase1.head.classifier])
-            probs_final = pf if probs_final is None else [a + b for a, b in zip(probs_final, pf)]
-            probs_p1 = pp if probs_p1 is None else [a + b for a, b in zip(probs_p1, pp)]
-        if len(views) > 1:
-            probs_final = [p / len(views) for p in probs_final]
-            probs_p1 = [p / len(views) for p in probs_p1]
+        # phase 2 retrains only the classifier: both models share every other weight
+        probs_final, probs_p1 = predict_views(v, frames, [b * scale for b in obox], test_scales, test_flip,
+                                              lambda vs, bx: predict(final, vs, frames, bx, s, device, classifiers=[
+                                                  final.head.classifier, phase1.head.classifier]))
         tables["final"].append(from_columns(_rows(row.video, frames, persons, obox, probs_final, classes),
                                             "action_detections"))
         tables["phase1"].append(from_columns(_rows(row.video, frames, persons, obox, probs_p1, classes),
@@ -139,6 +123,29 @@ def run(params: dict, root: Path) -> None:
     write_table(from_rows(skips, "skips"), skips_path, "skips")
     n = sum(t.num_rows for t in tables["final"])
     print(f"stad_detect: {len(test)} test videos, {n} detections ({source} boxes) -> {paths.stad}")
+
+
+def predict_views(video: np.ndarray, frames: list, boxes: list, scales, flip: bool, score):
+    """Scores averaged over the test views of seed 003: ``video`` (decoded at the largest of ``scales``)
+    resized to each short side of ``scales``, and, with ``flip``, each also mirrored (boxes moved
+    along). ``score(video, boxes)`` returns a list of per-classifier lists of (P_f, K) arrays."""
+    from actparse.clips import resize_clip
+    from actparse.pcca import flip_boxes
+
+    side0 = min(video.shape[1:3])
+    total, n = None, 0
+    for side in scales:
+        vs = video if side == side0 else resize_clip(video, side)
+        f = min(vs.shape[1:3]) / float(side0)
+        bx = [b * f for b in boxes] if f != 1.0 else boxes
+        views = [(vs, bx)] + ([(vs[:, :, ::-1], [flip_boxes(b, vs.shape[2]) for b in bx])] if flip else [])
+        for vv, bb in views:
+            out = score(vv, bb)
+            total = out if total is None else [[a + b for a, b in zip(ta, oa)] for ta, oa in zip(total, out)]
+            n += 1
+    if n > 1:
+        total = [[a / n for a in t] for t in total]
+    return total
 
 
 def main(argv=None):
