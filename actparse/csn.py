@@ -659,7 +659,7 @@ def pretrained_path(params: dict, variant: str) -> Path | None:
 
 
 def clip_spec_from_params(params: dict):
-    from .clips import BACKGROUND_MODES, ClipSpec
+    from .clips import BACKGROUND_MODES, NORMS, ClipSpec
     from .params import ParamError, get
 
     short = get(params, "csn.short_side", int, min_value=8)
@@ -676,7 +676,8 @@ def clip_spec_from_params(params: dict):
                         background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES),
                         train_interval=_int_list(params, "csn.train_interval", 2, default=None),
                         reverse_prob=get(params, "csn.reverse_prob", float, default=0.0, min_value=0.0,
-                                         max_value=1.0))
+                                         max_value=1.0),
+                        input_norm=get(params, "csn.input_norm", str, default="vmz", choices=tuple(NORMS)))
     except ValueError as exc:
         raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
 
@@ -700,11 +701,36 @@ def train_settings_from_params(params: dict) -> TrainSettings:
                          mixup_alpha=get(params, "csn.mixup_alpha", float, default=0.0, min_value=0.0))
 
 
+SEARCH = "search"  # csn.ensemble_weights: search -> per-task weights chosen on the validation split
+
+
+def ensemble_search_enabled(params: dict) -> bool:
+    """``csn.ensemble_weights: search`` (weights chosen on the validation split); needs ``csn.val_fraction`` > 0."""
+    from .params import ParamError, get
+
+    cfg = get(params, "csn.ensemble_weights", (dict, str), default={})
+    if not isinstance(cfg, str):
+        return False
+    where = params.get("_path", "params")
+    if cfg != SEARCH:
+        raise ParamError(f"{where}: parameter 'csn.ensemble_weights' must be a mapping of per-task weights or "
+                         f"{SEARCH!r}, got {cfg!r}")
+    if val_fraction_from_params(params) <= 0:
+        raise ParamError(f"{where}: parameter 'csn.ensemble_weights' is {SEARCH!r} but 'csn.val_fraction' is 0: "
+                         f"the search needs a validation split of the train videos")
+    return True
+
+
 def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: Iterable[str]) -> dict[str, dict[str, float]]:
-    """{task: {variant: weight}} from ``csn.ensemble_weights`` ({default: {...}, <task>: {...}})."""
+    """{task: {variant: weight}} from ``csn.ensemble_weights`` ({default: {...}, <task>: {...}}).
+
+    With ``csn.ensemble_weights: search`` this returns equal weights (the starting point); the
+    searched weights come from :func:`search_ensemble_weights` on the validation split."""
     from .params import ParamError, get
 
     where = params.get("_path", "params")
+    if ensemble_search_enabled(params):
+        return {t: {v: 1.0 for v in variants} for t in tasks}
     cfg = get(params, "csn.ensemble_weights", dict, default={}) or {}
     unknown = [k for k in cfg if k != "default" and k not in TASKS]
     if unknown:
@@ -725,3 +751,87 @@ def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: I
             raise ParamError(f"{where}: ensemble weights for {task!r} are all zero")
         out[task] = ws
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Validation split of the train videos and the ensemble-weight search (seed 001 Table 2)
+# --------------------------------------------------------------------------------------------
+def val_fraction_from_params(params: dict) -> float:
+    from .params import get
+
+    return get(params, "csn.val_fraction", float, default=0.0, min_value=0.0, max_value=0.9)
+
+
+def val_split(videos: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
+    """The validation videos: per class (``labels[i]`` is the class of ``videos[i]``), a seeded random
+    ``round(fraction * n)`` of its ``n`` videos, keeping at least one of each class for training
+    (a class with one video stays in training). Deterministic in (videos, labels, fraction, seed)
+    and independent of the input order; returned sorted. ``fraction`` 0 -> no validation videos."""
+    if len(videos) != len(labels):
+        raise ValueError(f"val_split: {len(videos)} videos but {len(labels)} labels")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_split: fraction must be in [0, 1), got {fraction}")
+    if fraction == 0 or not len(videos):
+        return []
+    by_class: dict[str, list[str]] = {}
+    for v, c in zip(videos, labels):
+        by_class.setdefault(str(c), []).append(str(v))
+    out: list[str] = []
+    for k, c in enumerate(sorted(by_class)):
+        names = sorted(by_class[c])
+        n_val = min(int(round(fraction * len(names))), len(names) - 1)
+        if n_val <= 0:
+            continue
+        rng = np.random.default_rng([int(seed) % 2**32, k])
+        out.extend(names[i] for i in rng.permutation(len(names))[:n_val])
+    return sorted(out)
+
+
+def weight_grid(variants: Sequence[str], steps: int) -> list[dict[str, float]]:
+    """Weight vectors on the simplex with ``steps`` points per axis (for ip + ir: ip share 0, 1/(steps-1),
+    ..., 1), scaled so that the largest weight is 1.0 (seed 001 writes its weights as ip:ir = w:1)."""
+    import itertools
+
+    if steps < 2:
+        raise ValueError(f"ensemble search grid needs >= 2 steps, got {steps}")
+    n = len(variants)
+    k = steps - 1
+    out = []
+    for combo in itertools.product(range(k + 1), repeat=n):
+        if sum(combo) != k:
+            continue
+        top = max(combo)
+        out.append({v: c / top for v, c in zip(variants, combo)})
+    return out
+
+
+def search_ensemble_weights(probs: Mapping[str, np.ndarray], truth: np.ndarray, steps: int = 21) -> dict:
+    """The weights of a weighted-average ensemble that maximise top-1 accuracy on a validation set.
+
+    ``probs``: {variant: (N, C) class probabilities}; ``truth``: (N,) class indices. Every weight
+    vector of :func:`weight_grid` is scored; among equal accuracies the one with the lowest mean
+    negative log-likelihood wins, then the one nearest equal weights (so a tie never favours one
+    variant by accident). Returns {"weights", "accuracy", "nll", "single": {variant: accuracy},
+    "candidates": number scored}.
+    """
+    variants = list(probs)
+    truth = np.asarray(truth, dtype=np.int64)
+    if not variants:
+        raise ValueError("ensemble search needs at least one variant")
+    stack = np.stack([np.asarray(probs[v], dtype=np.float64) for v in variants])  # (M, N, C)
+    if stack.ndim != 3 or stack.shape[1] != len(truth) or len(truth) == 0:
+        raise ValueError(f"ensemble search: probabilities {stack.shape[1:]} do not match {len(truth)} labels")
+    best = None
+    grid = weight_grid(variants, steps) if len(variants) > 1 else [{variants[0]: 1.0}]
+    for w in grid:
+        wv = np.array([w[v] for v in variants])
+        p = np.tensordot(wv / wv.sum(), stack, axes=1)
+        acc = float((p.argmax(1) == truth).mean())
+        nll = float(-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-12, None)).mean())
+        spread = float(np.abs(wv / wv.sum() - 1.0 / len(variants)).sum())
+        key = (-acc, round(nll, 12), spread)
+        if best is None or key < best[0]:
+            best = (key, w, acc, nll)
+    single = {v: float((stack[i].argmax(1) == truth).mean()) for i, v in enumerate(variants)}
+    return {"weights": dict(best[1]), "accuracy": best[2], "nll": best[3], "single": single,
+            "candidates": len(grid)}

@@ -34,6 +34,7 @@ CSN_KEY_MAPS = ("pytorchvideo", "vmz", "mmaction2")
 CSN_TASKS = ("action",) + GROUPS
 BACKGROUND_MODES = ("none", "clip_mean", "clip_median", "frame_diff")
 BOX_SOURCES = ("refined", "detected", "gt")
+INPUT_NORMS = ("vmz", "kinetics", "imagenet")  # actparse.clips.NORMS
 GYM_LEVELS = ("event", "set", "element")
 
 
@@ -192,7 +193,10 @@ class Csn(Section):
     train_threads: Annotated[int, Field(ge=0, le=256)]
     test_clips: PosInt
     test_batch: PosInt
-    ensemble_weights: dict[str, dict[Literal[CSN_VARIANTS], float]]  # type: ignore[valid-type]
+    ensemble_weights: Union[Literal["search"], dict[str, dict[Literal[CSN_VARIANTS], float]]]  # type: ignore[valid-type]
+    input_norm: Literal[INPUT_NORMS]  # type: ignore[valid-type]
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
+    ensemble_grid: Annotated[int, Field(ge=2, le=1001)]
 
     @field_validator("variants")
     @classmethod
@@ -204,6 +208,8 @@ class Csn(Section):
     @field_validator("ensemble_weights")
     @classmethod
     def _tasks(cls, v):
+        if isinstance(v, str):
+            return v
         unknown = [k for k in v if k != "default" and k not in CSN_TASKS]
         if unknown:
             raise ValueError(f"has unknown task(s) {unknown}; use 'default' or one of {list(CSN_TASKS)}")
@@ -267,6 +273,11 @@ class Stad(Section):
     fusion_kernel: PosInt
     lateral_norm: bool
     pretrained: Pretrained3d
+    train_scales: Optional[list[Annotated[int, Field(ge=16)]]]
+    scale_batch_sizes: Optional[list[PosInt]]
+    test_scales: Optional[list[Annotated[int, Field(ge=16)]]]
+    test_flip: bool
+    input_norm: Literal[INPUT_NORMS]  # type: ignore[valid-type]
     num_frames: PosInt
     interval: PosInt
     roi_size: PosInt
@@ -313,6 +324,7 @@ class Gym(Section):
     stage_depths: Optional[list[int]]
     stem_dim: Annotated[int, Field(ge=2)]
     pretrained: Pretrained3d
+    input_norm: Literal[INPUT_NORMS]  # type: ignore[valid-type]
     size: Annotated[int, Field(ge=16)]
     crop: Annotated[int, Field(ge=16)]
     margin: Annotated[float, Field(ge=1.0)]

@@ -1,11 +1,13 @@
-"""Merge a params overlay (e.g. params.gpu.yaml) into params.yaml.
+"""Merge params overlays (e.g. params.gpu.yaml) into params.yaml.
 
     python scripts/use_preset.py params.gpu.yaml [--base params.yaml] [--out params.yaml]
+    python scripts/use_preset.py params.gpu.yaml params.gpu.stad.yaml   # GPU preset + seed 003's recipe
 
-Keys of the overlay replace those of the base, section by section; everything else is kept, with
+Keys of an overlay replace those of the base, section by section; everything else is kept, with
 its comments and order: each changed value is rewritten in place on its own line (a value that is
 not a one-line scalar or list falls back to a round-trip YAML writer, ruamel.yaml, which also keeps
-comments and order). The merged file is validated like any params file before it is written.
+comments and order). Several overlays are laid on in the order given (docs/recipes.md lists the
+per-seed ones). The merged file is validated like any params file before it is written.
 """
 
 from __future__ import annotations
@@ -43,13 +45,21 @@ def _in_place(text: str, over: dict) -> str | None:
     doc = YAML().load(text)
     plain = yaml.safe_load(text)
     lines = text.splitlines(keepends=True)
+    added: dict[int, list[str]] = {}  # line index -> new key lines to write after it
     for path, value in _leaves(over, plain):
         node, old = doc, plain
         for key in path[:-1]:
             node, old = node[key], old[key]
         key = path[-1]
-        if key not in node:
-            return None
+        if key not in node:  # a new key: its own line after the mapping's last key (one-line values only)
+            if not isinstance(node, dict) or not node or not hasattr(node, "lc") or node.fa.flow_style():
+                return None
+            last = list(node)[-1]
+            k_line, k_col = node.lc.key(last)
+            if node.lc.value(last)[0] != k_line or (isinstance(node[last], dict) and not node[last].fa.flow_style()):
+                return None
+            added.setdefault(k_line, []).append(" " * k_col + f"{_flow({key: value})[1:-1]}\n")
+            continue
         old = old[key]
         if old == value and type(old) is type(value):
             continue
@@ -84,6 +94,8 @@ def _in_place(text: str, over: dict) -> str | None:
             pad = max(1, len(frag) + gap - len(new))
             tail = " " * pad + tail.lstrip()
         lines[v_line] = body[:col] + new + tail + line[len(body):]
+    for at, new_lines in added.items():
+        lines[at] = (lines[at] if lines[at].endswith("\n") else lines[at] + "\n") + "".join(new_lines)
     return "".join(lines)
 
 
@@ -124,24 +136,30 @@ def render(base_text: str, over: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("overlay")
+    ap.add_argument("overlay", nargs="+", help="overlay file(s), applied in order")
     ap.add_argument("--base", default="params.yaml")
     ap.add_argument("--out", default=None, help="output file (default: the base)")
     args = ap.parse_args(argv)
     try:
-        for f in (args.base, args.overlay):
+        for f in (args.base, *args.overlay):
             if not Path(f).is_file():
                 raise ParamError(f"{f}: file not found")
-        base_text = Path(args.base).read_text()
+        text = Path(args.base).read_text()
         try:
-            base = yaml.safe_load(base_text) or {}
-            over = yaml.safe_load(Path(args.overlay).read_text()) or {}
+            merged = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ParamError(f"not valid YAML: {' '.join(str(exc).split())}") from None
-        if not isinstance(base, dict) or not isinstance(over, dict):
-            raise ParamError(f"{args.base} and {args.overlay} must both be mappings of sections")
-        merged = apply_preset(base, over, args.overlay)  # validated: unknown keys, types, bounds, NaN
-        text = render(base_text, over)
+        if not isinstance(merged, dict):
+            raise ParamError(f"{args.base}: top level must be a mapping of sections")
+        for name in args.overlay:
+            try:
+                over = yaml.safe_load(Path(name).read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ParamError(f"{name}: not valid YAML: {' '.join(str(exc).split())}") from None
+            if not isinstance(over, dict):
+                raise ParamError(f"{name}: top level must be a mapping of sections")
+            merged = apply_preset(merged, over, name)  # validated: unknown keys, types, bounds, NaN
+            text = render(text, over)
         if yaml.safe_load(text) != {k: v for k, v in merged.items() if not str(k).startswith("_")}:
             raise ParamError(f"could not write the merged params over {args.base} (please report)")
     except ParamError as exc:
@@ -151,7 +169,7 @@ def main(argv=None) -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out)
-    print(f"wrote {out} ({args.base} + {args.overlay})")
+    print(f"wrote {out} ({args.base} + {' + '.join(args.overlay)})")
     return 0
 
 

@@ -10,7 +10,8 @@ Writes: artifacts/gym/clip_predictions.parquet (schema "clip_predictions"): per 
         artifacts/skips/gym_evaluate.parquet: test videos that could not be decoded
 Every clip is scored on its centred temporal view and centre crop.
 With gym.enabled false it writes metrics/gym.json {"enabled": false} and an empty table.
-Params: gym.enabled, gym.size, gym.margin, gym.crop, gym.interval, gym.num_frames, gym.batch_size, device.
+Params: gym.enabled, gym.size, gym.margin, gym.crop, gym.interval, gym.num_frames, gym.batch_size,
+        gym.input_norm, device.
 """
 
 from __future__ import annotations

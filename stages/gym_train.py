@@ -13,7 +13,7 @@ Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly networ
 With gym.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
         epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
-        joint_hidden, joint_lr, loss_weights, pretrained.path / pretrained.format: SlowOnly weights each
+        joint_hidden, joint_lr, loss_weights, input_norm, pretrained.path / pretrained.format: SlowOnly weights each
         pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
 """
 

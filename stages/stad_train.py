@@ -16,7 +16,9 @@ Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, al
         num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
         epochs, samples_per_video, batch_size, lr, momentum, weight_decay, warmup_epochs, lr_steps,
         lr_gamma, flip, decoupled, decoupled_epochs, decoupled_lr, decoupled_reinit,
-        decoupled_keyframes).
+        decoupled_keyframes, train_scales, scale_batch_sizes).
+stad.train_scales (seed 003: [256, 360]): videos are decoded at the largest short side and each
+phase-1 batch is resized to a random one of them (batch size from stad.scale_batch_sizes).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path), short_side)
+            v = load_video(video_path(droot, row.path), max(s.train_scales or (short_side,)))
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue
@@ -125,7 +127,8 @@ def run(params: dict, root: Path) -> None:
             for pool in pools:  # evenly spaced key frames of each video
                 pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
                 cache.extend(pool[i] for i in pick)
-            feats, targets, labels = cache_features(model, decoded, cache, s, device)
+            feats, targets, labels = cache_features(model, decoded, cache, s, device,
+                                                    short_side if s.train_scales else None)
             hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
             t_phase2 = time.time() - t2
         save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})

@@ -10,7 +10,10 @@ Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, c
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
         csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
         csn.momentum, csn.weight_decay, csn.nesterov, csn.warmup_iters, csn.lr_steps, csn.lr_gamma,
-        csn.mixup_alpha, csn.train_workers, csn.train_threads.
+        csn.mixup_alpha, csn.train_workers, csn.train_threads, csn.input_norm, csn.val_fraction.
+With csn.val_fraction > 0 a seeded, per-action stratified part of the labelled train videos is held
+out (not trained on); its list is stored in each checkpoint (extra.val_videos) and train_info.json,
+and the csn stage predicts it to choose the ensemble weights (csn.ensemble_weights: search).
 On CPU the variants train at once, one process each (csn.train_workers); on CUDA one after another.
 Each model has seven outputs (video action + six part groups); seed 001 trains seven networks
 per variant, set csn.shared_backbone: false for that.
@@ -32,7 +35,7 @@ from tqdm import tqdm
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
-                          train_settings_from_params, variants_from_params)
+                          train_settings_from_params, val_fraction_from_params, val_split, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
@@ -88,8 +91,10 @@ def train_variant(job: dict) -> dict:
                   device=job["device"], desc=f"train {variant}-CSN", position=job["position"])
     secs = time.time() - t1
     model.to("cpu").to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, job["out"], job["classes"],
-                    extra={"clip": job["clip_info"], "pretrained": str(pre) if pre else None})
+    extra = {"clip": job["clip_info"], "pretrained": str(pre) if pre else None}
+    if job.get("val_videos"):
+        extra["val_videos"] = list(job["val_videos"])
+    save_checkpoint(model, job["out"], job["classes"], extra=extra)
     n_params = count_parameters(model)
     log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
              n_params, settings.epochs, secs, history["loss"][-1],
@@ -109,6 +114,10 @@ def run(params: dict, root: Path) -> None:
     settings = train_settings_from_params(params)
     configs = {v: model_config_from_params(params, v) for v in variants}
     key_map = get(params, "csn.pretrained.key_map", str, default="pytorchvideo")
+    for v in variants:
+        if configs[v].freeze_bn and pretrained_path(params, v) is None:
+            log.warning("%s-CSN: csn.freeze_bn is true but csn.pretrained.%s is null: trained from scratch, a frozen "
+                        "BN never learns its statistics (use freeze_bn: auto)", v, v)
     classes = read_classes(paths.part_labels)
     tasks = list(classes)
 
@@ -119,6 +128,14 @@ def run(params: dict, root: Path) -> None:
     names = sorted(set(train["video"]) & set(videos["video"]))
     if not names:
         raise ValueError(f"{paths.part_labels / 'labels.parquet'}: no labelled train-split video in {droot}")
+    val_fraction = val_fraction_from_params(params)
+    val_videos: list[str] = []
+    if val_fraction > 0:
+        action = train[train["task"] == "action"].set_index("video")["label"]
+        val_videos = val_split(names, [action.get(n, "") for n in names], val_fraction, seed)
+        names = [n for n in names if n not in set(val_videos)]
+        log.info("held out %d of %d train videos for validation (csn.val_fraction %s)", len(val_videos),
+                 len(names) + len(val_videos), val_fraction)
     records = videos.set_index("video").loc[names].reset_index().to_dict("records")
 
     torch.manual_seed(seed)
@@ -143,11 +160,12 @@ def run(params: dict, root: Path) -> None:
         info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
                 "processes": procs, "threads_per_process": threads,
                 "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
-                "train": settings.to_dict(), "variants": {}}
+                "train": settings.to_dict(), "val_videos": val_videos, "variants": {}}
         jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
                      pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
                      spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
-                     out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k)
+                     out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k,
+                     val_videos=val_videos)
                 for k, variant in enumerate(variants)]
         if procs > 1:
             log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)

@@ -112,7 +112,7 @@ def test_stage_deps_cover_the_library_code_it_runs(name):
 INFERENCE_ONLY = {
     "train_person_detector": ("person_detector", {"conf", "iou", "max_det", "predict_batch"}),
     "train_part_detector": ("parts", {"conf", "iou", "predict_batch"}),
-    "train_csn": ("csn", {"test_clips", "test_batch", "ensemble_weights"}),
+    "train_csn": ("csn", {"test_clips", "test_batch", "ensemble_weights", "ensemble_grid"}),
 }
 
 

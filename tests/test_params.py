@@ -269,10 +269,16 @@ def test_use_preset_keeps_comments_order_and_untouched_values(tmp_path):
     assert yaml.safe_load(out) == merge_params(committed(), GPU)  # values changed as the preset says
     comments = [ln.split("#", 1)[1] for ln in base_text.splitlines() if "#" in ln]
     assert len(comments) > 200 and comments == [ln.split("#", 1)[1] for ln in out.splitlines() if "#" in ln]
-    changed = [(a, b) for a, b in zip(base_text.splitlines(), out.splitlines()) if a != b]
-    assert len(out.splitlines()) == len(base_text.splitlines())
+    # keys the base lacks (csn.ensemble_weights.<task>) get one new line each, after their mapping's last key
+    new_keys = [k for k in _mapping_keys(GPU) if not _has(committed(), k) and _has(committed(), k.rsplit(".", 1)[0])]
+    assert "csn.ensemble_weights.head" in new_keys
+    inserted = {"    " + yaml.safe_dump({k.rsplit(".", 1)[1]: _value(GPU, k)}, default_flow_style=True).strip()[1:-1]
+                for k in new_keys}
+    kept = [ln for ln in out.splitlines() if ln not in inserted]
+    assert len(out.splitlines()) == len(base_text.splitlines()) + len(new_keys) == len(kept) + len(new_keys)
+    changed = [(a, b) for a, b in zip(base_text.splitlines(), kept) if a != b]
     # only lines of keys the preset sets changed, each keeping its key and comment
-    differ = [k for k in _leaf_keys(GPU) if _value(GPU, k) != _value(committed(), k)]
+    differ = [k for k in _leaf_keys(GPU) if _has(committed(), k) and _value(GPU, k) != _value(committed(), k)]
     # keys of a one-line flow mapping (gym.num_frames: {event: 4, set: 8, element: 8}) share their line
     lines = {k.rsplit(".", 1)[0] if k.count(".") >= 2 else k for k in differ}
     assert len(differ) > 25 and len(changed) == len(lines)  # e.g. csn.batch_size: the preset keeps 8
@@ -285,6 +291,22 @@ def _value(node, dotted):
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def _has(node, dotted):
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _mapping_keys(node, prefix=""):
+    """Dotted keys of the overlay down to the first key missing from the base (whole values below)."""
+    for k, v in node.items():
+        yield prefix + k
+        if isinstance(v, dict):
+            yield from _mapping_keys(v, prefix + k + ".")
 
 
 def _leaf_keys(node, prefix=""):
