@@ -32,6 +32,7 @@ from actparse.partattn import config_from_params as partattn_config
 from actparse.pcca import SlowFastBackbone, SlowFastConfig
 from actparse.pcca import config_from_params as stad_config
 from actparse.weights.resnet3d import load_slowfast, load_slowonly, pretrained_from_params
+from _params import write_params
 
 torch.set_num_threads(2)
 R101_8x8 = dict(depth=101, stage_depths=None, stem_dim=64, beta_inv=8, alpha=4, fusion_kernel=5, output_stride=32)
@@ -370,7 +371,7 @@ def test_mmaction2_slowfast_loads_into_conv_only_laterals(slowfast_r101, tmp_pat
 
 
 def test_stad_params_build_the_published_shape_and_point_at_the_file(slowfast_r101, tmp_path):
-    gpu = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "params.gpu.yaml")))["stad"]
+    gpu = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "params.gpu.stad.yaml")))["stad"]
     cfg = stad_config({"stad": gpu})
     assert (cfg.depth, cfg.stage_depths, cfg.stem_dim, cfg.beta_inv, cfg.alpha, cfg.fusion_kernel) == \
         (101, None, 64, 8, 4, 5)
@@ -439,7 +440,8 @@ def test_slowonly_r50_in_each_upstream_layout_loads_every_tensor(slow_r50, tmp_p
 def test_gym_and_partattn_params_take_slowonly_r50(slow_r50, tmp_path):
     path = tmp_path / "slow_r50.pyth"
     torch.save({"model_state": slow_r50.state_dict()}, path)
-    gpu = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "params.gpu.yaml")))
+    gpu = {s: yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", f"params.gpu.{s}.yaml")))[s]
+           for s in ("gym", "partattn")}
     level = LevelModel(gym_config({"gym": {**gpu["gym"], "depth": 50}}), 5)
     pre, fmt = pretrained_from_params({"gym": {"pretrained": {"path": str(path)}}}, "gym")
     assert fmt == "pytorchvideo"
@@ -527,10 +529,8 @@ def synth_root(tmp_path_factory):
 
 
 def _write_params(root, **sections):
-    p = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"}, **sections}
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(p))
-    return str(path)
+    return str(write_params(root / "params.yaml", {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+                                                   **sections}))
 
 
 def test_stad_train_starts_from_the_pretrained_backbone(synth_root, tmp_path):
