@@ -47,6 +47,10 @@ class MMPoseError(ValueError):
     """The mmpose backend cannot run with the given config / checkpoint; the message says why."""
 
 
+class MMPoseNotInstalled(ImportError, ValueError):
+    """keypoints.backend 'mmpose' without the optional extra (a ValueError too: stages exit 2 with it)."""
+
+
 class _ExtStandIn(types.ModuleType):
     """Module object standing in for mmcv's compiled ``_ext``: every op name resolves to a function
     that raises :class:`MissingMmcvOp` (``mmcv.utils.ext_loader.load_ext`` only checks that the
@@ -71,7 +75,7 @@ def install_mmcv_ext_standin() -> bool:
     """Register the stand-in ``mmcv._ext`` if mmcv is installed without its compiled ops.
 
     Returns True when the stand-in is (now or already) registered, False when the real compiled
-    extension exists (then nothing is done). ImportError (with the install hint) without mmcv.
+    extension exists (then nothing is done). MMPoseNotInstalled (with the install hint) without mmcv.
     """
     present = sys.modules.get(STANDIN_NAME)
     if present is not None:
@@ -79,7 +83,7 @@ def install_mmcv_ext_standin() -> bool:
     try:
         import mmcv  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"keypoints.backend 'mmpose' needs mmcv (mmcv-lite): {INSTALL_HINT} ({exc})") from None
+        raise MMPoseNotInstalled(f"keypoints.backend 'mmpose' needs mmcv (mmcv-lite): {INSTALL_HINT} ({exc})") from None
     if importlib.util.find_spec(STANDIN_NAME) is not None:
         return False  # full mmcv: its compiled ops are used as they are
     module = _ExtStandIn(STANDIN_NAME, "stand-in for mmcv's compiled ops, registered by actparse; "
@@ -93,12 +97,14 @@ def install_mmcv_ext_standin() -> bool:
 
 
 def import_mmpose():
-    """Import ``mmpose.apis`` (registering the stand-in first when needed); clear ImportError if absent."""
+    """Import ``mmpose.apis`` (registering the stand-in first when needed); MMPoseNotInstalled if absent."""
     if importlib.util.find_spec("mmpose") is None:
-        raise ImportError(f"keypoints.backend 'mmpose' needs mmpose: {INSTALL_HINT}")
+        raise MMPoseNotInstalled(f"keypoints.backend 'mmpose' needs mmpose: {INSTALL_HINT}")
     install_mmcv_ext_standin()
-    import mmpose.apis
-
+    try:
+        import mmpose.apis
+    except ImportError as exc:  # a broken or partial install
+        raise MMPoseNotInstalled(f"keypoints.backend 'mmpose': importing mmpose failed ({exc}); {INSTALL_HINT}") from None
     return mmpose.apis
 
 
@@ -118,7 +124,8 @@ def resolve_config_path(spec: str, root: str | os.PathLike = ".") -> Path:
     if spec.startswith(PACKAGE_PREFIX):
         spec_mmpose = importlib.util.find_spec("mmpose")
         if spec_mmpose is None or not spec_mmpose.submodule_search_locations:
-            raise ImportError(f"keypoints.mmpose_config {spec!r} names a config of the mmpose package: {INSTALL_HINT}")
+            raise MMPoseNotInstalled(f"keypoints.mmpose_config {spec!r} names a config of the mmpose package: "
+                                     f"{INSTALL_HINT}")
         base = Path(list(spec_mmpose.submodule_search_locations)[0]) / ".mim" / "configs"
         path = base / spec[len(PACKAGE_PREFIX):]
     else:

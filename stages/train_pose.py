@@ -32,6 +32,7 @@ import torch
 from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
+from actparse.mmpose_backend import CONFIG_FILE as MMPOSE_CONFIG_FILE, WEIGHTS_FILE as MMPOSE_WEIGHTS_FILE
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
@@ -116,6 +117,8 @@ def run(params: dict, root: Path) -> None:
 
     out_dir = paths.models / "pose"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (MMPOSE_CONFIG_FILE, MMPOSE_WEIGHTS_FILE):  # the other backend's model, from a run outside DVC
+        (out_dir / stale).unlink(missing_ok=True)
     save_checkpoint(model, out_dir / "model.pt", input_size, extra={"start": start, "epochs": epochs})
 
     estimator = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
@@ -186,6 +189,7 @@ def run_mmpose(params: dict, root: Path) -> None:
     sd, _ = mb.load_weights(ck)
     model = mb.build_model(cfg, sd, ck, device)
     out_dir = Paths(root).models / "pose"
+    (out_dir / "model.pt").unlink(missing_ok=True)  # the hrnet backend's model, from a run outside DVC
     mb.export(cfg, model.state_dict(), out_dir, {"config": config, "checkpoint": ck.name})
     estimator = mb.MMPoseEstimator(model, flip_test=get(params, "keypoints.flip_test", bool, default=False),
                                    batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
