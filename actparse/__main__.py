@@ -41,6 +41,15 @@ def _clean(obj):
     return obj
 
 
+def _json_kind(x) -> str:
+    """What a JSON value is, in words (for error messages)."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(x), "a number")
+
+
 def _load_json(path: str | Path):
     from .metrics.tps import read_json_file
 
@@ -58,7 +67,6 @@ def cmd_eval_tps(args) -> dict:
         raise ValueError("--gt is a file: give the video ground truth with --gt-videos")
     if not gt_part.exists():
         raise FileNotFoundError(f"{gt_part}: file not found")
-    gt_vid = _load_json(gt_vid_path)
     pred_dir = Path(args.pred) if args.pred else None
     parts = Path(args.parts) if args.parts else (pred_dir / "pred_part_result.json" if pred_dir else None)
     vids = Path(args.videos) if args.videos else (pred_dir / "pred_vid_result.json" if pred_dir else None)
@@ -71,7 +79,7 @@ def cmd_eval_tps(args) -> dict:
                           missing_video="zero" if args.missing_zero else "error")
     # the part-result files are scanned from their bytes (actparse.metrics.tps_scan), or loaded
     # with json where the scanner does not take them: the same numbers either way
-    res = tps.evaluate_files(gt_vid, gt_part, _load_json(vids), parts, opts)
+    res = tps.evaluate_files(gt_vid_path, gt_part, vids, parts, opts)
     out = res.as_dict()
     if args.per_video:
         out["per_video"] = {v: {"psc": float(p), "correct": bool(c)} for v, p, c in zip(res.videos, res.psc, res.correct)}
@@ -80,21 +88,20 @@ def cmd_eval_tps(args) -> dict:
 
 # ----------------------------------------------------------------------------- eval multisports
 def cmd_eval_multisports(args) -> dict:
-    import numpy as np
-
     from .formats import read_pickle
     from .metrics import multisports as ms
 
     gt = read_pickle(args.gt)
     if not isinstance(gt, dict) or "gttubes" not in gt:
         raise ValueError(f"{args.gt}: not a MultiSports ground-truth pkl (no 'gttubes')")
+    ms.check_ground_truth(gt, args.gt)
     frame_dets = video_dets = None
     for path in args.dets:
         obj = read_pickle(path)
         if isinstance(obj, dict):
-            video_dets = {int(k): v for k, v in obj.items()}
+            video_dets = ms.as_video_detections(obj, path)
         else:
-            frame_dets = ms.as_frame_detections(obj if isinstance(obj, np.ndarray) else list(obj))
+            frame_dets = ms.as_frame_detections(obj, path)
     if frame_dets is None and video_dets is None:
         raise ValueError("give --dets frame_detections.pkl and/or video_detections.pkl")
     excluded = () if args.all_labels else ms.OFFICIAL_EXCLUDED_LABELS
@@ -116,13 +123,27 @@ def cmd_eval_finegym(args) -> dict:
 
     gt = _load_json(args.gt)
     pred = _load_json(args.pred)
-    if not isinstance(gt, dict) or not isinstance(pred, dict):
-        raise ValueError("finegym files must map clip -> {level: label}")
+    for path, obj in ((args.gt, gt), (args.pred, pred)):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: not an object mapping clip -> {{level: label}} (the top level is "
+                             f"{_json_kind(obj)})")
+        for clip, labels in obj.items():
+            if not isinstance(labels, dict):
+                raise ValueError(f"{path}: clip {clip!r} maps to {_json_kind(labels)}, not an object "
+                                 f"{{level: label}}")
+            bad = next((lvl for lvl, x in labels.items() if isinstance(x, bool) or not isinstance(x, (str, int))), None)
+            if bad is not None:
+                raise ValueError(f"{path}: clip {clip!r} level {bad!r}: a label must be a string or an integer, "
+                                 f"got {json.dumps(labels[bad])[:40]}")
     clips = list(gt)
     missing = [c for c in clips if c not in pred]
     if missing:
         raise ValueError(f"{args.pred}: no prediction for {len(missing)} clip(s), e.g. {missing[0]!r}")
     levels = sorted({lvl for c in clips for lvl in gt[c]})
+    short = next((c for c in clips if len(gt[c]) < len(levels)), None)
+    if short is not None:
+        raise ValueError(f"{args.gt}: clip {short!r} has no label for level(s) "
+                         f"{sorted(set(levels) - set(gt[short]))} (other clips have them)")
     y_true = {lvl: [gt[c].get(lvl) for c in clips] for lvl in levels}
     y_pred = {lvl: [pred[c].get(lvl) for c in clips] for lvl in levels}
     return {"n_clips": len(clips), **hierarchical_accuracy(y_true, y_pred)}
@@ -133,17 +154,21 @@ def cmd_link(args) -> dict:
     import numpy as np
 
     from .formats import frame_detections_table, read_pickle, tubes_to_video_detections, write_pickle
-    from .link import LinkParams, link_moc_layout, link_table
+    from .link import link_moc_layout, link_table, params_from
     from .params import load_params
 
     section = {}
     if args.params:
-        section = dict(load_params(args.params).get("link") or {})
+        section = dict(load_params(args.params)["link"])
+    flags = {}
     for key in ("nms_iou", "top_k", "link_iou", "min_score", "min_length", "k", "tube_nms_iou"):
         val = getattr(args, key)
         if val is not None:
-            section[key] = val
-    params = LinkParams.from_params(section)
+            flags[key] = section[key] = val
+    # checked like params.yaml (types, bounds, NaN); keys neither file nor flag sets keep MOC's values
+    where = " + ".join(([args.params] if args.params else []) + (["options " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in flags.items())] if flags else [])) or "actparse link"
+    params = params_from({"_path": where, "link": section})
     src = Path(args.dets)
     if src.suffix == ".parquet":
         from .schemas import read_table
@@ -155,6 +180,9 @@ def cmd_link(args) -> dict:
     else:
         obj = read_pickle(src)
         if isinstance(obj, dict):  # MOC layout {video: {frame: {label: (N, 5)}}}
+            from .link import check_moc_layout
+
+            check_moc_layout(obj, str(src))
             out = link_moc_layout(obj, None, params)
         else:  # official frame_detections (N, 8): needs video names and labels
             if not args.gt:
@@ -195,13 +223,20 @@ def print_metrics(files) -> int:
         except (OSError, ValueError) as exc:
             print(f"actparse: error: {path}: {exc}", file=sys.stderr)
             return 2
-        if isinstance(data, dict) and data.get("enabled") is False:
+        if not isinstance(data, dict):
+            print(f"actparse: error: {path}: not a metrics object mapping names to values (the top level is "
+                  f"{_json_kind(data)})", file=sys.stderr)
+            return 2
+        if data.get("enabled") is False:
             rows.append((str(path), "enabled", "false (switched off)"))
             continue
         for key, value in _flat(data):
             if isinstance(value, list):
                 continue
             rows.append((str(path), key, f"{value:.4f}" if isinstance(value, float) else str(value)))
+    if not rows:
+        print(f"actparse: error: {', '.join(map(str, paths))}: no metric values", file=sys.stderr)
+        return 2
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     for f, k, v in rows:
@@ -233,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = ev.add_parser("multisports", help="MultiSports frame-mAP / video-mAP (official evaluate_multisports.py)")
     m.add_argument("--gt", required=True, help="ground-truth pkl")
     m.add_argument("--dets", required=True, action="append", help="frame_detections.pkl and/or video_detections.pkl")
-    m.add_argument("--variant", choices=("multisports", "act"), default="multisports")
+    m.add_argument("--variant", choices=("multisports", "act", "moc"), default="multisports",
+                   help="multisports: evaluate_multisports.py; act: the ACT-derived challenge evaluate.py; moc: "
+                        "MOC-Detector's ACT.py (as act, but a label without ground truth counts AP 0)")
     m.add_argument("--all-labels", action="store_true", help="also score the 6 labels the official code skips")
     m.add_argument("--missing-empty", action="store_true", help="a label absent from video detections has none (official: error)")
     m.add_argument("--temporal-plus-one", action="store_true",
@@ -280,7 +317,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # OSError: files (not found, unreadable, disk full), named
         print(f"actparse: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(_clean(out), indent=None))

@@ -5,7 +5,8 @@ one random clip per video per epoch; testing takes ``N`` clips spread uniformly 
 (seed 001: 7) and averages their softmax scores. Frames are resized so the short side is
 ``short_side`` (a random size in ``train_short_side`` when training), cropped to ``crop`` (h, w)
 (random when training, centre when testing), optionally flipped and colour-jittered (training),
-normalised with the mean/std of the published CSN (VMZ) models and returned as a float tensor of
+normalised with the mean/std of the weights (``ClipSpec.input_norm``, :data:`NORMS`; default the
+published CSN (VMZ) models') and returned as a float tensor of
 shape ``(C, T, H, W)``. Optionally the static scene is removed (:func:`remove_background`): the
 per-pixel temporal mean / median of the clip is subtracted, or frame differences are taken.
 
@@ -26,6 +27,27 @@ from .video import open_video, read_frames, resize_short_side
 # Mean / std (RGB, [0, 1] scale) that the VMZ ip-CSN / ir-CSN weights were trained with.
 CSN_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
 CSN_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
+
+# Input normalisations by name (RGB mean, std on the [0, 1] scale; x = (pixel / 255 - mean) / std).
+# Pick the one the loaded weights were trained with (docs/recipes.md):
+#   vmz      VMZ's ip-/ir-CSN (IG-65M, Sports-1M) and mmaction2's converted CSN checkpoints
+#            (mmaction2 writes it on the 0-255 scale: mean 110.2008, 100.63983, 95.99475,
+#            std 58.14765, 56.46975, 55.332195)
+#   kinetics pytorchvideo hub models (csn_r101, slowfast_r101, slow_r50) and PySlowFast checkpoints
+#   imagenet torchvision / ImageNet statistics; mmaction2 0.x SlowOnly / SlowFast / CSN fine-tuning
+#            configs (0-255 scale: mean 123.675, 116.28, 103.53, std 58.395, 57.12, 57.375)
+NORMS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "vmz": (CSN_MEAN, CSN_STD),
+    "kinetics": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def norm_stats(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) of the input normalisation ``name`` (:data:`NORMS`)."""
+    if name not in NORMS:
+        raise ValueError(f"unknown input normalisation {name!r}; choose from {list(NORMS)}")
+    return NORMS[name]
 
 DECODE_CHUNK = 64
 
@@ -173,6 +195,7 @@ class ClipSpec:
     background: str = "none"                      # none | clip_mean | clip_median | frame_diff
     train_interval: tuple[int, int] | None = None  # training: random tau in [min, max] (None: interval)
     reverse_prob: float = 0.0                     # training: chance a clip is played backwards
+    input_norm: str = "vmz"                       # mean / std of to_tensor (NORMS): the loaded weights' own
 
     def __post_init__(self):
         crop = (self.crop, self.crop) if isinstance(self.crop, int) else tuple(int(c) for c in self.crop)
@@ -190,6 +213,7 @@ class ClipSpec:
             raise ValueError(f"train_short_side must be [min, max] with 8 <= min <= max, got {list(jitter)}")
         if self.background not in BACKGROUND_MODES:
             raise ValueError(f"background must be one of {list(BACKGROUND_MODES)}, got {self.background!r}")
+        norm_stats(self.input_norm)
         clip_span(self.num_frames, self.interval)
 
     @property
@@ -223,7 +247,7 @@ def train_clip(video: np.ndarray, spec: ClipSpec, rng: np.random.Generator) -> t
         frames = hflip(frames)
     if spec.color_jitter > 0 or spec.grayscale_prob > 0:
         frames = jitter_colors(frames, spec.color_jitter, spec.grayscale_prob, rng)
-    return remove_background(to_tensor(frames), spec.background)
+    return remove_background(to_tensor(frames, *norm_stats(spec.input_norm)), spec.background)
 
 
 def jitter_colors(frames: np.ndarray, strength: float, grayscale_prob: float,
@@ -249,6 +273,6 @@ def test_clips(video: np.ndarray, spec: ClipSpec, num_clips: int) -> torch.Tenso
     clips = []
     for start in starts:
         frames = video[clip_indices(len(video), spec.num_frames, spec.interval, int(start))]
-        clip = to_tensor(center_crop(resize_clip(frames, spec.short_side), spec.crop))
+        clip = to_tensor(center_crop(resize_clip(frames, spec.short_side), spec.crop), *norm_stats(spec.input_norm))
         clips.append(remove_background(clip, spec.background))
     return torch.stack(clips)

@@ -234,154 +234,9 @@ def freeze_batchnorm(model: MultiTaskCSN) -> int:
 # --------------------------------------------------------------------------------------------
 # Pretrained weights
 # --------------------------------------------------------------------------------------------
-class KeyMapError(ValueError):
-    """A checkpoint key that the chosen layout (``key_map``) cannot place in the pytorchvideo layout."""
-
-
-# Human-readable name of each checkpoint layout (used in error messages and docs/checkpoints.md).
-LAYOUTS: dict[str, str] = {
-    "pytorchvideo": "pytorchvideo create_csn layout (blocks.0.conv.weight, "
-                    "blocks.<s>.res_blocks.<b>.branch2.conv_a...)",
-    "vmz": "VMZ / torchvision VideoResNet layout (stem.0.weight, layer<s>.<b>.conv<k>.<i>..., fc.*)",
-    "mmaction2": "mmaction2 ResNet3dCSN layout (backbone.conv1.conv.weight, backbone.layer<s>.<b>.conv<k>.conv/bn...)",
-}
-
-_PARAM_RE = re.compile(r"^(?P<mod>.+)\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)$")
-_LAYER_RE = re.compile(r"^layer(?P<stage>[1-4])\.(?P<block>0|[1-9][0-9]*)\.(?P<mod>.+)$")
-
-# Module names inside one residual block: external layout -> our pytorchvideo bottleneck.
-# VMZ (torchvision Bottleneck): conv<k> = Sequential(conv, BN[, ReLU]); ir's conv2.0 is the depthwise conv
-# itself, ip's conv2.0 is Sequential(1x1x1 conv, BN, depthwise conv); downsample = Sequential(conv, BN).
-_VMZ_STEM = {"stem.0": "blocks.0.conv", "stem.1": "blocks.0.norm"}
-_VMZ_BLOCK = {
-    "conv1.0": "branch2.conv_a", "conv1.1": "branch2.norm_a",
-    "conv2.0": "branch2.conv_b",                                     # ir
-    "conv2.0.0": "branch2.conv_b.pointwise", "conv2.0.1": "branch2.conv_b.norm",  # ip
-    "conv2.0.2": "branch2.conv_b.depthwise",                         # ip
-    "conv2.1": "branch2.norm_b",
-    "conv3.0": "branch2.conv_c", "conv3.1": "branch2.norm_c",
-    "downsample.0": "branch1_conv", "downsample.1": "branch1_norm",
-}
-# mmaction2 (mmcv ConvModule = .conv + .bn): conv2 is a Sequential of ConvModules, [depthwise] in ir and
-# [1x1x1, depthwise] in ip, so ``conv2.0`` means a different conv in the two variants.
-_MMA_STEM = {"conv1.conv": "blocks.0.conv", "conv1.bn": "blocks.0.norm"}
-_MMA_COMMON = {
-    "conv1.conv": "branch2.conv_a", "conv1.bn": "branch2.norm_a",
-    "conv3.conv": "branch2.conv_c", "conv3.bn": "branch2.norm_c",
-    "downsample.conv": "branch1_conv", "downsample.bn": "branch1_norm",
-}
-_MMA_IR_BLOCK = {**_MMA_COMMON, "conv2.0.conv": "branch2.conv_b", "conv2.0.bn": "branch2.norm_b"}
-_MMA_IP_BLOCK = {**_MMA_COMMON, "conv2.0.conv": "branch2.conv_b.pointwise", "conv2.0.bn": "branch2.conv_b.norm",
-                 "conv2.1.conv": "branch2.conv_b.depthwise", "conv2.1.bn": "branch2.norm_b"}
-
-
-def _short_list(keys: Sequence[str], n: int = 3) -> str:
-    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
-
-
-def _strip_wrappers(state: Mapping[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    """Drop ``module.`` (DataParallel / DDP) prefixes; with ``backbone.*`` keys (a whole recognizer, as
-    mmaction2 saves it) keep only those, without the prefix, and log what else is ignored."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in state.items():
-        while k.startswith("module."):
-            k = k[len("module."):]
-        out[k] = v
-    if any(k.startswith("backbone.") for k in out):
-        other = [k for k in out if not k.startswith("backbone.")]
-        if other:
-            log.info("%s layout: ignoring %d non-backbone key(s) (%s)", name, len(other), _short_list(other))
-        out = {k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")}
-    return out
-
-
-def _drop_head(state: dict[str, torch.Tensor], name: str, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    head = [k for k in state if k.startswith(prefixes)]
-    if head:
-        log.info("%s layout: ignoring %d classifier key(s) (%s)", name, len(head), _short_list(head))
-    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
-
-
-def _rename(state: Mapping[str, torch.Tensor], name: str, stem: Mapping[str, str],
-            block_table: Callable[[str], Mapping[str, str]]) -> dict[str, torch.Tensor]:
-    """Rename ``<module>.<param>`` keys through the stem table or, for ``layer<s>.<b>.<module>``, the
-    block table of that block; any other key is an error naming it and the layout."""
-    out: dict[str, torch.Tensor] = {}
-    for key, val in state.items():
-        new = None
-        m = _PARAM_RE.match(key)
-        if m and m["mod"] in stem:
-            new = f"{stem[m['mod']]}.{m['param']}"
-        elif m and (b := _LAYER_RE.match(m["mod"])):
-            table = block_table(f"layer{b['stage']}.{b['block']}")
-            if b["mod"] in table:
-                new = f"blocks.{b['stage']}.res_blocks.{b['block']}.{table[b['mod']]}.{m['param']}"
-        if new is None:
-            raise KeyMapError(f"key {key!r} is not part of the {LAYOUTS[name]} (key_map {name!r})")
-        if new in out:
-            raise KeyMapError(f"keys map twice onto {new!r} (key_map {name!r}); last from {key!r}")
-        out[new] = val
-    return out
-
-
-def _pytorchvideo_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """pytorchvideo's own layout (csn_r101 hub checkpoints, ``create_csn`` state dicts): names kept."""
-    state = _strip_wrappers(state, "pytorchvideo")
-    for k in state:
-        if not k.startswith("blocks."):
-            raise KeyMapError(f"key {k!r} is not part of the {LAYOUTS['pytorchvideo']} (key_map 'pytorchvideo')")
-    return state
-
-
-def _vmz_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """VMZ's PyTorch CSN (ir_csn_152 / ip_csn_152: torchvision ``VideoResNet`` with a pooled stem)."""
-    state = _drop_head(_strip_wrappers(state, "vmz"), "vmz", ("fc.",))
-    return _rename(state, "vmz", _VMZ_STEM, lambda block: _VMZ_BLOCK)
-
-
-def _mmaction2_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """mmaction2's ``ResNet3dCSN`` (bottleneck_mode ir / ip), bare backbone or whole recognizer."""
-    state = _drop_head(_strip_wrappers(state, "mmaction2"), "mmaction2", ("cls_head.", "neck.", "data_preprocessor."))
-    ip_blocks = {k.split(".conv2.1.", 1)[0] for k in state if k.startswith("layer") and ".conv2.1." in k}
-    return _rename(state, "mmaction2", _MMA_STEM,
-                   lambda block: _MMA_IP_BLOCK if block in ip_blocks else _MMA_IR_BLOCK)
-
-
-# Key mappers from a checkpoint's layout (``csn.pretrained.key_map``) to pytorchvideo's: each takes the
-# raw state dict and returns it in pytorchvideo layout (no tensor is copied or reshaped: the published
-# VMZ / mmaction2 CSN tensors already have pytorchvideo's shapes, e.g. the (64, 3, 3, 7, 7) stem conv).
-KEY_MAPS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
-    "pytorchvideo": _pytorchvideo_keys,
-    "vmz": _vmz_keys,
-    "mmaction2": _mmaction2_keys,
-}
-
-
-def _describe(key_map: str) -> str:
-    return f"key_map {key_map!r}: {LAYOUTS.get(key_map, key_map)}"
-
-
-def _raw_state_dict(path: Path, key_map: str = "pytorchvideo") -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [repr(exc)]
-        detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
-        detail = detail.split(" Please use")[0].rstrip(".")  # torch's allow-listing advice is not ours
-        hint = ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            hint = ("; the file holds Python objects besides tensors: save its state dict alone "
-                    "(see docs/checkpoints.md)")
-        raise ValueError(f"{path}: cannot load pretrained CSN weights with torch.load(weights_only=True) "
-                         f"({_describe(key_map)} expected): {detail}{hint}") from None
-    for _ in range(2):  # {"state_dict": ...}, {"model_state": ...}, {"model": {"state_dict": ...}}
-        for key in ("state_dict", "model_state", "model"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict of tensors ({_describe(key_map)} expected)")
-    return obj
+# The key maps and the safe reader live in actparse.weights (one mechanism for every backbone).
+from .weights.core import KeyMapError, short_list as _short_list  # noqa: E402
+from .weights.csn import KEY_MAPS, LAYOUTS, _describe, _raw_state_dict  # noqa: E402,F401
 
 
 def _blocks_per_stage(keys: Iterable[str]) -> list[int]:
@@ -804,7 +659,7 @@ def pretrained_path(params: dict, variant: str) -> Path | None:
 
 
 def clip_spec_from_params(params: dict):
-    from .clips import BACKGROUND_MODES, ClipSpec
+    from .clips import BACKGROUND_MODES, NORMS, ClipSpec
     from .params import ParamError, get
 
     short = get(params, "csn.short_side", int, min_value=8)
@@ -821,7 +676,8 @@ def clip_spec_from_params(params: dict):
                         background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES),
                         train_interval=_int_list(params, "csn.train_interval", 2, default=None),
                         reverse_prob=get(params, "csn.reverse_prob", float, default=0.0, min_value=0.0,
-                                         max_value=1.0))
+                                         max_value=1.0),
+                        input_norm=get(params, "csn.input_norm", str, default="vmz", choices=tuple(NORMS)))
     except ValueError as exc:
         raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
 
@@ -845,11 +701,36 @@ def train_settings_from_params(params: dict) -> TrainSettings:
                          mixup_alpha=get(params, "csn.mixup_alpha", float, default=0.0, min_value=0.0))
 
 
+SEARCH = "search"  # csn.ensemble_weights: search -> per-task weights chosen on the validation split
+
+
+def ensemble_search_enabled(params: dict) -> bool:
+    """``csn.ensemble_weights: search`` (weights chosen on the validation split); needs ``csn.val_fraction`` > 0."""
+    from .params import ParamError, get
+
+    cfg = get(params, "csn.ensemble_weights", (dict, str), default={})
+    if not isinstance(cfg, str):
+        return False
+    where = params.get("_path", "params")
+    if cfg != SEARCH:
+        raise ParamError(f"{where}: parameter 'csn.ensemble_weights' must be a mapping of per-task weights or "
+                         f"{SEARCH!r}, got {cfg!r}")
+    if val_fraction_from_params(params) <= 0:
+        raise ParamError(f"{where}: parameter 'csn.ensemble_weights' is {SEARCH!r} but 'csn.val_fraction' is 0: "
+                         f"the search needs a validation split of the train videos")
+    return True
+
+
 def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: Iterable[str]) -> dict[str, dict[str, float]]:
-    """{task: {variant: weight}} from ``csn.ensemble_weights`` ({default: {...}, <task>: {...}})."""
+    """{task: {variant: weight}} from ``csn.ensemble_weights`` ({default: {...}, <task>: {...}}).
+
+    With ``csn.ensemble_weights: search`` this returns equal weights (the starting point); the
+    searched weights come from :func:`search_ensemble_weights` on the validation split."""
     from .params import ParamError, get
 
     where = params.get("_path", "params")
+    if ensemble_search_enabled(params):
+        return {t: {v: 1.0 for v in variants} for t in tasks}
     cfg = get(params, "csn.ensemble_weights", dict, default={}) or {}
     unknown = [k for k in cfg if k != "default" and k not in TASKS]
     if unknown:
@@ -870,3 +751,87 @@ def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: I
             raise ParamError(f"{where}: ensemble weights for {task!r} are all zero")
         out[task] = ws
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Validation split of the train videos and the ensemble-weight search (seed 001 Table 2)
+# --------------------------------------------------------------------------------------------
+def val_fraction_from_params(params: dict) -> float:
+    from .params import get
+
+    return get(params, "csn.val_fraction", float, default=0.0, min_value=0.0, max_value=0.9)
+
+
+def val_split(videos: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
+    """The validation videos: per class (``labels[i]`` is the class of ``videos[i]``), a seeded random
+    ``round(fraction * n)`` of its ``n`` videos, keeping at least one of each class for training
+    (a class with one video stays in training). Deterministic in (videos, labels, fraction, seed)
+    and independent of the input order; returned sorted. ``fraction`` 0 -> no validation videos."""
+    if len(videos) != len(labels):
+        raise ValueError(f"val_split: {len(videos)} videos but {len(labels)} labels")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_split: fraction must be in [0, 1), got {fraction}")
+    if fraction == 0 or not len(videos):
+        return []
+    by_class: dict[str, list[str]] = {}
+    for v, c in zip(videos, labels):
+        by_class.setdefault(str(c), []).append(str(v))
+    out: list[str] = []
+    for k, c in enumerate(sorted(by_class)):
+        names = sorted(by_class[c])
+        n_val = min(int(round(fraction * len(names))), len(names) - 1)
+        if n_val <= 0:
+            continue
+        rng = np.random.default_rng([int(seed) % 2**32, k])
+        out.extend(names[i] for i in rng.permutation(len(names))[:n_val])
+    return sorted(out)
+
+
+def weight_grid(variants: Sequence[str], steps: int) -> list[dict[str, float]]:
+    """Weight vectors on the simplex with ``steps`` points per axis (for ip + ir: ip share 0, 1/(steps-1),
+    ..., 1), scaled so that the largest weight is 1.0 (seed 001 writes its weights as ip:ir = w:1)."""
+    import itertools
+
+    if steps < 2:
+        raise ValueError(f"ensemble search grid needs >= 2 steps, got {steps}")
+    n = len(variants)
+    k = steps - 1
+    out = []
+    for combo in itertools.product(range(k + 1), repeat=n):
+        if sum(combo) != k:
+            continue
+        top = max(combo)
+        out.append({v: c / top for v, c in zip(variants, combo)})
+    return out
+
+
+def search_ensemble_weights(probs: Mapping[str, np.ndarray], truth: np.ndarray, steps: int = 21) -> dict:
+    """The weights of a weighted-average ensemble that maximise top-1 accuracy on a validation set.
+
+    ``probs``: {variant: (N, C) class probabilities}; ``truth``: (N,) class indices. Every weight
+    vector of :func:`weight_grid` is scored; among equal accuracies the one with the lowest mean
+    negative log-likelihood wins, then the one nearest equal weights (so a tie never favours one
+    variant by accident). Returns {"weights", "accuracy", "nll", "single": {variant: accuracy},
+    "candidates": number scored}.
+    """
+    variants = list(probs)
+    truth = np.asarray(truth, dtype=np.int64)
+    if not variants:
+        raise ValueError("ensemble search needs at least one variant")
+    stack = np.stack([np.asarray(probs[v], dtype=np.float64) for v in variants])  # (M, N, C)
+    if stack.ndim != 3 or stack.shape[1] != len(truth) or len(truth) == 0:
+        raise ValueError(f"ensemble search: probabilities {stack.shape[1:]} do not match {len(truth)} labels")
+    best = None
+    grid = weight_grid(variants, steps) if len(variants) > 1 else [{variants[0]: 1.0}]
+    for w in grid:
+        wv = np.array([w[v] for v in variants])
+        p = np.tensordot(wv / wv.sum(), stack, axes=1)
+        acc = float((p.argmax(1) == truth).mean())
+        nll = float(-np.log(np.clip(p[np.arange(len(truth)), truth], 1e-12, None)).mean())
+        spread = float(np.abs(wv / wv.sum() - 1.0 / len(variants)).sum())
+        key = (-acc, round(nll, 12), spread)
+        if best is None or key < best[0]:
+            best = (key, w, acc, nll)
+    single = {v: float((stack[i].argmax(1) == truth).mean()) for i, v in enumerate(variants)}
+    return {"weights": dict(best[1]), "accuracy": best[2], "nll": best[3], "single": single,
+            "candidates": len(grid)}

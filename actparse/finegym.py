@@ -400,12 +400,14 @@ def sample_indices(n: int, num_frames: int, interval: int, rng: np.random.Genera
     return np.clip(start + np.arange(num_frames) * interval, 0, n - 1)
 
 
-def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, color_aug: bool = False) -> torch.Tensor:
+def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, color_aug: bool = False,
+            norm: str = "kinetics") -> torch.Tensor:
     """uint8 (T, S, S, 3) -> normalised (3, T, crop, crop): random crop when ``rng``, else centre.
 
     ``color_aug`` (with ``rng``): a random channel permutation (half of the clips), per-channel gain and
-    brightness, so that the colours of a figure or a background cannot identify a training clip."""
-    from .clips import to_tensor
+    brightness, so that the colours of a figure or a background cannot identify a training clip.
+    ``norm``: input mean / std by name (:data:`actparse.clips.NORMS`; ``kinetics`` = MEAN / STD)."""
+    from .clips import norm_stats, to_tensor
 
     S = frames.shape[1]
     if rng is not None:
@@ -417,7 +419,7 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, colo
         if rng.random() < 0.5:
             out = out[..., rng.permutation(3)]
         out = np.clip(out.astype(np.float32) * rng.uniform(0.7, 1.3, size=3) + rng.uniform(-25, 25), 0, 255).astype(np.uint8)
-    return to_tensor(out, MEAN, STD)
+    return to_tensor(out, *norm_stats(norm))
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +442,7 @@ class GymSettings:
     joint_hidden: int = 256
     joint_lr: float = 2e-3
     loss_weights: dict = None        # {level: weight}
+    input_norm: str = "kinetics"     # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
 
     def __post_init__(self):
         self.num_frames = dict(self.num_frames or {"event": 4, "set": 8, "element": 8})
@@ -457,7 +460,7 @@ def _cosine(step: int, total: int, warm: int) -> float:
 
 def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, rng) -> torch.Tensor:
     return torch.stack([to_clip(frames[i][sample_indices(len(frames[i]), num_frames, s.interval, rng)], s.crop, rng,
-                                s.color_aug) for i in idx])
+                                s.color_aug, s.input_norm) for i in idx])
 
 
 def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarray, num_frames: int,
@@ -639,6 +642,7 @@ def _level_dict(params: dict, key: str, default: dict, typ) -> dict:
 
 
 def settings_from_params(params: dict) -> GymSettings:
+    from .clips import NORMS
     from .params import ParamError, get
 
     d = GymSettings()
@@ -658,6 +662,7 @@ def settings_from_params(params: dict) -> GymSettings:
         joint_hidden=get(params, "gym.joint_hidden", int, default=d.joint_hidden, min_value=1),
         joint_lr=get(params, "gym.joint_lr", float, default=d.joint_lr, min_value=0.0),
         loss_weights=_level_dict(params, "gym.loss_weights", d.loss_weights, float),
+        input_norm=get(params, "gym.input_norm", str, default=d.input_norm, choices=tuple(NORMS)),
     )
     if min(s.num_frames.values()) < 1:
         raise ParamError(f"{params.get('_path', 'params')}: gym.num_frames must be >= 1 per level")

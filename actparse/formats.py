@@ -45,6 +45,10 @@ def write_pickle(obj, path: str | os.PathLike) -> Path:
         with open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=4)
         os.replace(tmp, path)
+    except OSError as exc:  # disk full...: named by the final path; the previous file stays
+        from .schemas import write_error
+
+        raise write_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -185,10 +189,10 @@ def tps_ground_truth(gt_persons, videos, split: str = "test", stride: int = TPS_
 def tps_verb_is_list(gt_part: dict) -> bool:
     """Whether a ground-truth file stores part states as lists (True) or strings (False)."""
     for frames in gt_part.values():
-        for fr in frames.values():
-            for h in fr.get("humans", []):
-                for part in h.get("parts", {}).values():
-                    return isinstance(part.get("verb"), (list, tuple))
+        for fr in (frames.values() if isinstance(frames, dict) else ()):
+            for h in (fr.get("humans", []) if isinstance(fr, dict) else ()):
+                for part in (h.get("parts", {}).values() if isinstance(h, dict) and isinstance(h.get("parts"), dict) else ()):
+                    return isinstance(part.get("verb"), (list, tuple)) if isinstance(part, dict) else True
     return True
 
 

@@ -30,7 +30,7 @@ that step, so the output is the official one, tube for tube.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,12 +49,6 @@ class LinkParams:
     k: int = 1  # tubelet length K: an unmatched tube ends when >= k steps passed since its last box
     tube_nms_iou: float = 0.3  # nms3dt(tubes, 0.3) of MOC's videoAP; 0 = off
     interpolate: bool = True  # fill frames between grid frames (stride > 1)
-
-    @classmethod
-    def from_params(cls, section: dict | None) -> "LinkParams":
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in known})
 
 
 @dataclass
@@ -466,6 +460,7 @@ def link_moc_layout(vdets: dict, n_labels: int | None = None, params: LinkParams
     x1, y1, x2, y2, score}}}`` (label 0-based), into the official MultiSports ``video_detections``
     layout ``{label: [(video, score, tube (n, 6))]}``. ``frames[video]`` gives the grid (default:
     the frames present in ``vdets[video]``)."""
+    check_moc_layout(vdets)
     groups, grids, g_of = [], [], {}
     arrs, a_group, a_step = [], [], []
     for v, per_frame in vdets.items():
@@ -502,6 +497,38 @@ def link_moc_layout(vdets: dict, n_labels: int | None = None, params: LinkParams
         v, lab = groups[tubes.group[t]]
         out.setdefault(lab, []).append((v, tubes.score[t], tubes.rows(t)))
     return out
+
+
+def check_moc_layout(vdets, name: str = "MOC detections") -> None:
+    """Raise ValueError, naming ``name`` and the place, where ``vdets`` is not MOC's per-frame layout
+    ``{video: {frame: {label: (N, 5) numeric array}}}`` (frames and labels integers)."""
+    if not isinstance(vdets, dict):
+        raise ValueError(f"{name}: not a dict video -> {{frame: {{label: (N, 5) array}}}} (got a {type(vdets).__name__})")
+    for v, per_frame in vdets.items():
+        if not isinstance(per_frame, dict):
+            raise ValueError(f"{name}: video {v!r} maps to a {type(per_frame).__name__}, not a dict frame -> "
+                             f"{{label: (N, 5) array}}")
+        for f, by_label in per_frame.items():
+            where = f"{name}: video {v!r} frame {f!r}"
+            if isinstance(f, bool) or not isinstance(f, (int, np.integer)) and not (isinstance(f, str) and f.isdigit()):
+                raise ValueError(f"{where}: a frame must be an integer")
+            if not isinstance(by_label, dict):
+                raise ValueError(f"{where} maps to a {type(by_label).__name__}, not a dict label -> (N, 5) array")
+            for lab, arr in by_label.items():
+                if isinstance(lab, bool) or not isinstance(lab, (int, np.integer)):
+                    raise ValueError(f"{where}: label {lab!r} is not a label index")
+                if isinstance(arr, (list, tuple)) and len(arr) == 0:
+                    continue
+                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or (
+                        len(arr) and (arr.ndim != 2 or arr.shape[1] != 5)):
+                    raise ValueError(f"{where} label {lab}: detections must be an (N, 5) numeric array x1, y1, x2, "
+                                     f"y2, score, got {_describe(arr)}")
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"an array of shape {x.shape}, dtype {x.dtype}"
+    return f"a {type(x).__name__}"
 
 
 # ------------------------------------------------------------------------------ pipeline tables

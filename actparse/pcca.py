@@ -66,6 +66,9 @@ class SlowFastConfig:
     alpha: int = 4                        # Slow frames = Fast frames / alpha (4 published for 8x8 -> 32/8)
     fusion_ratio: int = 2                 # lateral connection channel ratio
     output_stride: int = 16               # 16: last stage stride 1 (AVA-style); 32: all strides 2
+    fusion_kernel: int = 7                # temporal kernel of the Fast->Slow lateral convs (R50 7, R101 5)
+    lateral_norm: bool = True             # laterals conv + BN + ReLU (PySlowFast, pytorchvideo); False: conv
+                                          # only (mmaction2)
 
     def __post_init__(self):
         if self.depth not in DEPTHS:
@@ -82,6 +85,8 @@ class SlowFastConfig:
             raise ValueError(f"alpha must be >= 1, got {self.alpha}")
         if self.output_stride not in (16, 32):
             raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
+        if self.fusion_kernel < 1 or self.fusion_kernel % 2 == 0:
+            raise ValueError(f"fusion_kernel must be an odd number >= 1, got {self.fusion_kernel}")
 
     @property
     def out_channels(self) -> int:
@@ -99,15 +104,19 @@ class SlowFastBackbone(nn.Module):
 
     def __init__(self, cfg: SlowFastConfig):
         super().__init__()
-        from pytorchvideo.models.slowfast import create_slowfast
+        from pytorchvideo.models.slowfast import FastToSlowFusionBuilder, create_slowfast
 
         self.cfg = cfg
         last = 1 if cfg.output_stride == 16 else 2
+        fusion = FastToSlowFusionBuilder(
+            slowfast_channel_reduction_ratio=cfg.beta_inv, conv_fusion_channel_ratio=cfg.fusion_ratio,
+            conv_kernel_size=(cfg.fusion_kernel, 1, 1), conv_stride=(cfg.alpha, 1, 1),
+            norm=nn.BatchNorm3d if cfg.lateral_norm else None,
+            activation=nn.ReLU if cfg.lateral_norm else None,
+        ).create_module
         net = create_slowfast(
-            model_depth=cfg.depth, model_num_class=1,
+            model_depth=cfg.depth, model_num_class=1, fusion_builder=fusion,
             slowfast_channel_reduction_ratio=(cfg.beta_inv,),
-            slowfast_conv_channel_fusion_ratio=cfg.fusion_ratio,
-            slowfast_fusion_conv_stride=(cfg.alpha, 1, 1),
             stem_dim_outs=(cfg.stem_dim, cfg.stem_dim // cfg.beta_inv),
             stage_spatial_strides=((1, 2, 2, last), (1, 2, 2, last)),
         )
@@ -292,17 +301,18 @@ def keyframe_indices(n_frames: int, frame: int, num_frames: int, interval: int) 
 
 
 def make_clip(video: np.ndarray, frame: int, num_frames: int, interval: int, flip: bool = False,
-              jitter: tuple | None = None) -> torch.Tensor:
+              jitter: tuple | None = None, norm: str = "kinetics") -> torch.Tensor:
     """uint8 (N, H, W, 3) decoded video -> normalised (3, T, H, W) clip centred on ``frame``.
 
     ``jitter`` = (per-channel gain (3,), brightness offset[, channel order (3,)]): colour augmentation
-    for training."""
-    from .clips import to_tensor
+    for training. ``norm``: input mean / std by name (:data:`actparse.clips.NORMS`; ``kinetics`` = MEAN /
+    STD, the pytorchvideo and PySlowFast SlowFast weights')."""
+    from .clips import norm_stats, to_tensor
 
     frames = video[keyframe_indices(len(video), frame, num_frames, interval)]
     if flip:
         frames = frames[:, :, ::-1]
-    x = to_tensor(frames, MEAN, STD)
+    x = to_tensor(frames, *norm_stats(norm))
     if jitter is not None:
         gain, offset = jitter[:2]
         if len(jitter) > 2 and jitter[2] is not None:
@@ -348,6 +358,11 @@ class STADSettings:
     channel_shuffle: bool = True    # training: random RGB channel order (colours cannot identify a video)
     num_frames: int = 8
     interval: int = 4
+    # multi-scale training (seed 003: short sides 256 and 360 with batch sizes 32 and 24): each batch
+    # takes a random short side of train_scales and that scale's batch size (None: one scale, batch_size)
+    train_scales: tuple[int, ...] | None = None
+    scale_batch_sizes: tuple[int, ...] | None = None
+    input_norm: str = "kinetics"    # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
     # phase 2 (decoupled)
     decoupled_epochs: int = 10
     decoupled_lr: float = 0.02
@@ -357,11 +372,24 @@ class STADSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lr_steps"] = list(self.lr_steps)
+        for k in ("train_scales", "scale_batch_sizes"):
+            d[k] = list(d[k]) if d[k] is not None else None
         return d
 
 
+def rescale_clip(clip: torch.Tensor, factor: float) -> torch.Tensor:
+    """(C, T, H, W) clip resized by ``factor`` (bilinear; unchanged at 1)."""
+    if factor == 1.0:
+        return clip
+    h, w = clip.shape[-2:]
+    size = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
+    return F.interpolate(clip.permute(1, 0, 2, 3), size=size, mode="bilinear",
+                         align_corners=False).permute(1, 0, 2, 3).contiguous()
+
+
 def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: STADSettings,
-           rng: np.random.Generator | None):
+           rng: np.random.Generator | None, short_side: int | None = None):
+    """(clips, rois, targets) of ``samples``; ``short_side``: resize clips (and boxes) to it."""
     clips, rois, tg = [], [], []
     for b, smp in enumerate(samples):
         v = videos[smp.video]
@@ -371,8 +399,12 @@ def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: S
             j = s.color_jitter
             jit = (rng.uniform(1 - j, 1 + j, size=3), float(rng.uniform(-j, j)),
                    rng.permutation(3) if s.channel_shuffle else None)
-        clips.append(make_clip(v, smp.frame, s.num_frames, s.interval, flip, jit))
+        clip = make_clip(v, smp.frame, s.num_frames, s.interval, flip, jit, s.input_norm)
         boxes = flip_boxes(smp.boxes, v.shape[2]) if flip else np.asarray(smp.boxes, np.float64)
+        if short_side:
+            factor = short_side / float(min(v.shape[1:3]))
+            clip, boxes = rescale_clip(clip, factor), boxes * factor
+        clips.append(clip)
         rois.append(np.concatenate([np.full((len(boxes), 1), b), boxes], axis=1))
         tg.append(smp.targets)
     return (torch.stack(clips), torch.as_tensor(np.concatenate(rois), dtype=torch.float32),
@@ -403,17 +435,29 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
     hist = {"loss": [], "lr": []}
     per_epoch = len(pools) * s.samples_per_video
     iters = math.ceil(per_epoch / s.batch_size)
+    scales = list(s.train_scales or ())
+    sizes = list(s.scale_batch_sizes or [s.batch_size] * len(scales))
+    multi = len(scales) > 0
     bar = tqdm(range(s.epochs), desc="stad phase 1", unit="epoch", disable=None)
     for epoch in bar:
         chosen = [pool[int(rng.integers(len(pool)))] for pool in pools for _ in range(s.samples_per_video)]
         order = rng.permutation(len(chosen))
         tot, n = 0.0, 0
-        for it in range(iters):
-            idx = order[it * s.batch_size:(it + 1) * s.batch_size]
-            lr = _lr_at(s, s.lr, epoch + it / iters)
+        pos, it = 0, 0
+        while pos < len(order):
+            scale = None
+            if multi:
+                k = int(rng.integers(len(scales)))
+                scale, bs = scales[k], sizes[k]
+                frac = pos / len(order)
+            else:
+                bs, frac = s.batch_size, it / iters
+            idx = order[pos:pos + bs]
+            pos, it = pos + bs, it + 1
+            lr = _lr_at(s, s.lr, epoch + frac)
             for g in opt.param_groups:
                 g["lr"] = lr
-            clip, rois, tg = _batch(videos, [chosen[i] for i in idx], s, rng)
+            clip, rois, tg = _batch(videos, [chosen[i] for i in idx], s, rng, scale)
             model.train()
             opt.zero_grad(set_to_none=True)
             loss = bce_loss(model(clip.to(device), rois.to(device)), tg.to(device))
@@ -432,13 +476,15 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
 
 @torch.no_grad()
 def cache_features(model: STADModel, videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample],
-                   s: STADSettings, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, list]:
-    """RoI features (frozen model, eval mode) of every person of ``samples``: (features, targets, labels)."""
+                   s: STADSettings, device: str = "cpu",
+                   short_side: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """RoI features (frozen model, eval mode) of every person of ``samples``: (features, targets, labels).
+    ``short_side``: clips resized to it first (videos decoded larger for multi-scale training)."""
     model.eval().to(device)
     feats, tgs, labels = [], [], []
     for i in range(0, len(samples), s.batch_size):
         batch = samples[i:i + s.batch_size]
-        clip, rois, tg = _batch(videos, batch, s, None)
+        clip, rois, tg = _batch(videos, batch, s, None, short_side)
         feats.append(model.roi_features(clip.to(device), rois.to(device)).float().cpu())
         tgs.append(tg)
         for smp in batch:
@@ -494,7 +540,8 @@ def predict(model: STADModel, video: np.ndarray, frames: Sequence[int], boxes: S
     use_amp = str(device).startswith("cuda")
     for i in range(0, len(todo), s.batch_size):
         chunk = todo[i:i + s.batch_size]
-        clips = torch.stack([make_clip(video, int(frames[k]), s.num_frames, s.interval) for k in chunk])
+        clips = torch.stack([make_clip(video, int(frames[k]), s.num_frames, s.interval, norm=s.input_norm)
+                             for k in chunk])
         rois = np.concatenate([np.concatenate([np.full((len(boxes[k]), 1), b), np.asarray(boxes[k], np.float64)], 1)
                                for b, k in enumerate(chunk)])
         with torch.autocast("cuda", enabled=use_amp):
@@ -556,6 +603,8 @@ def config_from_params(params: dict) -> SlowFastConfig:
             beta_inv=get(params, "stad.beta_inv", int, default=4, min_value=1),
             alpha=get(params, "stad.alpha", int, default=4, min_value=1),
             output_stride=get(params, "stad.output_stride", int, default=16, choices=(16, 32)),
+            fusion_kernel=get(params, "stad.fusion_kernel", int, default=7, min_value=1),
+            lateral_norm=get(params, "stad.lateral_norm", bool, default=True),
         )
     except ValueError as exc:
         if isinstance(exc, ParamError):
@@ -574,10 +623,30 @@ def head_kwargs_from_params(params: dict) -> dict:
             "layers": get(params, "stad.layers", int, default=1, min_value=1)}
 
 
+def int_list(params: dict, key: str, min_value: int = 1) -> tuple[int, ...] | None:
+    """A non-empty list of ints >= ``min_value`` at ``key``, or None (null / absent)."""
+    from .params import ParamError, get
+
+    val = get(params, key, (list, type(None)), default=None)
+    if val is None:
+        return None
+    if not val or not all(isinstance(x, int) and not isinstance(x, bool) and x >= min_value for x in val):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be null or a non-empty list of "
+                         f"ints >= {min_value}, got {val!r}")
+    return tuple(val)
+
+
 def settings_from_params(params: dict) -> STADSettings:
-    from .params import get
+    from .params import ParamError, get
+
+    from .clips import NORMS
 
     d = STADSettings()
+    scales = int_list(params, "stad.train_scales", min_value=16)
+    sizes = int_list(params, "stad.scale_batch_sizes", min_value=1)
+    if sizes is not None and (scales is None or len(sizes) != len(scales)):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'stad.scale_batch_sizes' needs one batch size "
+                         f"per entry of 'stad.train_scales', got {list(sizes)} for {scales and list(scales)}")
     return STADSettings(
         epochs=get(params, "stad.epochs", int, default=d.epochs, min_value=0),
         samples_per_video=get(params, "stad.samples_per_video", int, default=d.samples_per_video, min_value=1),
@@ -598,6 +667,8 @@ def settings_from_params(params: dict) -> STADSettings:
         decoupled_lr=get(params, "stad.decoupled_lr", float, default=d.decoupled_lr, min_value=0.0),
         decoupled_reinit=get(params, "stad.decoupled_reinit", bool, default=d.decoupled_reinit),
         decoupled_keyframes=get(params, "stad.decoupled_keyframes", int, default=d.decoupled_keyframes, min_value=1),
+        train_scales=scales, scale_batch_sizes=sizes,
+        input_norm=get(params, "stad.input_norm", str, default=d.input_norm, choices=tuple(NORMS)),
     )
 
 

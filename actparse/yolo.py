@@ -369,6 +369,59 @@ def model_names(model) -> list[str]:
     return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
 
 
+def keep_classes(model, ids: Sequence[int], names: Sequence[str]):
+    """A copy of a loaded YOLO's detection network whose head predicts only the classes ``ids``, renamed
+    ``names`` (e.g. COCO's person as the single class ``person``): the class convolutions of the
+    head keep the rows of those classes, every other weight is unchanged. Fine-tuning from it on a
+    one-class data set starts from the detector's own person classifier (ultralytics alone would
+    re-initialise the class outputs, whose shape no longer fits)."""
+    import copy
+
+    import torch
+    import torch.nn as nn
+
+    if len(ids) != len(names) or not len(ids):
+        raise ValueError(f"keep_classes: {len(ids)} class ids for {len(names)} names")
+    net = copy.deepcopy(model.model).float()
+    head = net.model[-1]
+    idx = torch.as_tensor([int(i) for i in ids])
+    for attr in ("cv3", "one2one_cv3"):
+        for seq in getattr(head, attr, None) or []:
+            conv = seq[-1]
+            if not isinstance(conv, nn.Conv2d) or conv.out_channels != head.nc or conv.bias is None:
+                raise ValueError(f"keep_classes: unexpected YOLO head ({type(head).__name__}.{attr}); "
+                                 "cannot select classes")
+            new = nn.Conv2d(conv.in_channels, len(ids), conv.kernel_size, conv.stride, conv.padding, bias=True)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight[idx])
+                new.bias.copy_(conv.bias[idx])
+            seq[-1] = new
+    head.nc = len(ids)
+    head.no = head.nc + head.reg_max * 4
+    net.nc = head.nc
+    if isinstance(getattr(net, "yaml", None), dict):
+        net.yaml["nc"] = head.nc
+    net.names = {i: str(n) for i, n in enumerate(names)}
+    return net
+
+
+def save_detection_checkpoint(net, path: str | os.PathLike) -> Path:
+    """Save a detection network as an ultralytics checkpoint (``{"model": ..., "train_args": ...}``) that
+    :func:`load_model` and ultralytics' trainer read."""
+    import copy
+
+    import torch
+    import ultralytics
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"epoch": -1, "best_fitness": None, "model": copy.deepcopy(net).half(), "ema": None, "updates": None,
+                "optimizer": None, "train_args": {"task": "detect"}, "version": ultralytics.__version__}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _build(model_cfg: str):
     """A fresh (untrained) YOLO from a model yaml shipped with ultralytics or a local yaml path."""
     configure()
@@ -436,7 +489,10 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         optimizer=optimizer, device=device, seed=int(seed), deterministic=True, workers=int(workers),
         project=str(run_dir), name="train", exist_ok=True, plots=False, amp=_amp_arg(amp, device),
         verbose=False,
-        val=False, patience=int(patience), cache=False, pretrained=False, save=True,
+        val=False, patience=int(patience), cache=False, save=True,
+        # ultralytics builds the trained model from the architecture and copies in the weights of the
+        # loaded model only with pretrained=True (False: a fresh model, even when fine-tuning a .pt)
+        pretrained=weights is not None,
     )
     args.update(overrides)
     t0 = time.time()
@@ -500,12 +556,35 @@ def save_final(result_weights: str | os.PathLike, dst: str | os.PathLike) -> Pat
     return dst
 
 
+def class_ids(model, wanted: Sequence[str] | None = None, source: str | os.PathLike = "model") -> list[int]:
+    """Indices of the classes named in ``wanted`` (default ``["person"]``; case-insensitive) among the
+    model's class names. A name the model lacks is a ValueError naming ``source`` and its classes."""
+    names = model_names(model)
+    wanted = ["person"] if wanted is None else list(wanted)
+    if not wanted:
+        raise ValueError(f"{source}: no detector classes asked for (an empty class list)")
+    lower = [str(n).lower() for n in names]
+    ids, missing = [], []
+    for w in wanted:
+        if str(w).lower() in lower:
+            ids.append(lower.index(str(w).lower()))
+        else:
+            missing.append(str(w))
+    if missing:
+        shown = ", ".join(map(repr, names[:12])) + (f", ... ({len(names)} classes)" if len(names) > 12 else "")
+        raise ValueError(f"{source}: detector has no class named {', '.join(map(repr, missing))} "
+                         f"(its classes: {shown}); set person_detector.classes to the class name(s) to keep")
+    return sorted(set(ids))
+
+
 def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: float = 0.25, iou: float = 0.7,
-            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False, threads: int = 0):
+            max_det: int = 300, batch: int = 32, device: str = "cpu", agnostic_nms: bool = False, threads: int = 0,
+            classes: Sequence[int] | None = None):
     """Batched prediction on RGB images.
 
     Returns one ``(boxes (n,4) float32 pixels, scores (n,) float32, classes (n,) int64)`` per image,
-    sorted by score (descending). ``threads``: torch CPU threads (0 = every core).
+    sorted by score (descending). ``threads``: torch CPU threads (0 = every core). ``classes``: keep
+    only detections of these class indices (filtered before NMS and ``max_det``); None keeps all.
     """
     set_threads(threads)
     out = []
@@ -513,7 +592,8 @@ def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: floa
     for start in range(0, len(images), batch):
         chunk = [np.ascontiguousarray(np.asarray(im)[..., ::-1]) for im in images[start:start + batch]]  # RGB -> BGR
         results = model.predict(chunk, imgsz=int(imgsz), conf=float(conf), iou=float(iou), max_det=int(max_det),
-                                device=device, verbose=False, save=False, agnostic_nms=agnostic_nms)
+                                device=device, verbose=False, save=False, agnostic_nms=agnostic_nms,
+                                classes=None if classes is None else [int(c) for c in classes])
         for r in results:
             bx = r.boxes
             boxes = bx.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
@@ -551,6 +631,25 @@ def train_args(params: dict, section: str) -> dict:
         seed=get(params, "seed", int, default=0),
         device=resolve_device(params),
     )
+
+
+def person_class_ids(params: dict, model, source: str | os.PathLike = "model") -> list[int]:
+    """Indices of the detector classes that count as persons (``person_detector.classes``, default
+    the class named "person"), so that a COCO-pretrained ``.pt`` yields person boxes only; logs
+    what is kept when the model has other classes."""
+    from .params import ParamError, get
+
+    key = "person_detector.classes"
+    wanted = get(params, key, (list, type(None)), default=None)
+    if wanted is not None and not all(isinstance(w, str) and w for w in wanted):
+        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be a list of class names "
+                         f"or null, got {wanted!r}")
+    ids = class_ids(model, wanted, source)
+    names = model_names(model)
+    if len(names) > len(ids):
+        log.info("%s: keeping %d of the detector's %d classes as persons: %s", source, len(ids), len(names),
+                 ", ".join(f"{i} {names[i]!r}" for i in ids))
+    return ids
 
 
 def finish_model_dir(model_dir: str | os.PathLike, result: TrainResult | None, weights: str | None,

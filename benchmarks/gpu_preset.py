@@ -64,10 +64,10 @@ def set_key(params: dict, dotted: str, value) -> None:
 def build_params(base: Path, preset: str, device: str | None, epochs: int | None,
                  sets: list[str]) -> dict:
     params = yaml.safe_load(base.read_text()) or {}
-    if preset != "none":
-        overlay = yaml.safe_load(Path(preset).read_text()) or {}
+    for name in ([] if preset == "none" else [p for p in preset.split(",") if p]):  # a,b: b laid over a
+        overlay = yaml.safe_load(Path(name).read_text()) or {}
         try:
-            params = apply_preset(params, overlay, preset)
+            params = apply_preset(params, overlay, name)
         except ParamError as exc:
             raise SystemExit(f"gpu_preset: {exc} ({base})") from None
     if device:
@@ -232,7 +232,8 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="params.gpu.yaml", help="overlay on --base, or 'none' (default: params.gpu.yaml)")
+    ap.add_argument("--preset", default="params.gpu.yaml", help="overlay on --base, several comma-separated (applied in order, e.g. "
+                    "params.gpu.yaml,params.gpu.stad.yaml), or 'none' (default: params.gpu.yaml)")
     ap.add_argument("--base", default=str(ROOT / "params.yaml"), help="base params (default: the project's params.yaml)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override params' device")
     ap.add_argument("--epochs", type=int, default=None, help="every training stage's epochs (a short throughput run)")

@@ -181,7 +181,9 @@ def _vlist(GT):
     return tv[0] if tv and isinstance(tv[0], (list, tuple)) else tv
 
 
-def ms_frame_ap(GT, alldets, thr, act=False):
+def ms_frame_ap(GT, alldets, thr, act=False, moc=False):
+    """``moc``: MOC-Detector ACT.py, which keeps a label without ground truth (AP 0; with
+    detections it divides 0 by 0, ZeroDivisionError)."""
     vlist = _vlist(GT)
     one = 1 if act else 0
     results = {}
@@ -203,7 +205,7 @@ def ms_frame_ap(GT, alldets, thr, act=False):
         for k in gt:
             gt[k] = np.array(gt[k])
         gt_num = sum([g.shape[0] for g in gt.values()])
-        if gt_num == 0:
+        if gt_num == 0 and not moc:
             continue
         if act:
             pr = np.empty((detections.shape[0] + 1, 2), dtype=np.float32)
@@ -246,7 +248,7 @@ def ms_frame_ap(GT, alldets, thr, act=False):
     return np.mean(ap), {label: f(results[label]) * 100 for label in results}
 
 
-def ms_video_ap(GT, alldets, thr, act=False):
+def ms_video_ap(GT, alldets, thr, act=False, moc=False):
     vlist = _vlist(GT)
     one = 1 if act else 0
     res = {}
@@ -263,7 +265,7 @@ def ms_video_ap(GT, alldets, thr, act=False):
             if len(gt[v]) == 0:
                 del gt[v]
         gt_num = sum([len(g) for g in gt.values()])
-        if gt_num == 0:
+        if gt_num == 0 and not moc:
             continue
         if act:
             pr = np.empty((len(detections) + 1, 2), dtype=np.float32)

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from actparse.params import ParamError, get, load_params
-from actparse.paths import Paths, data_root
+from actparse.params import FLOW_SECTIONS, ParamError, get, load_params
+from actparse.paths import Paths
 
 
 class Mapper(Protocol):
@@ -44,12 +44,12 @@ class DecodeMapper:
     SKIP_ERRORS = ("VideoError", "ValueError", "DecordError")
 
     def __init__(self, root: str | Path, params: dict):
+        from stages.decode import Settings
+
         self.root = Path(root)
         self.params = params
-        self.stride = get(params, "decode.stride", int, min_value=1)
-        self.short_side = get(params, "decode.short_side", int, default=0, min_value=0)
-        self.quality = get(params, "decode.jpeg_quality", int, default=90, min_value=1, max_value=100)
-        self.droot = data_root(params, self.root)
+        self.cfg = Settings(params, self.root)  # the stage's own params and per-video function
+        self.droot = self.cfg.droot
 
     def items(self) -> list[list]:
         from actparse.dataset import load_videos
@@ -61,35 +61,35 @@ class DecodeMapper:
         return str(item[1])
 
     def run_item(self, item, workdir: Path) -> dict:
-        from actparse.dataset import video_path
         from actparse.schemas import write_table
 
-        from stages.decode import decode_video  # the stage's own per-video function
-
         idx, video, rel = item
-        table = decode_video(video_path(self.droot, rel), video, self.stride, self.short_side, self.quality)
+        table = self.cfg.video(video, rel)  # the same per-video function as `python -m stages.decode`
         write_table(table, Path(workdir) / f"{idx:06d}.parquet", "frames")
         return {"video": video, "frames": table.num_rows}
 
     def merge(self, items, errors: dict[str, dict], workdir: Path) -> dict:
-        from actparse.schemas import ParquetStreamWriter, from_rows, read_table, write_table
+        from actparse.schemas import ParquetStreamWriter, read_table
+        from actparse.stage import SkipLedger
 
         fatal = {v: e for v, e in errors.items() if e.get("type") not in self.SKIP_ERRORS}
         if fatal:
             video, err = next(iter(fatal.items()))
             raise RuntimeError(f"decode: video {video} failed with {err['type']}: {err['message']}")
-        paths = Paths(self.root)
-        skips = [{"video": str(v), "stage": "decode", "error": errors[str(v)]["message"]}
-                 for _, v, _ in items if str(v) in errors]
-        if len(skips) == len(items):
-            raise ValueError(f"decode: none of the {len(items)} videos under {self.droot} could be decoded; "
-                             f"first error: {skips[0]['error'] if skips else 'no videos'}")
-        with ParquetStreamWriter(paths.frames, "frames") as writer:
+        if not items:
+            raise ValueError(f"{self.droot}: the data set lists no videos")
+        ledger = SkipLedger("decode", self.root)  # the stage's skip ledger and all-failed check
+        for _, video, _ in items:
+            ledger.tried(str(video))
+            if str(video) in errors:
+                ledger.skip(str(video), errors[str(video)]["message"])
+        ledger.check(self.droot)
+        with ParquetStreamWriter(Paths(self.root).frames, "frames") as writer:
             for idx, video, _ in items:
                 if str(video) not in errors:
                     writer.write(read_table(Path(workdir) / f"{idx:06d}.parquet", "frames"))
-        write_table(from_rows(skips, "skips"), paths.skips / "decode.parquet", "skips")
-        return {"videos": len(items) - len(skips), "frames": writer.rows, "skipped": len(skips)}
+        ledger.write()
+        return {"videos": ledger.n_tried - ledger.n_failed, "frames": writer.rows, "skipped": ledger.n_failed}
 
 
 BUILTIN = {"decode": DecodeMapper}
@@ -127,7 +127,8 @@ def get_mapper(root: str | Path, params_file: str | Path, stage: str, module: st
     """The mapper of ``stage`` for the project at ``root`` (params re-read from ``params_file``)."""
     root = Path(root)
     pfile = Path(params_file)
-    params = load_params(pfile if pfile.is_absolute() else root / pfile)
+    # the mapper runs the stage's code in-process: check its section too (a stage run checks the whole file)
+    params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=(*FLOW_SECTIONS, stage))
     if stage in BUILTIN:
         return BUILTIN[stage](root, params)
     if not module:

@@ -49,7 +49,7 @@ from prefect.states import Completed  # noqa: E402
 
 from actparse.cli import setup_offline_env  # noqa: E402
 from actparse.dag import load_dag  # noqa: E402
-from actparse.params import get, load_params  # noqa: E402
+from actparse.params import FLOW_SECTIONS, get, load_params  # noqa: E402
 from flows import cluster as C  # noqa: E402
 from flows import dvcstate  # noqa: E402
 from flows.mapped import get_mapper, mapped_stages  # noqa: E402
@@ -164,7 +164,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     log = get_run_logger()
     rootp = Path(root).resolve()
     pfile = Path(params_file)
-    params = load_params(pfile if pfile.is_absolute() else rootp / pfile)
+    params = load_params(pfile if pfile.is_absolute() else rootp / pfile, sections=FLOW_SECTIONS)
     dag = load_dag(rootp, params_file=params_file)
     mapped = set(mapped_stages(params))
     unknown = mapped - set(dag.stages)
@@ -253,7 +253,7 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     setup_offline_env()
     root = Path(root).resolve()
     pfile = Path(params_file)
-    params = load_params(pfile if pfile.is_absolute() else root / pfile)
+    params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=FLOW_SECTIONS)
     load_dag(root, params_file=params_file).plan(targets, single_item)  # bad dvc.yaml / target: fail now
     mapped_stages(params)
     security = C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP

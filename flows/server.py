@@ -15,11 +15,13 @@ PREFECT_HOME (--home; default: Prefect's own, ~/.prefect), and sends no telemetr
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -74,10 +76,41 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _libc_prctl():
+    """``prctl`` of the C library on Linux (looked up here, not in the forked child), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the server child before exec: get SIGTERM when the process that started it dies (even by SIGKILL)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+# Servers started by this process and not stopped yet; stopped at interpreter exit whatever happens.
+_RUNNING: set[subprocess.Popen] = set()
+
+
 def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathLike | None = None,
                  ui: bool = True, log_file: str | os.PathLike | None = None,
                  quiet: bool = True) -> subprocess.Popen:
-    """Launch ``prefect server start`` as a child process (not waiting for it; see :func:`wait_healthy`)."""
+    """Launch ``prefect server start`` as a child process (not waiting for it; see :func:`wait_healthy`).
+
+    The server runs in its own process group (a Ctrl-C in the terminal reaches only this process, which
+    then stops the server in order); it is stopped by :func:`stop_server`, at this process's exit, and,
+    on Linux, by the kernel when this process dies without cleaning up (SIGKILL).
+    """
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
            "--analytics-off", "--no-scheduler", "--no-late-runs"]
     if not ui:
@@ -88,10 +121,14 @@ def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathL
     env["PREFECT_UI_API_URL"] = public_api_url(host, port)
     out = open(log_file, "ab") if log_file else (subprocess.DEVNULL if quiet else None)
     try:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent if _PRCTL is not None else None)
     finally:
         if log_file:
             out.close()
+    proc.group = proc.pid  # it leads its own session and process group
+    _RUNNING.add(proc)
+    return proc
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0) -> None:
@@ -106,35 +143,82 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
     raise RuntimeError(f"Prefect server at {url} not healthy after {timeout:.0f}s")
 
 
-def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """``sig`` to the process group of a server :func:`start_server` started, else to ``proc`` alone."""
+    group = getattr(proc, "group", None)
+    if group is not None:
+        try:
+            os.killpg(group, sig)
+            return
+        except (ProcessLookupError, PermissionError):
+            pass
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(sig)
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop the server and every process of its group: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    _RUNNING.discard(proc)
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # anything of its group that outlived it
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_RUNNING):
+        stop_server(proc, timeout=10.0)
+
+
+@contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into SystemExit while the block runs, so ``finally`` blocks (and
+    the server's stop) run on ``kill`` as on Ctrl-C. Left as is where someone else handles SIGTERM."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
 def running_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
                    ui: bool = True, timeout: float = 180.0, log_file=None) -> Iterator[str]:
-    """A Prefect server for the duration of the ``with`` block; yields its API URL."""
+    """A Prefect server for the duration of the ``with`` block; yields its API URL.
+
+    The server is stopped when the block ends, when this process gets SIGINT or SIGTERM, at exit,
+    and (Linux) when this process is killed outright.
+    """
     port = port or free_port(host)
-    proc = start_server(host, port, home, ui=ui, log_file=log_file)
-    try:
-        url = api_url(host, port)
-        wait_healthy(url, proc, timeout)
-        yield url
-    finally:
-        stop_server(proc)
+    with _exit_on_sigterm():
+        proc = start_server(host, port, home, ui=ui, log_file=log_file)
+        try:
+            url = api_url(host, port)
+            wait_healthy(url, proc, timeout)
+            yield url
+        finally:
+            stop_server(proc)
 
 
 def _defaults(params_file: str) -> tuple[str, int]:
     try:
-        from actparse.params import get, load_params
+        from actparse.params import FLOW_SECTIONS, get, load_params
 
-        params = load_params(params_file)
+        params = load_params(params_file, sections=FLOW_SECTIONS)
         return (get(params, "flow.ui_host", str, default="127.0.0.1"),
                 get(params, "flow.ui_port", int, default=4200, min_value=1, max_value=65535))
     except (OSError, ValueError):

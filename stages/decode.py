@@ -1,8 +1,9 @@
 """Decode every video of the data set into sampled JPEG frames.
 
 Reads:  <data.root>/videos.parquet and the videos it names (decord).
-Writes: artifacts/frames.parquet  (schema "frames": video, frame, pts, width, height, scale, jpeg),
-        one row group per video, streamed so memory does not grow with the number of videos;
+Writes: artifacts/frames.parquet  (schema "frames": video, frame, pts, width, height, scale, jpeg;
+        pts = the frame's presentation time in seconds as the container stores it, so variable-frame-
+        rate videos keep their real timing), one row group per video, streamed so memory does not grow with the number of videos;
         artifacts/skips/decode.parquet  (schema "skips": videos that could not be decoded, and why).
 Params: decode.stride (keep frames 0, stride, 2*stride, ...; 5 = the Kinetics-TPS sampling),
         decode.short_side (resize so the short side is this; 0 keeps the size),
@@ -13,7 +14,6 @@ stage exits with an error.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -21,58 +21,85 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from actparse.cli import stage_main
 from actparse.dataset import load_videos, video_path
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import ParquetStreamWriter, from_rows, write_table
+from actparse.schemas import ParquetStreamWriter, from_rows
+from actparse.stage import SkipLedger, stage_log, stage_main
 from actparse.video import VideoError, encode_jpeg, open_video, read_frames, resize_short_side
 
-log = logging.getLogger("actparse.decode")
+log = stage_log("decode")
 CHUNK = 32  # frames decoded at once
+
+
+def frame_times(vr, indices) -> np.ndarray:
+    """Presentation times (s) of frames ``indices``: the container's timestamps (decord), so a
+    variable-frame-rate video keeps its real timing; index / average fps only when it has none."""
+    indices = np.asarray(indices, dtype=np.int64)
+    try:
+        t = np.asarray(vr.get_frame_timestamp(list(indices)), dtype=np.float64).reshape(len(indices), -1)[:, 0]
+    except Exception:  # noqa: BLE001 - decord raises its own error types; fall back below
+        t = np.full(len(indices), np.nan)
+    if len(t) and not (np.all(np.isfinite(t)) and np.all(t >= 0)):
+        fps = float(vr.get_avg_fps()) or 25.0
+        t = indices / fps
+    return t
 
 
 def decode_video(path: Path, video: str, stride: int, short_side: int, quality: int) -> pa.Table:
     """Sampled frames of one video as a "frames" table; raises VideoError naming the file."""
     vr = open_video(path)
     n = len(vr)
-    fps = float(vr.get_avg_fps()) or 25.0
     indices = np.arange(0, n, stride)
+    pts = frame_times(vr, indices)
     rows = []
     for start in range(0, len(indices), CHUNK):
         idx = indices[start:start + CHUNK]
         batch = read_frames(path, idx, vr=vr)
-        for i, rgb in zip(idx, batch):
+        for i, t, rgb in zip(idx, pts[start:start + CHUNK], batch):
             img, s = resize_short_side(rgb, short_side)
-            rows.append({"video": video, "frame": int(i), "pts": float(i) / fps,
+            rows.append({"video": video, "frame": int(i), "pts": float(t),
                          "width": img.shape[1], "height": img.shape[0], "scale": float(s),
                          "jpeg": encode_jpeg(img, quality)})
     return from_rows(rows, "frames")
 
 
+class Settings:
+    """The decode params, read once; :meth:`video` decodes one video (the stage and the flow's tasks)."""
+
+    def __init__(self, params: dict, root: Path):
+        self.stride = get(params, "decode.stride", int, min_value=1)
+        self.short_side = get(params, "decode.short_side", int, default=0, min_value=0)
+        self.quality = get(params, "decode.jpeg_quality", int, default=90, min_value=1, max_value=100)
+        self.droot = data_root(params, root)
+
+    def video(self, video: str, rel: str) -> pa.Table:
+        return decode_video(video_path(self.droot, rel), video, self.stride, self.short_side, self.quality)
+
+
+SKIP_ERRORS = (VideoError, ValueError)  # a video failing with these is a recorded skip
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    stride = get(params, "decode.stride", int, min_value=1)
-    short_side = get(params, "decode.short_side", int, default=0, min_value=0)
-    quality = get(params, "decode.jpeg_quality", int, default=90, min_value=1, max_value=100)
-    droot = data_root(params, root)
-    videos = load_videos(droot)
-    skips = []
+    cfg = Settings(params, root)
+    videos = load_videos(cfg.droot)
+    if not len(videos):
+        raise ValueError(f"{cfg.droot}: the data set lists no videos")
+    ledger = SkipLedger("decode", root)
     with ParquetStreamWriter(paths.frames, "frames") as writer:
         for rec in tqdm(videos.to_pylist(), desc="decode", unit="video", disable=None):
-            path = video_path(droot, rec["path"])
+            ledger.tried(rec["video"])
             try:
-                table = decode_video(path, rec["video"], stride, short_side, quality)
-            except (VideoError, ValueError) as exc:
-                log.warning("skip %s: %s", rec["video"], exc)
-                skips.append({"video": rec["video"], "stage": "decode", "error": str(exc)})
+                table = cfg.video(rec["video"], rec["path"])
+            except SKIP_ERRORS as exc:
+                ledger.skip(rec["video"], exc)
                 continue
             writer.write(table)
-        if len(skips) == len(videos):
-            raise ValueError(f"decode: none of the {len(videos)} videos under {droot} could be decoded; "
-                             f"first error: {skips[0]['error'] if skips else 'no videos'}")
-    write_table(from_rows(skips, "skips"), paths.skips / "decode.parquet", "skips")
-    log.info("decoded %d videos (%d frames), %d skipped", len(videos) - len(skips), writer.rows, len(skips))
+        ledger.check(cfg.droot)
+    ledger.write()
+    log.info("decoded %d videos (%d frames), %d skipped", ledger.n_tried - ledger.n_failed, writer.rows,
+             ledger.n_failed)
 
 
 def main(argv=None) -> int:

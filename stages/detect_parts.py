@@ -15,7 +15,6 @@ Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin, parts.imgsz, co
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -24,15 +23,15 @@ from tqdm import tqdm
 
 from actparse import yolo
 from actparse.boxes import clip
-from actparse.cli import stage_main
 from actparse.constants import PARTS
 from actparse.detection import decode_frames, frames_by_video, person_crops, refined_by_video
 from actparse.paint import PaintConfig
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, write_table
+from actparse.schemas import ParquetStreamWriter, from_columns
+from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
 
-log = logging.getLogger("actparse.detect_parts")
+log = stage_log("detect_parts")
 S = "parts"
 
 
@@ -48,7 +47,7 @@ def top1_per_class(boxes, scores, classes, n_classes: int):
 
 def parts_table(video: str, crops: list[dict], dets, orig_wh: dict, names: list[str]):
     """Part detections on crops -> a "parts" table in original-frame pixels."""
-    cols = {"video": [], "frame": [], "person": [], "part": [], "box": [], "score": []}
+    cols = new_columns("parts")
     for c, (boxes, scores, classes) in zip(crops, dets):
         best = top1_per_class(boxes, scores, classes, len(names))
         w, h = orig_wh[c["frame"]]
@@ -80,17 +79,17 @@ def run(params: dict, root: Path) -> None:
     if unknown:
         raise ValueError(f"{model_path}: classes {unknown} are not body parts {list(PARTS)}")
     refined = refined_by_video(paths.refined)
-    skips = []
+    ledger = SkipLedger("detect_parts", root)
     with ParquetStreamWriter(paths.parts, "parts") as writer:
         for video, table in tqdm(frames_by_video(paths.frames), desc="detect_parts", unit="video", disable=None):
             persons = refined.get(video)
             if persons is None or not len(persons):
                 continue
+            ledger.tried(video)
             try:
                 images, frames, scales, orig_wh = decode_frames(table)
             except ValueError as exc:
-                log.warning("skip %s: %s", video, exc)
-                skips.append({"video": video, "stage": "detect_parts", "error": str(exc)})
+                ledger.skip(video, exc)
                 continue
             crops = person_crops(images, frames, scales, persons, cfg)
             missing = len(persons) - len(crops)
@@ -100,8 +99,9 @@ def run(params: dict, root: Path) -> None:
                                 batch=batch, device=device, threads=threads)
             wh = {int(f): tuple(x) for f, x in zip(frames, orig_wh)}
             writer.write(parts_table(video, crops, dets, wh, names))
-    write_table(from_rows(skips, "skips"), paths.skips / "detect_parts.parquet", "skips")
-    log.info("%d part boxes for %d videos (%d skipped)", writer.rows, len(refined), len(skips))
+        ledger.check(paths.frames)
+    ledger.write()
+    log.info("%d part boxes for %d videos (%d skipped)", writer.rows, len(refined), ledger.n_failed)
 
 
 def main(argv=None) -> int:

@@ -6,12 +6,13 @@ Writes: artifacts/persons.parquet (schema "persons": video, frame, person, box, 
         one row group per video; artifacts/skips/detect_persons.parquet (videos whose frames could
         not be decoded, and why).
 Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch /
-        threads (torch CPU threads, 0 = every core), device.
+        threads (torch CPU threads, 0 = every core), person_detector.classes (class names kept as
+        persons; null = the class named "person", so a COCO-pretrained detector keeps persons only),
+        device.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -20,19 +21,19 @@ from tqdm import tqdm
 
 from actparse import yolo
 from actparse.boxes import clip
-from actparse.cli import stage_main
 from actparse.detection import decode_frames, frames_by_video
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, write_table
+from actparse.schemas import ParquetStreamWriter, from_columns
+from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
 
-log = logging.getLogger("actparse.detect_persons")
+log = stage_log("detect_persons")
 S = "person_detector"
 
 
 def detections_table(video: str, frames, dets, scales, orig_wh):
     """Per-frame YOLO outputs (stored-image pixels) -> a "persons" table in original pixels."""
-    cols = {"video": [], "frame": [], "person": [], "box": [], "score": []}
+    cols = new_columns("persons")
     for f, (boxes, scores, _), s, (w, h) in zip(frames, dets, scales, orig_wh):
         if not len(boxes):
             continue
@@ -56,24 +57,24 @@ def run(params: dict, root: Path) -> None:
     device = resolve_device(params)
     threads = get(params, f"{S}.threads", int, default=0, min_value=0)
     model = yolo.load_model(paths.models / S / "model.pt")
+    keep = yolo.person_class_ids(params, model, paths.models / S / "model.pt")
     if not paths.frames.exists():
         raise FileNotFoundError(f"{paths.frames}: frames not found (run the decode stage first)")
-    skips = []
-    n_videos = 0
+    ledger = SkipLedger("detect_persons", root)
     with ParquetStreamWriter(paths.persons, "persons") as writer:
         for video, table in tqdm(frames_by_video(paths.frames), desc="detect_persons", unit="video", disable=None):
-            n_videos += 1
+            ledger.tried(video)
             try:
                 images, frames, scales, orig_wh = decode_frames(table)
             except ValueError as exc:
-                log.warning("skip %s: %s", video, exc)
-                skips.append({"video": video, "stage": "detect_persons", "error": str(exc)})
+                ledger.skip(video, exc)
                 continue
             dets = yolo.predict(model, images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, batch=batch,
-                                device=device, threads=threads)
+                                device=device, threads=threads, classes=keep)
             writer.write(detections_table(video, frames, dets, scales, orig_wh))
-    write_table(from_rows(skips, "skips"), paths.skips / "detect_persons.parquet", "skips")
-    log.info("%d person boxes in %d videos (%d skipped)", writer.rows, n_videos, len(skips))
+        ledger.check(paths.frames)
+    ledger.write()
+    log.info("%d person boxes in %d videos (%d skipped)", writer.rows, ledger.n_tried, ledger.n_failed)
 
 
 def main(argv=None) -> int:

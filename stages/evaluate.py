@@ -23,7 +23,6 @@ link.min_person_score (the frame detections of frame-mAP are those link_tubes li
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actparse.cli import stage_main
+from actparse.stage import stage_main
 from actparse.constants import PARTS, TPS_SAMPLING
 from actparse.dataset import load_videos
 from actparse.formats import (frame_detections_array, multisports_ground_truth, multisports_gt_on_frames,
@@ -45,7 +44,7 @@ from actparse.metrics import tps as TPS
 from actparse.metrics.detection import REC_THRS, detection_ap, match_detections
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import read_df, write_json
+from actparse.schemas import read_df, write_error, write_json
 
 log = logging.getLogger("actparse.evaluate")
 
@@ -55,17 +54,18 @@ def _image_ids(video: pd.Series, frame: pd.Series, index: dict) -> np.ndarray:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(tmp, index=False, float_format="%.6g")
+        tmp.replace(path)
+    except OSError as exc:  # disk full...: the previous plot stays
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
 
 
 def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    return TPS.read_json_file(path)
 
 
 def detection_metrics(gt: pd.DataFrame, persons: pd.DataFrame, parts: pd.DataFrame, vindex: dict,
@@ -183,9 +183,13 @@ def run(params: dict, root: Path) -> None:
     tps_dir = droot / "annotations" / "tps" / split
     gt_persons_path = droot / "gt_persons.parquet"
     has_gt = gt_persons_path.exists() or (tps_dir / "gt_part_result.json").exists()
-    gt_part = gt_vid = None
+    gt_part = gt_vid = tps_names = None
     if (tps_dir / "gt_part_result.json").exists() and (tps_dir / "gt_vid_result.json").exists():
         gt_part, gt_vid = _load_json(tps_dir / "gt_part_result.json"), _load_json(tps_dir / "gt_vid_result.json")
+        tps_names = (f"{tps_dir / 'gt_vid_result.json'}: ground truth", f"{tps_dir / 'gt_part_result.json'}: "
+                     "ground truth", "predicted video classes", "prediction")
+        TPS.check_video_classes(gt_vid, tps_names[0])
+        TPS.check_part_result(gt_part, tps_names[1])
     elif gt_persons_path.exists():
         log.warning("%s missing: Kinetics-TPS ground truth rebuilt from %s", tps_dir, gt_persons_path)
         gt_part, gt_vid = tps_ground_truth(read_df(gt_persons_path, "gt_persons"), videos, split)
@@ -200,6 +204,7 @@ def run(params: dict, root: Path) -> None:
     ms_gt = None
     if ms_path.exists():
         ms_gt = read_pickle(ms_path)
+        MS.check_ground_truth(ms_gt, ms_path)
     elif gt_persons_path.exists():
         log.warning("%s missing: MultiSports ground truth rebuilt from %s", ms_path, gt_persons_path)
         from actparse.constants import ACTIONS
@@ -244,7 +249,7 @@ def run(params: dict, root: Path) -> None:
         log.warning("ground-truth part states are strings: the official script would stop on states longer "
                     "than 5 characters (its len(verb) <= 5 check); that check is skipped here")
     gt_vid_s = {v: a for v, a in gt_vid.items() if v in vset}
-    res = TPS.evaluate(gt_vid_s, gt_part, pred_vid, pred_part, opts)
+    res = TPS.evaluate(gt_vid_s, gt_part, pred_vid, pred_part, opts, names=tps_names)
     metrics.update({"tps_score": res.score, "tps_area": res.area, "tps_psc_mean": float(np.mean(res.psc)),
                     "tps_video_acc": float(np.mean(res.correct))})
     t101 = np.round(np.linspace(0, 1, 101), 10)
@@ -293,7 +298,8 @@ def _print_table(metrics: dict) -> None:
         else:
             rows.append((k, v))
     width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {'-' if v is None else (f'{v:.4f}' if isinstance(v, float) else v)}" for k, v in rows))
+    log.info("metrics:\n%s", "\n".join(
+        f"{k:<{width}}  {'-' if v is None else (f'{v:.4f}' if isinstance(v, float) else v)}" for k, v in rows))
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,8 @@ Writes: artifacts/gym/clip_predictions.parquet (schema "clip_predictions"): per 
         artifacts/skips/gym_evaluate.parquet: test videos that could not be decoded
 Every clip is scored on its centred temporal view and centre crop.
 With gym.enabled false it writes metrics/gym.json {"enabled": false} and an empty table.
-Params: gym.enabled, gym.size, gym.margin, gym.crop, gym.interval, gym.num_frames, gym.batch_size, device.
+Params: gym.enabled, gym.size, gym.margin, gym.crop, gym.interval, gym.num_frames, gym.batch_size,
+        gym.input_norm, device.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
-from actparse.params import get, resolve_device
+from actparse.params import resolve_device
 from actparse.paths import Paths
-from actparse.schemas import from_columns, from_rows, write_json, write_table
+from actparse.schemas import from_columns, write_json, write_table
+from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
+
+log = stage_log("gym_evaluate")
 
 
 def _acc(truth: list, probs: np.ndarray, classes: list) -> dict:
@@ -39,11 +42,8 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_json = paths.metrics / "gym.json"
     out_pred = paths.gym / "clip_predictions.parquet"
-    if not get(params, "gym.enabled", bool, default=False):
-        write_table(from_rows([], "clip_predictions"), out_pred, "clip_predictions")
-        write_table(from_rows([], "skips"), paths.skips / "gym_evaluate.parquet", "skips")
-        write_json({"enabled": False}, out_json)
-        print("gym_evaluate: gym.enabled is false, nothing scored")
+    if seed_disabled(params, "gym", "gym_evaluate", root, tables={out_pred: "clip_predictions"},
+                     json_files=[out_json], skips=True):
         return
     import pyarrow as pa
 
@@ -60,7 +60,12 @@ def run(params: dict, root: Path) -> None:
         s.num_frames[lvl] = int(ck.get("num_frames", s.num_frames[lvl]))
     joint, jck = load_joint(mdir / "joint.pt", [singles[lvl] for lvl in LEVELS], device)
     hier, clips, frames, skips = load_split(params, root, "test")
-    write_table(from_rows(skips, "skips"), paths.skips / "gym_evaluate.parquet", "skips")
+    ledger = SkipLedger("gym_evaluate", root, what="test videos")
+    for c in clips:
+        ledger.tried(c.video)
+    for r in skips:
+        ledger.skip(r["video"], r["error"])
+    ledger.check()
     if not clips:
         raise ValueError("gym: no test element clips could be loaded")
     classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
@@ -96,8 +101,9 @@ def run(params: dict, root: Path) -> None:
                "element_model_up_the_hierarchy": {lvl: {k: round(100 * v, 2) for k, v in derived[lvl].items()}
                                                   for lvl in ("set", "event")}}
     write_json(metrics, out_json)
-    print("gym_evaluate: top-1 single " + ", ".join(f"{lvl} {single[lvl]['top1']}" for lvl in LEVELS)
-          + " | joint " + ", ".join(f"{lvl} {jres[lvl]['top1']}" for lvl in LEVELS) + f" -> {out_json}")
+    ledger.write()
+    log.info("top-1 single %s | joint %s -> %s", ", ".join(f"{lvl} {single[lvl]['top1']}" for lvl in LEVELS),
+             ", ".join(f"{lvl} {jres[lvl]['top1']}" for lvl in LEVELS), out_json)
 
 
 def main(argv=None):

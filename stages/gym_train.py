@@ -13,12 +13,12 @@ Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly networ
 With gym.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
         epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
-        joint_hidden, joint_lr, loss_weights).
+        joint_hidden, joint_lr, loss_weights, input_norm, pretrained.path / pretrained.format: SlowOnly weights each
+        pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections import Counter
@@ -26,74 +26,84 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import from_rows, write_json, write_table
+from actparse.schemas import write_json
+from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
+
+log = stage_log("gym_train")
 
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    out = paths.models / "gym"
-    if not get(params, "gym.enabled", bool, default=False):
-        if out.exists():
-            shutil.rmtree(out)
-        write_json({"enabled": False}, out / "train_info.json")
-        write_table(from_rows([], "skips"), paths.skips / "gym_train.parquet", "skips")
-        print("gym_train: gym.enabled is false, nothing trained")
+    if seed_disabled(params, "gym", "gym_train", root, model_dir=paths.models / "gym", skips=True):
         return
     import torch
 
     from actparse.csn import seed_everything
     from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
         load_split, pathway_features, save_checkpoint, settings_from_params
+    from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     cfg = config_from_params(params)
     s = settings_from_params(params)
+    pretrained, pre_format = pretrained_from_params(params, "gym")
+    if pretrained is not None:  # fail fast on a bad file, before the videos are decoded
+        load_slowonly(LevelModel(cfg, 2).backbone, pretrained, pre_format, "gym")
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     seed_everything(seed)
     t0, c0 = time.time(), time.process_time()
     hier, clips, frames, skips = load_split(params, root, "train")
-    write_table(from_rows(skips, "skips"), paths.skips / "gym_train.parquet", "skips")
+    ledger = SkipLedger("gym_train", root)
+    for c in clips:
+        ledger.tried(c.video)
+    for r in skips:
+        ledger.skip(r["video"], r["error"])
+    ledger.check()
     if not clips:
         raise ValueError("gym: no train element clips could be loaded")
     t_load = time.time() - t0
     targets = {lvl: np.array([hier.labels_of(c.label)[lvl] for c in clips]) for lvl in LEVELS}
     classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
     info = {"enabled": True, "train_clips": len(clips), "backbone": cfg.to_dict(), "settings": s.to_dict(),
+            "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format,
             "class_counts": {lvl: {classes[lvl][k]: int(n) for k, n in sorted(Counter(targets[lvl].tolist()).items())}
                              for lvl in LEVELS},
             "history": {}, "seconds": {"load": round(t_load, 1)}, "device": device}
-    pathways = []
-    for k, lvl in enumerate(LEVELS):
-        t1 = time.time()
-        torch.manual_seed(seed + k)
-        m = LevelModel(cfg, len(classes[lvl]), s.dropout)
-        hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}")
-        save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
-                         "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},
-                        out / f"{lvl}.pt")
-        info["history"][lvl] = hist
-        info["seconds"][lvl] = round(time.time() - t1, 1)
-        pathways.append(m.cpu())
-    t2 = time.time()
-    rng = np.random.default_rng(seed + 10)
-    feats = torch.cat([pathway_features(pathways, frames, [s.num_frames[lvl] for lvl in LEVELS], s, rng, device)
-                       for _ in range(s.joint_views)])
-    rep = {lvl: np.tile(targets[lvl], s.joint_views) for lvl in LEVELS}
-    torch.manual_seed(seed + 20)
-    joint = JointModel(pathways, [m.classifier.in_features for m in pathways], {lvl: len(classes[lvl]) for lvl in LEVELS},
-                       s.joint_hidden, s.dropout)
-    hist = fit_joint(joint, feats, rep, s, seed=seed + 20)
-    save_checkpoint({"classes": classes, "hidden": s.joint_hidden, "dropout": s.dropout, "settings": s.to_dict(),
-                     "loss_weights": s.loss_weights, "state": joint.state_dict()}, out / "joint.pt")
-    info["history"]["joint"] = hist
-    info["seconds"]["joint"] = round(time.time() - t2, 1)
-    info["cpu_seconds"] = round(time.process_time() - c0, 1)
-    write_json(info, out / "train_info.json")
-    print(f"gym_train: {len(clips)} train clips, pathways {[info['seconds'][lvl] for lvl in LEVELS]}s, "
-          f"joint {info['seconds']['joint']}s -> {out}")
+    with model_folder(paths.models / "gym") as out:  # replaces the old folder only on success
+        pathways = []
+        for k, lvl in enumerate(LEVELS):
+            t1 = time.time()
+            torch.manual_seed(seed + k)
+            m = LevelModel(cfg, len(classes[lvl]), s.dropout)
+            if pretrained is not None:
+                load_slowonly(m.backbone, pretrained, pre_format, "gym")
+            hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}")
+            save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
+                             "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},
+                            out / f"{lvl}.pt")
+            info["history"][lvl] = hist
+            info["seconds"][lvl] = round(time.time() - t1, 1)
+            pathways.append(m.cpu())
+        t2 = time.time()
+        rng = np.random.default_rng(seed + 10)
+        feats = torch.cat([pathway_features(pathways, frames, [s.num_frames[lvl] for lvl in LEVELS], s, rng, device)
+                           for _ in range(s.joint_views)])
+        rep = {lvl: np.tile(targets[lvl], s.joint_views) for lvl in LEVELS}
+        torch.manual_seed(seed + 20)
+        joint = JointModel(pathways, [m.classifier.in_features for m in pathways], {lvl: len(classes[lvl]) for lvl in LEVELS},
+                           s.joint_hidden, s.dropout)
+        hist = fit_joint(joint, feats, rep, s, seed=seed + 20)
+        save_checkpoint({"classes": classes, "hidden": s.joint_hidden, "dropout": s.dropout, "settings": s.to_dict(),
+                         "loss_weights": s.loss_weights, "state": joint.state_dict()}, out / "joint.pt")
+        info["history"]["joint"] = hist
+        info["seconds"]["joint"] = round(time.time() - t2, 1)
+        info["cpu_seconds"] = round(time.process_time() - c0, 1)
+        write_json(info, out / "train_info.json")
+    ledger.write()
+    log.info("%d train clips, pathways %ss, joint %ss -> %s", len(clips), [info["seconds"][lvl] for lvl in LEVELS],
+             info["seconds"]["joint"], paths.models / "gym")
 
 
 def main(argv=None):

@@ -16,22 +16,21 @@ The network input size is the one stored in the checkpoint (mmpose: the config's
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from actparse.cli import stage_main
 from actparse.hrnet import load_checkpoint
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.pose import PoseEstimator, input_size_param
-from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, iter_row_groups, read_df, write_table
+from actparse.schemas import ParquetStreamWriter, from_columns, iter_row_groups, read_df
+from actparse.stage import SkipLedger, stage_log, stage_main
 from actparse.video import decode_jpeg
 
-log = logging.getLogger("actparse.keypoints")
+log = stage_log("keypoints")
 
 
 def load_estimator(params: dict, root: Path) -> PoseEstimator:
@@ -92,7 +91,7 @@ def run(params: dict, root: Path) -> None:
     estimator = load_estimator(params, root)
     persons = read_df(paths.persons, "persons")
     by_video = {v: g for v, g in persons.groupby("video", sort=False)}
-    done, skips = set(), []
+    done, ledger = set(), SkipLedger("keypoints", root)
     with ParquetStreamWriter(paths.keypoints, "keypoints") as writer:
         for frames in tqdm(iter_row_groups(paths.frames, "frames"), desc="keypoints", unit="video", disable=None):
             if frames.num_rows == 0:
@@ -102,20 +101,18 @@ def run(params: dict, root: Path) -> None:
             for video in dict.fromkeys(vids):
                 if video not in by_video or video in done:
                     continue
+                ledger.tried(video)
                 sub = frames.filter(np.asarray([v == video for v in vids]))
                 cols, missing = video_keypoints(estimator, sub, by_video[video])
                 if missing:
-                    skips.append({"video": video, "stage": "keypoints",
-                                  "error": f"{missing} person box(es) on frames not in {paths.frames.name}"})
+                    ledger.note(video, f"{missing} person box(es) on frames not in {paths.frames.name}")
                 writer.write(from_columns(cols, "keypoints"))
                 done.add(video)
-    for video in by_video:
-        if video not in done:
-            skips.append({"video": video, "stage": "keypoints",
-                          "error": f"no decoded frames in {paths.frames.name} for {len(by_video[video])} person box(es)"})
-    for s in skips:
-        log.warning("skip %s: %s", s["video"], s["error"])
-    write_table(from_rows(skips, "skips"), paths.skips / "keypoints.parquet", "skips")
+        for video in by_video:
+            if video not in done:
+                ledger.skip(video, f"no decoded frames in {paths.frames.name} for {len(by_video[video])} person box(es)")
+        ledger.check(paths.persons)
+    ledger.write()
     log.info("keypoints for %d persons in %d videos (%d skipped)", writer.rows, len(done),
              len(by_video) - len(done))
 

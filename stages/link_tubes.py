@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from actparse.cli import stage_main
+from actparse.stage import stage_main
 from actparse.link import frame_detections_from_artifacts, link_table, params_from
 from actparse.paths import Paths
 from actparse.schemas import write_table

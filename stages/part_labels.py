@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from actparse.cli import stage_main
+from actparse.stage import stage_main
 from actparse.constants import TPS_SAMPLING
 from actparse.dataset import gt_persons_path, load_videos
 from actparse.part_labels import TASKS, baseline_states, class_lists, video_labels

@@ -16,18 +16,17 @@ Params: part_labels.mode: video_label (state = <state> of the ensemble's predict
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
-from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path
 from actparse.params import get
 from actparse.part_labels import assign_part_states, gt_parts
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_columns, from_rows, read_df, write_table
+from actparse.schemas import from_columns, read_df, write_table
+from actparse.stage import SkipLedger, stage_log, stage_main
 
-log = logging.getLogger("actparse.part_states")
+log = stage_log("part_states")
 
 
 def run(params: dict, root: Path) -> None:
@@ -49,10 +48,15 @@ def run(params: dict, root: Path) -> None:
         with open(path) as fh:
             baseline = json.load(fh)
     states, dropped = assign_part_states(parts, preds, mode, baseline)
-    skips = [{"video": v, "stage": "part_states", "error": "no ensemble prediction for this video"} for v in dropped]
+    ledger = SkipLedger("part_states", root)
+    for v in dict.fromkeys(parts["video"]):
+        ledger.tried(v)
+    for v in dropped:
+        ledger.skip(v, "no ensemble prediction for this video")
+    ledger.check(paths.video_predictions)
     write_table(from_columns({c: states[c].tolist() for c in states.columns}, "part_states"),
                 paths.part_states, "part_states")
-    write_table(from_rows(skips, "skips"), paths.skips / "part_states.parquet", "skips")
+    ledger.write()
     log.info("%d part states (%s, %s parts) for %d videos; %d videos without prediction",
              len(states), mode, source, states["video"].nunique() if len(states) else 0, len(dropped))
 

@@ -14,25 +14,25 @@ Writes: artifacts/partattn/part_states.parquet (schema "part_states"): a state p
           the test key frames (persons matched at IoU >= 0.5; missed persons / parts count as wrong),
           per part group, for this model, for the most-frequent-state prior per (action, part) (seed
           001 submission 1) with the same action input, and for seed 001's part_states.parquet
-With partattn.enabled false it writes metrics/partattn.json {"enabled": false} and an empty table.
+        artifacts/skips/partattn_predict.parquet: test videos that could not be decoded
+With partattn.enabled false it writes metrics/partattn.json {"enabled": false} and empty tables.
 Params: partattn.enabled, partattn.persons_source, partattn.parts_source, partattn.action_source,
         partattn.min_score, partattn.stride, partattn.batch_size, device.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, from_rows, read_df, write_json, write_table
+from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.partattn")
+log = stage_log("partattn_predict")
 
 
 def predicted_actions(paths: Paths) -> dict[str, str]:
@@ -51,10 +51,8 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_json = paths.metrics / "partattn.json"
     out_pred = paths.partattn / "part_states.parquet"
-    if not get(params, "partattn.enabled", bool, default=False):
-        write_table(from_rows([], "part_states"), out_pred, "part_states")
-        write_json({"enabled": False}, out_json)
-        print("partattn_predict: partattn.enabled is false, nothing predicted")
+    if seed_disabled(params, "partattn", "partattn_predict", root, tables={out_pred: "part_states"},
+                     json_files=[out_json], skips=True):
         return
     from tqdm import tqdm
 
@@ -98,6 +96,7 @@ def run(params: dict, root: Path) -> None:
             parts_by.setdefault((r.video, int(r.frame), int(r.person)), {})[r.part] = np.asarray(r.box, np.float64)
 
     samples, keys, decoded = [], [], []
+    ledger = SkipLedger("partattn_predict", root, what="test videos")
     for row in tqdm(list(test.itertuples(index=False)), desc="partattn frames", unit="video", disable=None):
         pv = persons[persons["video"] == row.video]
         if pv.empty:
@@ -106,10 +105,11 @@ def run(params: dict, root: Path) -> None:
         a_idx = actions.index(action) if action in actions else 0
         if action not in actions:
             log.warning("partattn: no known action for %s (%r); using %r", row.video, action, actions[0])
+        ledger.tried(row.video)
         try:
             v = load_video(video_path(droot, row.path))
-        except VideoError as exc:
-            log.warning("partattn: %s", exc)
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
             continue
         vi = len(decoded)
         decoded.append(v)
@@ -135,6 +135,7 @@ def run(params: dict, root: Path) -> None:
                     continue
                 samples.append(PersonSample(vi, int(fr), boxes[k], pb, valid, a_idx))
                 keys.append((row.video, int(fr), int(pid)))
+    ledger.check(droot)
     states, probs = predict(model, decoded, samples, s, device) if samples else (np.zeros((0, NUM_PARTS), int), None)
 
     cols = {k: [] for k in ("video", "frame", "person", "part", "box", "state", "score")}
@@ -178,8 +179,9 @@ def run(params: dict, root: Path) -> None:
                 s001.setdefault((v, int(fr)), []).append((box_of[(v, int(fr), int(pid))], dict(zip(g["part"], g["state"]))))
         metrics["seed001_part_states"] = state_accuracy(s001, gt_test)
     write_json(metrics, out_json)
-    print(f"partattn_predict: {len(samples)} persons, state top-1 {metrics['model']['top1']} "
-          f"(prior {metrics['prior']['top1']}) -> {out_json}")
+    ledger.write()
+    log.info(f"{len(samples)} persons, state top-1 {metrics['model']['top1']} "
+             f"(prior {metrics['prior']['top1']}) -> {out_json}")
 
 
 def main(argv=None):

@@ -4,30 +4,31 @@ Reads:  <data.root>/videos.parquet (train split, video actions), the train video
         <data.root>/gt_persons.parquet (person boxes, part boxes, part visibility and states).
 Writes: artifacts/models/partattn/model.pt         weights, architecture, action list
         artifacts/models/partattn/train_info.json  loss history, ablation switches, timings
+        artifacts/skips/partattn_train.parquet     train videos without ground truth or not decodable
 Training samples are ground-truth persons on random frames of the train videos (every frame is a
 candidate key frame); the action input is the video's action class; visible parts are the targets.
 With partattn.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_context, augment,
         input_size, num_frames, interval, dim, heads, roi_size, part_crop, dropout, stem_dim,
-        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin).
+        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin, pretrained.path /
+        pretrained.format: SlowOnly R50 weights the person (and part) backbone start from,
+        pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
+from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.partattn")
+log = stage_log("partattn_train")
 
 
 def gt_person_samples(g, video_index: int, action: int, with_targets: bool = True, frames=None) -> list:
@@ -48,12 +49,7 @@ def gt_person_samples(g, video_index: int, action: int, with_targets: bool = Tru
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    out = paths.models / "partattn"
-    if not get(params, "partattn.enabled", bool, default=False):
-        if out.exists():
-            shutil.rmtree(out)
-        write_json({"enabled": False}, out / "train_info.json")
-        print("partattn_train: partattn.enabled is false, nothing trained")
+    if seed_disabled(params, "partattn", "partattn_train", root, model_dir=paths.models / "partattn", skips=True):
         return
     from tqdm import tqdm
 
@@ -62,6 +58,8 @@ def run(params: dict, root: Path) -> None:
     from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
+    from actparse.video import VideoError
+    from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
@@ -74,30 +72,47 @@ def run(params: dict, root: Path) -> None:
     actions = sorted(set(train["action"]) | set(ACTIONS))
     cfg = config_from_params(params, len(actions))
     s = settings_from_params(params)
+    model = PartStateNet(cfg)
+    pretrained, pre_format = pretrained_from_params(params, "partattn")
+    if pretrained is not None:  # the person backbone (and, in crop mode, the part backbone); fails fast
+        for bb in [model.backbone] + ([model.part_backbone] if hasattr(model, "part_backbone") else []):
+            load_slowonly(bb, pretrained, pre_format, "partattn")
     gt = read_df(gt_persons_path(droot), "gt_persons",
                  columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
     t0, c0 = time.time(), time.process_time()
     decoded, pools = [], []
+    ledger = SkipLedger("partattn_train", root, what="train videos")
     for row in tqdm(list(train.itertuples(index=False)), desc="partattn decode", unit="video", disable=None):
         g = by_video.get(row.video)
         if g is None:
+            ledger.skip(row.video, "train video has no ground truth")
+            continue
+        ledger.tried(row.video)
+        try:
+            v = load_video(video_path(droot, row.path))
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
             continue
         pools.append(gt_person_samples(g, len(decoded), actions.index(row.action)))
-        decoded.append(load_video(video_path(droot, row.path)))
+        decoded.append(v)
+    ledger.check(droot)
     t_load = time.time() - t0
-    model = PartStateNet(cfg)
     t1 = time.time()
     hist = fit(model, decoded, pools, s, seed=seed, device=device)
     t_fit = time.time() - t1
-    save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
-    write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
-                "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
-                "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
-                "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
-                "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
-    print(f"partattn_train: roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
-          f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {out}")
+    with model_folder(paths.models / "partattn") as out:  # replaces the old folder only on success
+        save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
+        write_json({"enabled": True, "config": cfg.to_dict(), "settings": s.to_dict(), "actions": actions,
+                    "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format,
+                    "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
+                    "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
+                    "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
+                    "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
+    ledger.write()
+    log.info(f"roi {cfg.roi_mode}, action {cfg.use_action}, attention {cfg.use_attention}, "
+             f"augment {s.augment}: {len(decoded)} videos, {t_fit:.0f}s, "
+             f"loss {hist['loss'][-1] if hist['loss'] else float('nan'):.4f} -> {paths.models / 'partattn'}")
 
 
 def main(argv=None):

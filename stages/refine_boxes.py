@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from actparse.cli import stage_main
+from actparse.stage import stage_main
 from actparse.dataset import load_videos
 from actparse.params import get
 from actparse.paths import Paths, data_root

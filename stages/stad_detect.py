@@ -10,23 +10,24 @@ Writes: artifacts/stad/action_detections.parquet         (schema "action_detecti
           decoupled learning; identical model when stad.decoupled is false)
         artifacts/skips/stad_detect.parquet              test videos that could not be decoded
 With stad.enabled false both tables are written empty.
-Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, stad.batch_size, device.
+Params: stad.enabled, stad.boxes, stad.min_score, stad.stride, stad.short_side, stad.batch_size, device,
+        stad.test_scales (null = [stad.short_side]; seed 003: [256, 360]) and stad.test_flip (also the
+        mirrored video): the sigmoid scores of every scale (and flip) are averaged.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from actparse.cli import stage_main
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, from_rows, write_table
+from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.stad")
+log = stage_log("stad_detect")
 COLUMNS = ("video", "frame", "person", "label", "box", "score")
 
 
@@ -48,19 +49,15 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_final = paths.stad / "action_detections.parquet"
     out_p1 = paths.stad / "action_detections_phase1.parquet"
-    skips_path = paths.skips / "stad_detect.parquet"
-    if not get(params, "stad.enabled", bool, default=False):
-        for p in (out_final, out_p1):
-            write_table(from_rows([], "action_detections"), p, "action_detections")
-        write_table(from_rows([], "skips"), skips_path, "skips")
-        print("stad_detect: stad.enabled is false, empty detections written")
+    if seed_disabled(params, "stad", "stad_detect", root, skips=True,
+                     tables={out_final: "action_detections", out_p1: "action_detections"}):
         return
     import pyarrow as pa
     from tqdm import tqdm
 
     from actparse.clips import load_video
     from actparse.dataset import load_videos, video_path
-    from actparse.pcca import BOX_SOURCES, load_model, load_person_boxes, predict
+    from actparse.pcca import BOX_SOURCES, int_list, load_model, load_person_boxes, predict
     from actparse.video import VideoError
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
@@ -78,7 +75,10 @@ def run(params: dict, root: Path) -> None:
     classes = ck["classes"]
     from actparse.pcca import STADSettings
 
-    s = STADSettings(**{k: (tuple(v) if k == "lr_steps" else v) for k, v in ck["extra"]["settings"].items()})
+    s = STADSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in ck["extra"]["settings"].items()})
+    test_scales = int_list(params, "stad.test_scales", min_value=16) or (short_side,)
+    test_flip = get(params, "stad.test_flip", bool, default=False)
+    decode_side = max(test_scales)
     if ck["extra"].get("short_side") and ck["extra"]["short_side"] != short_side:
         log.warning("stad: model trained at short side %s, running at %s", ck["extra"]["short_side"], short_side)
 
@@ -88,15 +88,16 @@ def run(params: dict, root: Path) -> None:
     boxes = load_person_boxes(source, root, droot, test["video"].tolist(), stride, min_score)
     by_video = {v: g for v, g in boxes.groupby("video", sort=False)}
     tables = {"final": [], "phase1": []}
-    skips = []
+    ledger = SkipLedger("stad_detect", root, what="test videos")
     for row in tqdm(list(test.itertuples(index=False)), desc="stad detect", unit="video", disable=None):
         g = by_video.get(row.video)
         if g is None:
             continue
+        ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path), short_side)
-        except VideoError as exc:
-            skips.append({"video": row.video, "stage": "stad_detect", "error": str(exc)})
+            v = load_video(video_path(droot, row.path), decode_side)
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
             continue
         scale = v.shape[1] / float(row.height or v.shape[1])
         frames, persons, obox = [], [], []
@@ -104,20 +105,44 @@ def run(params: dict, root: Path) -> None:
             frames.append(int(fr))
             persons.append(gf["person"].to_numpy())
             obox.append(np.stack(gf["box"].to_numpy()).astype(np.float64))
-        scaled = [b * scale for b in obox]
         # phase 2 retrains only the classifier: both models share every other weight
-        probs_final, probs_p1 = predict(final, v, frames, scaled, s, device,
-                                        classifiers=[final.head.classifier, phase1.head.classifier])
+        probs_final, probs_p1 = predict_views(v, frames, [b * scale for b in obox], test_scales, test_flip,
+                                              lambda vs, bx: predict(final, vs, frames, bx, s, device, classifiers=[
+                                                  final.head.classifier, phase1.head.classifier]))
         tables["final"].append(from_columns(_rows(row.video, frames, persons, obox, probs_final, classes),
                                             "action_detections"))
         tables["phase1"].append(from_columns(_rows(row.video, frames, persons, obox, probs_p1, classes),
                                              "action_detections"))
+    ledger.check(droot)
     for name, path in (("final", out_final), ("phase1", out_p1)):
         t = pa.concat_tables(tables[name]) if tables[name] else from_rows([], "action_detections")
         write_table(t, path, "action_detections")
-    write_table(from_rows(skips, "skips"), skips_path, "skips")
+    ledger.write()
     n = sum(t.num_rows for t in tables["final"])
-    print(f"stad_detect: {len(test)} test videos, {n} detections ({source} boxes) -> {paths.stad}")
+    log.info("%d test videos, %d detections (%s boxes) -> %s", len(test), n, source, paths.stad)
+
+
+def predict_views(video: np.ndarray, frames: list, boxes: list, scales, flip: bool, score):
+    """Scores averaged over the test views of seed 003: ``video`` (decoded at the largest of ``scales``)
+    resized to each short side of ``scales``, and, with ``flip``, each also mirrored (boxes moved
+    along). ``score(video, boxes)`` returns a list of per-classifier lists of (P_f, K) arrays."""
+    from actparse.clips import resize_clip
+    from actparse.pcca import flip_boxes
+
+    side0 = min(video.shape[1:3])
+    total, n = None, 0
+    for side in scales:
+        vs = video if side == side0 else resize_clip(video, side)
+        f = min(vs.shape[1:3]) / float(side0)
+        bx = [b * f for b in boxes] if f != 1.0 else boxes
+        views = [(vs, bx)] + ([(vs[:, :, ::-1], [flip_boxes(b, vs.shape[2]) for b in bx])] if flip else [])
+        for vv, bb in views:
+            out = score(vv, bb)
+            total = out if total is None else [[a + b for a, b in zip(ta, oa)] for ta, oa in zip(total, out)]
+            n += 1
+    if n > 1:
+        total = [[a / n for a in t] for t in total]
+    return total
 
 
 def main(argv=None):

@@ -19,19 +19,18 @@ Params: stad.enabled, stad.head, stad.boxes, stad.stride, link.*.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from actparse import safe_pickle
-from actparse.cli import stage_main
 from actparse.params import get
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, from_rows, read_df, write_json, write_table
+from actparse.stage import seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.stad")
+log = stage_log("stad_evaluate")
 
 
 def keyframe_gt(gt: dict, stride: int) -> dict:
@@ -122,12 +121,9 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_json = paths.metrics / "stad.json"
     tubes_path = paths.stad / "tubes.parquet"
-    if not get(params, "stad.enabled", bool, default=False):
-        write_table(from_rows([], "tubes"), tubes_path, "tubes")
-        write_json({"enabled": False}, out_json)
-        print("stad_evaluate: stad.enabled is false, nothing scored")
+    if seed_disabled(params, "stad", "stad_evaluate", root, tables={tubes_path: "tubes"}, json_files=[out_json]):
         return
-    from actparse.link import LinkParams
+    from actparse.link import params_from
 
     stride = get(params, "stad.stride", int, default=5, min_value=1)
     droot = data_root(params, root)
@@ -135,7 +131,7 @@ def run(params: dict, root: Path) -> None:
     if not pkl.exists():
         raise FileNotFoundError(f"{pkl}: MultiSports ground truth not found")
     gt = safe_pickle.load(pkl)  # allow-listed: containers and numpy arrays only
-    link_params = LinkParams.from_params(params.get("link"))
+    link_params = params_from(params)
     info_path = paths.models / "stad" / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     final = read_df(paths.stad / "action_detections.parquet", "action_detections")
@@ -163,8 +159,8 @@ def run(params: dict, root: Path) -> None:
                "per_class_frame_ap": {c: {"final": ap_final.get(c), "phase1": ap_p1.get(c),
                                           "train_person_frames": counts.get(c)} for c in ranked}}
     write_json(metrics, out_json)
-    print(f"stad_evaluate: frame-mAP@0.5 {m_final['frame_map@0.5']}, video-mAP@0.5 {m_final['video_map@0.5']} "
-          f"(phase 1: {m_p1['frame_map@0.5']}, {m_p1['video_map@0.5']}) -> {out_json}")
+    log.info(f"frame-mAP@0.5 {m_final['frame_map@0.5']}, video-mAP@0.5 {m_final['video_map@0.5']} "
+             f"(phase 1: {m_p1['frame_map@0.5']}, {m_p1['video_map@0.5']}) -> {out_json}")
 
 
 def main(argv=None):

@@ -5,21 +5,24 @@ Reads:  <data.root>/videos.parquet, the train-split videos, <data.root>/gt_perso
 Writes: artifacts/models/stad/phase1.pt   after phase 1 (standard sampling, whole network)
         artifacts/models/stad/model.pt     the final model (after phase 2 when stad.decoupled)
         artifacts/models/stad/train_info.json   loss history, class counts, timings
+        artifacts/skips/stad_train.parquet      train videos without ground truth or not decodable
 Trains on every frame of the train videos as a key frame (ground-truth boxes, sigmoid + BCE on the
 person's current action). Phase 2 (decoupled learning) freezes everything but the classifier and
 retrains it with class-balanced sampling on cached RoI features.
 With stad.enabled false it only writes train_info.json {"enabled": false} (a no-op DAG stage).
 Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, alpha, output_stride,
+        fusion_kernel, lateral_norm, pretrained.path / pretrained.format (backbone weights to start
+        from: pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md),
         num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
         epochs, samples_per_video, batch_size, lr, momentum, weight_decay, warmup_epochs, lr_steps,
         lr_gamma, flip, decoupled, decoupled_epochs, decoupled_lr, decoupled_reinit,
-        decoupled_keyframes).
+        decoupled_keyframes, train_scales, scale_batch_sizes).
+stad.train_scales (seed 003: [256, 360]): videos are decoded at the largest short side and each
+phase-1 batch is resized to a random one of them (batch size from stad.scale_batch_sizes).
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
 import sys
 import time
 from collections import Counter
@@ -28,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from actparse import safe_pickle
-from actparse.cli import stage_main
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
+from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
 
-log = logging.getLogger("actparse.stad")
+log = stage_log("stad_train")
 
 
 def class_list(droot: Path) -> list[str]:
@@ -49,20 +52,17 @@ def class_list(droot: Path) -> list[str]:
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    out = paths.models / "stad"
-    if not get(params, "stad.enabled", bool, default=False):
-        if out.exists():
-            shutil.rmtree(out)
-        write_json({"enabled": False}, out / "train_info.json")
-        print("stad_train: stad.enabled is false, nothing trained")
+    if seed_disabled(params, "stad", "stad_train", root, model_dir=paths.models / "stad", skips=True):
         return
     import torch
 
     from actparse.clips import load_video
     from actparse.csn import seed_everything
+    from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
+    from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
 
     head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))
     cfg = config_from_params(params)
@@ -78,6 +78,11 @@ def run(params: dict, root: Path) -> None:
 
     droot = data_root(params, root)
     classes = class_list(droot)
+    model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
+    pretrained, pre_format = pretrained_from_params(params, "stad")
+    if pretrained is not None:  # before decoding: a bad file fails fast
+        n = load_slowfast(model.backbone, pretrained, pre_format)
+        log.info("stad: SlowFast backbone starts from %s (%s, %d tensors)", pretrained, pre_format, n)
     videos = load_videos(droot).to_pandas()
     train = videos[videos["split"] == "train"].reset_index(drop=True)
     if train.empty:
@@ -89,46 +94,57 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     decoded, pools = [], []
+    ledger = SkipLedger("stad_train", root, what="train videos")
     for row in tqdm(list(train.itertuples(index=False)), desc="stad decode", unit="video", disable=None):
         g = by_video.get(row.video)
         if g is None:
-            log.warning("stad: train video %s has no ground truth; skipped", row.video)
+            ledger.skip(row.video, "train video has no ground truth")
             continue
-        v = load_video(video_path(droot, row.path), short_side)
+        ledger.tried(row.video)
+        try:
+            v = load_video(video_path(droot, row.path), max(s.train_scales or (short_side,)))
+        except (VideoError, ValueError) as exc:
+            ledger.skip(row.video, exc)
+            continue
         scale = v.shape[1] / float(row.height or v.shape[1])
         pools.append(gt_samples(g, len(decoded), scale, classes))
         decoded.append(v)
+    ledger.check(droot)
     t_decode = time.time() - t0
     counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
 
-    model = STADModel(cfg, len(classes), head=head, **head_kwargs_from_params(params))
-    t1 = time.time()
-    hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
-    t_phase1 = time.time() - t1
-    meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side}
-    save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
-    hist2, t_phase2 = None, 0.0
-    if decoupled and s.decoupled_epochs > 0:
-        t2 = time.time()
-        cache = []
-        for pool in pools:  # evenly spaced key frames of each video
-            pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
-            cache.extend(pool[i] for i in pick)
-        feats, targets, labels = cache_features(model, decoded, cache, s, device)
-        hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
-        t_phase2 = time.time() - t2
-    save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
-    with torch.no_grad():
-        n_params = sum(p.numel() for p in model.parameters())
-    write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
-                "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
-                "backbone": cfg.to_dict(), "settings": s.to_dict(), "parameters": int(n_params),
-                "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
-                "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
-                "cpu_seconds": round(time.process_time() - c0, 1),
-                "device": device}, out / "train_info.json")
-    print(f"stad_train: {head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
-          + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {out}")
+    with model_folder(paths.models / "stad") as out:  # replaces the old folder only on success
+        t1 = time.time()
+        hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
+        t_phase1 = time.time() - t1
+        meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side,
+                "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format}
+        save_model(model, out / "phase1.pt", classes, extra={**meta, "phase": 1})
+        hist2, t_phase2 = None, 0.0
+        if decoupled and s.decoupled_epochs > 0:
+            t2 = time.time()
+            cache = []
+            for pool in pools:  # evenly spaced key frames of each video
+                pick = np.unique(np.round(np.linspace(0, len(pool) - 1, min(s.decoupled_keyframes, len(pool)))).astype(int))
+                cache.extend(pool[i] for i in pick)
+            feats, targets, labels = cache_features(model, decoded, cache, s, device,
+                                                    short_side if s.train_scales else None)
+            hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
+            t_phase2 = time.time() - t2
+        save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
+        with torch.no_grad():
+            n_params = sum(p.numel() for p in model.parameters())
+        write_json({"enabled": True, "head": head, "decoupled": bool(hist2), "classes": classes,
+                    "train_videos": len(decoded), "person_frames_per_class": dict(sorted(counts.items())),
+                    "backbone": cfg.to_dict(), "pretrained": meta["pretrained"], "pretrained_format": pre_format,
+                    "settings": s.to_dict(), "parameters": int(n_params),
+                    "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
+                    "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
+                    "cpu_seconds": round(time.process_time() - c0, 1),
+                    "device": device}, out / "train_info.json")
+    ledger.write()
+    log.info(f"{head} head, {len(decoded)} videos, phase 1 {t_phase1:.0f}s (loss {hist1['loss'][-1]:.4f})"
+             + (f", phase 2 {t_phase2:.0f}s (loss {hist2['loss'][-1]:.4f})" if hist2 else "") + f" -> {paths.models / 'stad'}")
 
 
 def main(argv=None):

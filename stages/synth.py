@@ -21,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from actparse.cli import stage_main
 from actparse.paths import Paths
+from actparse.stage import stage_log, stage_main
 from actparse.synth import SynthConfig, generate
+
+log = stage_log("synth")
 
 _OPTS = (
     ("--out", str, "output folder (default: artifacts/synth under --root)"),
@@ -53,9 +55,9 @@ def run(params: dict, root: Path) -> None:
     out = Path(args["out"]) if args.get("out") else Paths(root).synth
     t0 = time.time()
     s = generate(cfg, out)
-    print(f"synth: {s['videos']} videos ({s['train']} train / {s['test']} test), {s['frames']} frames, "
-          f"{s['gt_rows']} person-frames, {s['tubes']} tubes, {cfg.width}x{cfg.height} @ {cfg.fps} fps "
-          f"-> {out} in {time.time() - t0:.1f}s")
+    log.info(f"{s['videos']} videos ({s['train']} train / {s['test']} test), {s['frames']} frames, "
+             f"{s['gt_rows']} person-frames, {s['tubes']} tubes, {cfg.width}x{cfg.height} @ {cfg.fps} fps "
+             f"-> {out} in {time.time() - t0:.1f}s")
 
 
 def main(argv=None):

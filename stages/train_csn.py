@@ -10,7 +10,10 @@ Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, c
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
         csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
         csn.momentum, csn.weight_decay, csn.nesterov, csn.warmup_iters, csn.lr_steps, csn.lr_gamma,
-        csn.mixup_alpha, csn.train_workers, csn.train_threads.
+        csn.mixup_alpha, csn.train_workers, csn.train_threads, csn.input_norm, csn.val_fraction.
+With csn.val_fraction > 0 a seeded, per-action stratified part of the labelled train videos is held
+out (not trained on); its list is stored in each checkpoint (extra.val_videos) and train_info.json,
+and the csn stage predicts it to choose the ensemble weights (csn.ensemble_weights: search).
 On CPU the variants train at once, one process each (csn.train_workers); on CUDA one after another.
 Each model has seven outputs (video action + six part groups); seed 001 trains seven networks
 per variant, set csn.shared_backbone: false for that.
@@ -29,32 +32,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.cli import configure_logging, stage_main
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
-                          train_settings_from_params, variants_from_params)
+                          train_settings_from_params, val_fraction_from_params, val_split, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_rows, read_df, write_json, write_table
+from actparse.schemas import read_df, write_json
+from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
 from actparse.video import VideoError
 
-log = logging.getLogger("actparse.train_csn")
+log = stage_log("train_csn")
 
 
-def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str, desc: str):
-    """Decode each video once; returns ({video: frames}, skip rows)."""
-    out, skips = {}, []
+def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
+    """Decode each video once; returns {video: frames}; failures go to ``ledger``."""
+    out = {}
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
+        ledger.tried(rec["video"])
         try:
             out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
         except (VideoError, ValueError) as exc:
-            log.warning("skip %s: %s", rec["video"], exc)
-            skips.append({"video": rec["video"], "stage": stage, "error": str(exc)})
-    return out, skips
+            ledger.skip(rec["video"], exc)
+    return out
 
 
 def training_processes(params: dict, n_variants: int, device: str) -> tuple[int, int]:
@@ -88,8 +91,10 @@ def train_variant(job: dict) -> dict:
                   device=job["device"], desc=f"train {variant}-CSN", position=job["position"])
     secs = time.time() - t1
     model.to("cpu").to(memory_format=torch.contiguous_format)
-    save_checkpoint(model, job["out"], job["classes"],
-                    extra={"clip": job["clip_info"], "pretrained": str(pre) if pre else None})
+    extra = {"clip": job["clip_info"], "pretrained": str(pre) if pre else None}
+    if job.get("val_videos"):
+        extra["val_videos"] = list(job["val_videos"])
+    save_checkpoint(model, job["out"], job["classes"], extra=extra)
     n_params = count_parameters(model)
     log.info("%s-CSN: %d params, %d epochs in %.1fs, final loss %.3f, train action acc %.2f", variant,
              n_params, settings.epochs, secs, history["loss"][-1],
@@ -109,6 +114,10 @@ def run(params: dict, root: Path) -> None:
     settings = train_settings_from_params(params)
     configs = {v: model_config_from_params(params, v) for v in variants}
     key_map = get(params, "csn.pretrained.key_map", str, default="pytorchvideo")
+    for v in variants:
+        if configs[v].freeze_bn and pretrained_path(params, v) is None:
+            log.warning("%s-CSN: csn.freeze_bn is true but csn.pretrained.%s is null: trained from scratch, a frozen "
+                        "BN never learns its statistics (use freeze_bn: auto)", v, v)
     classes = read_classes(paths.part_labels)
     tasks = list(classes)
 
@@ -119,15 +128,22 @@ def run(params: dict, root: Path) -> None:
     names = sorted(set(train["video"]) & set(videos["video"]))
     if not names:
         raise ValueError(f"{paths.part_labels / 'labels.parquet'}: no labelled train-split video in {droot}")
+    val_fraction = val_fraction_from_params(params)
+    val_videos: list[str] = []
+    if val_fraction > 0:
+        action = train[train["task"] == "action"].set_index("video")["label"]
+        val_videos = val_split(names, [action.get(n, "") for n in names], val_fraction, seed)
+        names = [n for n in names if n not in set(val_videos)]
+        log.info("held out %d of %d train videos for validation (csn.val_fraction %s)", len(val_videos),
+                 len(names) + len(val_videos), val_fraction)
     records = videos.set_index("video").loc[names].reset_index().to_dict("records")
 
     torch.manual_seed(seed)
     t0 = time.time()
-    decoded, skips = decode_videos(droot, records, spec.cache_short_side, "train_csn", "decode train videos")
-    write_table(from_rows(skips, "skips"), paths.skips / "train_csn.parquet", "skips")
+    ledger = SkipLedger("train_csn", root, what="train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "decode train videos")
+    ledger.check(droot)
     names = [n for n in names if n in decoded]
-    if not names:
-        raise ValueError(f"{droot}: none of the train videos could be decoded")
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
     lab = train.set_index(["video", "task"])["label"]
     missing = [(n, t) for t in tasks for n in names if (n, t) not in lab.index or lab[(n, t)] not in index[t]]
@@ -137,26 +153,27 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, len(skips))
+    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
-    out_dir = paths.models / "csn"
-    out_dir.mkdir(parents=True, exist_ok=True)
     procs, threads = training_processes(params, len(variants), device)
-    info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
-            "processes": procs, "threads_per_process": threads,
-            "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
-            "train": settings.to_dict(), "variants": {}}
-    jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
-                 pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
-                 spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
-                 out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k)
-            for k, variant in enumerate(variants)]
-    if procs > 1:
-        log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
-    results = list(map_jobs(train_variant, jobs, procs))
-    for variant, res in zip(variants, results):
-        info["variants"][variant] = res
-    write_json(info, out_dir / "train_info.json")
+    with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success
+        info = {"videos": len(names), "decode_seconds": round(decode_s, 2), "device": device,
+                "processes": procs, "threads_per_process": threads,
+                "clip": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+                "train": settings.to_dict(), "val_videos": val_videos, "variants": {}}
+        jobs = [dict(variant=variant, cfg=configs[variant], n_classes={t: len(classes[t]) for t in tasks},
+                     pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
+                     spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
+                     out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k,
+                     val_videos=val_videos)
+                for k, variant in enumerate(variants)]
+        if procs > 1:
+            log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)
+        results = list(map_jobs(train_variant, jobs, procs))
+        for variant, res in zip(variants, results):
+            info["variants"][variant] = res
+        write_json(info, out_dir / "train_info.json")
+    ledger.write()
 
 
 def main(argv=None) -> int:

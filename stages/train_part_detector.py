@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from actparse import yolo
-from actparse.cli import stage_main
+from actparse.stage import model_folder, stage_main
 from actparse.constants import NUM_PARTS, PARTS
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_persons_by_video, match_greedy,
@@ -57,14 +57,17 @@ def crop_labels(tf, gt_part_boxes, gt_part_visible, scale: float, crop_size: int
 
 
 def run(params: dict, root: Path) -> None:
+    with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
+        train_into(model_dir, params, root)
+
+
+def train_into(model_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    model_dir = paths.models / NAME
     weights = get(params, f"{S}.weights", str, default=None)
     finetune = get(params, f"{S}.finetune", bool, default=False)
     val_fraction = get(params, f"{S}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
     frame_step = get(params, f"{S}.frame_step", int, default=1, min_value=1)
     cfg = PaintConfig.from_params(params, S)
-    model_dir.mkdir(parents=True, exist_ok=True)
     yolo.configure()
     paint_info = {"paint": cfg.paint, "crop_size": cfg.crop_size, "crop_margin": cfg.margin, "kp_thr": cfg.kp_thr,
                   "dot_radius": cfg.radius}

@@ -7,6 +7,8 @@ Writes: artifacts/models/person_detector/model.pt   (the trained best.pt, or las
 Params: person_detector.model (a YOLO model yaml, default yolo11n.yaml; the scale letter picks
         the size), person_detector.weights (null, or a user .pt: then no training, the file is
         checked and copied; with person_detector.finetune: true it is fine-tuned instead),
+        person_detector.classes (the class names that are persons in such a file; null = "person";
+        fine-tuning a multi-class file starts from its first person class as the single class),
         person_detector.imgsz / epochs / batch / lr0 / optimizer / warmup_epochs / mosaic /
         close_mosaic / fliplr / val_fraction (share of train videos held out, whole videos) /
         workers / threads (torch CPU threads, 0 = every core), person_detector.frame_step (train on
@@ -25,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from actparse import yolo
-from actparse.cli import stage_main
+from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import decode_frames, frames_by_video, gt_index
 from actparse.params import get
@@ -36,20 +38,29 @@ NAME = "person_detector"
 
 
 def run(params: dict, root: Path) -> None:
+    with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
+        train_into(model_dir, params, root)
+
+
+def train_into(model_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    model_dir = paths.models / NAME
     weights = get(params, f"{NAME}.weights", str, default=None)
     finetune = get(params, f"{NAME}.finetune", bool, default=False)
     val_fraction = get(params, f"{NAME}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
     frame_step = get(params, f"{NAME}.frame_step", int, default=1, min_value=1)
-    model_dir.mkdir(parents=True, exist_ok=True)
     yolo.configure()
     if weights and not finetune:
         m = yolo.load_model(weights)  # clear error naming the file
-        yolo.finish_model_dir(model_dir, None, weights, {"classes": yolo.model_names(m)})
+        keep = yolo.person_class_ids(params, m, weights)  # fails early when the file has no person class
+        yolo.finish_model_dir(model_dir, None, weights, {"classes": yolo.model_names(m),
+                                                         "person_classes": [yolo.model_names(m)[i] for i in keep]})
         log.info("using the user's person detector %s (no training)", weights)
         return
     args = yolo.train_args(params, NAME)
+    user = None
+    if weights:  # fine-tuning: check the file and its person class before preparing the data
+        user = yolo.load_model(weights)
+        yolo.person_class_ids(params, user, weights)
 
     droot = data_root(params, root)
     splits = split_of(load_videos(droot))
@@ -76,14 +87,23 @@ def run(params: dict, root: Path) -> None:
     work = model_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
     try:
+        start, init = weights, {}
+        if user is not None and yolo.model_names(user) != ["person"]:
+            # a multi-class detector (COCO): start from its person class as the single class
+            keep, names = yolo.person_class_ids(params, user, weights), yolo.model_names(user)
+            start = yolo.save_detection_checkpoint(yolo.keep_classes(user, keep[:1], ["person"]),
+                                                   work / "start" / "person_only.pt")
+            init = {"finetune_from_class": names[keep[0]]}
+            log.info("fine-tuning from %s with its class %r as the single class 'person'%s", weights,
+                     names[keep[0]], f" (of {len(keep)} person classes, the first)" if len(keep) > 1 else "")
         val_mask = yolo.split_by_group(groups, val_fraction, seed=args["seed"])
         data_yaml = yolo.export_dataset(work / "data", images, boxes, classes, ["person"], val_mask=val_mask,
                                         stems=stems)
         log.info("training %s on %d images (%d val) for %d epochs", args["model"], int((~val_mask).sum()),
                  int(val_mask.sum()), args["epochs"])
-        result = yolo.train(data_yaml, work / "runs", weights=weights if finetune else None, **args)
+        result = yolo.train(data_yaml, work / "runs", weights=start, **args)
         yolo.finish_model_dir(model_dir, result, weights, {"model": args["model"], "imgsz": args["imgsz"],
-                                            "train_videos": len(train_videos)})
+                                            "train_videos": len(train_videos), **init})
         log.info("person detector: val mAP50 %.3f after %.0fs", result.map50, result.seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)

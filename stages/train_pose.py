@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actparse.cli import stage_main
+from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
-from actparse.mmpose_backend import CONFIG_FILE as MMPOSE_CONFIG_FILE, WEIGHTS_FILE as MMPOSE_WEIGHTS_FILE
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
@@ -51,8 +50,14 @@ BACKENDS = ("hrnet", "mmpose")
 
 
 def run(params: dict, root: Path) -> None:
-    if get(params, "keypoints.backend", str, default="hrnet", choices=BACKENDS) == "mmpose":
-        return run_mmpose(params, root)
+    with model_folder(Paths(root).models / "pose") as out_dir:  # replaces the old folder only on success
+        if get(params, "keypoints.backend", str, default="hrnet", choices=BACKENDS) == "mmpose":
+            export_mmpose_into(out_dir, params, root)
+        else:
+            train_into(out_dir, params, root)
+
+
+def train_into(out_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
     seed = get(params, "seed", int, default=0)
     arch = get(params, "keypoints.arch", str, default="hrnet_w18_small", choices=ARCHS)
@@ -115,10 +120,6 @@ def run(params: dict, root: Path) -> None:
         del fit
     train_time = time.time() - t0
 
-    out_dir = paths.models / "pose"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (MMPOSE_CONFIG_FILE, MMPOSE_WEIGHTS_FILE):  # the other backend's model, from a run outside DVC
-        (out_dir / stale).unlink(missing_ok=True)
     save_checkpoint(model, out_dir / "model.pt", input_size, extra={"start": start, "epochs": epochs})
 
     estimator = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
@@ -163,8 +164,8 @@ def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
     return out
 
 
-def run_mmpose(params: dict, root: Path) -> None:
-    """keypoints.backend 'mmpose': check the config + checkpoint, export them into models/pose, evaluate."""
+def export_mmpose_into(out_dir: Path, params: dict, root: Path) -> None:
+    """keypoints.backend 'mmpose': check the config + checkpoint, export them into ``out_dir``, evaluate."""
     from actparse import mmpose_backend as mb
     from actparse.params import ParamError
 
@@ -188,8 +189,6 @@ def run_mmpose(params: dict, root: Path) -> None:
     cfg = mb.load_config(cfg_path)
     sd, _ = mb.load_weights(ck)
     model = mb.build_model(cfg, sd, ck, device)
-    out_dir = Paths(root).models / "pose"
-    (out_dir / "model.pt").unlink(missing_ok=True)  # the hrnet backend's model, from a run outside DVC
     mb.export(cfg, model.state_dict(), out_dir, {"config": config, "checkpoint": ck.name})
     estimator = mb.MMPoseEstimator(model, flip_test=get(params, "keypoints.flip_test", bool, default=False),
                                    batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))

@@ -17,6 +17,8 @@ from actparse.paths import Paths
 from actparse.schemas import from_columns, write_table
 from actparse.video import encode_jpeg
 
+from _params import overlaid
+
 # keypoints as fractions of the person box (x, y), COCO order
 KP_FRAC = np.array([
     [0.5, 0.08], [0.45, 0.06], [0.55, 0.06], [0.4, 0.08], [0.6, 0.08],      # face
@@ -105,5 +107,5 @@ def write_params(path: Path, person: dict | None = None, parts: dict | None = No
     }
     params["person_detector"].update(person or {})
     params["parts"].update(parts or {})
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(overlaid(params)))  # on the committed params (load_params checks all)
     return path

@@ -110,7 +110,8 @@ PARAMS = {
     "a": {"n": 6},
     "b": {"k": 2, "bad": ["v3"]},
     "c": {"offset": 1},
-    "flow": {"gpu_stages": ["b"], "map_stages": ["b"], "n_workers": 1, "processes": False, "workdir": "work"},
+    "flow": {"gpu_stages": ["b"], "map_stages": ["b"], "scheduler": None, "n_workers": 1, "processes": False,
+             "workdir": "work", "ui_host": "127.0.0.1", "ui_port": 4200},
 }
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",

@@ -67,7 +67,9 @@ def test_stream_writer_keeps_old_artifact_on_failure(tmp_path):
 def test_params_errors_name_the_key(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("decode:\n  stride: 0\n  short_side: abc\n")
-    params = load_params(p)
+    with pytest.raises(ParamError, match="decode.stride' must be >= 1, got 0"):
+        load_params(p)  # the loader checks the whole file; get checks again (dicts built in code)
+    params = {"_path": str(p), "decode": {"stride": 0, "short_side": "abc"}}
     with pytest.raises(ParamError, match="decode.stride.*>= 1"):
         get(params, "decode.stride", int, min_value=1)
     with pytest.raises(ParamError, match="decode.short_side.*int"):
@@ -135,9 +137,9 @@ def _params(tmp_path: Path, data: Path, **decode) -> Path:
 
     d = {"stride": 5, "short_side": 0, "jpeg_quality": 90}
     d.update(decode)
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({"data": {"root": str(data)}, "decode": d}))
-    return p
+    from _params import write_params
+
+    return write_params(tmp_path / "params.yaml", {"data": {"root": str(data)}, "decode": d})
 
 
 def test_decode_stage_samples_frames_and_records_skips(tmp_path):

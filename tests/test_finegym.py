@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from _params import overlaid
 from actparse.constants import ACTIONS
 from actparse.finegym import (LEVELS, GymSettings, JointModel, LevelModel, SlowOnlyBackbone, SlowOnlyConfig,
                               crop_clips, fit_joint, hierarchical_loss, load_annotations, pathway_features,
@@ -219,10 +220,10 @@ def test_long_tail_plan_keeps_test_balanced_and_default_unchanged():
 def test_gym_stages_end_to_end(tiny_root):
     from stages import gym_evaluate, gym_train
 
-    p = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+    p = overlaid({"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
          "gym": {"enabled": True, "stem_dim": 4, "size": 36, "crop": 32, "num_frames": {"event": 2, "set": 4, "element": 4},
                  "interval": 2, "epochs": 1, "views_per_clip": 1, "batch_size": 4, "joint_epochs": 2, "joint_views": 1,
-                 "joint_hidden": 16}}
+                 "joint_hidden": 16}})
     params = tiny_root / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     for mod in (gym_train, gym_evaluate):

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from _params import overlaid
 from actparse.schemas import from_rows, read_table, write_table
 from flows.mapped import DecodeMapper, get_mapper, mapped_stages
 
@@ -37,8 +38,8 @@ def _project(root: Path, videos: dict[str, int]) -> Path:
         rows.append({"video": name, "path": f"videos/{name}.mp4", "split": "test", "action": None,
                      "n_frames": max(n, 0), "fps": 25.0, "width": 64, "height": 48})
     write_table(from_rows(rows, "videos"), data / "videos.parquet", "videos")
-    (root / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"root": str(data)}, "decode": {"stride": 4, "short_side": 16, "jpeg_quality": 80}}))
+    (root / "params.yaml").write_text(yaml.safe_dump(overlaid({
+        "data": {"root": str(data)}, "decode": {"stride": 4, "short_side": 16, "jpeg_quality": 80}})))
     return root
 
 

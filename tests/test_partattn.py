@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from _params import overlaid
 from actparse.constants import NUM_PARTS, PART_INDEX, PART_STATES, PARTS
 from actparse.partattn import (PartAttnConfig, PartStateNet, make_sample, part_state_loss, person_crop_box,
                                state_accuracy, state_targets, train_step)
@@ -174,10 +175,10 @@ def tiny_root(tmp_path_factory):
 def test_partattn_stages_end_to_end(tiny_root):
     from stages import partattn_predict, partattn_train
 
-    p = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+    p = overlaid({"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
          "partattn": {"enabled": True, "persons_source": "gt", "parts_source": "gt", "action_source": "gt", "stride": 5,
                       "input_size": [48, 32], "num_frames": 2, "epochs": 1, "samples_per_video": 2, "batch_size": 4,
-                      **SMALL}}
+                      **SMALL}})
     params = tiny_root / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     for mod in (partattn_train, partattn_predict):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from _params import overlaid
 from actparse.pcca import (PCCAHead, SlowFastBackbone, SlowFastConfig, STADModel, STADSettings, bce_loss,
                            cache_features, class_balanced_weights, expand_rois, fit_classifier,
                            freeze_for_decoupling, gt_samples, keyframe_indices, train_step)
@@ -162,11 +163,11 @@ def tiny_root(tmp_path_factory):
 
 
 def _params(root, **stad):
-    p = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+    p = overlaid({"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
          "stad": {"enabled": True, "head": "pcca", "boxes": "gt", "stride": 5, "short_side": 48, "stem_dim": 4,
                   "dim": 16, "heads": 2, "roi_size": 3, "epochs": 1, "samples_per_video": 1, "batch_size": 2,
                   "decoupled": True, "decoupled_epochs": 2, "decoupled_keyframes": 2, **stad},
-         "link": {}}
+         "link": {}})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(p))
     return str(path)

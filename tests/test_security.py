@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from _params import write_params
 from actparse import safe_pickle, yolo
 from actparse.formats import read_pickle
 from actparse.paths import Paths
@@ -276,8 +277,7 @@ def test_evaluate_and_stad_stages_refuse_a_hostile_ground_truth(tmp_path, capsys
         getattr(paths, attr).parent.mkdir(parents=True, exist_ok=True)
         write_table(from_rows([], name), getattr(paths, attr), name)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(droot)}, "stad": {"enabled": True, "stride": 5},
-                                      "link": {}, "evaluate": {}}))
+    write_params(params, {"data": {"root": str(droot)}, "stad": {"enabled": True, "stride": 5}})
     assert evaluate.main(["--params", str(params), "--root", str(tmp_path)]) == 2
     assert f"evaluate: error: {pkl}: refused to load this pickle" in capsys.readouterr().err
     with pytest.raises(safe_pickle.RefusedPickle, match=rf"^{re.escape(str(pkl))}: refused"):

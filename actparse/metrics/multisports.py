@@ -5,7 +5,10 @@ README names as *the* evaluation code, "PR area the same as PASCAL VOC"; ``varia
 the default) and, with ``variant="act"``, the ACT-derived code it was modified from (the
 challenge server's ``evaluate.py`` and MOC-Detector's ``ACT.py``: trapezoidal PR area with a
 leading (1, 0) point, "+1 pixel" boxes and frame counts, and a matched ground truth deleted from
-the pool so a duplicate may still match another one).
+the pool so a duplicate may still match another one). ``variant="moc"`` is ``act`` as MOC-Detector's
+``ACT.py`` averages it: over every label, a label without ground truth counting AP 0 (the
+challenge's ``evaluate.py`` skips such a label, as the MultiSports code does; ``ACT.py`` divides
+0 by 0 when such a label has detections, and here its AP is 0 then too).
 
 Inputs are the official files, loaded:
 
@@ -30,8 +33,12 @@ Official behaviours kept (each is what the official loop does, not a choice made
   code measures frame spans as ``last - first`` (no +1: a one-frame overlap has temporal IoU 0, two
   one-frame tubes on the same frame give 0/0 = nan, which never matches); ``act`` uses ``+1``
   (``temporal_plus_one=True`` applies that fix to the MultiSports variant);
-* a video's tubes must cover consecutive frames (the official code indexes frames by position and
-  fails otherwise; here that is a ValueError naming the video).
+* tube frames must increase; a tube may skip frames, but where a ground-truth and a detected tube
+  overlap in time both must hold the same frames (the official IoU slices the two tubes by position
+  from the first to the last shared frame and fails otherwise; here that is a ValueError naming
+  the video). A gap outside the overlap is scored as the official code scores it.
+* a test video missing from ``gttubes`` stops the official code (KeyError); here it is a
+  ValueError naming the video (:func:`check_ground_truth`).
 * Comparisons and means run in the dtype of the official arrays (float32 tubes stay float32; a
   Python float threshold is compared as NumPy 2 does), so the numbers are identical, not close.
 
@@ -42,8 +49,8 @@ numbers here are those the official code gives under a NumPy where it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -53,7 +60,7 @@ OFFICIAL_EXCLUDED_LABELS: tuple[str, ...] = (
     "aerobic kick jump", "aerobic off axis jump", "aerobic butterfly jump", "aerobic balance turn",
     "basketball save", "basketball jump ball",
 )
-VARIANTS = ("multisports", "act")
+VARIANTS = ("multisports", "act", "moc")
 
 
 @dataclass
@@ -89,16 +96,111 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
-def as_frame_detections(dets) -> np.ndarray:
+def _kind(x) -> str:
+    return type(x).__name__
+
+
+def _is_seq(x) -> bool:
+    return isinstance(x, (list, tuple, np.ndarray))
+
+
+def check_ground_truth(gt, name: str = "ground truth", tubes: bool = True) -> None:
+    """Raise ValueError, naming ``name`` and the place, where a ground-truth dict departs from what
+    the official code reads: ``labels`` (a list), ``test_videos``, ``gttubes`` holding every test
+    video (the official code stops with KeyError on a missing one) as {label index: [tube (n, 5+)
+    numeric array: frame, x1, y1, x2, y2]}. ``tubes=False`` leaves the tubes themselves to the
+    scoring functions (which check each one as they read it)."""
+    if not isinstance(gt, dict):
+        raise ValueError(f"{name}: not a MultiSports ground-truth dict (got a {_kind(gt)})")
+    for key in ("labels", "test_videos", "gttubes"):
+        if key not in gt:
+            raise ValueError(f"{name}: no {key!r} (a MultiSports ground truth has 'labels', 'test_videos' "
+                             f"and 'gttubes')")
+    if not _is_seq(gt["labels"]):
+        raise ValueError(f"{name}: 'labels' is a {_kind(gt['labels'])}, not a list of label names")
+    tv = gt["test_videos"]
+    if not _is_seq(tv) or (len(tv) and not (_is_seq(tv[0]) or isinstance(tv[0], str))):
+        raise ValueError(f"{name}: 'test_videos' must be a list of video lists (the first is scored)")
+    gttubes = gt["gttubes"]
+    if not isinstance(gttubes, dict):
+        raise ValueError(f"{name}: 'gttubes' is a {_kind(gttubes)}, not a dict video -> {{label index: tubes}}")
+    lists = []
+    for v in test_videos(gt):
+        if v not in gttubes:
+            raise ValueError(f"{name}: test video {v!r} is not in 'gttubes' (the official code stops with KeyError)")
+        by_label = gttubes[v]
+        if not isinstance(by_label, dict):
+            raise ValueError(f"{name}: gttubes[{v!r}] is a {_kind(by_label)}, not a dict label index -> tubes")
+        for il, tl in by_label.items():
+            if not _is_seq(tl):
+                raise ValueError(f"{name}: gttubes[{v!r}][{il!r}] is a {_kind(tl)}, not a list of tubes")
+            lists.append((v, il, tl))
+    if not tubes:
+        return
+    every = list(chain.from_iterable(t for _, _, t in lists))
+    try:  # usually every tube is a 2-D numeric array: checked in bulk
+        kinds = set(map(_ndim_dtype, every))
+        if all(nd == 2 and dt.kind in "biuf" for nd, dt in kinds) and min(map(itemgetter(1), map(_shape, every)),
+                                                                           default=5) >= 5:
+            return
+    except AttributeError:  # not all arrays
+        pass
+    for v, il, tl in lists:
+        for k, t in enumerate(tl):
+            if isinstance(t, (list, tuple, np.ndarray)) and len(t) == 0:
+                continue  # no rows: nothing to read
+            try:
+                a = t if isinstance(t, np.ndarray) else np.asarray(t)
+            except ValueError:
+                a = np.zeros(0, object)
+            if a.ndim != 2 or a.shape[1] < 5 or a.dtype.kind not in "biuf":
+                raise ValueError(f"{name}: gttubes[{v!r}][{il!r}][{k}] is not an (n, 5) numeric array of "
+                                 f"frame, x1, y1, x2, y2 (shape {a.shape}, dtype {a.dtype})")
+
+
+_ndim_dtype = attrgetter("ndim", "dtype")
+_shape = attrgetter("shape")
+
+
+def as_frame_detections(dets, name: str = "frame detections") -> np.ndarray:
     """Official frame detections as an (N, 8) array (a list of (8,) arrays is stacked)."""
     if isinstance(dets, np.ndarray) and dets.ndim == 2:
         arr = dets
     else:
-        dets = list(dets)
-        arr = np.stack([np.asarray(d) for d in dets]) if dets else np.zeros((0, 8), np.float32)
+        try:
+            dets = list(dets)
+            arr = np.stack([np.asarray(d) for d in dets]) if dets else np.zeros((0, 8), np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: not an (N, 8) array or a list of (8,) rows ({exc})") from None
     if arr.ndim != 2 or arr.shape[1] != 8:
-        raise ValueError(f"frame detections must have shape (N, 8), got {arr.shape}")
+        raise ValueError(f"{name}: frame detections must have shape (N, 8), got {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: frame detections must be numbers, got dtype {arr.dtype}")
     return arr
+
+
+def as_video_detections(dets, name: str = "video detections") -> dict:
+    """Official video detections ``{label index: [(video, score, tube)]}`` checked, keys as ints
+    (the tubes themselves are checked where they are scored)."""
+    if not isinstance(dets, dict):
+        raise ValueError(f"{name}: not a dict label index -> [(video, score, tube)] (got a {_kind(dets)})")
+    out = {}
+    for key, entries in dets.items():
+        try:
+            il = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: key {key!r} is not a label index") from None
+        if not isinstance(entries, (list, tuple)):
+            raise ValueError(f"{name}: label {il}: a {_kind(entries)}, not a list of (video, score, tube)")
+        bad = next((i for i, e in enumerate(entries) if not (isinstance(e, (list, tuple)) and len(e) == 3)), None)
+        if bad is None:
+            scores = [e[1] for e in entries]
+            bad = next((i for i, x in enumerate(scores) if isinstance(x, bool) or
+                        not isinstance(x, (int, float, np.integer, np.floating))), None)
+        if bad is not None:
+            raise ValueError(f"{name}: label {il} detection {bad}: not (video, score, tube) with a numeric score")
+        out[il] = entries
+    return out
 
 
 # ----------------------------------------------------------------------------------------- IoU
@@ -175,13 +277,22 @@ class _FrameGT:
 def _flatten_frame_gt(gt: dict, vlist: list) -> _FrameGT:
     labels, keys, boxes = [], [], []
     gttubes = gt["gttubes"]
+    label_of = {i: i for i in range(len(gt["labels"]))}  # finds a key exactly when `ilabel in tubes` would
     for iv, v in enumerate(vlist):
         for ilabel, tubes in gttubes[v].items():
-            for tube in tubes:
-                tube = np.asarray(tube)
+            il = label_of.get(ilabel)
+            if il is None:
+                continue  # the official loop never reads it
+            for k, tube in enumerate(tubes):
+                if isinstance(tube, (list, tuple, np.ndarray)) and len(tube) == 0:
+                    continue
+                tube = _as_tube(tube, empty=True)
+                if tube.ndim != 2:
+                    raise ValueError(f"ground truth: gttubes[{v!r}][{ilabel!r}][{k}] is not an (n, 5) numeric array "
+                                     f"of frame, x1, y1, x2, y2")
                 if len(tube) == 0:
                     continue
-                labels.append(np.full(len(tube), int(ilabel), np.int64))
+                labels.append(np.full(len(tube), il, np.int64))
                 keys.append(iv * (1 << 32) + tube[:, 0].astype(np.int64))
                 boxes.append(np.asarray(tube[:, 1:5], dtype=np.float64))
     if not labels:
@@ -195,7 +306,8 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
              excluded_labels=OFFICIAL_EXCLUDED_LABELS) -> APResult:
     """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5), all classes at once."""
     _check_variant(variant)
-    act = variant == "act"
+    check_ground_truth(gt, tubes=False)
+    act = variant in ("act", "moc")
     dets = as_frame_detections(dets)
     vlist = test_videos(gt)
     fgt = _flatten_frame_gt(gt, vlist)
@@ -204,6 +316,8 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
     scored = [il for il, label in enumerate(gt["labels"]) if label not in excluded_labels and il < len(gt_count)
               and gt_count[il] > 0]
     if not scored:
+        if variant == "moc":
+            res.map = _moc_mean(res, gt["labels"], excluded_labels, {}, _frame_label_counts(dets))
         return res
     lab_col = dets[:, 2]
     lab_int = np.where(lab_col == np.floor(lab_col), lab_col, -1).astype(np.int64)  # `dets[:, 2] == ilabel`
@@ -260,8 +374,35 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
         label = gt["labels"][il]
         res.pr[label] = prs[k]
         res.ap[label] = aps[k] * 100
-    res.map = np.mean(100 * np.array(aps))
+    if variant == "moc":
+        res.map = _moc_mean(res, gt["labels"], excluded_labels, dict(zip(scored, aps)), _frame_label_counts(dets))
+    else:
+        res.map = np.mean(100 * np.array(aps))
     return res
+
+
+def _frame_label_counts(dets: np.ndarray) -> dict:
+    lab = dets[:, 2]
+    ok = lab == np.floor(lab)
+    vals, counts = np.unique(lab[ok].astype(np.int64), return_counts=True)
+    return dict(zip(vals.tolist(), counts.tolist()))
+
+
+def _moc_mean(res: "APResult", labels, excluded_labels, ap_of: dict, n_dets: dict):
+    """MOC-Detector ``ACT.py``'s mean over every (not excluded) label, in label order: a label
+    without ground truth has AP 0 (its PR rows: the leading (1, 0), then (0, 0) per detection, where
+    ``ACT.py`` divides 0 by 0); fills ``res.ap`` / ``res.pr`` for those labels."""
+    aps = []
+    for il, label in enumerate(labels):
+        if label in excluded_labels:
+            continue
+        if il not in ap_of:
+            pr = np.zeros((n_dets.get(il, 0) + 1, 2), np.float32)
+            pr[0, 0] = 1.0
+            res.pr[label] = pr
+            res.ap[label] = np.float32(0) * 100
+        aps.append(ap_of.get(il, np.float32(0)))
+    return np.mean(100 * np.array(aps, np.float32)) if aps else float("nan")
 
 
 def _act_resolve(rank: np.ndarray, target: np.ndarray, rows: dict, group: np.ndarray, thr: float) -> np.ndarray:
@@ -309,6 +450,21 @@ class _Tubes:
     first: np.ndarray  # first frame, tube dtype
     last: np.ndarray
     _cols: dict = field(default_factory=dict, repr=False)
+    names: object = None  # names[t]: how errors call tube t
+    gapped: np.ndarray | None = None  # tube skips frames (None: found from the rows when needed)
+
+    def gaps(self) -> np.ndarray:
+        if self.gapped is None:
+            step = np.diff(self.rows[:, 0])
+            inner = np.ones(len(step), bool)
+            inner[self.start[1:] - 1] = False
+            gap_rows = np.flatnonzero(inner & (step != 1))
+            self.gapped = np.zeros(len(self.start), bool)
+            self.gapped[np.searchsorted(self.start, gap_rows, side="right") - 1] = True
+        return self.gapped
+
+    def name(self, t: int) -> str:
+        return self.names[t] if self.names is not None else f"tube {t}"
 
     def columns(self, dtype) -> list:
         """x1, y1, x2, y2 as arrays of ``dtype`` (views when the dtype is the rows' own)."""
@@ -343,37 +499,52 @@ def _join_rows(arrays: list) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays), lengths
 
 
+def _as_tube(t, empty: bool = False) -> np.ndarray:
+    """``t`` as an (n, 5+) numeric array (n >= 1 unless ``empty``), or a 1-D array where it is not one."""
+    try:
+        a = np.asarray(t)
+    except ValueError:  # ragged
+        return np.zeros(0, object)
+    ok = a.ndim == 2 and a.shape[1] >= 5 and (empty or len(a)) and a.dtype.kind in "biuf"
+    return a if ok else np.zeros(0, object)
+
+
 def _stack_tubes(tubes: list, names) -> _Tubes:
-    """Stack tubes (each an (n, 5+) array of consecutive frames); ``names[i]`` labels tube i in errors."""
+    """Stack tubes (each an (n >= 1, 5+) numeric array, frames increasing); ``names[i]`` labels tube i
+    in errors."""
     if not tubes:
         return _Tubes(np.zeros((0, 5)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     try:  # usually every tube is an (n, 5) or every one an (n, 6) array: one copy
         rows, lengths = _join_rows(tubes)
-        if rows.ndim != 2 or rows.shape[1] < 5 or (lengths == 0).any():
+        if rows.ndim != 2 or rows.shape[1] < 5 or (lengths == 0).any() or rows.dtype.kind not in "biuf":
             raise ValueError
         rows = rows[:, :5]
     except (ValueError, TypeError, IndexError):
-        arrs = list(map(np.asarray, tubes))
+        arrs = list(map(_as_tube, tubes))
+        bad = next((i for i, a in enumerate(arrs) if a.ndim != 2), None)
+        if bad is not None:
+            raise ValueError(f"{names[bad]}: a tube must be an (n>=1, 5+) numeric array (frame, x1, y1, x2, y2), "
+                             f"got {_describe(tubes[bad])}") from None
         lengths = np.fromiter(map(len, arrs), np.int64, count=len(arrs))
-        try:
-            if (lengths == 0).any():
-                raise ValueError
-            rows = np.concatenate([a[:, :5] for a in arrs])
-            if rows.shape[1] != 5:
-                raise ValueError
-        except (ValueError, IndexError):
-            bad = next(i for i, a in enumerate(arrs) if a.ndim != 2 or a.shape[1] < 5 or len(a) == 0)
-            raise ValueError(f"{names[bad]}: a tube must be an (n>=1, 5+) array, got shape {arrs[bad].shape}") from None
+        rows = np.concatenate([a[:, :5] for a in arrs])
     start = np.cumsum(lengths) - lengths
     step = np.diff(rows[:, 0])
     inner = np.ones(len(step), bool)
     inner[start[1:] - 1] = False
-    wrong = np.flatnonzero(inner & (step != 1))
+    wrong = np.flatnonzero(inner & ~(step > 0))
     if len(wrong):
         t = int(np.searchsorted(start, wrong[0], side="right") - 1)
-        raise ValueError(f"{names[t]}: tube frames must be consecutive (the official IoU indexes frames by "
-                         f"position), got {np.asarray(tubes[t])[:5, 0].tolist()}...")
-    return _Tubes(rows, start, lengths, rows[start, 0], rows[start + lengths - 1, 0])
+        raise ValueError(f"{names[t]}: tube frames must increase, got {np.asarray(tubes[t])[:5, 0].tolist()}...")
+    gapped = np.zeros(len(start), bool)
+    gap_rows = np.flatnonzero(inner & (step != 1))
+    gapped[np.searchsorted(start, gap_rows, side="right") - 1] = True
+    return _Tubes(rows, start, lengths, rows[start, 0], rows[start + lengths - 1, 0], names=names, gapped=gapped)
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"shape {x.shape}, dtype {x.dtype}"
+    return f"a {type(x).__name__}" + (f" {x[:20]!r}" if isinstance(x, str) else "")
 
 
 class _Names:
@@ -396,7 +567,7 @@ def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, vari
     (default: the variant's; MultiSports code False, ACT True) counts frame spans as ``last - first
     + 1``; True fixes the MultiSports quirk that a one-frame temporal overlap scores 0.
     """
-    act = variant == "act"
+    act = variant in ("act", "moc")
     t_one = act if temporal_plus_one is None else bool(temporal_plus_one)
     dtype = np.result_type(gt.rows.dtype, det.rows.dtype)
     gf, gl = gt.first[gi].astype(dtype), gt.last[gi].astype(dtype)
@@ -408,11 +579,14 @@ def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, vari
     if not ovl.any():
         return out, ovl
     p = np.flatnonzero(ovl)
-    n = (tmax[p] - tmin[p]).astype(np.int64) + 1
-    starts = np.cumsum(n) - n
-    total = int(n.sum())
+    n = (tmax[p] - tmin[p]).astype(np.int64) + 1  # rows of the overlap
     g0 = gt.start[gi[p]] + (tmin[p] - gf[p]).astype(np.int64)  # first overlapping row of each pair
     d0 = det.start[di[p]] + (tmin[p] - df[p]).astype(np.int64)
+    odd = np.flatnonzero(gt.gaps()[gi[p]] | det.gaps()[di[p]])
+    if len(odd):  # a tube that skips frames: its rows are found by frame, as the official slicing does
+        _gapped_rows(gt, gi[p], det, di[p], tmin[p], tmax[p], odd, g0, d0, n)
+    starts = np.cumsum(n) - n
+    total = int(n.sum())
     gcols, dcols = gt.columns(dtype), det.columns(dtype)
     # per-frame IoUs in chunks of whole pairs, about _CHUNK frames each, so that the gathered
     # coordinates and the temporaries stay in cache
@@ -438,6 +612,25 @@ def tube_iou_pairs(gt: _Tubes, gi: np.ndarray, det: _Tubes, di: np.ndarray, vari
     return out, ovl
 
 
+def _gapped_rows(gt: _Tubes, gi, det: _Tubes, di, tmin, tmax, pairs, g0, d0, n) -> None:
+    """First rows (``g0``, ``d0``) and row counts (``n``) of the temporal overlap of ``pairs`` where a
+    tube skips frames, found as the official ``iou3dt`` finds them: from the row of frame ``tmin`` to
+    the row of frame ``tmax`` in each tube. Where the official code fails (a tube lacks one of those
+    frames, or the two slices differ in length or frames) raise ValueError naming the tubes."""
+    for q in pairs.tolist():
+        g, d = int(gi[q]), int(di[q])
+        gfr = gt.rows[gt.start[g]:gt.start[g] + gt.length[g], 0]
+        dfr = det.rows[det.start[d]:det.start[d] + det.length[d], 0]
+        ga, gb = np.flatnonzero(gfr == tmin[q]), np.flatnonzero(gfr == tmax[q])
+        da, db = np.flatnonzero(dfr == tmin[q]), np.flatnonzero(dfr == tmax[q])
+        if not (len(ga) == len(gb) == len(da) == len(db) == 1) or gb[0] - ga[0] != db[0] - da[0] \
+                or (gfr[ga[0]:gb[0] + 1] != dfr[da[0]:db[0] + 1]).any():
+            raise ValueError(f"{gt.name(g)} and {det.name(d)}: inside their temporal overlap (frames {tmin[q]:g} "
+                             f"to {tmax[q]:g}) the two tubes do not hold the same frames (the official IoU "
+                             f"slices both by position there and fails)")
+        g0[q], d0[q], n[q] = gt.start[g] + ga[0], det.start[d] + da[0], gb[0] - ga[0] + 1
+
+
 def _video_ge(iou: np.ndarray, ovl: np.ndarray, thr: float, dtype) -> np.ndarray:
     """Official ``ious[amax] >= thr``: NumPy scalar (tube dtype) or Python 0.0 where no overlap."""
     t = np.dtype(dtype).type(thr)
@@ -455,6 +648,8 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
     ``temporal_plus_one``: see :func:`tube_iou_pairs` (None = the official behaviour of ``variant``).
     """
     _check_variant(variant)
+    check_ground_truth(gt, tubes=False)
+    act = variant in ("act", "moc")
     thresholds = list(thresholds)
     vlist = test_videos(gt)
     out = {t: APResult(map=float("nan")) for t in thresholds}
@@ -479,6 +674,9 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
             g_n.append(len(tubes))
             gtubes.extend(tubes)
     if not gtubes:
+        if variant == "moc":
+            for thr in thresholds:
+                out[thr].map = _moc_mean(out[thr], names, excluded_labels, {}, _video_label_counts(dets))
         return out
     g_lab, g_vid = np.repeat(g_lab, g_n).astype(np.int64), np.repeat(g_vid, g_n).astype(np.int64)
     g_order = np.argsort(g_lab * (1 << 32) + g_vid, kind="stable")  # by class, then video, then list order
@@ -538,20 +736,28 @@ def video_ap(gt: dict, dets: dict, thresholds=(0.5,), variant: str = "multisport
             pbest = pidx[np.arange(len(s_)), amax]
             ok = _video_ge(iou[pbest], ovl[pbest], thr, dtype)
             target[sel[s_[ok]]] = gi[pbest[ok]]
-            if variant == "act":
+            if act:
                 for j, k in enumerate(s_):
                     rows[int(sel[k])] = (gi[pidx[j]], iou[pidx[j]], ovl[pidx[j]])
-        if variant == "act":
+        if act:
             tp = _act_resolve_video(rank, target, rows, d_names, thr, dtype)
         else:
             tp = greedy_first_claim(rank, target)
-        ap, prs = pr_ap_segments(tp[order], lab_n, np.asarray(gt_num), act=variant == "act")
-        aps = list(ap.astype(np.float32) if variant == "act" else ap)
+        ap, prs = pr_ap_segments(tp[order], lab_n, np.asarray(gt_num), act=act)
+        aps = list(ap.astype(np.float32) if act else ap)
         for li, label in enumerate(labels):
             out[thr].pr[label] = prs[li]
             out[thr].ap[label] = aps[li] * 100
-        out[thr].map = np.mean(100 * np.array(aps))
+        if variant == "moc":
+            out[thr].map = _moc_mean(out[thr], names, excluded_labels, dict(zip(lab_ids.tolist(), aps)),
+                                     _video_label_counts(dets))
+        else:
+            out[thr].map = np.mean(100 * np.array(aps))
     return out
+
+
+def _video_label_counts(dets: dict) -> dict:
+    return {il: len(d) for il, d in dets.items()}
 
 
 def _act_resolve_video(rank, target, rows, dv, thr, dtype):

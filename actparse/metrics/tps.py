@@ -34,6 +34,10 @@ What the official code does, and therefore what this does by default:
   added in the official order; the leaderboard rounds it to 6 decimals.
 * ``check_limits``: the official asserts (at most 10 humans per frame; ``len(verb) <= 5``, which
   for a string verb is its character count) raise ValueError here.
+* ``bbox_iou`` reads ``box[0:4]``, so a box ``[x1, y1, x2, y2, score]`` scores as its first four
+  numbers (a frame's human boxes must then be of one length, as ``np.float32`` of them requires).
+  A file that departs from the layout is a ValueError naming it and the first place that departs
+  (:func:`layout_problem`).
 
 Floating-point sums run in the official order (``np.bincount`` and ``np.cumsum`` add sequentially),
 so every number is identical to the official loop's, not merely close.
@@ -139,18 +143,46 @@ def part_iou64(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.nd
     return np.where((iw <= 0) | (ih <= 0), -1.0 if plus_one else 0.0, iou)
 
 
-def _boxes(items, dtype, what: str) -> np.ndarray:
-    """A list of [x1, y1, x2, y2] lists as an (n, 4) array (values as ``np.asarray`` would give)."""
+def _boxes(items, dtype, what: str, whole: bool = False, frame_counts=None) -> np.ndarray:
+    """A list of boxes as an (n, 4) array of their first four numbers (values as ``np.asarray`` would
+    give). The official ``bbox_iou`` reads ``box[0:4]`` only, so ``[x1, y1, x2, y2, score]`` scores
+    as ``[x1, y1, x2, y2]``. ``whole``: every number of a longer box must be a number and, with
+    ``frame_counts`` (boxes per frame, in order), the boxes of one frame must have one length, as
+    the official ``np.float32`` of a frame's human boxes requires."""
     n = len(items)
     if n == 0:
         return np.zeros((0, 4), dtype)
     try:
-        if set(map(len, items)) != {4}:
-            raise ValueError("not 4 numbers")
-        flat = np.fromiter(chain.from_iterable(items), np.float64, count=4 * n)
+        lens = set(map(len, items))
+        if lens == {4}:
+            flat = np.fromiter(chain.from_iterable(items), np.float64, count=4 * n)
+        elif min(lens) >= 4:
+            if whole:
+                _whole_boxes(items, frame_counts)
+            flat = np.fromiter(chain.from_iterable(map(itemgetter(slice(0, 4)), items)), np.float64, count=4 * n)
+        else:
+            raise ValueError(f"a box of {min(lens)} numbers")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what}: every box must be 4 numbers [x1, y1, x2, y2] ({exc})") from None
+        raise ValueError(f"{what}: every box must start with 4 numbers [x1, y1, x2, y2] (further numbers, a "
+                         f"score say, are ignored as the official code ignores them) ({exc})") from None
     return flat.reshape(n, 4).astype(dtype, copy=False)
+
+
+def _whole_boxes(items, frame_counts=None) -> None:
+    """Raise where the official ``np.float32(boxes of a frame)`` fails: a box that is not all
+    numbers, or boxes of different lengths in one frame."""
+    lens = np.fromiter(map(len, items), np.int64, count=len(items))
+    for b in (b for b, k in zip(items, lens) if k != 4):
+        np.fromiter(b, np.float64, count=len(b))
+    if frame_counts is not None:
+        counts = np.asarray(frame_counts, np.int64)
+        f = np.flatnonzero(counts > 0)
+        st = _starts(counts)[f]
+        lo, hi = np.minimum.reduceat(lens, st), np.maximum.reduceat(lens, st)
+        if (lo != hi).any():
+            k = int(np.argmax(lo != hi))
+            raise ValueError(f"boxes of {int(lo[k])} and {int(hi[k])} numbers in one frame (the official "
+                             f"code cannot stack them)")
 
 
 # ----------------------------------------------------------------------------------- matching
@@ -379,7 +411,7 @@ def flatten_frames(frames: list, vocab: Vocab, what: str = "part result") -> Par
         parts = [p for d in pdicts for p in d.values()]
         pboxes = list(map(itemgetter("box"), parts))
         verbs = list(map(itemgetter("verb"), parts))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{what}: not in the official layout (frame -> humans -> box / parts -> box / verb): "
                          f"missing {exc}") from None
     nh = np.fromiter(map(len, hl), np.int64, count=len(hl))
@@ -388,8 +420,8 @@ def flatten_frames(frames: list, vocab: Vocab, what: str = "part result") -> Par
         pbox = _boxes(pboxes, np.float64, what)
         ok = np.ones(len(pboxes), bool)
     except ValueError:  # some part boxes are not one flat box: keep them apart, fail only if used
-        ok = np.array([isinstance(b, (list, tuple)) and len(b) == 4 and
-                       all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b) for b in pboxes], bool)
+        ok = np.array([isinstance(b, (list, tuple)) and len(b) >= 4 and
+                       all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b[:4]) for b in pboxes], bool)
         pbox = np.full((len(pboxes), 4), np.nan)
         if ok.any():
             pbox[ok] = _boxes([b for b, k in zip(pboxes, ok) if k], np.float64, what)
@@ -419,6 +451,8 @@ class TPSInputs:
 def prepare(gt_part: dict, pred_part: dict, videos=None, missing_video: str = "error") -> TPSInputs:
     """Flatten the two official part-result dicts (the frames the official loop reads)."""
     vids = list(gt_part) if videos is None else list(videos)
+    check_part_result(gt_part, "ground truth", vids)
+    check_part_result(pred_part, "prediction", vids)
     g_frames, g_video, p_frames, p_of = [], [], [], []
     for vi, vid in enumerate(vids):
         if vid not in gt_part:
@@ -495,25 +529,103 @@ def inputs_from_tables(gt_persons, gt_parts, pred_persons, pred_parts, gt_frames
 
 
 def part_state_correctness(gt_part: dict, pred_part: dict, options: TPSOptions | None = None,
-                           videos=None) -> np.ndarray:
-    """Official per-video PSC (``eval_video_TPS``) for ``videos`` (default: every GT video):
-    :func:`prepare` then :func:`psc_from_inputs`."""
+                           videos=None, names=("ground truth", "prediction")) -> np.ndarray:
+    """Official per-video PSC (``eval_video_TPS``) for ``videos`` (default: every GT video).
+    ``names`` (of the ground truth and the prediction, file paths say) label layout errors."""
     o = options or TPSOptions()
-    if not o.wrap_proposals:
-        return _psc_dicts(gt_part, pred_part, o, videos)
-    return _psc_wrapped_dicts(gt_part, pred_part, o, videos)
+    check_part_result(gt_part, names[0], videos)
+    check_part_result(pred_part, names[1], list(gt_part) if videos is None else videos)
+    try:
+        if not o.wrap_proposals:
+            return _psc_dicts(gt_part, pred_part, o, videos, names)
+        return _psc_wrapped_dicts(gt_part, pred_part, o, videos, names)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        # a layout the fast walk did not expect: find and name the first place that departs from it
+        vids = list(gt_part) if videos is None else list(videos)
+        raise ValueError(layout_problem(gt_part, names[0], vids) or layout_problem(pred_part, names[1], vids)
+                         or f"{names[0]} / {names[1]}: part results not in the official layout (video -> "
+                            f"frame -> humans -> box / parts -> box / verb): {exc!r}") from None
+
+
+def _type_name(x) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(
+        type(x), "a number" if isinstance(x, (int, float)) else type(x).__name__)
+
+
+def check_part_result(part, name: str = "part results", videos=None) -> None:
+    """A part-result dict maps video -> {frame: ...} (for ``videos``, default all; the official code
+    reads no other): raise ValueError naming ``name`` otherwise."""
+    if not isinstance(part, dict):
+        raise ValueError(f"{name}: not a part-result object mapping video -> frames (the top level is "
+                         f"{_type_name(part)})")
+    for vid in (part if videos is None else [v for v in videos if v in part]):
+        frames = part[vid]
+        if not isinstance(frames, dict):
+            raise ValueError(f"{name}: video {vid!r} is {_type_name(frames)}, not an object mapping "
+                             f"frame -> {{'humans': [...]}}")
+
+
+def check_video_classes(vid_result, name: str = "video classes") -> None:
+    """A video-class dict maps video -> class: raise ValueError naming ``name`` otherwise."""
+    if not isinstance(vid_result, dict):
+        raise ValueError(f"{name}: not an object mapping video -> action class (the top level is "
+                         f"{_type_name(vid_result)})")
+
+
+def layout_problem(part: dict, name: str, videos=None) -> str | None:
+    """The first place where part results (of ``videos``) depart from the official layout
+    ``{video: {frame: {"humans": [{"box": [...], "parts": {name: {"box": [...], "verb": ...}}}]}}}``,
+    as a message naming ``name`` and the place; None when there is none."""
+    problem = _layout_problem(part, name, videos)
+    return None if problem is None else f"{problem} (not in the official layout)"
+
+
+def _layout_problem(part: dict, name: str, videos=None) -> str | None:
+    if not isinstance(part, dict):
+        return f"{name}: not a part-result object (the top level is {_type_name(part)})"
+    for vid in (part if videos is None else [v for v in videos if v in part]):
+        frames = part[vid]
+        where = f"{name}: video {vid!r}"
+        if not isinstance(frames, dict):
+            return f"{where} is {_type_name(frames)}, not an object of frames"
+        for fname, fr in frames.items():
+            w = f"{where} frame {fname!r}"
+            if not isinstance(fr, dict) or "humans" not in fr:
+                return f"{w} has no 'humans'"
+            humans = fr["humans"]
+            if not isinstance(humans, list):
+                return f"{w}: 'humans' is {_type_name(humans)}, not a list"
+            for i, h in enumerate(humans):
+                wh = f"{w} human {i}"
+                if not isinstance(h, dict):
+                    return f"{wh} is {_type_name(h)}, not an object"
+                for key in ("box", "parts"):
+                    if key not in h:
+                        return f"{wh} has no {key!r}"
+                if not isinstance(h["box"], list):
+                    return f"{wh}: 'box' is {_type_name(h['box'])}, not a list of numbers"
+                if not isinstance(h["parts"], dict):
+                    return f"{wh}: 'parts' is {_type_name(h['parts'])}, not an object"
+                for pname, pp in h["parts"].items():
+                    if not isinstance(pp, dict):
+                        return f"{wh} part {pname!r} is {_type_name(pp)}, not an object"
+                    for key in ("box", "verb"):
+                        if key not in pp:
+                            return f"{wh} part {pname!r} has no {key!r}"
+    return None
 
 
 _get_humans, _get_parts = itemgetter("humans"), itemgetter("parts")
 _get_box, _get_verb = itemgetter("box"), itemgetter("verb")
 
 
-def _human_boxes(humans: list, what: str) -> np.ndarray:
+def _human_boxes(humans: list, what: str, frame_counts=None) -> np.ndarray:
     """The humans' boxes as float32, the values the official ``np.float32([h["box"] for h in humans])`` holds."""
-    return _boxes(list(map(_get_box, humans)), np.float32, what)
+    return _boxes(list(map(_get_box, humans)), np.float32, what, whole=True, frame_counts=frame_counts)
 
 
-def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=None) -> np.ndarray:
+def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=None,
+                       names=("ground truth", "prediction")) -> np.ndarray:
     """Per-video PSC straight from the dicts (official proposal wrapping).
 
     Python touches only what the official loop reads, in bulk: the frame lists, the humans of the
@@ -524,34 +636,31 @@ def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=Non
     vids = list(gt_part) if videos is None else list(videos)
     n_v = len(vids)
     ghl, pfl, nfr = [], [], []  # per ground-truth frame: its humans, the predicted frame (or None)
-    try:
-        for vid in vids:
-            gframes = gt_part.get(vid)
-            if gframes is None:
-                raise ValueError(f"ground truth has no part annotations for video {vid!r}")
-            pframes = pred_part.get(vid)
-            if pframes is None:
-                # the official loop looks the video up at its first frame with a ground-truth human
-                if o.missing_video == "error" and any(map(len, map(_get_humans, gframes.values()))):
-                    raise ValueError(f"prediction has no part results for video {vid!r} "
-                                     f"(the official code stops with KeyError)")
-                pframes = {}
-            nfr.append(len(gframes))
-            ghl.extend(map(_get_humans, gframes.values()))
-            pfl.extend(map(pframes.get, gframes))
-        f_video = np.repeat(np.arange(n_v), nfr)
-        gnh = np.fromiter(map(len, ghl), np.int64, count=len(ghl))
-        present = np.fromiter(map(is_not, pfl, repeat(None)), bool, count=len(pfl))
-        cand = np.flatnonzero((gnh > 0) & present)  # frames the official loop matches
-        cl = cand.tolist()
-        gsel = [ghl[i] for i in cl]
-        phl = list(map(_get_humans, [pfl[i] for i in cl]))
-        gh = list(chain.from_iterable(gsel))
-        ph = list(chain.from_iterable(phl))
-        g_np = np.fromiter(map(len, map(_get_parts, gh)), np.int64, count=len(gh))
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"part results not in the official layout (video -> frame -> humans -> box / "
-                         f"parts -> box / verb): missing {exc}") from None
+    # a layout error here (KeyError, TypeError...) is named by part_state_correctness
+    for vid in vids:
+        gframes = gt_part.get(vid)
+        if gframes is None:
+            raise ValueError(f"{names[0]} has no part annotations for video {vid!r}")
+        pframes = pred_part.get(vid)
+        if pframes is None:
+            # the official loop looks the video up at its first frame with a ground-truth human
+            if o.missing_video == "error" and any(map(len, map(_get_humans, gframes.values()))):
+                raise ValueError(f"{names[1]} has no part results for video {vid!r} "
+                                 f"(the official code stops with KeyError)")
+            pframes = {}
+        nfr.append(len(gframes))
+        ghl.extend(map(_get_humans, gframes.values()))
+        pfl.extend(map(pframes.get, gframes))
+    f_video = np.repeat(np.arange(n_v), nfr)
+    gnh = np.fromiter(map(len, ghl), np.int64, count=len(ghl))
+    present = np.fromiter(map(is_not, pfl, repeat(None)), bool, count=len(pfl))
+    cand = np.flatnonzero((gnh > 0) & present)  # frames the official loop matches
+    cl = cand.tolist()
+    gsel = [ghl[i] for i in cl]
+    phl = list(map(_get_humans, [pfl[i] for i in cl]))
+    gh = list(chain.from_iterable(gsel))
+    ph = list(chain.from_iterable(phl))
+    g_np = np.fromiter(map(len, map(_get_parts, gh)), np.int64, count=len(gh))
     c_gnh = gnh[cand]
     c_pnh = np.fromiter(map(len, phl), np.int64, count=len(phl))
     frame_of_h = np.repeat(np.arange(len(cand)), c_gnh)
@@ -562,40 +671,38 @@ def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=Non
     ev = np.flatnonzero(~no_parts)  # evaluated frames (indices into cand), official order
     if o.check_limits and (c_pnh[ev] > 10).any():
         f = ev[np.argmax(c_pnh[ev] > 10)]
-        raise ValueError(f"{vids[f_video[cand[f]]]}: can only predict 10 human proposals on each frame "
-                         f"(got {int(c_pnh[f])})")
-    gb = _human_boxes(gh, "ground-truth human")
-    pb = _human_boxes(ph, "predicted human")
+        raise ValueError(f"{names[1]}: {vids[f_video[cand[f]]]}: can only predict 10 human proposals on each "
+                         f"frame (got {int(c_pnh[f])})")
+    gb = _human_boxes(gh, f"{names[0]}: human", c_gnh)
+    pb = _human_boxes(ph, f"{names[1]}: human", c_pnh)
     mg, mp = match_humans(gb, pb, np.c_[_starts(c_gnh)[ev], c_gnh[ev]], np.c_[_starts(c_pnh)[ev], c_pnh[ev]],
                           o.human_iou, o.plus_one_iou)
     human_sum = np.zeros(len(gh))
     if len(mg):
-        try:
-            gpd = [gh[i]["parts"] for i in mg.tolist()]
-            ppd = [ph[j]["parts"] for j in mp.tolist()]
-            # the parts of matched humans that the prediction names too (the official `name in p["parts"]`)
-            gl = [gp for gd, pd in zip(gpd, ppd) for name, gp in gd.items() if name in pd]
-            pl = [pd[name] for gd, pd in zip(gpd, ppd) for name in gd if name in pd]
-            owner = np.repeat(mg, [len(gd.keys() & pd.keys()) for gd, pd in zip(gpd, ppd)])
-            pverbs = list(map(_get_verb, pl)) if o.check_limits else map(_get_verb, pl)
-            same = np.fromiter(map(eq, map(_get_verb, gl), pverbs), bool, count=len(gl))
-            gbox_l = list(map(_get_box, gl))
-            pbox_l = list(map(_get_box, pl))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"part results not in the official layout (parts -> box / verb): {exc!r}") from None
+        gpd = [gh[i]["parts"] for i in mg.tolist()]
+        ppd = [ph[j]["parts"] for j in mp.tolist()]
+        # the parts of matched humans that the prediction names too (the official `name in p["parts"]`)
+        gl = [gp for gd, pd in zip(gpd, ppd) for name, gp in gd.items() if name in pd]
+        pl = [pd[name] for gd, pd in zip(gpd, ppd) for name in gd if name in pd]
+        owner = np.repeat(mg, [len(gd.keys() & pd.keys()) for gd, pd in zip(gpd, ppd)])
+        pverbs = list(map(_get_verb, pl)) if o.check_limits else map(_get_verb, pl)
+        same = np.fromiter(map(eq, map(_get_verb, gl), pverbs), bool, count=len(gl))
+        gbox_l = list(map(_get_box, gl))
+        pbox_l = list(map(_get_box, pl))
         if o.check_limits and gl:
             try:
                 vlen = np.fromiter(map(len, pverbs), np.int64, count=len(pverbs))
             except TypeError:
                 vlen = np.array([len(v) if hasattr(v, "__len__") else -1 for v in pverbs], np.int64)
             if (vlen > 5).any():
-                raise ValueError(f"can only predict 5 proposals on each part (len(verb) = {int(vlen[vlen > 5][0])}; "
-                                 f"the official check counts the characters of a string verb)")
-        gbox = _boxes(gbox_l, np.float64, "ground-truth part")
+                raise ValueError(f"{names[1]}: can only predict 5 proposals on each part (len(verb) = "
+                                 f"{int(vlen[vlen > 5][0])}; the official check counts the characters of a "
+                                 f"string verb)")
+        gbox = _boxes(gbox_l, np.float64, f"{names[0]}: part")
         try:
-            pbox = _boxes(pbox_l, np.float64, "predicted part")
+            pbox = _boxes(pbox_l, np.float64, f"{names[1]}: part")
         except ValueError:
-            raise ValueError("predicted part: with the official proposal wrapping, a part's 'box' must be ONE "
+            raise ValueError(f"{names[1]}: with the official proposal wrapping, a part's 'box' must be ONE "
                              "[x1, y1, x2, y2] (the official bbox_iou fails otherwise); set "
                              "wrap_proposals=False for lists of proposals") from None
         iou = part_iou64(gbox, pbox, o.plus_one_iou)
@@ -669,7 +776,7 @@ def psc_from_inputs(inp: TPSInputs, options: TPSOptions | None = None) -> np.nda
 
 
 def _psc_dicts(gt_part: dict, pred_part: dict, options: TPSOptions | None = None,
-               videos=None) -> np.ndarray:
+               videos=None, names=("ground truth", "prediction")) -> np.ndarray:
     """Per-video PSC walking the dicts frame by frame (used for the README proposal semantics)."""
     o = options or TPSOptions()
     vids = list(gt_part) if videos is None else list(videos)
@@ -679,12 +786,12 @@ def _psc_dicts(gt_part: dict, pred_part: dict, options: TPSOptions | None = None
     gt_h, pr_h, f_gt, f_pr = [], [], [], []
     for vi, vid in enumerate(vids):
         if vid not in gt_part:
-            raise ValueError(f"ground truth has no part annotations for video {vid!r}")
+            raise ValueError(f"{names[0]} has no part annotations for video {vid!r}")
         gframes = gt_part[vid]
         pframes = pred_part.get(vid)
         if pframes is None:
             if o.missing_video == "error" and any(len(fr["humans"]) for fr in gframes.values()):
-                raise ValueError(f"prediction has no part results for video {vid!r} "
+                raise ValueError(f"{names[1]} has no part results for video {vid!r} "
                                  f"(the official code stops with KeyError)")
             pframes = {}
         total = len(gframes)
@@ -715,8 +822,8 @@ def _psc_dicts(gt_part: dict, pred_part: dict, options: TPSOptions | None = None
     f_video = np.asarray(f_video, np.int64)
     f_nparts = np.asarray(f_nparts, np.int64)
     frame_of_gt = np.repeat(np.arange(n_f), [c for _, c in f_gt]) if n_f else np.zeros(0, np.int64)
-    gtb = _boxes([h["box"] for h in gt_h], np.float32, "ground-truth human")
-    prb = _boxes([h["box"] for h in pr_h], np.float32, "predicted human")
+    gtb = _boxes([h["box"] for h in gt_h], np.float32, f"{names[0]}: human")
+    prb = _boxes([h["box"] for h in pr_h], np.float32, f"{names[1]}: human")
     mg, mp = match_humans(gtb, prb, np.asarray(f_gt, np.int64).reshape(-1, 2),
                           np.asarray(f_pr, np.int64).reshape(-1, 2), o.human_iou, o.plus_one_iou)
     # parts of matched humans
@@ -812,12 +919,16 @@ def _video_correct(gt_vid: dict, pred_vid: dict, o: TPSOptions) -> np.ndarray:
 
 
 def evaluate(gt_vid: dict, gt_part: dict, pred_vid: dict, pred_part: dict,
-             options: TPSOptions | None = None) -> TPSResult:
-    """The Kinetics-TPS score from the four official dicts (``cal_task_acc`` + ``cal_area``)."""
+             options: TPSOptions | None = None, names: tuple | None = None) -> TPSResult:
+    """The Kinetics-TPS score from the four official dicts (``cal_task_acc`` + ``cal_area``).
+    ``names``: how errors call the four inputs (file paths, say)."""
     o = options or TPSOptions()
+    names = names or ("ground-truth video classes", "ground truth", "predicted video classes", "prediction")
+    check_video_classes(gt_vid, names[0])
+    check_video_classes(pred_vid, names[2])
     vids = list(gt_vid)
     correct = _video_correct(gt_vid, pred_vid, o)
-    psc = part_state_correctness(gt_part, pred_part, o, videos=vids)
+    psc = part_state_correctness(gt_part, pred_part, o, videos=vids, names=(names[1], names[3]))
     return _result(vids, psc, correct, o)
 
 
@@ -835,6 +946,9 @@ def read_json_file(path) -> object:
         raise ValueError(f"{path}: not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read (no official file nests more than a "
+                         f"few levels)") from None
 
 
 def evaluate_files(gt_vid, gt_part, pred_vid, pred_part, options: TPSOptions | None = None) -> TPSResult:
@@ -845,23 +959,30 @@ def evaluate_files(gt_vid, gt_part, pred_vid, pred_part, options: TPSOptions | N
     :mod:`actparse.metrics.tps_scan` and scored by :func:`psc_from_inputs`, without building the
     dicts; a file the scanner does not take (see there), or ``wrap_proposals=False``, goes the dict
     route. ``TPSResult.route`` says which one was taken ("bytes" or "dicts")."""
+    import os
     from pathlib import Path
 
     o = options or TPSOptions()
-    gt_vid = gt_vid if isinstance(gt_vid, dict) else read_json_file(gt_vid)
-    pred_vid = pred_vid if isinstance(pred_vid, dict) else read_json_file(pred_vid)
+    classes = []
+    for obj, what in ((gt_vid, "ground-truth video classes"), (pred_vid, "predicted video classes")):
+        if isinstance(obj, (str, os.PathLike)):
+            obj, what = read_json_file(obj), f"{obj}: {what}"
+        check_video_classes(obj, what)
+        classes.append(obj)
+    gt_vid, pred_vid = classes
     for p in (gt_part, pred_part):
         if not Path(p).exists():
             raise FileNotFoundError(f"{p}: file not found")
+    names = (f"{gt_part}: ground truth", f"{pred_part}: prediction")
     vids = list(gt_vid)
     correct = _video_correct(gt_vid, pred_vid, o)
     inp = None
     if o.wrap_proposals:
         from .tps_scan import inputs_from_bytes
 
-        inp = inputs_from_bytes(Path(gt_part), Path(pred_part), vids, o.missing_video)
+        inp = inputs_from_bytes(Path(gt_part), Path(pred_part), vids, o.missing_video, names)
     if inp is None:
-        psc = part_state_correctness(read_json_file(gt_part), read_json_file(pred_part), o, videos=vids)
+        psc = part_state_correctness(read_json_file(gt_part), read_json_file(pred_part), o, videos=vids, names=names)
         return _result(vids, psc, correct, o, route="dicts")
     return _result(vids, psc_from_inputs(inp, o), correct, o, route="bytes")
 

@@ -12,7 +12,8 @@ The scanner takes the layout ``{video: {frame: {"humans": [{"box": [4 numbers], 
 {"box": [4 numbers], "verb": "state" | ["state", ...]}}}]}}}`` with any other keys, in any order,
 and any JSON whitespace. Whatever it does not take in exactly the way ``json.loads`` would
 (invalid JSON, ``NaN`` / ``Infinity``, a repeated key inside a frame, human or part, escapes in a
-part name or a state, a box that is not 4 numbers, a state that is not a string or a list of
+part name or a state, a box that is not 4 numbers (``[x1, y1, x2, y2, score]`` boxes, which the
+official code scores by their first four, included), a state that is not a string or a list of
 strings, an integer beyond 2**53, nesting deeper than 64) makes it answer None, and the caller
 reads the file with ``json.loads`` instead: the result is always the one of the dict route.
 
@@ -642,12 +643,13 @@ def _read_and_scan(src) -> ScannedParts | None:
     return scan_part_result(src if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes())
 
 
-def inputs_from_bytes(gt_data, pred_data, videos, missing_video: str = "error"):
+def inputs_from_bytes(gt_data, pred_data, videos, missing_video: str = "error",
+                      names=("ground truth", "prediction")):
     """:class:`actparse.metrics.tps.TPSInputs` from the two official part-result files (their bytes,
     or paths), the same as :func:`actparse.metrics.tps.prepare` gives for ``json.loads`` of them
     (errors included), or None when either file is outside what :func:`scan_part_result` takes.
     The two files are read and scanned at once (two threads: reading and the compiled scan both
-    release the GIL)."""
+    release the GIL). ``names`` label the two files in errors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .tps import TPSInputs
@@ -662,12 +664,12 @@ def inputs_from_bytes(gt_data, pred_data, videos, missing_video: str = "error"):
     for vi, vid in enumerate(vids):
         k = g_vid.get(vid)
         if k is None:
-            raise ValueError(f"ground truth has no part annotations for video {vid!r}")
+            raise ValueError(f"{names[0]} has no part annotations for video {vid!r}")
         gframes = _last_index(G.frame_names, int(G.video_f0[k]), int(G.video_f0[k + 1]))
         kp = p_vid.get(vid)
         if kp is None:
             if missing_video == "error" and any(G.frame_nh[i] for i in gframes.values()):
-                raise ValueError(f"prediction has no part results for video {vid!r} "
+                raise ValueError(f"{names[1]} has no part results for video {vid!r} "
                                  f"(the official code stops with KeyError)")
             pframes = {}
         else:

@@ -1,0 +1,151 @@
+"""Reading weight files safely and unwrapping them to a flat state dict (shared by every key map).
+
+* :func:`read_state_dict` loads with ``torch.load(weights_only=True)``; a Caffe2 ``.pkl`` (PySlowFast's
+  model zoo: ``{"blobs": {name: numpy array}}``) is read by a restricted unpickler that only rebuilds
+  numpy arrays. No file can run code while being read.
+* :func:`strip_wrappers` drops ``module.`` prefixes and keeps the ``backbone.`` part of a whole
+  recognizer; :func:`drop_head` drops classifier keys (both log what they ignore).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger("actparse.weights")
+
+
+class KeyMapError(ValueError):
+    """A checkpoint key that the chosen layout cannot place in our model's naming."""
+
+
+def short_list(keys: Sequence[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Caffe2 pickles: numpy arrays only
+# --------------------------------------------------------------------------------------------
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    core = getattr(np, "_core", None) or np.core
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = core.multiarray._reconstruct
+        allowed[(mod, "scalar")] = core.multiarray.scalar
+    if hasattr(core.numeric, "_frombuffer"):  # arrays pickled with protocol 5
+        for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+            allowed[(mod, "_frombuffer")] = core.numeric._frombuffer
+    import _codecs
+    from collections import OrderedDict
+
+    allowed[("_codecs", "encode")] = _codecs.encode  # bytes written by Python 3 pickles (protocol 2)
+    allowed[("collections", "OrderedDict")] = OrderedDict
+    return allowed
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts / lists / numbers / strings and numpy arrays; any other global is refused."""
+
+    _allowed = None
+
+    def find_class(self, module: str, name: str):
+        if _ArrayUnpickler._allowed is None:
+            _ArrayUnpickler._allowed = _numpy_globals()
+        try:
+            return _ArrayUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed (only numpy arrays are read "
+                                         f"from a Caffe2 pickle)") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not allowed in a Caffe2 pickle")
+
+
+def read_caffe2_pickle(path: Path) -> dict:
+    """A Caffe2 checkpoint (Python 2 pickle of ``{"blobs": {...}}``) read without running code."""
+    with open(path, "rb") as fh:
+        return _ArrayUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and unwrapping
+# --------------------------------------------------------------------------------------------
+def read_state_dict(path: Path, what: str, expected: str) -> dict[str, torch.Tensor]:
+    """Flat ``{key: tensor}`` of a weight file, read safely.
+
+    ``torch.load(weights_only=True)`` first; a non-zip file that torch cannot read is tried as a
+    Caffe2 pickle of numpy arrays (its non-array blobs are dropped). The dict may sit under
+    ``state_dict``, ``model_state``, ``model`` or ``blobs`` (two levels deep at most).
+    ``what`` / ``expected`` only word the error messages (file, model, layout).
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        obj = None
+        if not zipfile.is_zipfile(path):
+            try:
+                obj = read_caffe2_pickle(path)
+            except Exception as c2_exc:
+                if "is not allowed" in str(c2_exc):  # a pickle with other globals: say which one
+                    raise ValueError(f"{path}: cannot load {what}: the pickle is neither a torch file nor a "
+                                     f"Caffe2 blob file: {c2_exc} ({expected} expected)") from None
+                obj = None
+            if not (isinstance(obj, dict) and isinstance(obj.get("blobs"), dict)):
+                obj = None
+        if obj is None:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [repr(exc)]
+            detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
+            detail = detail.split(" Please use")[0].rstrip(".")  # torch's allow-listing advice is not ours
+            hint = ""
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                hint = ("; the file holds Python objects besides tensors: save its state dict alone "
+                        "(see docs/checkpoints.md)")
+            raise ValueError(f"{path}: cannot load {what} with torch.load(weights_only=True) "
+                             f"({expected} expected): {detail}{hint}") from None
+    for _ in range(2):  # {"state_dict": ...}, {"model_state": ...}, {"model": {"state_dict": ...}}, {"blobs": ...}
+        for key in ("state_dict", "model_state", "model", "blobs"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if isinstance(obj, dict) and obj and any(isinstance(v, np.ndarray) for v in obj.values()):
+        skipped = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
+        if skipped:
+            log.info("%s: ignoring %d non-array blob(s) (%s)", path, len(skipped), short_list(skipped))
+        obj = {str(k): torch.from_numpy(np.ascontiguousarray(v)) for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors ({expected} expected)")
+    return obj
+
+
+def strip_wrappers(state: Mapping[str, torch.Tensor], name: str,
+                   logger: logging.Logger | None = None) -> dict[str, torch.Tensor]:
+    """Drop ``module.`` (DataParallel / DDP) prefixes; with ``backbone.*`` keys (a whole recognizer, as
+    mmaction2 saves it) keep only those, without the prefix, and log what else is ignored."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    if any(k.startswith("backbone.") for k in out):
+        other = [k for k in out if not k.startswith("backbone.")]
+        if other:
+            (logger or log).info("%s layout: ignoring %d non-backbone key(s) (%s)", name, len(other),
+                                 short_list(other))
+        out = {k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")}
+    return out
+
+
+def drop_head(state: dict[str, torch.Tensor], name: str, prefixes: tuple[str, ...],
+              logger: logging.Logger | None = None) -> dict[str, torch.Tensor]:
+    head = [k for k in state if k.startswith(prefixes)]
+    if head:
+        (logger or log).info("%s layout: ignoring %d classifier key(s) (%s)", name, len(head), short_list(head))
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
