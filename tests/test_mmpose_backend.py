@@ -332,8 +332,8 @@ def test_keypoints_stage_without_exported_mmpose_model_says_what_to_run(tmp_path
 
 def test_backend_mmpose_without_the_extra_fails_with_the_install_command(tmp_path, monkeypatch, capsys):
     """Runs with or without mmpose installed: the stage exits 2 with a one-line error naming the extra."""
-    import yaml
-    from test_pose import _params, _write_project
+    from _params import write_params
+    from test_pose import _write_project
 
     from stages import train_pose
 
@@ -342,9 +342,26 @@ def test_backend_mmpose_without_the_extra_fails_with_the_install_command(tmp_pat
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.split(".")[0] in ("mmpose", "mmcv") else real_find_spec(name, *a))
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(_params(backend="mmpose", mmpose_config="td-hm.py", checkpoint="w.pth", epochs=0)))
+    params = write_params(tmp_path / "params.yaml", {"keypoints": {
+        "backend": "mmpose", "mmpose_config": "td-hm.py", "checkpoint": "w.pth", "epochs": 0}})
     assert train_pose.main(["--params", str(params), "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train_pose: error: keypoints.backend 'mmpose' needs mmpose")
     assert "bash scripts/setup.sh mmpose" in err and len(err.splitlines()) == 1
+
+
+def test_params_schema_checks_the_backend_before_any_stage_runs(tmp_path):
+    from _params import write_params
+
+    from actparse import param_models
+    from actparse.params import load_params
+    from stages import train_pose
+
+    assert param_models.POSE_BACKENDS == train_pose.BACKENDS
+    mm = {"backend": "mmpose", "mmpose_config": "td-hm.py", "checkpoint": "w.pth", "epochs": 0}
+    assert load_params(write_params(tmp_path / "ok.yaml", {"keypoints": mm}))["keypoints"]["backend"] == "mmpose"
+    for over, msg in [({"epochs": 3}, "keypoints.epochs must be 0, got 3"),
+                      ({"mmpose_config": None}, "needs keypoints.mmpose_config"),
+                      ({"backend": "mmpos"}, "keypoints.backend")]:
+        with pytest.raises(ParamError, match=msg):
+            load_params(write_params(tmp_path / "bad.yaml", {"keypoints": dict(mm, **over)}))
