@@ -44,14 +44,15 @@ for extra in ${extras//,/ }; do
     mmpose)
       lock=requirements-mmpose.lock
       stamp_x=.venv/.actparse-extra-mmpose
-      want_x=$(cat "$lock" | sha256sum | cut -d' ' -f1)
+      # requirements.lock is in the stamp too: a new numpy there means xtcocotools must be compiled again
+      want_x=$(cat "$lock" requirements.lock | sha256sum | cut -d' ' -f1)
       if [ "$(cat "$stamp_x" 2>/dev/null || true)" != "$want_x" ]; then
         echo "setup: installing the mmpose extra into .venv ($lock)"
-        # Everything is pinned in the lock (--no-deps); xtcocotools is compiled against the installed
-        # numpy, which needs Cython in the environment first (--no-build-isolation).
-        cython_pin=$(grep -i '^cython==' "$lock")
-        .venv/bin/python -m pip install -q --no-deps "$cython_pin"
-        .venv/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools -r "$lock"
+        # Everything is pinned in the lock (--no-deps). xtcocotools is compiled against the installed
+        # numpy (Cython first, --no-build-isolation; no cached wheel built against another numpy).
+        .venv/bin/python -m pip install -q --no-deps -r <(grep -iv '^xtcocotools==' "$lock")
+        .venv/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools --no-cache-dir \
+          --force-reinstall "$(grep -i '^xtcocotools==' "$lock")"
         echo "$want_x" > "$stamp_x"
       fi
       ;;
