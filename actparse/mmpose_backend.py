@@ -231,7 +231,7 @@ class MMPoseEstimator:
         w, h = affine[0]["input_size"] if affine else (None, None)
         self.input_size = (int(h), int(w)) if h else None
 
-    def _run(self, image: np.ndarray, boxes: np.ndarray, heatmaps: bool = False):
+    def _run(self, image: np.ndarray, boxes: np.ndarray):
         apis = import_mmpose()
         bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # mmpose's LoadImage gives BGR
         out = []

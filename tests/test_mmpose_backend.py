@@ -231,7 +231,7 @@ def test_keypoints_stage_mmpose_backend_writes_the_same_keypoints_as_hrnet(tmp_p
 
     paths = _write_project(tmp_path)
     ours = ours_model()
-    ck = save_mmpose_checkpoint(ours, tmp_path / "coco_hrnet.pth", version=1)
+    save_mmpose_checkpoint(ours, tmp_path / "coco_hrnet.pth", version=1)
     write_config(tmp_path / "td-hm.py", flip_test=True)
     common = dict(epochs=0, checkpoint="coco_hrnet.pth", flip_test=True, val_fraction=0.34)
 
@@ -281,7 +281,7 @@ def test_train_pose_mmpose_refuses_training_and_missing_or_bad_inputs(tmp_path):
     from stages import train_pose
 
     _write_project(tmp_path)
-    ck = save_mmpose_checkpoint(ours_model(), tmp_path / "w.pth")
+    save_mmpose_checkpoint(ours_model(), tmp_path / "w.pth")
     write_config(tmp_path / "td-hm.py")
     with pytest.raises(ParamError, match="keypoints.epochs must be 0 .got 2"):
         train_pose.run(_params(backend="mmpose", mmpose_config="td-hm.py", checkpoint="w.pth", epochs=2), tmp_path)
