@@ -9,9 +9,13 @@ Params: seed, device, keypoints.arch (hrnet_w18_small | hrnet_w18_small_v2 | hrn
         hrnet_w48), keypoints.input_size [h, w], keypoints.checkpoint (optional: our or an mmpose HRNet
         .pth to start from; with keypoints.epochs 0 it is used as is), keypoints.epochs, batch_size, lr,
         weight_decay, sigma, val_fraction, aug_scale, aug_rotation, aug_shift, aug_flip, flip_test,
-        infer_batch, eval_test.
+        infer_batch, eval_test, keypoints.backend (hrnet | mmpose), keypoints.mmpose_config.
 Model: timm HRNet backbone (raw stride-4 branch of stage 4) + 1x1 conv heatmap head, trained from
 scratch with Adam, MSE heatmap loss weighted by keypoint visibility, random scale/rotation/shift/flip.
+With keypoints.backend 'mmpose' (optional install extra) nothing is trained: keypoints.mmpose_config (an
+mmpose top-down config) and keypoints.checkpoint (its weights) are used as they are, keypoints.epochs must
+be 0; the stage writes the resolved config and the weights (mmpose_config.py, mmpose_weights.pth) and
+train_info.json with the same evaluation (see docs/pose.md).
 """
 
 from __future__ import annotations
@@ -42,9 +46,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+BACKENDS = ("hrnet", "mmpose")
+
+
 def run(params: dict, root: Path) -> None:
     with model_folder(Paths(root).models / "pose") as out_dir:  # replaces the old folder only on success
-        train_into(out_dir, params, root)
+        if get(params, "keypoints.backend", str, default="hrnet", choices=BACKENDS) == "mmpose":
+            export_mmpose_into(out_dir, params, root)
+        else:
+            train_into(out_dir, params, root)
 
 
 def train_into(out_dir: Path, params: dict, root: Path) -> None:
@@ -128,6 +138,68 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
         result["test_gt_boxes"] = evaluate_samples(estimator, test)
         log.info("test split, GT boxes: PCK@0.2 %.3f, OKS %.3f", result["test_gt_boxes"]["pck"],
                  result["test_gt_boxes"]["oks"])
+    result["time_s"] = round(time.time() - t0, 1)
+    write_json(result, out_dir / "train_info.json")
+
+
+def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
+    """{'val' | 'test_gt_boxes': (frames path, GT path, videos)}, as the HRNet branch evaluates them."""
+    paths = Paths(root)
+    droot = data_root(params, root)
+    gt_path = gt_persons_path(droot)
+    if not gt_path.exists():
+        return {}
+    seed = get(params, "seed", int, default=0)
+    val_fraction = get(params, "keypoints.val_fraction", float, default=0.1, min_value=0.0, max_value=0.9)
+    splits = split_of(load_videos(droot))
+    train_videos = sorted(v for v, s in splits.items() if s == "train")
+    shuffled = list(np.random.default_rng(seed).permutation(train_videos)) if train_videos else []
+    n_val = int(round(val_fraction * len(shuffled))) if len(shuffled) > 1 else 0
+    out = {}
+    if n_val:
+        out["val"] = (paths.frames, gt_path, set(shuffled[:n_val]))
+    test_videos = {v for v, s in splits.items() if s == "test"}
+    if get(params, "keypoints.eval_test", bool, default=True) and test_videos:
+        out["test_gt_boxes"] = (paths.frames, gt_path, test_videos)
+    return out
+
+
+def export_mmpose_into(out_dir: Path, params: dict, root: Path) -> None:
+    """keypoints.backend 'mmpose': check the config + checkpoint, export them into ``out_dir``, evaluate."""
+    from actparse import mmpose_backend as mb
+    from actparse.params import ParamError
+
+    where = params.get("_path", "params")
+    epochs = get(params, "keypoints.epochs", int, default=5, min_value=0)
+    if epochs != 0:
+        raise ParamError(f"{where}: keypoints.backend 'mmpose' does not train: it uses keypoints.checkpoint as it "
+                         f"is, so keypoints.epochs must be 0 (got {epochs}); fine-tune with mmpose's own tools "
+                         f"(tools/train.py), or train here with keypoints.backend 'hrnet'")
+    config = get(params, "keypoints.mmpose_config", str, default=None)
+    checkpoint = get(params, "keypoints.checkpoint", str, default=None)
+    if not config or not checkpoint:
+        raise ParamError(f"{where}: keypoints.backend 'mmpose' needs keypoints.mmpose_config (an mmpose top-down "
+                         f"config) and keypoints.checkpoint (its .pth weights, a local path); got "
+                         f"mmpose_config={config!r}, checkpoint={checkpoint!r}")
+    device = resolve_device(params)
+    t0 = time.time()
+    cfg_path = mb.resolve_config_path(config, root)
+    ck = Path(checkpoint)
+    ck = ck if ck.is_absolute() else Path(root) / ck
+    cfg = mb.load_config(cfg_path)
+    sd, _ = mb.load_weights(ck)
+    model = mb.build_model(cfg, sd, ck, device)
+    mb.export(cfg, model.state_dict(), out_dir, {"config": config, "checkpoint": ck.name})
+    estimator = mb.MMPoseEstimator(model, flip_test=get(params, "keypoints.flip_test", bool, default=False),
+                                   batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
+    result = {"backend": "mmpose", "mmpose_config": config, "checkpoint": ck.name, "epochs": 0, "loss": [],
+              "final_loss": None, "input_size": list(estimator.input_size) if estimator.input_size else None,
+              "num_keypoints": estimator.num_keypoints, "flip_test": bool(model.test_cfg.get("flip_test", False)),
+              "device": device}
+    for name, (frames, gt_path, videos) in _eval_sets(params, root).items():
+        samples, _ = load_pose_samples(frames, gt_path, videos)
+        result[name] = mb.evaluate(estimator, samples)
+        log.info("%s: PCK@0.2 %.3f, OKS %.3f (mmpose %s)", name, result[name]["pck"], result[name]["oks"], cfg_path.name)
     result["time_s"] = round(time.time() - t0, 1)
     write_json(result, out_dir / "train_info.json")
 
