@@ -235,7 +235,7 @@ def freeze_batchnorm(model: MultiTaskCSN) -> int:
 # Pretrained weights
 # --------------------------------------------------------------------------------------------
 # The key maps and the safe reader live in actparse.weights (one mechanism for every backbone).
-from .weights.core import KeyMapError, short_list as _short_list  # noqa: E402
+from .weights.core import KeyMapError, check_keys, short_list as _short_list  # noqa: E402
 from .weights.csn import KEY_MAPS, LAYOUTS, _describe, _raw_state_dict  # noqa: E402,F401
 
 
@@ -295,23 +295,8 @@ def load_pretrained(model: MultiTaskCSN, path: str | os.PathLike, key_map: str =
     if any(".conv_b.pointwise." in k for k in src) != (cfg.variant == "ip"):
         in_file += f" and holds {'ip' if cfg.variant == 'ir' else 'ir'}-CSN weights"
     want = model.backbones()[0].state_dict()
-    filled = []
-    for k, v in want.items():
-        if k not in src:
-            if k.endswith(".num_batches_tracked"):
-                filled.append(k)
-                continue
-            raise ValueError(f"{path}: first mismatching key {k!r}: missing from the file, needed by the {where}; "
-                             f"{in_file}; {fmt}")
-        if tuple(src[k].shape) != tuple(v.shape):
-            raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
-                             f"{tuple(v.shape)} in the {where}{file_key(k)}; {fmt}")
-    extra = [k for k in src if k not in want]
-    if extra:
-        raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
-                         f"({len(extra)} unexpected key(s); wrong variant or depth? {in_file}); {fmt}")
-    if filled:
-        log.info("%s: %d BN num_batches_tracked counter(s) absent from the file; kept the model's", path, len(filled))
+    check_keys(path, src, want, where, fmt, file_key, missing_hint=in_file,
+               extra_hint=f"wrong variant or depth? {in_file}")
     for bb in model.backbones():
         sd = bb.state_dict()
         bb.load_state_dict({k: (src[k] if k in src else sd[k]).to(dtype=want[k].dtype) for k in want}, strict=True)
