@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from actparse.cli import stage_main
-from actparse.clips import ClipSpec, load_video, test_clips
-from actparse.csn import (clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, memory_format,
+from actparse.clips import load_video, test_clips
+from actparse.csn import (clip_probs, ensemble, ensemble_weights_from_params, load_model_dir, memory_format,
                           variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
@@ -41,19 +40,13 @@ ENSEMBLE = "ensemble"
 
 
 def load_models(paths: Paths, variants: list[str], classes: dict, device: str):
-    models, specs = {}, {}
-    for v in variants:
-        path = paths.models / "csn" / f"{v}.pt"
-        model, ck = load_checkpoint(path, device)
-        if ck["classes"] != classes:
-            raise ValueError(f"{path}: class lists differ from {paths.part_labels / 'classes.json'}; rerun train_csn")
-        clip = (ck.get("extra") or {}).get("clip")
-        if not clip:
-            raise ValueError(f"{path}: checkpoint has no clip settings; rerun train_csn")
-        models[v] = model.to(memory_format=memory_format(device))
-        known = {f.name for f in fields(ClipSpec)}
-        specs[v] = ClipSpec(**{k: tuple(x) if isinstance(x, list) else x for k, x in clip.items() if k in known})
-    return models, specs
+    """The CSN folder artifacts/models/csn loaded whole (actparse.csn.load_model_dir)."""
+    loaded = load_model_dir(paths.models / "csn", device, variants)
+    if loaded.classes != classes:
+        raise ValueError(f"{paths.models / 'csn'}: class lists differ from {paths.part_labels / 'classes.json'}; "
+                         f"rerun train_csn")
+    models = {v: m.to(memory_format=memory_format(device)) for v, m in loaded.models.items()}
+    return models, loaded.specs
 
 
 def prediction_table(video: str, probs: dict[str, dict[str, np.ndarray]], classes: dict[str, list[str]]):

@@ -3,9 +3,14 @@
 Reads:  <data.root>/videos.parquet and the train-split videos it names (decord, decoded once and
           kept in memory), artifacts/part_labels/labels.parquet + classes.json.
 Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, architecture, class
-          lists, clip settings), artifacts/models/csn/train_info.json (per-epoch loss / train
+          lists, clip settings), artifacts/models/csn/model.json (variants, class lists, clip
+          settings, normalisation, the part-state baseline table: the folder loads as a whole with
+          actparse.csn.load_model_dir), artifacts/models/csn/train_info.json (per-epoch loss / train
           accuracy, time, settings), artifacts/skips/train_csn.parquet (undecodable videos).
-Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
+With csn.model set (a trained CSN folder, e.g. the artifacts/models/csn of another run) nothing is
+trained and no label is read: the folder is loaded whole (checked), its csn.variants are copied here
+and train_info.json records {"trained": false, "source": ...}.
+Params: seed, device, csn.model, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
         csn.dropout, csn.shared_backbone, csn.freeze_bn, csn.pretrained.{ip,ir,key_map},
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
         csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
@@ -18,6 +23,7 @@ per variant, set csn.shared_backbone: false for that.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -31,9 +37,10 @@ from tqdm import tqdm
 
 from actparse.cli import configure_logging, stage_main
 from actparse.clips import load_video
-from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
-                          model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
-                          train_settings_from_params, variants_from_params)
+from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
+                          load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
+                          save_checkpoint, seed_everything, train_settings_from_params, variants_from_params,
+                          write_model_manifest)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
@@ -100,8 +107,33 @@ def train_variant(job: dict) -> dict:
             "loss": history["loss"]}
 
 
+def use_given_model(paths: Paths, given: Path, variants: list[str]) -> None:
+    """csn.model: load the trained folder whole (a clear error if anything is missing), copy it in."""
+    import shutil
+    from dataclasses import asdict as _asdict
+
+    src = load_model_dir(given, "cpu", variants)
+    out_dir = paths.models / "csn"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for v in variants:
+        tmp = out_dir / f".{v}.pt.tmp"
+        shutil.copyfile(given / src.manifest["files"][v], tmp)
+        os.replace(tmp, out_dir / f"{v}.pt")
+    clip = {k: list(x) if isinstance(x, tuple) else x for k, x in _asdict(src.specs[variants[0]]).items()}
+    write_model_manifest(out_dir, variants, src.classes, clip, src.baseline,
+                         extra={"trained": False, "source": str(given)})
+    write_json({"trained": False, "source": str(given), "variants": variants,
+                "classes": {t: len(c) for t, c in src.classes.items()}}, out_dir / "train_info.json")
+    write_table(from_rows([], "skips"), paths.skips / "train_csn.parquet", "skips")
+    log.info("using the trained CSN %s (%s; no training)", given, "+".join(variants))
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
+    given = given_model_dir(params, root)
+    if given is not None:
+        use_given_model(paths, given, variants_from_params(params))
+        return
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     variants = variants_from_params(params)
@@ -156,6 +188,9 @@ def run(params: dict, root: Path) -> None:
     results = list(map_jobs(train_variant, jobs, procs))
     for variant, res in zip(variants, results):
         info["variants"][variant] = res
+    baseline_path = paths.part_labels / "baseline.json"
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
+    write_model_manifest(out_dir, variants, classes, info["clip"], baseline, extra={"trained": True})
     write_json(info, out_dir / "train_info.json")
 
 

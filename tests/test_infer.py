@@ -1,0 +1,323 @@
+"""`actparse infer` on a bare folder of real-world-like videos, and the same through `dvc repro`.
+
+The videos are synthetic renders encoded with FFmpeg's own encoders (through PyAV): H.264, HEVC
+(libx265) and VP9 (libvpx-vp9), 240p to 1080p, 6 to 60 fps, one with a 90-degree display rotation,
+plus one corrupt file. The models folder is laid out as ``artifacts/models`` after ``dvc repro``
+and built with the library's own builders (ultralytics yolo11n.yaml, timm HRNet, pytorchvideo CSN),
+untrained: their final detection layers are set so that every anchor fires with the same box, so
+every stage gets work on every video. The tests check the route (every output, for every decodable
+video, skips, submissions, no-ground-truth metrics), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+# (file name, encoder, width, height, fps, frames, display rotation)
+VIDEOS = (("clip_h264_240p.mp4", "libx264", 426, 240, 25, 30, None),
+          ("clip_hevc_1080p.mp4", "libx265", 1920, 1080, 6, 12, None),
+          ("clip_vp9_360p.webm", "libvpx-vp9", 640, 360, 60, 60, None),
+          ("clip_h264_rotated.mp4", "libx264", 640, 480, 30, 30, 90))
+CORRUPT = "broken.mp4"
+DECODABLE = sorted(Path(v[0]).stem for v in VIDEOS)
+ACTIONS = ("clapping", "kicking", "waving")
+STATES = ("none", "move")
+CROP = 48  # the part detector's paint crop size, recorded in its train_info.json (params say 96)
+
+
+# ------------------------------------------------------------------------------------ the videos
+def encode(path: Path, frames: list[np.ndarray], encoder: str, fps: int, rotation: int | None) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"libx264": {"preset": "ultrafast"},
+                          "libx265": {"preset": "ultrafast", "x265-params": "log-level=error"},
+                          "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}[encoder]
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory) -> Path:
+    import av
+    import cv2
+
+    from actparse.synth import SynthConfig, plan_videos, render_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    (folder / "sub").mkdir()
+    for k, (name, encoder, w, h, fps, n, rot) in enumerate(VIDEOS):
+        if encoder not in av.codecs_available:
+            pytest.skip(f"FFmpeg encoder {encoder} not available in this PyAV build")
+        cfg = SynthConfig(seed=k, n_train=0, n_test=1, width=160, height=120, fps=fps,
+                          min_seconds=n / fps, max_seconds=n / fps, max_people=2, occluder_prob=0.0)
+        spec = plan_videos(cfg)[0]
+        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f, _ in render_video(spec, cfg)][:n]
+        encode(folder / ("sub" if k == 3 else ".") / name, frames, encoder, fps, rot)
+    (folder / CORRUPT).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    return folder
+
+
+# ------------------------------------------------------------------------------------ the models
+def _firing_yolo(path: Path, names: list[str], imgsz: int, bin_: int, class_weights: float) -> None:
+    """An untrained yolo11n whose box convs are constant (each anchor's box is a square of side
+    2 x ``bin_`` strides around it, on every image) and whose class convs score about sigmoid(3):
+    a deterministic stand-in for a trained detector. With ``class_weights`` > 0 the class logits
+    also depend on the image (random weights of that scale), so that the anchors differ in class."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    from actparse import yolo
+
+    yolo.configure()
+    torch.manual_seed(0)
+    wrapper = YOLO("yolo11n.yaml", task="detect")
+    net = DetectionModel("yolo11n.yaml", nc=len(names), verbose=False)
+    net.names = dict(enumerate(names))
+    head = net.model[-1]
+    with torch.no_grad():
+        for box_branch, cls_branch in zip(head.cv2, head.cv3):
+            box_branch[-1].weight.zero_()
+            bias = torch.zeros(4, head.reg_max)
+            bias[:, bin_] = 10.0
+            box_branch[-1].bias.copy_(bias.flatten())
+            cls_branch[-1].weight.normal_(0.0, class_weights) if class_weights else cls_branch[-1].weight.zero_()
+            cls_branch[-1].bias.fill_(3.0)
+    net.args = {"imgsz": imgsz, "task": "detect"}
+    wrapper.model = net
+    wrapper.save(str(path))
+
+
+def make_models(models: Path) -> Path:
+    import torch
+
+    from actparse.clips import ClipSpec
+    from actparse.constants import GROUPS, PARTS
+    from actparse.csn import CSNConfig, MultiTaskCSN, save_checkpoint, write_model_manifest
+    from actparse.hrnet import build_pose_model, save_checkpoint as save_pose
+    from actparse.schemas import write_json
+
+    for sub in ("person_detector", "pose", "part_detector", "csn"):
+        (models / sub).mkdir(parents=True)
+    _firing_yolo(models / "person_detector" / "model.pt", ["person"], 64, 2, 0.0)
+    write_json({"trained": True, "imgsz": 64}, models / "person_detector" / "train_info.json")
+    _firing_yolo(models / "part_detector" / "model.pt", list(PARTS), 64, 1, 50.0)
+    write_json({"trained": True, "imgsz": 64, "paint": True, "crop_size": CROP, "crop_margin": 0.1,
+                "kp_thr": 0.3, "dot_radius": 1.5}, models / "part_detector" / "train_info.json")
+    torch.manual_seed(0)
+    save_pose(build_pose_model("hrnet_w18_small"), models / "pose" / "model.pt", (96, 64))
+    classes = {"action": list(ACTIONS)}
+    classes.update({g: sorted(f"{a}_{g}_{s}" for a in ACTIONS for s in STATES) for g in GROUPS})
+    spec = ClipSpec(num_frames=4, interval=2, short_side=32, crop=(32, 40), train_short_side=(32, 36),
+                    background="clip_mean")
+    clip = {k: list(x) if isinstance(x, tuple) else x for k, x in asdict(spec).items()}
+    for v in ("ip", "ir"):
+        model = MultiTaskCSN(CSNConfig(variant=v, depth=50, stage_depths=(1, 1, 1, 1), stem_dim=8),
+                             {t: len(c) for t, c in classes.items()})
+        save_checkpoint(model, models / "csn" / f"{v}.pt", classes, extra={"clip": clip})
+    baseline = {a: {p: "none" for p in PARTS} for a in ACTIONS}
+    write_model_manifest(models / "csn", ["ip", "ir"], classes, clip, baseline, extra={"trained": True})
+    return models
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return make_models(tmp_path_factory.mktemp("run") / "models")
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.update({"DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+    return e
+
+
+def infer_params_file(tmp: Path) -> Path:
+    """The project's params with the tiny overlay's linking thresholds (untrained models score low)."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base["link"].update(min_length=2, min_score=0.0, min_person_score=0.0)
+    base["csn"].update(test_clips=1)
+    base["parts"]["conf"] = 0.0001
+    path = tmp / "infer_params.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inferred(video_dir, models_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("infer")
+    out = tmp / "out"
+    cmd = [sys.executable, "-m", "actparse", "infer", str(video_dir), "--models", str(models_dir), "--out", str(out),
+           "--device", "cpu", "--params", str(infer_params_file(tmp))]
+    proc = subprocess.run(cmd, cwd=tmp, env=env(), capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return out, proc.stdout, log
+
+
+# ------------------------------------------------------------------------------------ the tests
+TABLES = (("artifacts/frames.parquet", "frames"), ("artifacts/persons.parquet", "persons"),
+          ("artifacts/keypoints.parquet", "keypoints"), ("artifacts/refined_persons.parquet", "keypoints"),
+          ("artifacts/parts.parquet", "parts"), ("artifacts/part_states.parquet", "part_states"),
+          ("artifacts/video_predictions.parquet", "video_predictions"), ("artifacts/tubes.parquet", "tubes"))
+
+
+def test_every_output_has_rows_for_every_decodable_video(inferred):
+    from actparse.schemas import read_table
+
+    out, _, _ = inferred
+    for rel, schema in TABLES:
+        t = read_table(out / rel, schema)
+        assert sorted(set(t.column("video").to_pylist())) == DECODABLE, rel
+    preds = read_table(out / "artifacts/video_predictions.parquet", "video_predictions").to_pandas()
+    # 7 tasks x (ip, ir, ensemble) per video; labels come from the model's class lists
+    assert len(preds) == len(DECODABLE) * 7 * 3
+    assert set(preds.loc[preds["task"] == "action", "label"]) <= set(ACTIONS)
+    states = read_table(out / "artifacts/part_states.parquet", "part_states").to_pandas()
+    assert set(states["state"]) <= set(STATES)
+
+
+def test_frames_follow_each_video_size_rate_and_rotation(inferred, video_dir):
+    from actparse.schemas import read_df
+
+    out, _, _ = inferred
+    frames = read_df(out / "artifacts/frames.parquet", "frames", columns=["video", "frame", "width", "height"])
+    stride = yaml.safe_load((out / "params.yaml").read_text())["decode"]["stride"]
+    for name, _, w, h, fps, n, rot in VIDEOS:
+        f = frames[frames["video"] == Path(name).stem]
+        assert sorted(f["frame"]) == list(range(0, n, stride)), name
+        size = (h, w) if rot else (w, h)  # the display rotation is applied: a 640x480 clip is 480 wide
+        assert {(int(a), int(b)) for a, b in zip(f["width"], f["height"])} == {size}, name
+
+
+def test_corrupt_video_is_a_recorded_skip(inferred):
+    from actparse.schemas import read_df
+
+    out, stdout, _ = inferred
+    skips = read_df(out / "artifacts/skips/decode.parquet", "skips")
+    assert list(skips["video"]) == [Path(CORRUPT).stem] and skips["error"].iloc[0]
+    summary = json.loads((out / "infer_summary.json").read_text())
+    assert [s["video"] for s in summary["skipped"]] == [Path(CORRUPT).stem]
+    assert f"skipped {Path(CORRUPT).stem}" in stdout
+
+
+def test_submissions_are_written_for_every_decodable_video(inferred):
+    out, _, _ = inferred
+    sub = out / "artifacts/submission"
+    parts = json.loads((sub / "pred_part_result.json").read_text())
+    vids = json.loads((sub / "pred_vid_result.json").read_text())
+    assert sorted(parts) == DECODABLE and sorted(vids) == DECODABLE
+    humans = [h for v in parts.values() for fr in v.values() for h in fr["humans"]]
+    assert humans and all(len(h["box"]) == 4 for h in humans)
+    assert any(h["parts"] for h in humans)
+    with open(sub / "video_detections.pkl", "rb") as fh:
+        vdets = pickle.load(fh)
+    assert sum(len(v) for v in vdets.values()) > 0  # action tubes in the MultiSports layout
+    with open(sub / "frame_detections.pkl", "rb") as fh:
+        fdets = np.asarray(pickle.load(fh))
+    assert fdets.ndim == 2 and fdets.shape[1] == 8 and len(fdets)
+
+
+def test_metrics_say_there_is_no_ground_truth(inferred):
+    out, stdout, _ = inferred
+    metrics = json.loads((out / "metrics/metrics.json").read_text())
+    assert metrics["scored"] is False and metrics["ground_truth"] is False
+    assert metrics["note"] == "no ground truth: metrics skipped"
+    assert metrics["n_videos_predicted"] == len(DECODABLE)
+    assert "no ground truth: metrics skipped" in stdout
+
+
+def test_models_are_used_as_given_not_trained(inferred, models_dir, video_dir):
+    out, stdout, _ = inferred
+    params = yaml.safe_load((out / "params.yaml").read_text())
+    assert Path(params["data"]["root"]) == video_dir.resolve()
+    assert params["keypoints"]["epochs"] == 0 and params["csn"]["model"] == str((models_dir / "csn").resolve())
+    assert params["parts"]["crop_size"] == CROP  # taken from the part detector's folder, not params.yaml
+    models = out / "artifacts/models"
+    assert json.loads((models / "csn/train_info.json").read_text())["trained"] is False
+    assert json.loads((models / "person_detector/train_info.json").read_text())["trained"] is False
+    assert (models / "csn/ip.pt").read_bytes() == (models_dir / "csn/ip.pt").read_bytes()
+    classes = json.loads((out / "artifacts/part_labels/classes.json").read_text())
+    assert classes["action"] == list(ACTIONS)
+    for step in ("train_person_detector", "train_pose", "train_part_detector", "train_csn", "evaluate"):
+        assert f"] {step}" in stdout
+
+
+def test_a_models_folder_missing_parts_is_named(tmp_path, video_dir, models_dir):
+    from actparse.infer import main
+
+    broken = tmp_path / "models"
+    shutil.copytree(models_dir, broken)
+    shutil.rmtree(broken / "pose")
+    (broken / "csn" / "ir.pt").unlink()
+    assert main([str(video_dir), "--models", str(broken), "--out", str(tmp_path / "o")]) == 2
+    shutil.rmtree(broken / "part_detector")
+    with pytest.raises(ValueError, match=r"pose/model\.pt.*part_detector/model\.pt"):
+        from actparse.infer import check_models
+
+        check_models(broken)
+    shutil.copytree(models_dir / "pose", broken / "pose")
+    shutil.copytree(models_dir / "part_detector", broken / "part_detector")
+    with pytest.raises(ValueError, match=r"ir\.pt"):
+        check_models(broken)
+    assert main([str(tmp_path / "nothing"), "--models", str(models_dir), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_dvc_repro_on_the_folder_gives_the_same_outputs(inferred, video_dir, tmp_path_factory):
+    """The same params (models by path, data.root at the folder) through `dvc repro` in a scratch
+    copy of the project: every output again, and the same predictions."""
+    from actparse.schemas import read_df
+
+    out, _, _ = inferred
+    work = tmp_path_factory.mktemp("dvc")
+    for item in ("actparse", "stages", "dvc.yaml", ".dvcignore"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / item)
+    params = yaml.safe_load((out / "params.yaml").read_text())
+    params["synth"].update(n_train=0, n_test=1, width=64, height=48, min_seconds=0.4, max_seconds=0.4)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    e = env()
+    e["PYTHONPATH"] = str(work)
+    e.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                [sys.executable, "-m", "dvc", "repro"]):
+        proc = subprocess.run(cmd, cwd=work, env=e, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    for rel, schema in TABLES:
+        a = read_df(work / rel, schema)
+        assert sorted(set(a["video"])) == DECODABLE, rel
+    key = ["video", "task", "model"]
+    a = read_df(work / "artifacts/video_predictions.parquet", "video_predictions").sort_values(key)
+    b = read_df(out / "artifacts/video_predictions.parquet", "video_predictions").sort_values(key)
+    assert list(a["label"]) == list(b["label"])
+    assert np.allclose(np.stack(a["probs"]), np.stack(b["probs"]), atol=1e-5)
+    assert json.loads((work / "metrics/metrics.json").read_text())["scored"] is False
+    for sub in ("pred_part_result.json", "pred_vid_result.json", "frame_detections.pkl", "video_detections.pkl"):
+        assert (work / "artifacts/submission" / sub).exists()
