@@ -152,11 +152,13 @@ def run_stages(names: list[str], params_file: Path, out: Path) -> list[tuple[str
             raise InferError(f"stage {name} failed (exit {rc}); its error is printed above. "
                              f"Rerun it alone: python -m stages.{name} --params {params_file} --root {out}")
         times.append((name, round(time.time() - t0, 1)))
+        print(f"actparse infer: [{i}/{len(names)}] {name} done in {times[-1][1]:.1f} s", flush=True)
     return times
 
 
-def summarise(out: Path) -> dict:
-    """What was written where: rows and videos per table, the submissions, metrics, skipped videos."""
+def summarise(out: Path, stages: list[str] | None = None) -> dict:
+    """What was written where: rows and videos per table, the submissions, metrics, skipped videos
+    (each with the first stage, in ``stages`` order, that skipped it)."""
     from .schemas import read_table
 
     outputs = []
@@ -168,7 +170,8 @@ def summarise(out: Path) -> dict:
             entry.update(rows=t.num_rows, videos=len(set(t.column("video").to_pylist())))
         outputs.append(entry)
     skips: dict[str, dict] = {}
-    for path in sorted((out / "artifacts" / "skips").glob("*.parquet")):
+    rank = {n: i for i, n in enumerate(stages or [])}
+    for path in sorted((out / "artifacts" / "skips").glob("*.parquet"), key=lambda q: (rank.get(q.stem, 1 << 30), q.stem)):
         for rec in read_table(path, "skips").to_pylist():
             skips.setdefault(rec["video"], {"video": rec["video"], "stage": rec["stage"], "error": rec["error"]})
     metrics_path = out / "metrics" / "metrics.json"
@@ -215,7 +218,7 @@ def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device
           f"{len(names)} stages into {out}", flush=True)
     t0 = time.time()
     times = run_stages(names, params_file, out.resolve())
-    summary = summarise(out)
+    summary = summarise(out, names)
     summary.update(video_dir=str(video_dir.resolve()), models=str(models_dir.resolve()), video_files=n_videos,
                    params=str(params_file), stage_seconds=dict(times))
     write_json(summary, out / "infer_summary.json")
