@@ -206,6 +206,11 @@ def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device
     if not video_dir.is_dir():
         raise InferError(f"{video_dir}: video folder not found")
     n_videos = load_videos(video_dir).num_rows  # clear error when it holds no video
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InferError("--device cuda: no CUDA device is visible to torch (use --device cpu or auto)")
     found = check_models(models_dir)
     base_file = Path(params) if params else ROOT / "params.yaml"
     base = load_params(base_file)

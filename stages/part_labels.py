@@ -87,7 +87,8 @@ def run(params: dict, root: Path) -> None:
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=GT_COLUMNS)
     rows, skips = build_labels(videos, gt)
     if not rows:
-        raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label")
+        raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label "
+                         f"(for videos without them, give a trained CSN folder with csn.model)")
     labels = pd.DataFrame(rows)
     classes = class_lists(labels, "train")
     if "action" not in classes:

@@ -352,3 +352,23 @@ def test_csn_folder_loads_whole_and_old_folders_still_load(models_dir, tmp_path)
         load_model_dir(old)
     with pytest.raises(FileNotFoundError, match="no CSN variant"):
         load_model_dir(models_dir / "csn", variants=["ip", "xx"])
+
+
+def test_part_labels_take_the_class_lists_of_an_old_csn_folder(models_dir, video_dir, tmp_path):
+    """part_labels with csn.model at a CSN folder without model.json, on a folder without ground truth."""
+    import stages.part_labels as stage
+    from actparse.schemas import read_df
+
+    old = tmp_path / "csn"
+    shutil.copytree(models_dir / "csn", old)
+    (old / "model.json").unlink()
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"root": str(video_dir)}, "csn": {"model": str(old)}}))
+    assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 0
+    out = tmp_path / "artifacts" / "part_labels"
+    classes = json.loads((out / "classes.json").read_text())
+    assert classes["action"] == list(ACTIONS) and len(classes) == 7
+    assert json.loads((out / "baseline.json").read_text()) == {}
+    assert len(read_df(out / "labels.parquet", "part_labels")) == 0  # no ground truth: nothing to score
+    params.write_text(yaml.safe_dump({"data": {"root": str(video_dir)}, "csn": {"model": str(tmp_path / "none")}}))
+    assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 2
