@@ -212,6 +212,9 @@ def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device
         if not torch.cuda.is_available():
             raise InferError("--device cuda: no CUDA device is visible to torch (use --device cpu or auto)")
     found = check_models(models_dir)
+    if (out.resolve() / "artifacts") in (models_dir.resolve(), *models_dir.resolve().parents):
+        raise InferError(f"{models_dir}: lies inside {out / 'artifacts'}, which this run writes; "
+                         f"give another --out, or copy the models out first")
     base_file = Path(params) if params else ROOT / "params.yaml"
     base = load_params(base_file)
     out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import from_rows, read_df, write_json, write_table
 from actparse.video import VideoError
 
@@ -132,6 +132,7 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     given = given_model_dir(params, root)
     if given is not None:
+        check_outside(given, paths.models / "csn", "csn.model")
         use_given_model(paths, given, variants_from_params(params))
         return
     seed = get(params, "seed", int, default=0)

@@ -39,7 +39,7 @@ from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_per
                                 person_crops, refined_by_video)
 from actparse.paint import PaintConfig
 from actparse.params import get
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 
 log = logging.getLogger("actparse.train_part_detector")
 NAME = "part_detector"
@@ -64,6 +64,8 @@ def run(params: dict, root: Path) -> None:
     val_fraction = get(params, f"{S}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
     frame_step = get(params, f"{S}.frame_step", int, default=1, min_value=1)
     cfg = PaintConfig.from_params(params, S)
+    if weights:
+        check_outside(weights, model_dir, f"{S}.weights")
     model_dir.mkdir(parents=True, exist_ok=True)
     yolo.configure()
     paint_info = {"paint": cfg.paint, "crop_size": cfg.crop_size, "crop_margin": cfg.margin, "kp_thr": cfg.kp_thr,

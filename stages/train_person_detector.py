@@ -29,7 +29,7 @@ from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import decode_frames, frames_by_video, gt_index
 from actparse.params import get
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 
 log = logging.getLogger("actparse.train_person_detector")
 NAME = "person_detector"
@@ -42,6 +42,8 @@ def run(params: dict, root: Path) -> None:
     finetune = get(params, f"{NAME}.finetune", bool, default=False)
     val_fraction = get(params, f"{NAME}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
     frame_step = get(params, f"{NAME}.frame_step", int, default=1, min_value=1)
+    if weights:
+        check_outside(weights, model_dir, f"{NAME}.weights")
     model_dir.mkdir(parents=True, exist_ok=True)
     yolo.configure()
     if weights and not finetune:

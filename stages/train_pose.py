@@ -30,7 +30,7 @@ from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
 from actparse.params import get, resolve_device
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
 from actparse.schemas import write_json
 
@@ -82,6 +82,7 @@ def run(params: dict, root: Path) -> None:
     if checkpoint:
         ck = Path(checkpoint)
         ck = ck if ck.is_absolute() else Path(root) / ck
+        check_outside(ck, paths.models / "pose", "keypoints.checkpoint")
         model, info = load_checkpoint(ck)
         if info["arch"] != arch:
             log.info("checkpoint %s is %s (keypoints.arch %s ignored)", ck, info["arch"], arch)

@@ -353,3 +353,30 @@ def test_part_labels_take_the_class_lists_of_an_old_csn_folder(models_dir, class
     assert len(read_df(out / "labels.parquet", "part_labels")) == 0  # no ground truth: nothing to score
     params.write_text(yaml.safe_dump({"data": {"root": str(video_dir)}, "csn": {"model": str(tmp_path / "none")}}))
     assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 2
+
+
+def test_models_inside_the_folders_a_run_writes_are_refused(models_dir, video_dir, tmp_path, capsys):
+    """A model given inside artifacts/models (what the training stage writes, and `dvc repro`
+    empties before running it) is refused with one line, by `actparse infer` and by each stage."""
+    import stages.train_csn
+    import stages.train_part_detector
+    import stages.train_person_detector
+    import stages.train_pose
+    from actparse.infer import main
+
+    shutil.copytree(models_dir, tmp_path / "artifacts" / "models")
+    inside = (tmp_path / "artifacts" / "models").resolve()
+    assert main([str(video_dir), "--models", str(inside), "--out", str(tmp_path)]) == 2
+    assert "lies inside" in capsys.readouterr().err
+    for stage, key, rel in ((stages.train_person_detector, ("person_detector", "weights"), "person_detector/model.pt"),
+                            (stages.train_part_detector, ("parts", "weights"), "part_detector/model.pt"),
+                            (stages.train_pose, ("keypoints", "checkpoint"), "pose/model.pt"),
+                            (stages.train_csn, ("csn", "model"), "csn")):
+        params = tmp_path / "params.yaml"
+        p = {"data": {"root": str(video_dir)}, "keypoints": {"epochs": 0}}
+        p.setdefault(key[0], {})[key[1]] = str(inside / rel)
+        params.write_text(yaml.safe_dump(p))
+        assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 2, rel
+        err = capsys.readouterr().err
+        assert f"{key[0]}.{key[1]} {inside / rel}: lies inside" in err and "copy the model out" in err, err
+        assert (inside / rel).exists()  # nothing was touched
