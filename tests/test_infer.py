@@ -124,6 +124,14 @@ def models_dir(tmp_path_factory) -> Path:
     return run / "artifacts" / "models"
 
 
+def whole_params(data_root: Path, **sections: dict) -> dict:
+    """The project's whole params file with ``data.root`` set and ``sections`` laid over it."""
+    from actparse.params import merge_params
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return merge_params(base, {"data": {"root": str(data_root)}, **sections})
+
+
 @pytest.fixture(scope="session")
 def classes(models_dir) -> dict:
     return json.loads((models_dir / "csn" / "model.json").read_text())["classes"]
@@ -345,13 +353,13 @@ def test_part_labels_take_the_class_lists_of_an_old_csn_folder(models_dir, class
     shutil.copytree(models_dir / "csn", old)
     (old / "model.json").unlink()
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"root": str(video_dir)}, "csn": {"model": str(old)}}))
+    params.write_text(yaml.safe_dump(whole_params(video_dir, csn={"model": str(old)})))
     assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 0
     out = tmp_path / "artifacts" / "part_labels"
     assert json.loads((out / "classes.json").read_text()) == classes and len(classes) == 7
     assert json.loads((out / "baseline.json").read_text()) == {}
     assert len(read_df(out / "labels.parquet", "part_labels")) == 0  # no ground truth: nothing to score
-    params.write_text(yaml.safe_dump({"data": {"root": str(video_dir)}, "csn": {"model": str(tmp_path / "none")}}))
+    params.write_text(yaml.safe_dump(whole_params(video_dir, csn={"model": str(tmp_path / "none")})))
     assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 2
 
 
@@ -373,8 +381,8 @@ def test_models_inside_the_folders_a_run_writes_are_refused(models_dir, video_di
                             (stages.train_pose, ("keypoints", "checkpoint"), "pose/model.pt"),
                             (stages.train_csn, ("csn", "model"), "csn")):
         params = tmp_path / "params.yaml"
-        p = {"data": {"root": str(video_dir)}, "keypoints": {"epochs": 0}}
-        p.setdefault(key[0], {})[key[1]] = str(inside / rel)
+        p = whole_params(video_dir, keypoints={"epochs": 0})
+        p[key[0]][key[1]] = str(inside / rel)
         params.write_text(yaml.safe_dump(p))
         assert stage.main(["--params", str(params), "--root", str(tmp_path)]) == 2, rel
         err = capsys.readouterr().err
