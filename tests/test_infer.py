@@ -388,3 +388,15 @@ def test_models_inside_the_folders_a_run_writes_are_refused(models_dir, video_di
         err = capsys.readouterr().err
         assert f"{key[0]}.{key[1]} {inside / rel}: lies inside" in err and "copy the model out" in err, err
         assert (inside / rel).exists()  # nothing was touched
+
+
+def test_device_cuda_without_a_visible_gpu_is_one_line(models_dir, video_dir, tmp_path, capsys):
+    import torch
+
+    from actparse.infer import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    assert main([str(video_dir), "--models", str(models_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device is visible" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
