@@ -173,6 +173,7 @@ class CsnPretrained(Section):
 
 
 class Csn(Section):
+    model: Optional[str]
     variants: Annotated[list[Literal[CSN_VARIANTS]], Field(min_length=1)]  # type: ignore[valid-type]
     depth: Literal[CSN_DEPTHS]  # type: ignore[valid-type]
     stage_depths: Optional[Union[PosInt, Quad]]

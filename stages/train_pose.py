@@ -7,7 +7,8 @@ Writes: artifacts/models/pose/model.pt (our checkpoint: arch, input_size, num_ke
         on held-out train videos, and on the test split with GT boxes when keypoints.eval_test).
 Params: seed, device, keypoints.arch (hrnet_w18_small | hrnet_w18_small_v2 | hrnet_w18 | hrnet_w32 |
         hrnet_w48), keypoints.input_size [h, w], keypoints.checkpoint (optional: our or an mmpose HRNet
-        .pth to start from; with keypoints.epochs 0 it is used as is), keypoints.epochs, batch_size, lr,
+        .pth to start from; with keypoints.epochs 0 it is used as is, at its own input size, and no
+        ground truth is needed), keypoints.epochs, batch_size, lr,
         weight_decay, sigma, val_fraction, aug_scale, aug_rotation, aug_shift, aug_flip, flip_test,
         infer_batch, eval_test, keypoints.backend (hrnet | mmpose), keypoints.mmpose_config.
 Model: timm HRNet backbone (raw stride-4 branch of stage 4) + 1x1 conv heatmap head, trained from
@@ -33,7 +34,7 @@ from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
 from actparse.params import get, resolve_device
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
 from actparse.schemas import write_json
 
@@ -83,7 +84,8 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
     droot = data_root(params, root)
     splits = split_of(load_videos(droot))
     gt_path = gt_persons_path(droot)
-    if not gt_path.exists():
+    has_gt = gt_path.exists()
+    if not has_gt and epochs > 0:
         raise FileNotFoundError(f"{gt_path}: GT persons needed to train the pose model (keypoints.epochs={epochs}); "
                                 f"give a trained keypoints.checkpoint with keypoints.epochs: 0 for a data set without GT")
     train_videos = sorted(v for v, s in splits.items() if s == "train")
@@ -95,16 +97,22 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
     if checkpoint:
         ck = Path(checkpoint)
         ck = ck if ck.is_absolute() else Path(root) / ck
+        check_outside(ck, paths.models / "pose", "keypoints.checkpoint")
         model, info = load_checkpoint(ck)
         if info["arch"] != arch:
             log.info("checkpoint %s is %s (keypoints.arch %s ignored)", ck, info["arch"], arch)
-        if info["input_size"] and tuple(info["input_size"]) != input_size:
+        if info["input_size"] and tuple(info["input_size"]) != input_size and epochs == 0:
+            input_size = tuple(int(x) for x in info["input_size"])  # used as is: at the size it was trained at
+            log.info("checkpoint %s used as is at its input size %s", ck, input_size)
+        elif info["input_size"] and tuple(info["input_size"]) != input_size:
             log.warning("checkpoint %s was trained at input %s, using keypoints.input_size %s",
                         ck, info["input_size"], input_size)
         start = f"{info['format']}:{ck.name}"
     else:
         model = build_pose_model(arch)
         start = "scratch"
+        if epochs == 0:
+            log.warning("keypoints.epochs is 0 and no keypoints.checkpoint is given: the pose model is untrained")
 
     history: list[float] = []
     n_fit = 0
@@ -127,13 +135,15 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
               "loss": history, "final_loss": history[-1] if history else None, "n_train_persons": n_fit,
               "train_videos": len(fit_videos), "val_videos": len(val_videos), "flip_test": flip_test,
               "train_time_s": round(train_time, 1), "device": device}
-    if val_videos:
+    if not has_gt:
+        log.info("%s: no ground truth: pose metrics skipped (checkpoint used as is)", gt_path)
+    if val_videos and has_gt:
         val, _ = load_pose_samples(paths.frames, gt_path, val_videos)
         result["val"] = evaluate_samples(estimator, val)
         log.info("held-out train videos: PCK@0.2 %.3f, mean error %.2f px", result["val"]["pck"],
                  result["val"]["mean_error_px"])
     test_videos = {v for v, s in splits.items() if s == "test"}
-    if eval_test and test_videos:
+    if eval_test and test_videos and has_gt:
         test, _ = load_pose_samples(paths.frames, gt_path, test_videos)
         result["test_gt_boxes"] = evaluate_samples(estimator, test)
         log.info("test split, GT boxes: PCK@0.2 %.3f, OKS %.3f", result["test_gt_boxes"]["pck"],
