@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from actparse.cli import stage_main
-from actparse.clips import ClipSpec, load_video, test_clips
+from actparse.clips import ClipSpec, test_clips
 from actparse.csn import (clip_probs, ensemble, ensemble_weights_from_params, load_checkpoint, memory_format,
                           variants_from_params)
 from actparse.dataset import load_videos, video_path
@@ -34,7 +34,7 @@ from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, read_df, write_table
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = logging.getLogger("actparse.csn")
 ENSEMBLE = "ensemble"
@@ -108,12 +108,13 @@ def run(params: dict, root: Path) -> None:
     with ParquetStreamWriter(paths.video_predictions, "video_predictions") as writer:
         for rec in tqdm(videos, desc="csn", unit="video", disable=None):
             try:
-                frames = load_video(video_path(droot, rec["path"]), cache_side)
+                frames = LazyVideo(video_path(droot, rec["path"]), cache_side)  # decodes only the clips' frames
+                clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
             except (VideoError, ValueError) as exc:
                 log.warning("skip %s: %s", rec["video"], exc)
                 skips.append({"video": rec["video"], "stage": "csn", "error": str(exc)})
                 continue
-            pending.append((rec["video"], {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}))
+            pending.append((rec["video"], clips))
             if len(pending) * n_clips >= batch:
                 flush(writer)
         flush(writer)

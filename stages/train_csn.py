@@ -1,7 +1,8 @@
 """Train the CSN video models (ip-CSN and/or ir-CSN) on the seed-001 part labels.
 
-Reads:  <data.root>/videos.parquet and the train-split videos it names (decord, decoded once and
-          kept in memory), artifacts/part_labels/labels.parquet + classes.json.
+Reads:  <data.root>/videos.parquet and the train-split videos it names (decord; each training clip's
+          frames are decoded when the clip is made, so memory does not grow with the number of
+          videos), artifacts/part_labels/labels.parquet + classes.json.
 Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, architecture, class
           lists, clip settings), artifacts/models/csn/train_info.json (per-epoch loss / train
           accuracy, time, settings), artifacts/skips/train_csn.parquet (undecodable videos).
@@ -30,7 +31,6 @@ import torch
 from tqdm import tqdm
 
 from actparse.cli import configure_logging, stage_main
-from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
                           train_settings_from_params, variants_from_params)
@@ -40,17 +40,18 @@ from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_rows, read_df, write_json, write_table
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = logging.getLogger("actparse.train_csn")
 
 
 def decode_videos(droot: Path, records: list[dict], short_side: int, stage: str, desc: str):
-    """Decode each video once; returns ({video: frames}, skip rows)."""
+    """Open each video for on-demand clip reading (:class:`LazyVideo`: frames are decoded when a clip
+    needs them); returns ({video: LazyVideo}, skip rows for videos that cannot be opened)."""
     out, skips = {}, []
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
         try:
-            out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
+            out[rec["video"]] = LazyVideo(video_path(droot, rec["path"]), short_side)
         except (VideoError, ValueError) as exc:
             log.warning("skip %s: %s", rec["video"], exc)
             skips.append({"video": rec["video"], "stage": stage, "error": str(exc)})
@@ -123,7 +124,7 @@ def run(params: dict, root: Path) -> None:
 
     torch.manual_seed(seed)
     t0 = time.time()
-    decoded, skips = decode_videos(droot, records, spec.cache_short_side, "train_csn", "decode train videos")
+    decoded, skips = decode_videos(droot, records, spec.cache_short_side, "train_csn", "open train videos")
     write_table(from_rows(skips, "skips"), paths.skips / "train_csn.parquet", "skips")
     names = [n for n in names if n in decoded]
     if not names:
@@ -137,7 +138,7 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, len(skips))
+    log.info("opened %d train videos in %.1fs (%d skipped)", len(names), decode_s, len(skips))
 
     out_dir = paths.models / "csn"
     out_dir.mkdir(parents=True, exist_ok=True)
