@@ -57,10 +57,10 @@ def run(params: dict, root: Path) -> None:
         return
     from tqdm import tqdm
 
-    from actparse.clips import load_video
     from actparse.constants import ACTIONS
     from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.video import LazyVideo
     from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
 
     seed = get(params, "seed", int, default=0)
@@ -84,7 +84,7 @@ def run(params: dict, root: Path) -> None:
         if g is None:
             continue
         pools.append(gt_person_samples(g, len(decoded), actions.index(row.action)))
-        decoded.append(load_video(video_path(droot, row.path)))
+        decoded.append(LazyVideo(video_path(droot, row.path)))  # frames decoded when a sample needs them
     t_load = time.time() - t0
     model = PartStateNet(cfg)
     t1 = time.time()

@@ -58,9 +58,9 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.clips import load_video
     from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.video import LazyVideo
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
 
@@ -94,7 +94,7 @@ def run(params: dict, root: Path) -> None:
         if g is None:
             log.warning("stad: train video %s has no ground truth; skipped", row.video)
             continue
-        v = load_video(video_path(droot, row.path), short_side)
+        v = LazyVideo(video_path(droot, row.path), short_side)  # frames decoded when a clip needs them
         scale = v.shape[1] / float(row.height or v.shape[1])
         pools.append(gt_samples(g, len(decoded), scale, classes))
         decoded.append(v)
