@@ -170,3 +170,40 @@ def test_gym_element_frames_equal_the_cropped_whole_video(tmp_path):
         idx = np.array([0, len(want) - 1, len(want) // 2, 0])
         assert np.array_equal(fr[idx], want[idx])
         assert np.array_equal(fr[np.arange(len(want))], want)
+
+
+def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
+    """stad phase 1 and the phase-2 feature cache on LazyVideo sources give the weights and features of
+    decoded arrays; the features are the model's RoI features of each batch, in sample order."""
+    import pandas as pd
+
+    from actparse.pcca import SlowFastConfig, STADModel, STADSettings, cache_features, fit_phase1, gt_samples
+
+    rng = np.random.default_rng(0)
+    pools = []
+    for k in range(4):
+        rows = [{"frame": f, "person": p, "box": np.array([2 + p * 20, 4, 20 + p * 20, 20.]) + rng.uniform(0, 3, 4),
+                 "action": ["a", "b", "none"][(f + p + k) % 3]} for f in range(0, 20, 3) for p in range(1 + k % 2)]
+        pools.append(gt_samples(pd.DataFrame(rows), k, 1.0, ["a", "b", "c"]))
+    s = STADSettings(epochs=1, samples_per_video=2, batch_size=3, num_frames=4, interval=2, warmup_epochs=0,
+                     lr_steps=())
+    full = [C.load_video(p) for p in videos[:4]]
+    lazy = [LazyVideo(p, cache=ReaderCache(2)) for p in videos[:4]]
+    cfg = SlowFastConfig(stem_dim=4, beta_inv=4, alpha=4)
+    out = []
+    for vids in (full, lazy):
+        torch.manual_seed(0)
+        m = STADModel(cfg, 3, head="pcca", dim=16, heads=2, roi_size=3)
+        hist = fit_phase1(m, vids, pools, s, seed=1)
+        samples = [smp for pool in pools for smp in pool[::2]]
+        out.append((m.state_dict(), hist["loss"], cache_features(m, vids, samples, s)))
+    (sa, la, (fa, ta, lab_a)), (sb, lb, (fb, tb, lab_b)) = out
+    assert la == lb and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(fa, fb) and torch.equal(ta, tb) and lab_a == lab_b
+    from actparse.pcca import _batch
+
+    with torch.no_grad():  # the preallocated cache holds exactly the per-batch features and targets
+        want = [(m.roi_features(clip, rois), tg)
+                for clip, rois, tg in (_batch(full, samples[i:i + 3], s, None) for i in range(0, len(samples), 3))]
+    assert torch.equal(fa, torch.cat([w[0] for w in want])) and torch.equal(ta, torch.cat([w[1] for w in want]))
+    assert lab_a == [lab for smp in samples for lab in smp.labels] and len(fa) == sum(len(x.boxes) for x in samples)
