@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .params import ParamError, load_params
+from .video import reader_cache_size
 
 log = logging.getLogger("actparse")
 
@@ -50,6 +51,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
     setup_offline_env()
     t0 = time.time()
     try:
+        reader_cache_size()  # a bad $ACTPARSE_READER_CACHE stops the stage here, not video by video
         params = load_params(args.params)
         params["_args"] = vars(args)
         run(params, Path(args.root))

@@ -92,22 +92,42 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None) -> tuple[np.ndarr
 # --------------------------------------------------------------------------------------------
 # On-demand frame access (training data that does not fit in memory)
 # --------------------------------------------------------------------------------------------
-READER_CACHE_SIZE = 8  # open decord readers kept per process (least recently used one closed first)
+READER_CACHE_ENV = "ACTPARSE_READER_CACHE"  # environment variable: open readers kept per process
+READER_CACHE_SIZE = 8  # its default (the least recently used reader is closed first)
+
+
+def reader_cache_size() -> int:
+    """Bound of the process-wide reader cache: ``$ACTPARSE_READER_CACHE`` (an integer >= 1) or 8.
+
+    Raises :class:`actparse.params.ParamError` for any other value (the stages check it at start)."""
+    raw = os.environ.get(READER_CACHE_ENV, "").strip()
+    if not raw:
+        return READER_CACHE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        from .params import ParamError
+
+        raise ParamError(f"{READER_CACHE_ENV}={raw!r}: the number of open video readers must be an integer >= 1")
+    return size
 
 
 class ReaderCache:
     """A bounded, thread-safe LRU of open decord readers, keyed by path.
 
     Opening a reader parses the container and builds its frame index, so readers are reused across
-    clips of the same video; at most ``size`` stay open. Each reader has its own lock (a decord
-    reader is not safe to use from two threads at once); a reader dropped from the cache while a
-    thread still reads from it is simply closed when that read is done.
+    clips of the same video; at most ``size`` stay open (default: :func:`reader_cache_size`). Each
+    reader has its own lock (a decord reader is not safe to use from two threads at once); a reader
+    dropped from the cache while a thread still reads from it is simply closed when that read is done.
     """
 
-    def __init__(self, size: int = READER_CACHE_SIZE):
+    def __init__(self, size: int | None = None):
         import threading
         from collections import OrderedDict
 
+        size = reader_cache_size() if size is None else size
         if size < 1:
             raise ValueError(f"reader cache size must be >= 1, got {size}")
         self.size = int(size)
@@ -161,7 +181,16 @@ class ReaderCache:
         return frames[inverse.reshape(-1)]
 
 
-READERS = ReaderCache()  # the process-wide cache :class:`LazyVideo` uses by default
+_READERS: ReaderCache | None = None
+
+
+def default_reader_cache() -> ReaderCache:
+    """The process-wide cache :class:`LazyVideo` uses by default (made on first use, sized by
+    :func:`reader_cache_size`; each worker process has its own)."""
+    global _READERS
+    if _READERS is None:
+        _READERS = ReaderCache()
+    return _READERS
 
 
 class LazyVideo:
@@ -186,7 +215,7 @@ class LazyVideo:
 
     @property
     def cache(self) -> ReaderCache:
-        return self._cache if self._cache is not None else READERS
+        return self._cache if self._cache is not None else default_reader_cache()
 
     def __len__(self) -> int:
         return self.shape[0]

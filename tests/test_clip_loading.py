@@ -97,6 +97,25 @@ def test_reader_cache_stays_bounded(videos):
         ReaderCache(0)
 
 
+def test_reader_cache_bound_comes_from_the_environment(videos, monkeypatch, capsys):
+    import actparse.video as V
+    from stages import stad_train
+
+    monkeypatch.setattr(V, "_READERS", None)
+    monkeypatch.setenv("ACTPARSE_READER_CACHE", "3")
+    lazy = [LazyVideo(p) for p in videos]  # the process-wide cache, made on first use
+    assert V.default_reader_cache().size == 3 and len(V.default_reader_cache()) == 3
+    assert np.array_equal(lazy[0][np.array([2, 0])], C.load_video(videos[0])[[2, 0]])
+    monkeypatch.delenv("ACTPARSE_READER_CACHE")
+    assert V.reader_cache_size() == V.READER_CACHE_SIZE == 8
+    for bad in ("0", "-2", "eight", "1.5"):
+        monkeypatch.setenv("ACTPARSE_READER_CACHE", bad)
+        assert stad_train.main(["--params", "no-such-params.yaml"]) == 2  # stops before reading anything
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"stad_train: error: ACTPARSE_READER_CACHE={bad!r}: the number of open video readers must "
+                       "be an integer >= 1"]
+
+
 def test_lazy_video_pickles_as_its_path(videos):
     v = LazyVideo(videos[0], 24, cache=ReaderCache(1))
     blob = pickle.dumps(v)
