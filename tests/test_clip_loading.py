@@ -143,6 +143,24 @@ def test_a_video_that_breaks_during_training_is_an_error_naming_it(tmp_path, vid
         LazyVideo(path)
 
 
+def test_a_stage_whose_video_breaks_mid_run_exits_2_with_one_line(tmp_path, videos, capsys):
+    import shutil
+
+    from actparse.cli import stage_main
+
+    path = shutil.copy(videos[1], tmp_path / "late.mp4")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+
+    def run(params, root):
+        v = LazyVideo(path, cache=ReaderCache(1))
+        LazyVideo(videos[0], cache=v.cache)  # closes late.mp4's reader
+        (tmp_path / "late.mp4").write_bytes(b"")
+        v[np.array([0, 5])]
+
+    assert stage_main("demo", "demo stage", run, ["--params", str(tmp_path / "params.yaml")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"demo: error: {path}: empty file"
+
+
 def test_thread_pool_clips_from_lazy_videos_do_not_depend_on_the_threads(videos, monkeypatch):
     """The CUDA path's clip threads read frames on demand: same clips whatever the pool size."""
     import actparse.csn as csn_mod
