@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .params import ParamError, load_params
-from .video import VideoError, reader_cache_size
+from .params import InputError, ParamError, load_params, reader_cache_size
 
 log = logging.getLogger("actparse")
 
@@ -55,7 +54,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
         params = load_params(args.params)
         params["_args"] = vars(args)
         run(params, Path(args.root))
-    except (ParamError, FileNotFoundError, ValueError, VideoError) as exc:  # VideoError: a video breaks mid-run
+    except (ParamError, FileNotFoundError, ValueError, InputError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     log.info("stage %s done in %.1fs", name, time.time() - t0)

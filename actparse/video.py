@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .params import READER_CACHE_ENV, READER_CACHE_SIZE, InputError, reader_cache_size  # noqa: F401
 
-class VideoError(RuntimeError):
-    """A video cannot be opened or decoded; the message names the file."""
+
+class VideoError(InputError):
+    """A video cannot be opened or decoded; the message names the file (a RuntimeError)."""
 
 
 @dataclass
@@ -92,28 +94,6 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None) -> tuple[np.ndarr
 # --------------------------------------------------------------------------------------------
 # On-demand frame access (training data that does not fit in memory)
 # --------------------------------------------------------------------------------------------
-READER_CACHE_ENV = "ACTPARSE_READER_CACHE"  # environment variable: open readers kept per process
-READER_CACHE_SIZE = 8  # its default (the least recently used reader is closed first)
-
-
-def reader_cache_size() -> int:
-    """Bound of the process-wide reader cache: ``$ACTPARSE_READER_CACHE`` (an integer >= 1) or 8.
-
-    Raises :class:`actparse.params.ParamError` for any other value (the stages check it at start)."""
-    raw = os.environ.get(READER_CACHE_ENV, "").strip()
-    if not raw:
-        return READER_CACHE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size < 1:
-        from .params import ParamError
-
-        raise ParamError(f"{READER_CACHE_ENV}={raw!r}: the number of open video readers must be an integer >= 1")
-    return size
-
-
 class ReaderCache:
     """A bounded, thread-safe LRU of open decord readers, keyed by path.
 
