@@ -244,3 +244,18 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
                 for clip, rois, tg in (_batch(full, samples[i:i + 3], s, None) for i in range(0, len(samples), 3))]
     assert torch.equal(fa, torch.cat([w[0] for w in want])) and torch.equal(ta, torch.cat([w[1] for w in want]))
     assert lab_a == [lab for smp in samples for lab in smp.labels] and len(fa) == sum(len(x.boxes) for x in samples)
+
+
+def test_partattn_samples_from_lazy_videos_equal_the_in_memory_ones(videos):
+    from actparse.partattn import make_sample
+
+    full, lazy = C.load_video(videos[3]), LazyVideo(videos[3], cache=ReaderCache(1))
+    pb = np.tile(np.array([[10.0, 8.0, 20.0, 20.0]]), (10, 1))
+    valid = np.ones(10, bool)
+    tg = np.zeros((10, 3), np.float32)
+    for frame in (0, 17, len(full) - 1):  # window clamped at both ends, and inside
+        a = make_sample(full, frame, np.array([4.0, 2.0, 40.0, 38.0]), pb, valid, (48, 32), 4, 3,
+                        rng=np.random.default_rng(frame), augment=True, targets=tg)
+        b = make_sample(lazy, frame, np.array([4.0, 2.0, 40.0, 38.0]), pb, valid, (48, 32), 4, 3,
+                        rng=np.random.default_rng(frame), augment=True, targets=tg)
+        assert torch.equal(a[0], b[0]) and all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
