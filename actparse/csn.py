@@ -589,7 +589,8 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
     On CUDA the forward pass runs under bf16 autocast (no loss scaling is needed for bf16); the
     losses are computed in float32. On the CPU everything stays float32.
 
-    ``videos`` are decoded uint8 videos (see :func:`actparse.clips.load_video`), ``targets`` maps
+    ``videos`` are uint8 frame sources: decoded videos (:func:`actparse.clips.load_video`) or
+    :class:`actparse.video.LazyVideo` (frames decoded on demand, same clips), ``targets`` maps
     each task to an int array of class indices aligned with ``videos``. ``position``: tqdm line of
     the progress bar (several variants training at once).
     """

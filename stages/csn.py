@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.clips import load_video, test_clips
+from actparse.clips import test_clips
 from actparse.csn import (clip_probs, ensemble, ensemble_search_enabled, ensemble_weights_from_params, load_model_dir,
                           memory_format, search_ensemble_weights, variants_from_params)
 from actparse.dataset import load_videos, video_path
@@ -37,7 +37,7 @@ from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import ParquetStreamWriter, from_columns, read_df, write_json
 from actparse.stage import SkipLedger, stage_log, stage_main
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = stage_log("csn")
 ENSEMBLE = "ensemble"
@@ -109,14 +109,14 @@ def run(params: dict, root: Path) -> None:
         for rec in tqdm(records, desc="csn", unit="video", disable=None):
             ledger.tried(rec["video"])
             try:
-                frames = load_video(video_path(droot, rec["path"]), cache_side)
+                frames = LazyVideo(video_path(droot, rec["path"]), cache_side)  # decodes only the clips' frames
+                clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
             except (VideoError, ValueError) as exc:
                 ledger.skip(rec["video"], exc)
                 continue
-            pending.append((rec["video"], {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}))
+            pending.append((rec["video"], clips))
             if len(pending) * n_clips >= batch:
                 flush(emit)
-        flush(emit)
         flush(emit)
 
     val_probs: dict[str, dict[str, dict[str, np.ndarray]]] = {}

@@ -1,7 +1,8 @@
 """Train the CSN video models (ip-CSN and/or ir-CSN) on the seed-001 part labels.
 
-Reads:  <data.root>/videos.parquet and the train-split videos it names (decord, decoded once and
-          kept in memory), artifacts/part_labels/labels.parquet + classes.json.
+Reads:  <data.root>/videos.parquet and the train-split videos it names (decord; each training clip's
+          frames are decoded when the clip is made, so memory does not grow with the number of
+          videos), artifacts/part_labels/labels.parquet + classes.json.
 Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, architecture, class
           lists, clip settings), artifacts/models/csn/model.json (variants, class lists, clip
           settings, normalisation, the part-state baseline table: the folder loads as a whole with
@@ -38,7 +39,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
                           load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
                           save_checkpoint, seed_everything, train_settings_from_params, val_fraction_from_params,
@@ -50,18 +50,19 @@ from actparse.part_labels import read_classes
 from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import read_df, write_json
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = stage_log("train_csn")
 
 
 def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
-    """Decode each video once; returns {video: frames}; failures go to ``ledger``."""
+    """Open each video for on-demand clip reading (:class:`LazyVideo`: frames are decoded when a clip
+    needs them); returns {video: LazyVideo}; videos that cannot be opened go to ``ledger``."""
     out = {}
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
         ledger.tried(rec["video"])
         try:
-            out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
+            out[rec["video"]] = LazyVideo(video_path(droot, rec["path"]), short_side)
         except (VideoError, ValueError) as exc:
             ledger.skip(rec["video"], exc)
     return out
@@ -171,7 +172,7 @@ def run(params: dict, root: Path) -> None:
     torch.manual_seed(seed)
     t0 = time.time()
     ledger = SkipLedger("train_csn", root, what="train videos")
-    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "decode train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "open train videos")
     ledger.check(droot)
     names = [n for n in names if n in decoded]
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
@@ -183,7 +184,7 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
+    log.info("opened %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
     procs, threads = training_processes(params, len(variants), device)
     with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success
