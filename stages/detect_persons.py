@@ -6,7 +6,7 @@ Writes: artifacts/persons.parquet (schema "persons": video, frame, person, box, 
         one row group per video; artifacts/skips/detect_persons.parquet (videos whose frames could
         not be decoded, and why).
 Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch /
-        threads (torch CPU threads, 0 = every core), device.
+        threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2), device.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ per variant, set csn.shared_backbone: false for that.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from actparse import determinism
 from actparse.cli import configure_logging, stage_main
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
@@ -62,11 +62,11 @@ def training_processes(params: dict, n_variants: int, device: str) -> tuple[int,
 
     ``csn.train_workers``: variants trained at once, each in its own process (0 = one per variant,
     at most one per core; 1 = one after another); only on CPU, where one small 3D network keeps two
-    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = cores / processes).
+    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = ACTPARSE_CPU_THREADS or 2, / processes).
     """
     workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
     threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
-    cores = os.cpu_count() or 1
+    cores = determinism.cores()
     procs = 1 if device != "cpu" else max(1, min(n_variants, workers or cores))
     return procs, threads or max(1, cores // procs)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actparse import determinism
 from actparse.cli import stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
@@ -40,6 +41,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    determinism.deterministic_algorithms()
 
 
 def run(params: dict, root: Path) -> None:
@@ -113,7 +115,7 @@ def run(params: dict, root: Path) -> None:
     result = {"arch": model.arch, "input_size": list(input_size), "start": start, "epochs": epochs,
               "loss": history, "final_loss": history[-1] if history else None, "n_train_persons": n_fit,
               "train_videos": len(fit_videos), "val_videos": len(val_videos), "flip_test": flip_test,
-              "train_time_s": round(train_time, 1), "device": device}
+              "train_time_s": round(train_time, 1), "device": device, "determinism": determinism.report()}
     if val_videos:
         val, _ = load_pose_samples(paths.frames, gt_path, val_videos)
         result["val"] = evaluate_samples(estimator, val)
