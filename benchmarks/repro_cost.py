@@ -1,0 +1,187 @@
+"""What pinning the CPU code paths costs: HRNet and CSN training steps, pinned vs native, side by side.
+
+    python -m benchmarks.repro_cost                      # default sizes, writes benchmarks/results/repro_cost.json
+    python -m benchmarks.repro_cost --steps 4 --rounds 3
+
+Each measurement is a fresh process (the caps are read once per process) that trains a few steps of
+the default CPU models at the default sizes: HRNet-w18-small on 128x96 crops made by the training
+code (affine warps, Gaussian heatmaps), batch 32; the slim ip-CSN on 8x64x85 clips, batch 8. The
+settings (``ACTPARSE_CPU_ISA`` native, avx2, sse41) take turns round after round, so load from other
+work on the machine hits them alike; the report gives, per model and setting, the median seconds per
+step (the first step, warm-up, left out), the spread over the rounds, and the ratio to native.
+
+The same worker (``--worker``) trains the tiny models of ``tests/test_reproducible.py`` and saves their
+weights, so that a test can compare the weights of runs under different environments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: model sizes: "default" = the CPU default's training steps, "tiny" = the tests'
+SIZES = {
+    "hrnet": {"default": {"arch": "hrnet_w18_small", "input_size": (128, 96), "batch": 32},
+              "tiny": {"arch": "hrnet_w18_small", "input_size": (96, 64), "batch": 4}},
+    "csn": {"default": {"stem_dim": 16, "clip": (8, 64, 85), "batch": 8},
+            "tiny": {"stem_dim": 8, "clip": (4, 32, 32), "batch": 4}},
+}
+
+
+#: environment variables that choose CPU code paths or threads: a worker starts without the caller's
+CPU_VARS = ("ACTPARSE_CPU_ISA", "ACTPARSE_CPU_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+            "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NPY_DISABLE_CPU_FEATURES",
+            "OPENCV_CPU_DISABLE")
+
+
+# ------------------------------------------------------------------------------------- worker
+def _save(model, path: Path) -> None:
+    import torch
+
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+
+
+def _hrnet(size: dict, steps: int, init: Path):
+    import numpy as np
+    import torch
+
+    from actparse.hrnet import build_pose_model
+    from actparse.pose import AugmentConfig, PoseSamples, make_batch, train_step
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    b = size["batch"]
+    images = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(4)]
+    n = 2 * b
+    x0, y0 = rng.uniform(5, 60, n), rng.uniform(5, 40, n)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(30, 90, n), y0 + rng.uniform(40, 75, n)], 1)
+    kp = np.concatenate([boxes[:, None, :2] + rng.uniform(0, 1, (n, 17, 2)) * (boxes[:, None, 2:] - boxes[:, None, :2]),
+                         np.ones((n, 17, 1))], 2)
+    samples = PoseSamples(images, np.arange(n) % len(images), boxes, kp)
+    model = build_pose_model(size["arch"]).to(memory_format=torch.channels_last)
+    _save(model, init)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        x, y, w = make_batch(samples, np.arange(b) + b * (i % 2), tuple(size["input_size"]), 2.0, AugmentConfig(), rng)
+        train_step(model, opt, x.contiguous(memory_format=torch.channels_last), y, w)
+        times.append(time.perf_counter() - t)
+    return model, times
+
+
+def _csn(size: dict, steps: int, init: Path):
+    import torch
+
+    from actparse.csn import TASKS, CSNConfig, MultiTaskCSN, make_optimizer, seed_everything, train_step
+
+    seed_everything(0)
+    model = MultiTaskCSN(CSNConfig(variant="ip", depth=50, stage_depths=(1, 1, 1, 1), stem_dim=size["stem_dim"],
+                                   dropout=0.3), {t: 4 for t in TASKS})
+    _save(model, init)
+    opt = make_optimizer(model, lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    b, (t_, h, w) = size["batch"], size["clip"]
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        clips = torch.randn(b, 3, t_, h, w, generator=g)
+        targets = {k: torch.randint(0, 4, (b,), generator=g) for k in TASKS}
+        train_step(model, clips, targets, opt)
+        times.append(time.perf_counter() - t)
+    return model, times
+
+
+def worker(model_name: str, size_name: str, steps: int, out: Path) -> None:
+    """Train ``steps`` steps in this process as its environment says; save weights and timings."""
+    from actparse import determinism
+
+    determinism.pin_environment()  # before torch, as stages/__init__.py does
+    import torch
+
+    determinism.deterministic_algorithms()
+    out.mkdir(parents=True, exist_ok=True)
+    model, times = (_hrnet if model_name == "hrnet" else _csn)(SIZES[model_name][size_name], steps, out / "init.pt")
+    _save(model, out / "state.pt")
+    (out / "run.json").write_text(json.dumps({"step_s": times, **determinism.report()}))
+
+
+def run_worker(model_name: str, size_name: str, steps: int, out: Path, env: dict[str, str],
+               timeout: float = 600) -> dict:
+    """Run :func:`worker` in a fresh process with ``env`` over this environment; returns its report."""
+    full = {k: v for k, v in os.environ.items() if k not in CPU_VARS}  # not what this process was pinned with
+    full.update(env, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "benchmarks.repro_cost", "--worker", model_name, "--size", size_name,
+           "--steps", str(steps), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads((out / "run.json").read_text())
+
+
+# ------------------------------------------------------------------------------------- benchmark
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=4, help="training steps per process (first one is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="processes per model and setting, taking turns")
+    ap.add_argument("--levels", default="native,avx2,sse41", help="ACTPARSE_CPU_ISA settings to compare")
+    ap.add_argument("--models", default="hrnet,csn")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repro_cost.json"))
+    ap.add_argument("--worker", choices=sorted(SIZES), help=argparse.SUPPRESS)
+    ap.add_argument("--size", default="default", choices=["default", "tiny"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.size, args.steps, Path(args.out))
+        return 0
+    if args.steps < 2:
+        ap.error("--steps must be at least 2 (the first step is warm-up)")
+    levels = [v.strip() for v in args.levels.split(",") if v.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    per_step: dict[str, dict[str, list[float]]] = {m: {lv: [] for lv in levels} for m in models}
+    info: dict[str, dict] = {}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for m in models:
+                for lv in levels:
+                    rep = run_worker(m, "default", args.steps, Path(tmp) / f"{m}-{lv}-{r}",
+                                     {"ACTPARSE_CPU_ISA": lv, "ACTPARSE_CPU_THREADS": "2"})
+                    per_step[m][lv].append(statistics.median(rep["step_s"][1:]))
+                    info[lv] = {k: rep[k] for k in ("aten_capability", "onednn_max_cpu_isa", "mkl_cbwr", "threads")}
+                    print(f"round {r + 1} {m:5s} {lv:6s} {per_step[m][lv][-1]:.3f} s/step", flush=True)
+    result = {"what": "seconds per training step (median over steps after the first; one value per round)",
+              "steps_per_process": args.steps, "rounds": args.rounds, "cpu": _cpu_name(),
+              "cpu_count": os.cpu_count(), "settings": info, "wall_s": round(time.time() - t0, 1), "models": {}}
+    for m in models:
+        base = statistics.median(per_step[m][levels[0]])
+        result["models"][m] = {lv: {"s_per_step": [round(v, 4) for v in vals],
+                                    "median_s": round(statistics.median(vals), 4),
+                                    f"ratio_to_{levels[0]}": round(statistics.median(vals) / base, 3)}
+                               for lv, vals in per_step[m].items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["models"], indent=1))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
