@@ -118,8 +118,9 @@ def cores(environ: MutableMapping[str, str] | None = None) -> int:
 def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Set the library caps of the current level and the thread count; returns what it set.
 
-    Must run before torch is imported (ATen reads its cap once, oneDNN and MKL when first used);
-    if torch is already imported it still sets the variables, for the processes this one starts.
+    Must run before torch, numpy or OpenCV is imported (ATen reads its cap once, oneDNN and MKL
+    when first used, numpy, OpenBLAS and OpenCV when loaded); if they are already imported it still
+    sets the variables, for the processes this one starts.
     ``OMP_NUM_THREADS`` (torch's and MKL's thread count at start-up) becomes :func:`cores`; with
     ``native`` only if ``ACTPARSE_CPU_THREADS`` is set. ``CUBLAS_WORKSPACE_CONFIG`` (deterministic
     cuBLAS) is set unless already set.
@@ -132,8 +133,9 @@ def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str
     environ.update(out)
     for key, value in CUDA_ENV.items():
         environ.setdefault(key, value)
-    if "torch" in sys.modules and environ is os.environ:
-        log.debug("torch was imported before the CPU caps were set; this process may not honour them")
+    if environ is os.environ and any(m in sys.modules for m in ("torch", "numpy", "cv2")):
+        log.debug("torch, numpy or OpenCV was imported before the CPU caps were set; this process may not "
+                  "honour them")
     return out
 
 
@@ -187,7 +189,8 @@ def report() -> dict:
     out = {"cpu_isa": lvl, "aten_capability": torch.backends.cpu.get_cpu_capability(),
            "threads": torch.get_num_threads(),
            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    for key in ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "OPENCV_CPU_DISABLE"):
+    for key in ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
+                "OPENCV_CPU_DISABLE"):
         out[key.lower()] = os.environ.get(key)
     expected = CAPABILITY.get(lvl)
     if expected and out["aten_capability"] != expected:

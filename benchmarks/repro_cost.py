@@ -1,14 +1,17 @@
 """What pinning the CPU code paths costs: HRNet and CSN training steps, pinned vs native, side by side.
 
-    python -m benchmarks.repro_cost                      # default sizes, writes benchmarks/results/repro_cost.json
-    python -m benchmarks.repro_cost --steps 4 --rounds 3
+    python -m benchmarks.repro_cost                      # writes benchmarks/results/repro_cost.json
+    python -m benchmarks.repro_cost --steps 4 --rounds 3 --models hrnet
 
 Each measurement is a fresh process (the caps are read once per process) that trains a few steps of
 the default CPU models at the default sizes: HRNet-w18-small on 128x96 crops made by the training
-code (affine warps, Gaussian heatmaps), batch 32; the slim ip-CSN on 8x64x85 clips, batch 8. The
-settings (``ACTPARSE_CPU_ISA`` native, avx2, sse41) take turns round after round, so load from other
-work on the machine hits them alike; the report gives, per model and setting, the median seconds per
-step (the first step, warm-up, left out), the spread over the rounds, and the ratio to native.
+code (affine warps, Gaussian heatmaps), batch 32; the slim ip-CSN on 8x64x85 clips, batch 8; every
+setting with the same thread count (2, the stages' default). The settings (``ACTPARSE_CPU_ISA``
+native, avx2, sse41) take turns round after round, so load from other work on the machine hits them
+alike. Per model and setting the report gives the seconds per step (the first step, warm-up, left
+out) by the wall clock and in process CPU time, one value per round, and their ratios to native.
+On a shared, loaded machine the CPU-time ratio is the steadier one (the wall clock also counts the
+time the process waited for a core).
 
 The same worker (``--worker``) trains the tiny models of ``tests/test_reproducible.py`` and saves their
 weights, so that a test can compare the weights of runs under different environments.
@@ -26,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from actparse.determinism import LEVELS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: model sizes: "default" = the CPU default's training steps, "tiny" = the tests'
@@ -40,7 +45,7 @@ SIZES = {
 #: environment variables that choose CPU code paths or threads: a worker starts without the caller's
 CPU_VARS = ("ACTPARSE_CPU_ISA", "ACTPARSE_CPU_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
             "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NPY_DISABLE_CPU_FEATURES",
-            "OPENCV_CPU_DISABLE")
+            "OPENCV_CPU_DISABLE", "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "GLIBC_TUNABLES")
 
 
 # ------------------------------------------------------------------------------------- worker
@@ -72,10 +77,10 @@ def _hrnet(size: dict, steps: int, init: Path):
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     times = []
     for i in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         x, y, w = make_batch(samples, np.arange(b) + b * (i % 2), tuple(size["input_size"]), 2.0, AugmentConfig(), rng)
         train_step(model, opt, x.contiguous(memory_format=torch.channels_last), y, w)
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t, time.process_time() - c))
     return model, times
 
 
@@ -93,11 +98,11 @@ def _csn(size: dict, steps: int, init: Path):
     b, (t_, h, w) = size["batch"], size["clip"]
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         clips = torch.randn(b, 3, t_, h, w, generator=g)
         targets = {k: torch.randint(0, 4, (b,), generator=g) for k in TASKS}
         train_step(model, clips, targets, opt)
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t, time.process_time() - c))
     return model, times
 
 
@@ -112,7 +117,8 @@ def worker(model_name: str, size_name: str, steps: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model, times = (_hrnet if model_name == "hrnet" else _csn)(SIZES[model_name][size_name], steps, out / "init.pt")
     _save(model, out / "state.pt")
-    (out / "run.json").write_text(json.dumps({"step_s": times, **determinism.report()}))
+    (out / "run.json").write_text(json.dumps({"step_s": [t[0] for t in times], "step_cpu_s": [t[1] for t in times],
+                                              **determinism.report()}))
 
 
 def run_worker(model_name: str, size_name: str, steps: int, out: Path, env: dict[str, str],
@@ -131,10 +137,11 @@ def run_worker(model_name: str, size_name: str, steps: int, out: Path, env: dict
 # ------------------------------------------------------------------------------------- benchmark
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=4, help="training steps per process (first one is warm-up)")
-    ap.add_argument("--rounds", type=int, default=3, help="processes per model and setting, taking turns")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per process (first one is warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="processes per model and setting, taking turns")
     ap.add_argument("--levels", default="native,avx2,sse41", help="ACTPARSE_CPU_ISA settings to compare")
     ap.add_argument("--models", default="hrnet,csn")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every setting (the stages' default: 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repro_cost.json"))
     ap.add_argument("--worker", choices=sorted(SIZES), help=argparse.SUPPRESS)
     ap.add_argument("--size", default="default", choices=["default", "tiny"], help=argparse.SUPPRESS)
@@ -144,33 +151,56 @@ def main(argv=None) -> int:
         return 0
     if args.steps < 2:
         ap.error("--steps must be at least 2 (the first step is warm-up)")
+    if args.threads < 1:
+        ap.error("--threads must be at least 1")
     levels = [v.strip() for v in args.levels.split(",") if v.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    per_step: dict[str, dict[str, list[float]]] = {m: {lv: [] for lv in levels} for m in models}
+    for lv in levels:
+        if lv not in LEVELS:
+            ap.error(f"--levels: unknown setting {lv!r} (choose from {', '.join(LEVELS)})")
+    for m in models:
+        if m not in SIZES:
+            ap.error(f"--models: unknown model {m!r} (choose from {', '.join(SIZES)})")
+    # per model and setting, one (wall, cpu) median per round
+    per_step: dict[str, dict[str, list[tuple[float, float]]]] = {m: {lv: [] for lv in levels} for m in models}
     info: dict[str, dict] = {}
-    t0 = time.time()
+    t0, load0 = time.time(), _load()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for m in models:
                 for lv in levels:
                     rep = run_worker(m, "default", args.steps, Path(tmp) / f"{m}-{lv}-{r}",
-                                     {"ACTPARSE_CPU_ISA": lv, "ACTPARSE_CPU_THREADS": "2"})
-                    per_step[m][lv].append(statistics.median(rep["step_s"][1:]))
-                    info[lv] = {k: rep[k] for k in ("aten_capability", "onednn_max_cpu_isa", "mkl_cbwr", "threads")}
-                    print(f"round {r + 1} {m:5s} {lv:6s} {per_step[m][lv][-1]:.3f} s/step", flush=True)
-    result = {"what": "seconds per training step (median over steps after the first; one value per round)",
-              "steps_per_process": args.steps, "rounds": args.rounds, "cpu": _cpu_name(),
-              "cpu_count": os.cpu_count(), "settings": info, "wall_s": round(time.time() - t0, 1), "models": {}}
+                                     {"ACTPARSE_CPU_ISA": lv, "ACTPARSE_CPU_THREADS": str(args.threads)})
+                    wall = statistics.median(rep["step_s"][1:])
+                    cpu = statistics.median(rep["step_cpu_s"][1:])
+                    per_step[m][lv].append((wall, cpu))
+                    info[lv] = {k: rep[k] for k in ("aten_capability", "onednn_max_cpu_isa", "mkl_cbwr",
+                                                    "openblas_coretype", "threads")}
+                    print(f"round {r + 1} {m:5s} {lv:6s} {wall:7.3f} s/step wall {cpu:7.3f} s/step cpu", flush=True)
+    base = levels[0]
+    result = {"what": "seconds per training step, wall clock and process CPU time (median over the steps after "
+                      "the first, one value per round); ratio = median over rounds / the same for " + base,
+              "steps_per_process": args.steps, "rounds": args.rounds, "threads": args.threads, "cpu": _cpu_name(),
+              "cpu_count": os.cpu_count(), "load_average_before_after": [load0, _load()], "settings": info,
+              "wall_s": round(time.time() - t0, 1), "models": {}}
     for m in models:
-        base = statistics.median(per_step[m][levels[0]])
-        result["models"][m] = {lv: {"s_per_step": [round(v, 4) for v in vals],
-                                    "median_s": round(statistics.median(vals), 4),
-                                    f"ratio_to_{levels[0]}": round(statistics.median(vals) / base, 3)}
+        med = {lv: [statistics.median(v[i] for v in vals) for i in (0, 1)] for lv, vals in per_step[m].items()}
+        result["models"][m] = {lv: {"wall_s_per_step": [round(v[0], 4) for v in vals],
+                                    "cpu_s_per_step": [round(v[1], 4) for v in vals],
+                                    f"wall_ratio_to_{base}": round(med[lv][0] / med[base][0], 3),
+                                    f"cpu_ratio_to_{base}": round(med[lv][1] / med[base][1], 3)}
                                for lv, vals in per_step[m].items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["models"], indent=1))
     return 0
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _cpu_name() -> str:

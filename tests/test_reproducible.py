@@ -57,13 +57,19 @@ def older_cpu(level: str) -> dict[str, str]:
     return env
 
 
-def load(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
+def load(run_dir: Path, name: str = "state.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / name, map_location="cpu", weights_only=True)
 
 
 def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     assert a.keys() == b.keys()
     return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def assert_trained(run_dir: Path, state: dict[str, torch.Tensor]) -> None:
+    """The weights moved: the comparison is not between two untrained models."""
+    init = load(run_dir, "init.pt")
+    assert len(differing(init, state)) > len(state) // 2
 
 
 def train_pair(tmp_path: Path, model: str, isa: str, level: str, steps: int = 3) -> tuple[dict, dict, dict, dict]:
@@ -82,9 +88,7 @@ def test_pinned_training_is_bit_equal_on_an_avx2_only_cpu(tmp_path, model):
     assert here["threads"] == older["threads"] == determinism.DEFAULT_THREADS
     assert len(a) > 50
     assert differing(a, b) == []
-    # the weights moved: the comparison is not between two untrained models
-    init = torch.load(tmp_path / "here" / "init.pt", map_location="cpu", weights_only=True)
-    assert len(differing(init, a)) > len(a) // 2
+    assert_trained(tmp_path / "here", a)
 
 
 @pytest.mark.skipif(not {"avx512f", "avx512bw"} <= FLAGS, reason="needs a CPU with AVX-512 to differ from AVX2")
@@ -92,13 +96,16 @@ def test_unpinned_training_differs_on_an_avx2_only_cpu(tmp_path):
     """The control: with every library free to use AVX-512, the emulated AVX2 CPU trains other weights."""
     a, b, here, older = train_pair(tmp_path, "hrnet", "native", "avx2")
     assert here["aten_capability"] == "AVX512" and older["aten_capability"] == "AVX2"
+    assert here["openblas_coretype"] is None and here["npy_disable_cpu_features"] is None  # nothing inherited
     assert differing(a, b), "native AVX-512 and emulated AVX2 training gave equal weights: the emulation does nothing"
 
 
 def test_sse41_pinning_is_bit_equal_on_an_sse41_cpu(tmp_path):
     a, b, here, older = train_pair(tmp_path, "hrnet", "sse41", "sse41", steps=2)
     assert here["aten_capability"] == older["aten_capability"] == "DEFAULT"
+    assert here["openblas_coretype"] == "Nehalem"
     assert differing(a, b) == []
+    assert_trained(tmp_path / "here", a)
 
 
 def _stage_env(**extra: str) -> dict[str, str]:
@@ -113,7 +120,8 @@ REPORT = ("import json, stages.train_pose; from actparse import determinism; "
 
 def test_a_stage_process_runs_pinned_whatever_the_environment_said():
     """``python -m stages.<name>`` imports the stages package first: the caps hold before torch loads."""
-    env = _stage_env(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="ALL", MKL_CBWR="AUTO", OMP_NUM_THREADS="1")
+    env = _stage_env(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="ALL", MKL_CBWR="AUTO", OMP_NUM_THREADS="1",
+                     OPENBLAS_CORETYPE="SkylakeX")
     out = subprocess.run([sys.executable, "-c", REPORT], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     rep = json.loads(out.stdout.strip().splitlines()[-1])
     expected = {"cpu_isa": "avx2", "aten_capability": "AVX2", "threads": 2, "deterministic_algorithms": False,
@@ -126,6 +134,7 @@ def test_a_stage_process_runs_pinned_whatever_the_environment_said():
                             capture_output=True, text=True, check=True)
     rep = json.loads(native.stdout.strip().splitlines()[-1])
     assert rep["cpu_isa"] == "native" and rep["onednn_max_cpu_isa"] is None and rep["mkl_cbwr"] is None
+    assert rep["openblas_coretype"] is None and rep["npy_disable_cpu_features"] is None
 
 
 def test_bad_settings_stop_the_stage_with_one_line(tmp_path):
@@ -150,3 +159,30 @@ def test_threads_and_levels():
     assert env["ATEN_CPU_CAPABILITY"] == "avx512" and "OMP_NUM_THREADS" not in env
     with pytest.raises(ValueError, match="ACTPARSE_CPU_ISA"):
         determinism.level({"ACTPARSE_CPU_ISA": "avx9"})
+    assert determinism.level({"ACTPARSE_CPU_ISA": " SSE41 "}) == "sse41"
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(ValueError, match="ACTPARSE_CPU_THREADS"):
+            determinism.cores({"ACTPARSE_CPU_THREADS": bad})
+
+
+def test_library_caps_follow_the_level_and_the_cpu():
+    import cv2
+    import numpy as np
+
+    avx2_only = {"sse4_2", "avx", "f16c", "avx2", "fma"}
+    avx512 = avx2_only | {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+    assert "OPENCV_CPU_DISABLE" not in determinism.settings("avx2", avx2_only)  # nothing above AVX2 to switch off
+    assert determinism.settings("avx2", avx512)["OPENCV_CPU_DISABLE"].split(",") == ["AVX512-COMMON", "AVX512-SKX"]
+    assert determinism.settings("sse41", avx2_only)["OPENCV_CPU_DISABLE"] == "SSE4.2,AVX,FP16,AVX2"
+    assert determinism.settings("native", avx512) == {}
+    # the numpy names are those this numpy dispatches: each one it builds above AVX2 is switched off
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    off = set(determinism.settings("avx2", avx512)["NPY_DISABLE_CPU_FEATURES"].split())
+    assert {f for f in __cpu_dispatch__ if f.startswith(("X86_V4", "AVX512"))} <= off
+    assert not off & {"X86_V2", "X86_V3", "AVX2", "FMA3"}
+    # and this (pinned) test process runs with them: numpy has no AVX-512 loop on, OpenCV none either
+    features = np._core._multiarray_umath.__cpu_features__
+    assert not any(features.get(f) for f in off)
+    if {"avx512f", "avx512bw"} <= FLAGS:
+        assert "*AVX512-SKX?" in cv2.getCPUFeaturesLine()
