@@ -2,8 +2,8 @@
 
 A machine with fewer instruction sets is emulated on this one: every library that picks its code by
 the CPU (ATen, oneDNN, MKL, OpenBLAS, numpy, OpenCV, glibc's string and math functions) is made to
-choose what it would choose on that machine, from outside, before the process starts. Tiny HRNet and
-CSN trainings run in fresh processes, once as this machine (everything it has beyond the pin still
+choose what it would choose on that machine, from outside, before the process starts. Tiny HRNet,
+CSN and YOLO-network trainings run in fresh processes, once as this machine (everything it has beyond the pin still
 there) and once as the emulated one, both with the stages' pinning; their weights must be equal bit
 for bit. The pin sets some of the same variables as the emulation; what this catches is a library
 the pin misses (numpy and OpenCV were, at first) or one whose cap does not hold. Without the
@@ -79,7 +79,7 @@ def train_pair(tmp_path: Path, model: str, isa: str, level: str, steps: int = 3)
     return load(tmp_path / "here"), load(tmp_path / "older"), here, older
 
 
-@pytest.mark.parametrize("model", ["hrnet", "csn"])
+@pytest.mark.parametrize("model", ["hrnet", "csn", "yolo"])
 def test_pinned_training_is_bit_equal_on_an_avx2_only_cpu(tmp_path, model):
     a, b, here, older = train_pair(tmp_path, model, "avx2", "avx2")
     assert here["aten_capability"] == older["aten_capability"] == "AVX2"
