@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from actparse import determinism
 from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
                           load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
@@ -81,11 +81,11 @@ def training_processes(params: dict, n_variants: int, device: str) -> tuple[int,
 
     ``csn.train_workers``: variants trained at once, each in its own process (0 = one per variant,
     at most one per core; 1 = one after another); only on CPU, where one small 3D network keeps two
-    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = cores / processes).
+    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = ACTPARSE_CPU_THREADS or 2, / processes).
     """
     workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
     threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
-    cores = os.cpu_count() or 1
+    cores = determinism.cores()
     procs = 1 if device != "cpu" else max(1, min(n_variants, workers or cores))
     return procs, threads or max(1, cores // procs)
 
