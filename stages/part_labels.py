@@ -10,6 +10,8 @@ Writes: artifacts/part_labels/labels.parquet (schema "part_labels"): per video o
         artifacts/part_labels/baseline.json: {action: {part: state}}, the most frequent state per
           (action, part) over the train split (seed 001 submission 1 baseline).
         artifacts/skips/part_labels.parquet: videos with no action label or no ground truth.
+Ground truth without part states (MultiSports imports): the "action" rows only, classes.json has
+the "action" task only and baseline.json is {} (the part-group labels are skipped, with a warning).
 Params: data.root.
 """
 
@@ -32,8 +34,10 @@ log = logging.getLogger("actparse.part_labels")
 GT_COLUMNS = ["video", "frame", "person", "part_visible", "part_states", "action"]
 
 
-def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAMPLING):
-    """-> (label rows, skip rows) for every video of ``videos`` (columns video, split, action)."""
+def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAMPLING, parts: bool = True):
+    """-> (label rows, skip rows) for every video of ``videos`` (columns video, split, action).
+
+    ``parts`` False (ground truth without part states, MultiSports): the "action" row only."""
     rows, skips = [], []
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
     for rec in videos.itertuples(index=False):
@@ -43,6 +47,9 @@ def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAM
         g = by_video.get(rec.video)
         if g is None or len(g) == 0:
             skips.append({"video": rec.video, "stage": "part_labels", "error": "no ground-truth persons"})
+            continue
+        if not parts:
+            rows.append({"video": rec.video, "split": rec.split, "task": "action", "label": rec.action, "state": None})
             continue
         for task, (label, state) in video_labels(rec.action, g, sampling).items():
             rows.append({"video": rec.video, "split": rec.split, "task": task, "label": label, "state": state})
@@ -54,7 +61,11 @@ def run(params: dict, root: Path) -> None:
     droot = data_root(params, root)
     videos = load_videos(droot).to_pandas()[["video", "split", "action"]]
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=GT_COLUMNS)
-    rows, skips = build_labels(videos, gt)
+    parts = bool(gt["part_states"].notna().any())  # null: parts not annotated (MultiSports)
+    if not parts:
+        log.warning("%s has no part ground truth: part-group labels skipped (action labels only; the CSN "
+                    "part-group heads and part states have nothing to learn)", gt_persons_path(droot))
+    rows, skips = build_labels(videos, gt, parts=parts)
     if not rows:
         raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label")
     labels = pd.DataFrame(rows)
@@ -63,7 +74,7 @@ def run(params: dict, root: Path) -> None:
         raise ValueError(f"{droot}: the train split has no labelled video with ground truth")
     train_actions = dict(videos.loc[(videos["split"] == "train") & videos["video"].isin(labels["video"]),
                                     ["video", "action"]].itertuples(index=False))
-    baseline = baseline_states(gt, train_actions)
+    baseline = baseline_states(gt, train_actions) if parts else {}
 
     out = paths.part_labels
     out.mkdir(parents=True, exist_ok=True)
