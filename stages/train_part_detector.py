@@ -81,7 +81,7 @@ def train_into(model_dir: Path, params: dict, root: Path) -> None:
     gt_path = gt_persons_path(droot)
     no_parts = None if gt_has_parts(gt_path) else (
         f"{gt_path} has no part ground truth" if gt_path.exists() else f"{gt_path} does not exist")
-    if no_parts and finetune:
+    if no_parts and finetune and weights:
         raise ValueError(f"{no_parts}: cannot fine-tune parts.weights on it; set parts.finetune: false to use "
                          f"parts.weights as given")
     if weights and not finetune:
