@@ -10,6 +10,8 @@
   actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
   actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
       experiments and their Table-1-shaped table; see actparse.ablation)
+  actparse infer VIDEO_DIR --models MODELS_DIR --out OUT_DIR [--device auto|cpu|cuda]   (every output for a
+      folder of videos from trained models; see actparse.infer and docs/infer.md)
 
 Each ``eval`` prints one JSON object of metrics on stdout. ``python -m actparse`` works the same.
 """
@@ -314,6 +316,10 @@ def main(argv=None) -> int:
         from .ablation import main as ablate_main
 
         return ablate_main(argv[1:])
+    if argv[:1] == ["infer"]:  # inference on a folder of videos (actparse/infer.py)
+        from .infer import main as infer_main
+
+        return infer_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)

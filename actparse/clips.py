@@ -10,8 +10,10 @@ published CSN (VMZ) models') and returned as a float tensor of
 shape ``(C, T, H, W)``. Optionally the static scene is removed (:func:`remove_background`): the
 per-pixel temporal mean / median of the clip is subtracted, or frame differences are taken.
 
-Whole videos are decoded once (resized) into memory by :func:`load_video`; at the data sizes of
-this project (a few hundred frames per video) that is cheaper than seeking per clip.
+The clip functions take any frame source indexed like a ``(N, H, W, 3)`` uint8 array: a whole
+video decoded into memory by :func:`load_video`, or an :class:`actparse.video.LazyVideo` that
+decodes only the frames a clip asks for (what the training stages use, so memory does not grow with
+the number of videos; docs/memory.md).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -235,7 +235,7 @@ def freeze_batchnorm(model: MultiTaskCSN) -> int:
 # Pretrained weights
 # --------------------------------------------------------------------------------------------
 # The key maps and the safe reader live in actparse.weights (one mechanism for every backbone).
-from .weights.core import KeyMapError, short_list as _short_list  # noqa: E402
+from .weights.core import KeyMapError, check_keys, short_list as _short_list  # noqa: E402
 from .weights.csn import KEY_MAPS, LAYOUTS, _describe, _raw_state_dict  # noqa: E402,F401
 
 
@@ -295,23 +295,8 @@ def load_pretrained(model: MultiTaskCSN, path: str | os.PathLike, key_map: str =
     if any(".conv_b.pointwise." in k for k in src) != (cfg.variant == "ip"):
         in_file += f" and holds {'ip' if cfg.variant == 'ir' else 'ir'}-CSN weights"
     want = model.backbones()[0].state_dict()
-    filled = []
-    for k, v in want.items():
-        if k not in src:
-            if k.endswith(".num_batches_tracked"):
-                filled.append(k)
-                continue
-            raise ValueError(f"{path}: first mismatching key {k!r}: missing from the file, needed by the {where}; "
-                             f"{in_file}; {fmt}")
-        if tuple(src[k].shape) != tuple(v.shape):
-            raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
-                             f"{tuple(v.shape)} in the {where}{file_key(k)}; {fmt}")
-    extra = [k for k in src if k not in want]
-    if extra:
-        raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
-                         f"({len(extra)} unexpected key(s); wrong variant or depth? {in_file}); {fmt}")
-    if filled:
-        log.info("%s: %d BN num_batches_tracked counter(s) absent from the file; kept the model's", path, len(filled))
+    check_keys(path, src, want, where, fmt, file_key, missing_hint=in_file,
+               extra_hint=f"wrong variant or depth? {in_file}")
     for bb in model.backbones():
         sd = bb.state_dict()
         bb.load_state_dict({k: (src[k] if k in src else sd[k]).to(dtype=want[k].dtype) for k in want}, strict=True)
@@ -441,6 +426,127 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[Multi
     return model.to(device).eval(), ck
 
 
+# --------------------------------------------------------------------------------------------
+# A trained CSN model folder (artifacts/models/csn): one checkpoint per variant + model.json
+# --------------------------------------------------------------------------------------------
+MODEL_MANIFEST = "model.json"
+MODEL_FORMAT = "actparse-csn"
+MODEL_FORMAT_VERSION = 2
+
+
+@dataclass
+class CSNModelDir:
+    """A whole trained CSN (every variant with its seven heads) as :func:`load_model_dir` returns it."""
+
+    path: Path
+    variants: list[str]
+    models: dict[str, MultiTaskCSN]
+    specs: dict                           # {variant: clips.ClipSpec} the variant was trained with
+    classes: dict[str, list[str]]         # {task: labels}: the order of every head's outputs
+    baseline: dict[str, dict[str, str]]  # {action: {part: state}} (seed 001 submission 1), may be {}
+    manifest: dict
+    extras: dict = field(default_factory=dict)  # {variant: the checkpoint's ``extra`` (clip, val_videos...)}
+
+
+def write_model_manifest(model_dir: str | os.PathLike, variants: Sequence[str], classes: Mapping[str, Sequence[str]],
+                         clip: Mapping, baseline: Mapping | None = None, extra: Mapping | None = None) -> Path:
+    """``model.json`` of a CSN model folder: what inference needs besides the weights (which live,
+    with each variant's architecture, class lists and clip settings, in ``<variant>.pt``)."""
+    from .clips import CSN_MEAN, CSN_STD
+    from .schemas import write_json
+
+    manifest = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "variants": list(variants),
+                "files": {v: f"{v}.pt" for v in variants}, "tasks": list(classes),
+                "classes": {t: list(c) for t, c in classes.items()},
+                "clip": dict(clip), "normalisation": {"mean": list(CSN_MEAN), "std": list(CSN_STD), "scale": 255},
+                "baseline": dict(baseline or {}), **dict(extra or {})}
+    return write_json(manifest, Path(model_dir) / MODEL_MANIFEST)
+
+
+def read_model_manifest(model_dir: str | os.PathLike) -> dict:
+    """``model.json`` of a CSN model folder; a folder written before it existed (checkpoints only)
+    gets one built from its ``<variant>.pt`` files."""
+    import json
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: CSN model folder not found")
+    path = model_dir / MODEL_MANIFEST
+    if not path.exists():
+        found = [v for v in VARIANTS if (model_dir / f"{v}.pt").exists()]
+        if not found:
+            raise FileNotFoundError(f"{model_dir}: not a CSN model folder (no {MODEL_MANIFEST} and no "
+                                    f"{' / '.join(v + '.pt' for v in VARIANTS)})")
+        return {"format": MODEL_FORMAT, "version": 1, "variants": found, "files": {v: f"{v}.pt" for v in found}}
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an actparse CSN model manifest (format {MODEL_FORMAT!r} expected)")
+    if int(manifest.get("version", 0)) > MODEL_FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {manifest.get('version')} is newer than this actparse "
+                         f"reads ({MODEL_FORMAT_VERSION}); update actparse")
+    variants = manifest.get("variants")
+    if not isinstance(variants, list) or not variants or any(v not in VARIANTS for v in variants):
+        raise ValueError(f"{path}: 'variants' must be a non-empty list from {list(VARIANTS)}, got {variants!r}")
+    files = manifest.get("files") or {v: f"{v}.pt" for v in variants}
+    bad = [f for f in files.values() if not isinstance(f, str) or Path(f).name != f]
+    if bad:
+        raise ValueError(f"{path}: checkpoint file names must be plain names inside the folder, got {bad}")
+    manifest["files"] = files
+    return manifest
+
+
+def clip_spec_of(ck: Mapping, path: Path):
+    """The :class:`~actparse.clips.ClipSpec` a checkpoint was trained with (stored under extra.clip)."""
+    from dataclasses import fields
+
+    from .clips import ClipSpec
+
+    clip = (ck.get("extra") or {}).get("clip")
+    if not clip:
+        raise ValueError(f"{path}: checkpoint has no clip settings; rerun train_csn")
+    known = {f.name for f in fields(ClipSpec)}
+    try:
+        return ClipSpec(**{k: tuple(x) if isinstance(x, list) else x for k, x in clip.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad clip settings in the checkpoint: {exc}") from None
+
+
+def load_model_dir(model_dir: str | os.PathLike, device: str = "cpu",
+                   variants: Sequence[str] | None = None) -> CSNModelDir:
+    """Load a whole trained CSN folder: every variant (or ``variants``) with its heads, class lists,
+    clip settings, and the baseline table. The variants must agree on their class lists."""
+    model_dir = Path(model_dir)
+    manifest = read_model_manifest(model_dir)
+    want = list(variants) if variants else list(manifest["variants"])
+    missing = [v for v in want if v not in manifest["files"]]
+    if missing:
+        raise FileNotFoundError(f"{model_dir}: no CSN variant(s) {missing} in this model folder "
+                                f"(it has {list(manifest['files'])}); set csn.variants to those")
+    models, specs, extras, classes = {}, {}, {}, None
+    for v in want:
+        path = model_dir / manifest["files"][v]
+        model, ck = load_checkpoint(path, device)
+        if model.cfg.variant != v:
+            raise ValueError(f"{path}: checkpoint holds a {model.cfg.variant}-CSN, expected {v}")
+        if classes is None:
+            classes = ck["classes"]
+        elif ck["classes"] != classes:
+            raise ValueError(f"{path}: class lists differ from those of the other variants in {model_dir}")
+        models[v] = model
+        specs[v] = clip_spec_of(ck, path)
+        extras[v] = dict(ck.get("extra") or {})
+    if manifest.get("classes") not in (None, classes):
+        raise ValueError(f"{model_dir / MODEL_MANIFEST}: class lists differ from those in the checkpoints")
+    if "action" not in classes:
+        raise ValueError(f"{model_dir}: the checkpoints have no 'action' head")
+    return CSNModelDir(path=model_dir, variants=want, models=models, specs=specs,
+                       classes={t: list(c) for t, c in classes.items()},
+                       baseline=dict(manifest.get("baseline") or {}), manifest=manifest, extras=extras)
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -483,7 +589,8 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
     On CUDA the forward pass runs under bf16 autocast (no loss scaling is needed for bf16); the
     losses are computed in float32. On the CPU everything stays float32.
 
-    ``videos`` are decoded uint8 videos (see :func:`actparse.clips.load_video`), ``targets`` maps
+    ``videos`` are uint8 frame sources: decoded videos (:func:`actparse.clips.load_video`) or
+    :class:`actparse.video.LazyVideo` (frames decoded on demand, same clips), ``targets`` maps
     each task to an int array of class indices aligned with ``videos``. ``position``: tqdm line of
     the progress bar (several variants training at once).
     """
@@ -656,6 +763,17 @@ def pretrained_path(params: dict, variant: str) -> Path | None:
 
     p = get(params, f"csn.pretrained.{variant}", str, default=None)
     return Path(p) if p else None
+
+
+def given_model_dir(params: dict, root: str | os.PathLike = ".") -> Path | None:
+    """``csn.model``: a trained CSN model folder to use as is (no training), relative to ``root``."""
+    from .params import get
+
+    p = get(params, "csn.model", str, default=None)
+    if not p:
+        return None
+    path = Path(p)
+    return path if path.is_absolute() else Path(root) / path
 
 
 def clip_spec_from_params(params: dict):

@@ -362,6 +362,30 @@ def _crop_resize(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
+def clip_windows(n_frames: int, frame_hw: tuple[int, int], fps: float, clips: Sequence[ElementClip], gt_video,
+                 margin: float = 1.2) -> list[tuple[int, int, np.ndarray]]:
+    """(first frame, last frame, crop box) of each element clip of a video of ``n_frames`` frames of
+    ``frame_hw`` (h, w) pixels (see :func:`crop_clips`)."""
+    from .boxes import expand, to_aspect
+
+    out = []
+    n = n_frames
+    for c in clips:
+        s = int(np.clip(math.floor(c.start * fps + 1e-6), 0, n - 1))
+        e = int(np.clip(math.ceil(c.end * fps - 1e-6) - 1, s, n - 1))
+        if c.person is not None and gt_video is not None:
+            g = gt_video[(gt_video["person"] == c.person) & (gt_video["frame"] >= s) & (gt_video["frame"] <= e)]
+            if len(g):
+                b = np.stack(g["box"].to_numpy()).astype(np.float64)
+                box = np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+                out.append((s, e, to_aspect(expand(box, margin), 1.0)[0]))
+                continue
+            log.warning("clip %s: person %s has no ground-truth box; using the whole frame", c.clip, c.person)
+        h, w = frame_hw
+        out.append((s, e, np.array([0, 0, w, h], float)))
+    return out
+
+
 def crop_clips(video: np.ndarray, fps: float, clips: Sequence[ElementClip], gt_video, size: int,
                margin: float = 1.2) -> list[np.ndarray]:
     """Frames of each element clip as uint8 (n, size, size, 3).
@@ -370,26 +394,29 @@ def crop_clips(video: np.ndarray, fps: float, clips: Sequence[ElementClip], gt_v
     square, cropped from every frame; frames where the person is missing use the nearest box's
     union all the same. Without a person: the whole frame (squeezed to square).
     """
-    from .boxes import expand, to_aspect
+    return [np.stack([_crop_resize(f, box, size) for f in video[s:e + 1]])
+            for s, e, box in clip_windows(len(video), video.shape[1:3], fps, clips, gt_video, margin)]
 
-    out = []
-    n = len(video)
-    for c in clips:
-        s = int(np.clip(math.floor(c.start * fps + 1e-6), 0, n - 1))
-        e = int(np.clip(math.ceil(c.end * fps - 1e-6) - 1, s, n - 1))
-        frames = video[s:e + 1]
-        if c.person is not None and gt_video is not None:
-            g = gt_video[(gt_video["person"] == c.person) & (gt_video["frame"] >= s) & (gt_video["frame"] <= e)]
-            if len(g):
-                b = np.stack(g["box"].to_numpy()).astype(np.float64)
-                box = np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
-                box = to_aspect(expand(box, margin), 1.0)[0]
-                out.append(np.stack([_crop_resize(f, box, size) for f in frames]))
-                continue
-            log.warning("clip %s: person %s has no ground-truth box; using the whole frame", c.clip, c.person)
-        h, w = frames.shape[1:3]
-        out.append(np.stack([_crop_resize(f, np.array([0, 0, w, h], float), size) for f in frames]))
-    return out
+
+class ElementFrames:
+    """The frames of one element clip, cropped and resized as :func:`crop_clips` does, read on demand.
+
+    ``len()`` and ``frames[index_array]`` behave like the (n, size, size, 3) array :func:`crop_clips`
+    would return, but only the frames indexed are decoded (from a :class:`actparse.video.LazyVideo`).
+    """
+
+    def __init__(self, video, start: int, end: int, box: np.ndarray, size: int):
+        self.video, self.start, self.end, self.box, self.size = video, int(start), int(end), box, int(size)
+        self.shape = (self.end - self.start + 1, self.size, self.size, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
+            raise IndexError(f"{self.video.path}: element frames are indexed by an array of 0..{len(self) - 1}")
+        return np.stack([_crop_resize(f, self.box, self.size) for f in self.video[self.start + idx]])
 
 
 def sample_indices(n: int, num_frames: int, interval: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -673,7 +700,7 @@ def settings_from_params(params: dict) -> GymSettings:
 
 
 def load_split(params: dict, root, split: str):
-    """(hierarchy, clips of ``split``, their uint8 frame stacks, skip rows) for a gym stage."""
+    """(hierarchy, clips of ``split``, their frames (:class:`ElementFrames`, read on demand), skip rows)."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -681,7 +708,7 @@ def load_split(params: dict, root, split: str):
     from .params import get
     from .paths import data_root
     from .schemas import read_df
-    from .video import VideoError, open_video, read_frames
+    from .video import LazyVideo, VideoError
 
     droot = data_root(params, root)
     folder = droot / "annotations" / "finegym"
@@ -704,12 +731,12 @@ def load_split(params: dict, root, split: str):
     for v, idx in tqdm(list(by_video.items()), desc=f"gym {split} clips", unit="video", disable=None):
         path = video_path(droot, row_of[v].path)
         try:
-            vr = open_video(path)
-            arr = read_frames(path, np.arange(len(vr)), vr=vr)
+            video = LazyVideo(path)  # frames are decoded when a clip needs them
         except VideoError as exc:
             skips.append({"video": v, "stage": f"gym_{split}", "error": str(exc)})
             continue
-        for i, fr in zip(idx, crop_clips(arr, fps[v], [clips[i] for i in idx], gt_by.get(v), size, margin)):
-            frames[i] = fr
+        wins = clip_windows(len(video), video.shape[1:3], fps[v], [clips[i] for i in idx], gt_by.get(v), margin)
+        for i, (s, e, box) in zip(idx, wins):
+            frames[i] = ElementFrames(video, s, e, box, size)
     keep = [i for i in range(len(clips)) if frames[i] is not None]
     return hier, [clips[i] for i in keep], [frames[i] for i in keep], skips

@@ -28,6 +28,7 @@ Quad = Annotated[list[int], Field(min_length=4, max_length=4)]
 
 YOLO_OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")
 HRNET_ARCHS = ("hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48")
+POSE_BACKENDS = ("hrnet", "mmpose")  # stages.train_pose.BACKENDS
 CSN_VARIANTS = ("ip", "ir")
 CSN_DEPTHS = (50, 101, 152)
 CSN_KEY_MAPS = ("pytorchvideo", "vmz", "mmaction2")
@@ -119,9 +120,11 @@ class Parts(Yolo):
 
 
 class Keypoints(Section):
+    backend: Literal[POSE_BACKENDS]  # type: ignore[valid-type]
     arch: Literal[HRNET_ARCHS]  # type: ignore[valid-type]
     input_size: Pair
     checkpoint: Optional[str]
+    mmpose_config: Optional[str]
     epochs: NonNegInt
     batch_size: Annotated[int, Field(ge=2)]
     lr: NonNegFloat
@@ -138,6 +141,17 @@ class Keypoints(Section):
     refine: bool
     refine_thr: NonNegFloat
     refine_margin: NonNegFloat
+
+    @model_validator(mode="after")
+    def _mmpose_backend(self):
+        if self.backend == "mmpose":
+            if not self.mmpose_config or not self.checkpoint:
+                raise ValueError("keypoints.backend 'mmpose' needs keypoints.mmpose_config (an mmpose top-down "
+                                 "config) and keypoints.checkpoint (its weights, a local .pth)")
+            if self.epochs != 0:
+                raise ValueError(f"keypoints.backend 'mmpose' uses keypoints.checkpoint as it is: keypoints.epochs "
+                                 f"must be 0, got {self.epochs}")
+        return self
 
     @field_validator("input_size")
     @classmethod
@@ -159,6 +173,7 @@ class CsnPretrained(Section):
 
 
 class Csn(Section):
+    model: Optional[str]
     variants: Annotated[list[Literal[CSN_VARIANTS]], Field(min_length=1)]  # type: ignore[valid-type]
     depth: Literal[CSN_DEPTHS]  # type: ignore[valid-type]
     stage_depths: Optional[Union[PosInt, Quad]]
@@ -242,7 +257,7 @@ class Flow(Section):
     gpu_stages: Optional[list[str]]
     map_stages: list[str]
     scheduler: Optional[str]
-    tls: Optional[dict[str, str]]  # {ca_file, cert, key}; flows/cluster.security checks the keys and files
+    tls: Optional[dict[str, str]] = None  # {ca_file, cert, key}; flows/cluster.security checks the keys and files
     n_workers: NonNegInt
     processes: bool
     workdir: str

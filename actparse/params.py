@@ -22,6 +22,30 @@ class ParamError(ValueError):
     """A bad or missing parameter."""
 
 
+class InputError(RuntimeError):
+    """Bad input found while a stage runs (e.g. a video that breaks mid-training): the stages' command
+    line prints its one-line message, which names the file, and exits 2."""
+
+
+READER_CACHE_ENV = "ACTPARSE_READER_CACHE"  # environment variable: open video readers kept per process
+READER_CACHE_SIZE = 8  # its default
+
+
+def reader_cache_size() -> int:
+    """Bound of the process-wide video reader cache (:mod:`actparse.video`): ``$ACTPARSE_READER_CACHE``
+    (an integer >= 1) or 8; any other value is a :class:`ParamError` (the stages check it at start)."""
+    raw = os.environ.get(READER_CACHE_ENV, "").strip()
+    if not raw:
+        return READER_CACHE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ParamError(f"{READER_CACHE_ENV}={raw!r}: the number of open video readers must be an integer >= 1")
+    return size
+
+
 FLOW_SECTIONS = ("device", "flow")
 """What the Prefect flow itself reads (and checks); each stage it runs checks the whole file."""
 

@@ -249,8 +249,8 @@ def make_sample(video: np.ndarray, frame: int, crop_box: np.ndarray, part_boxes:
     m = np.array([[sx, 0, -box[0] * sx], [0, sy, -box[1] * sy]], np.float32)
     idx = np.clip(frame + (np.arange(num_frames) - num_frames // 2) * interval, 0, len(video) - 1)
     fill = tuple(int(round(c * 255)) for c in MEAN)
-    frames = np.stack([cv2.warpAffine(video[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                      borderValue=fill) for i in idx])
+    frames = np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=fill) for f in video[idx]])
     pb = np.empty_like(part_boxes)
     pb[:, [0, 2]] = (part_boxes[:, [0, 2]] - box[0]) * sx
     pb[:, [1, 3]] = (part_boxes[:, [1, 3]] - box[1]) * sy

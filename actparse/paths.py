@@ -100,3 +100,13 @@ def data_root(params: dict, root: Path | str = ".") -> Path:
     rel = (params.get("data") or {}).get("root") or "artifacts/synth"
     p = Path(rel)
     return p if p.is_absolute() else Path(root) / p
+
+
+def check_outside(given: str | Path, out_dir: Path, param: str) -> None:
+    """Refuse a model to use (``param``) that lies inside ``out_dir``, the folder its stage writes:
+    ``dvc repro`` empties a stage's outputs before running it, so the model would be gone."""
+    g, o = Path(given).resolve(), Path(out_dir).resolve()
+    if g == o or o in g.parents:
+        raise ValueError(f"{param} {given}: lies inside {out_dir}, which this stage writes (dvc repro empties it "
+                         f"before the stage runs); copy the model out first (e.g. cp -r artifacts/models "
+                         f"models/run1) and point {param} there")

@@ -481,17 +481,25 @@ def cache_features(model: STADModel, videos: Sequence[np.ndarray], samples: Sequ
     """RoI features (frozen model, eval mode) of every person of ``samples``: (features, targets, labels).
     ``short_side``: clips resized to it first (videos decoded larger for multi-scale training)."""
     model.eval().to(device)
-    feats, tgs, labels = [], [], []
+    if not len(samples):
+        raise ValueError("no key frames to cache features from")
+    # The outputs are allocated once and filled batch by batch: small per-batch tensors that outlive
+    # each batch's large clip buffers would pin the allocator's heap, so memory would grow with the
+    # number of samples even though nothing but the features is kept.
+    n = sum(len(smp.boxes) for smp in samples)
+    feats, tgs, labels, row = None, torch.empty((n, np.shape(samples[0].targets)[1])), [], 0
     for i in range(0, len(samples), s.batch_size):
         batch = samples[i:i + s.batch_size]
         clip, rois, tg = _batch(videos, batch, s, None, short_side)
-        feats.append(model.roi_features(clip.to(device), rois.to(device)).float().cpu())
-        tgs.append(tg)
+        f = model.roi_features(clip.to(device), rois.to(device))
+        if feats is None:
+            feats = torch.empty((n, f.shape[1]), dtype=torch.float32)
+        feats[row:row + len(f)] = f
+        tgs[row:row + len(f)] = tg
+        row += len(f)
         for smp in batch:
             labels.extend(smp.labels)
-    if not feats:
-        raise ValueError("no key frames to cache features from")
-    return torch.cat(feats), torch.cat(tgs), labels
+    return feats, tgs, labels
 
 
 def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor, labels: Sequence[str],

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .params import ParamError, get, load_params
+from .params import InputError, ParamError, get, load_params, reader_cache_size
 from .paths import Paths
 from .schemas import pid_alive
 
@@ -242,7 +242,7 @@ def new_columns(name: str) -> dict[str, list]:
 def _user_error(exc: BaseException) -> bool:
     """Bad params, missing or bad input, an unreadable video, a file that cannot be read or written
     (disk full, no permission): errors the user can fix."""
-    if isinstance(exc, (ParamError, OSError, ValueError)):
+    if isinstance(exc, (ParamError, OSError, ValueError, InputError)):
         return True
     video = sys.modules.get("actparse.video")  # not imported here: it is no dependency of every stage
     return video is not None and isinstance(exc, video.VideoError)
@@ -273,6 +273,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
     setup_offline_env()
     t0 = time.time()
     try:
+        reader_cache_size()  # a bad $ACTPARSE_READER_CACHE stops the stage here, not video by video
         params = load_params(args.params)
         params["_args"] = vars(args)
         run(params, Path(args.root))

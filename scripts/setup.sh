@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install the pinned dependencies and actparse itself.
 # Idempotent: does nothing when requirements.lock and pyproject.toml are unchanged since the last run.
+# Optional extras (each with its own lock file and stamp): `bash scripts/setup.sh mmpose` or
+# ACTPARSE_EXTRAS=mmpose adds the mmpose keypoints backend (requirements-mmpose.lock; docs/pose.md).
 # The pinned set is installed with uv (parallel unpacking: about 1 minute instead of pip's 3) when the
 # package index has it, with pip otherwise or if uv fails (ACTPARSE_NO_UV=1: always pip). uv gets the
 # index, find-links and constraint settings of your pip configuration.
@@ -34,3 +36,26 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+
+# Optional extras, from the arguments or ACTPARSE_EXTRAS (comma or space separated).
+extras="$* ${ACTPARSE_EXTRAS:-}"
+for extra in ${extras//,/ }; do
+  case "$extra" in
+    mmpose)
+      lock=requirements-mmpose.lock
+      stamp_x=.venv/.actparse-extra-mmpose
+      # requirements.lock is in the stamp too: a new numpy there means xtcocotools must be compiled again
+      want_x=$(cat "$lock" requirements.lock | sha256sum | cut -d' ' -f1)
+      if [ "$(cat "$stamp_x" 2>/dev/null || true)" != "$want_x" ]; then
+        echo "setup: installing the mmpose extra into .venv ($lock)"
+        # Everything is pinned in the lock (--no-deps). xtcocotools is compiled against the installed
+        # numpy (Cython first, --no-build-isolation; no cached wheel built against another numpy).
+        .venv/bin/python -m pip install -q --no-deps -r <(grep -iv '^xtcocotools==' "$lock")
+        .venv/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools --no-cache-dir \
+          --force-reinstall "$(grep -i '^xtcocotools==' "$lock")"
+        echo "$want_x" > "$stamp_x"
+      fi
+      ;;
+    *) echo "setup: unknown extra '$extra' (known: mmpose)" >&2; exit 2 ;;
+  esac
+done

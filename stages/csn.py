@@ -22,45 +22,38 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.clips import ClipSpec, load_video, test_clips
-from actparse.csn import (clip_probs, ensemble, ensemble_search_enabled, ensemble_weights_from_params,
-                          load_checkpoint, memory_format, search_ensemble_weights, variants_from_params)
+from actparse.clips import test_clips
+from actparse.csn import (clip_probs, ensemble, ensemble_search_enabled, ensemble_weights_from_params, load_model_dir,
+                          memory_format, search_ensemble_weights, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import ParquetStreamWriter, from_columns, read_df, write_json
 from actparse.stage import SkipLedger, stage_log, stage_main
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = stage_log("csn")
 ENSEMBLE = "ensemble"
 
 
 def load_models(paths: Paths, variants: list[str], classes: dict, device: str, extras: dict | None = None):
-    """({variant: model}, {variant: ClipSpec}); ``extras`` (a dict) receives each checkpoint's ``extra``."""
-    models, specs = {}, {}
-    for v in variants:
-        path = paths.models / "csn" / f"{v}.pt"
-        model, ck = load_checkpoint(path, device)
-        if ck["classes"] != classes:
-            raise ValueError(f"{path}: class lists differ from {paths.part_labels / 'classes.json'}; rerun train_csn")
-        clip = (ck.get("extra") or {}).get("clip")
-        if not clip:
-            raise ValueError(f"{path}: checkpoint has no clip settings; rerun train_csn")
-        models[v] = model.to(memory_format=memory_format(device))
-        if extras is not None:
-            extras[v] = ck.get("extra") or {}
-        known = {f.name for f in fields(ClipSpec)}
-        specs[v] = ClipSpec(**{k: tuple(x) if isinstance(x, list) else x for k, x in clip.items() if k in known})
-    return models, specs
+    """The CSN folder artifacts/models/csn loaded whole (actparse.csn.load_model_dir): ({variant: model},
+    {variant: ClipSpec}); ``extras`` (a dict) receives each checkpoint's ``extra``."""
+    loaded = load_model_dir(paths.models / "csn", device, variants)
+    if loaded.classes != classes:
+        raise ValueError(f"{paths.models / 'csn'}: class lists differ from {paths.part_labels / 'classes.json'}; "
+                         f"rerun train_csn")
+    if extras is not None:
+        extras.update(loaded.extras)
+    models = {v: m.to(memory_format=memory_format(device)) for v, m in loaded.models.items()}
+    return models, loaded.specs
 
 
 def prediction_table(video: str, probs: dict[str, dict[str, np.ndarray]], classes: dict[str, list[str]]):
@@ -116,14 +109,14 @@ def run(params: dict, root: Path) -> None:
         for rec in tqdm(records, desc="csn", unit="video", disable=None):
             ledger.tried(rec["video"])
             try:
-                frames = load_video(video_path(droot, rec["path"]), cache_side)
+                frames = LazyVideo(video_path(droot, rec["path"]), cache_side)  # decodes only the clips' frames
+                clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
             except (VideoError, ValueError) as exc:
                 ledger.skip(rec["video"], exc)
                 continue
-            pending.append((rec["video"], {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}))
+            pending.append((rec["video"], clips))
             if len(pending) * n_clips >= batch:
                 flush(emit)
-        flush(emit)
         flush(emit)
 
     val_probs: dict[str, dict[str, dict[str, np.ndarray]]] = {}

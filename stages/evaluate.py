@@ -17,10 +17,11 @@ Writes: metrics/metrics.json (DVC metrics: person_ap50, part_ap50 (+ per part), 
 Frames scored are the decoded ones (every evaluate.stride-th; 0 = inferred from the predictions).
 A test video missing from the predictions scores 0 (not an error, unlike the official scripts). A data
 root without any ground truth (a user's unlabelled videos) gets the submission files, empty plots and
-{"scored": false} metrics. Ground truth without parts (MultiSports imports) or without action tubes
-(Kinetics-TPS imports: no annotations/multisports_gt.pkl, not rebuilt for an imported data root) gets
-the metrics it can, and metrics.json "skipped": {metric: why} names the others (part_ap50 with
-part_state_*; tps_score with tps_*; frame_map50 with video_map*). Params: evaluate.*, link.top_k_classes,
+metrics {"scored": false, "ground_truth": false, "note": "no ground truth: metrics skipped", ...}. Ground
+truth without parts (MultiSports imports) or without action tubes (Kinetics-TPS imports: no
+annotations/multisports_gt.pkl, not rebuilt for an imported data root) gets the metrics it can, and
+metrics.json "skipped": {metric: why} names the others (part_ap50 with part_state_*; tps_score with
+tps_*; frame_map50 with video_map*). Params: evaluate.*, link.top_k_classes,
 link.min_person_score (the frame detections of frame-mAP are those link_tubes links).
 """
 
@@ -51,6 +52,7 @@ from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_error, write_json
 
 log = logging.getLogger("actparse.evaluate")
+NO_GT = "no ground truth: metrics skipped"
 
 
 def _image_ids(video: pd.Series, frame: pd.Series, index: dict) -> np.ndarray:
@@ -258,8 +260,10 @@ def run(params: dict, root: Path) -> None:
     metrics: dict = {"n_test_videos": int(len(videos)), "stride": int(stride)}
     plots = paths.plots
     if not has_gt:
-        log.warning("%s has no ground truth: submissions written, nothing scored", droot)
-        metrics["scored"] = False
+        log.warning("%s has no ground truth: metrics skipped (submissions written to %s)", droot, sub)
+        print(f"evaluate: no ground truth under {droot}: metrics skipped; submissions written to {sub}")
+        metrics.update({"scored": False, "ground_truth": False, "note": NO_GT,
+                        "n_videos_predicted": int(len(pred_vid))})
         for name, cols in (("person_pr.csv", ["recall", "precision"]), ("part_pr.csv", ["recall", "precision"]),
                            ("tps_curve.csv", ["threshold", "accuracy"]), ("confusion.csv", ["actual", "predicted"])):
             _write_csv(pd.DataFrame({c: [] for c in cols}), plots / name)

@@ -2,13 +2,16 @@
 
 Reads:  artifacts/persons.parquet (schema "persons": detected boxes + scores, original-video pixels),
         artifacts/frames.parquet (the JPEG frames the boxes were detected on),
-        artifacts/models/pose/model.pt (written by train_pose).
+        artifacts/models/pose/model.pt (written by train_pose; with keypoints.backend 'mmpose' the
+        mmpose config + weights train_pose exported there instead).
 Writes: artifacts/keypoints.parquet (schema "keypoints": det_box = box = the detected box,
         score = detection score, keypoints = x, y, confidence (heatmap peak) in original-video pixels),
         streamed one row group per video;
         artifacts/skips/keypoints.parquet (videos whose boxes have no decoded frame, and why).
-Params: device, keypoints.flip_test (average with the mirrored crop), keypoints.infer_batch.
-The network input size is the one stored in the checkpoint.
+Params: device, keypoints.backend (hrnet: actparse's HRNet, the default | mmpose: mmpose's
+        init_model + inference_topdown, optional install extra), keypoints.flip_test (average with the
+        mirrored crop; with mmpose it replaces the config's test_cfg.flip_test), keypoints.infer_batch.
+The network input size is the one stored in the checkpoint (mmpose: the config's TopdownAffine).
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ log = stage_log("keypoints")
 
 def load_estimator(params: dict, root: Path) -> PoseEstimator:
     """The trained pose model of ``root`` wrapped for inference with the stage params."""
+    if get(params, "keypoints.backend", str, default="hrnet", choices=("hrnet", "mmpose")) == "mmpose":
+        from actparse import mmpose_backend as mb
+
+        return mb.MMPoseEstimator(mb.load_exported(Paths(root).models / "pose", resolve_device(params)),
+                                  flip_test=get(params, "keypoints.flip_test", bool, default=False),
+                                  batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
     model, info = load_checkpoint(Paths(root).models / "pose" / "model.pt")
     size = info["input_size"] or input_size_param(params)
     return PoseEstimator(model, tuple(size), resolve_device(params),
@@ -64,7 +73,8 @@ def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, in
         img_boxes.append(boxes[pf == f] * s)
         img_scales.append(s)
     kps = estimator.predict(images, img_boxes)
-    kp = np.concatenate([k.copy() for k in kps]) if kps else np.zeros((0, estimator.model.num_keypoints, 3))
+    k_dim = getattr(estimator, "num_keypoints", None) or estimator.model.num_keypoints
+    kp = np.concatenate([k.copy() for k in kps]) if kps else np.zeros((0, k_dim, 3))
     if len(kp):
         per_row_scale = np.concatenate([[s] * len(b) for s, b in zip(img_scales, img_boxes)])
         kp[..., :2] /= per_row_scale[:, None, None]

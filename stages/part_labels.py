@@ -12,7 +12,10 @@ Writes: artifacts/part_labels/labels.parquet (schema "part_labels"): per video o
         artifacts/skips/part_labels.parquet: videos with no action label or no ground truth.
 Ground truth without part states (MultiSports imports): the "action" rows only, classes.json has
 the "action" task only and baseline.json is {} (the part-group labels are skipped, with a warning).
-Params: data.root.
+With csn.model set (a trained CSN folder) the class lists and the baseline table are that model's
+and no ground truth is needed: labels.parquet holds the videos that have labels and GT (for
+scoring; none for a bare folder of videos), and unlabelled videos are not skips.
+Params: data.root, csn.model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 
 from actparse.stage import stage_main
 from actparse.constants import TPS_SAMPLING
+from actparse.csn import given_model_dir, load_model_dir, read_model_manifest
 from actparse.dataset import gt_persons_path, load_videos
 from actparse.part_labels import TASKS, baseline_states, class_lists, video_labels
 from actparse.paths import Paths, data_root
@@ -56,10 +60,38 @@ def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAM
     return rows, skips
 
 
+def from_given_model(paths: Paths, droot: Path, videos: pd.DataFrame, model_dir: Path) -> None:
+    """csn.model: class lists + baseline from the trained model; labels only where GT exists."""
+    model = read_model_manifest(model_dir)
+    classes, baseline = model.get("classes"), model.get("baseline") or {}
+    if not classes:  # a folder written before model.json: the class lists are in the checkpoints
+        loaded = load_model_dir(model_dir)
+        classes, baseline = loaded.classes, loaded.baseline
+    rows = []
+    gt_path = gt_persons_path(droot)
+    if gt_path.exists():
+        gt = read_df(gt_path, "gt_persons", columns=GT_COLUMNS)
+        rows, _ = build_labels(videos, gt, parts=bool(gt["part_states"].notna().any()))
+    out = paths.part_labels
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(from_rows(rows, "part_labels"), out / "labels.parquet", "part_labels")
+    write_json(classes, out / "classes.json")
+    write_json(baseline, out / "baseline.json")
+    write_table(from_rows([], "skips"), paths.skips / "part_labels.parquet", "skips")
+    n = len({r["video"] for r in rows})
+    log.info("class lists of the trained CSN %s (%s); %d of %d videos have labels and ground truth%s",
+             model_dir, {t: len(c) for t, c in classes.items()}, n, len(videos),
+             "" if n else " (nothing to score)")
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     droot = data_root(params, root)
     videos = load_videos(droot).to_pandas()[["video", "split", "action"]]
+    given = given_model_dir(params, root)
+    if given is not None:
+        from_given_model(paths, droot, videos, given)
+        return
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=GT_COLUMNS)
     parts = bool(gt["part_states"].notna().any())  # null: parts not annotated (MultiSports)
     if not parts:
@@ -67,7 +99,8 @@ def run(params: dict, root: Path) -> None:
                     "part-group heads and part states have nothing to learn)", gt_persons_path(droot))
     rows, skips = build_labels(videos, gt, parts=parts)
     if not rows:
-        raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label")
+        raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label "
+                         f"(for videos without them, give a trained CSN folder with csn.model)")
     labels = pd.DataFrame(rows)
     classes = class_lists(labels, "train")
     if "action" not in classes:

@@ -53,10 +53,10 @@ def run(params: dict, root: Path) -> None:
         return
     from tqdm import tqdm
 
-    from actparse.clips import load_video
     from actparse.constants import ACTIONS
     from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.video import LazyVideo
     from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
@@ -90,7 +90,7 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path))
+            v = LazyVideo(video_path(droot, row.path))  # frames decoded when a sample needs them
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

@@ -56,10 +56,10 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.clips import load_video
     from actparse.csn import seed_everything
     from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.video import LazyVideo
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
@@ -102,7 +102,7 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path), max(s.train_scales or (short_side,)))
+            v = LazyVideo(video_path(droot, row.path), max(s.train_scales or (short_side,)))  # decoded on demand
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

@@ -1,11 +1,17 @@
 """Train the CSN video models (ip-CSN and/or ir-CSN) on the seed-001 part labels.
 
-Reads:  <data.root>/videos.parquet and the train-split videos it names (decord, decoded once and
-          kept in memory), artifacts/part_labels/labels.parquet + classes.json.
+Reads:  <data.root>/videos.parquet and the train-split videos it names (decord; each training clip's
+          frames are decoded when the clip is made, so memory does not grow with the number of
+          videos), artifacts/part_labels/labels.parquet + classes.json.
 Writes: artifacts/models/csn/<variant>.pt per variant in csn.variants (weights, architecture, class
-          lists, clip settings), artifacts/models/csn/train_info.json (per-epoch loss / train
+          lists, clip settings), artifacts/models/csn/model.json (variants, class lists, clip
+          settings, normalisation, the part-state baseline table: the folder loads as a whole with
+          actparse.csn.load_model_dir), artifacts/models/csn/train_info.json (per-epoch loss / train
           accuracy, time, settings), artifacts/skips/train_csn.parquet (undecodable videos).
-Params: seed, device, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
+With csn.model set (a trained CSN folder, e.g. the artifacts/models/csn of another run) nothing is
+trained and no label is read: the folder is loaded whole (checked), its csn.variants are copied here
+and train_info.json records {"trained": false, "source": ...}.
+Params: seed, device, csn.model, csn.variants, csn.depth, csn.stage_depths, csn.stem_dim, csn.stem_pool,
         csn.dropout, csn.shared_backbone, csn.freeze_bn, csn.pretrained.{ip,ir,key_map},
         csn.num_frames, csn.interval, csn.short_side, csn.crop, csn.train_short_side, csn.flip,
         csn.color_jitter, csn.grayscale_prob, csn.background, csn.epochs, csn.batch_size, csn.lr,
@@ -21,6 +27,7 @@ per variant, set csn.shared_backbone: false for that.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -32,29 +39,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actparse.clips import load_video
-from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, load_pretrained,
-                          model_config_from_params, pretrained_path, save_checkpoint, seed_everything,
-                          train_settings_from_params, val_fraction_from_params, val_split, variants_from_params)
+from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
+                          load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
+                          save_checkpoint, seed_everything, train_settings_from_params, val_fraction_from_params,
+                          val_split, variants_from_params, write_model_manifest)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import read_df, write_json
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
-from actparse.video import VideoError
+from actparse.video import LazyVideo, VideoError
 
 log = stage_log("train_csn")
 
 
 def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
-    """Decode each video once; returns {video: frames}; failures go to ``ledger``."""
+    """Open each video for on-demand clip reading (:class:`LazyVideo`: frames are decoded when a clip
+    needs them); returns {video: LazyVideo}; videos that cannot be opened go to ``ledger``."""
     out = {}
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
         ledger.tried(rec["video"])
         try:
-            out[rec["video"]] = load_video(video_path(droot, rec["path"]), short_side)
+            out[rec["video"]] = LazyVideo(video_path(droot, rec["path"]), short_side)
         except (VideoError, ValueError) as exc:
             ledger.skip(rec["video"], exc)
     return out
@@ -105,8 +113,31 @@ def train_variant(job: dict) -> dict:
             "loss": history["loss"]}
 
 
+def use_given_model(paths: Paths, given: Path, variants: list[str]) -> None:
+    """csn.model: load the trained folder whole (a clear error if anything is missing), copy it in."""
+    import shutil
+    from dataclasses import asdict as _asdict
+
+    src = load_model_dir(given, "cpu", variants)
+    with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success
+        for v in variants:
+            shutil.copyfile(given / src.manifest["files"][v], out_dir / f"{v}.pt")
+        clip = {k: list(x) if isinstance(x, tuple) else x for k, x in _asdict(src.specs[variants[0]]).items()}
+        write_model_manifest(out_dir, variants, src.classes, clip, src.baseline,
+                             extra={"trained": False, "source": str(given)})
+        write_json({"trained": False, "source": str(given), "variants": variants,
+                    "classes": {t: len(c) for t, c in src.classes.items()}}, out_dir / "train_info.json")
+    SkipLedger("train_csn", paths.root).write()  # nothing decoded: no skips
+    log.info("using the trained CSN %s (%s; no training)", given, "+".join(variants))
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
+    given = given_model_dir(params, root)
+    if given is not None:
+        check_outside(given, paths.models / "csn", "csn.model")
+        use_given_model(paths, given, variants_from_params(params))
+        return
     seed = get(params, "seed", int, default=0)
     device = resolve_device(params)
     variants = variants_from_params(params)
@@ -141,7 +172,7 @@ def run(params: dict, root: Path) -> None:
     torch.manual_seed(seed)
     t0 = time.time()
     ledger = SkipLedger("train_csn", root, what="train videos")
-    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "decode train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "open train videos")
     ledger.check(droot)
     names = [n for n in names if n in decoded]
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
@@ -153,7 +184,7 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("decoded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
+    log.info("opened %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
     procs, threads = training_processes(params, len(variants), device)
     with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success
@@ -172,6 +203,9 @@ def run(params: dict, root: Path) -> None:
         results = list(map_jobs(train_variant, jobs, procs))
         for variant, res in zip(variants, results):
             info["variants"][variant] = res
+        baseline_path = paths.part_labels / "baseline.json"
+        baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
+        write_model_manifest(out_dir, variants, classes, info["clip"], baseline, extra={"trained": True})
         write_json(info, out_dir / "train_info.json")
     ledger.write()
 

@@ -44,7 +44,7 @@ from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_per
                                 person_crops, refined_by_video, with_predicted_keypoints)
 from actparse.paint import PaintConfig
 from actparse.params import get
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import write_json
 
 log = logging.getLogger("actparse.train_part_detector")
@@ -63,6 +63,9 @@ def crop_labels(tf, gt_part_boxes, gt_part_visible, scale: float, crop_size: int
 
 
 def run(params: dict, root: Path) -> None:
+    weights = get(params, f"{S}.weights", str, default=None)
+    if weights:  # dvc repro removes the stage's outputs first: a model given from there would be lost
+        check_outside(weights, Paths(root).models / NAME, f"{S}.weights")
     with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
         train_into(model_dir, params, root)
 

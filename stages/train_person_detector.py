@@ -31,13 +31,16 @@ from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
 from actparse.detection import decode_frames, frames_by_video, gt_index
 from actparse.params import get
-from actparse.paths import Paths, data_root
+from actparse.paths import Paths, check_outside, data_root
 
 log = logging.getLogger("actparse.train_person_detector")
 NAME = "person_detector"
 
 
 def run(params: dict, root: Path) -> None:
+    weights = get(params, f"{NAME}.weights", str, default=None)
+    if weights:  # dvc repro removes the stage's outputs first: a model given from there would be lost
+        check_outside(weights, Paths(root).models / NAME, f"{NAME}.weights")
     with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
         train_into(model_dir, params, root)
 

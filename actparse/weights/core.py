@@ -149,3 +149,29 @@ def drop_head(state: dict[str, torch.Tensor], name: str, prefixes: tuple[str, ..
     if head:
         (logger or log).info("%s layout: ignoring %d classifier key(s) (%s)", name, len(head), short_list(head))
     return {k: v for k, v in state.items() if not k.startswith(prefixes)}
+
+
+def check_keys(path, src: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], where: str, note: str,
+               file_key=lambda k: "", missing_hint: str = "", shape_hint: str = "", extra_hint: str = "") -> list[str]:
+    """Check a renamed state dict ``src`` against the model's ``want``: the first missing key, shape
+    mismatch or unexpected key is a ``ValueError`` naming ``path`` and the key (``file_key(k)`` adds the
+    name the file gives it, the hints say what the file holds; ``note`` ends every message). Returns the
+    BN ``num_batches_tracked`` counters the file lacks (the model keeps its own; logged)."""
+    filled = []
+    for k, v in want.items():
+        if k not in src:
+            if k.endswith(".num_batches_tracked"):
+                filled.append(k)
+                continue
+            raise ValueError(f"{path}: first mismatching key {k!r}: missing from the file, needed by the {where}; "
+                             f"{missing_hint}; {note}")
+        if tuple(src[k].shape) != tuple(v.shape):
+            raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
+                             f"{tuple(v.shape)} in the {where}{file_key(k)}{shape_hint}; {note}")
+    extra = [k for k in src if k not in want]
+    if extra:
+        raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
+                         f"({len(extra)} unexpected key(s); {extra_hint}); {note}")
+    if filled:
+        log.info("%s: %d BN num_batches_tracked counter(s) absent from the file; kept the model's", path, len(filled))
+    return filled

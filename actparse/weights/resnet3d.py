@@ -33,7 +33,7 @@ from typing import Callable, Mapping, NamedTuple
 import torch
 import torch.nn as nn
 
-from .core import KeyMapError, drop_head, read_state_dict, strip_wrappers
+from .core import KeyMapError, check_keys, drop_head, read_state_dict, strip_wrappers
 
 log = logging.getLogger("actparse.weights")
 
@@ -275,23 +275,8 @@ def load_backbone(backbone: nn.Module, path: str | os.PathLike, fmt: str, where:
     if multipath and fuse_bn_file != fuse_bn_model:
         lateral_hint = (f"; the file's Fast->Slow laterals {'have' if fuse_bn_file else 'have no'} BN (+ReLU): set "
                         f"{param_prefix}.lateral_norm: {'true' if fuse_bn_file else 'false'}")
-    filled = []
-    for k, v in want.items():
-        if k not in src:
-            if k.endswith(".num_batches_tracked"):
-                filled.append(k)
-                continue
-            raise ValueError(f"{path}: first mismatching key {k!r}: missing from the file, needed by the {where}; "
-                             f"{in_file}{lateral_hint}; {fmt_note}")
-        if tuple(src[k].shape) != tuple(v.shape):
-            raise ValueError(f"{path}: first mismatching key {k!r}: shape {tuple(src[k].shape)} in file, "
-                             f"{tuple(v.shape)} in the {where}{file_key(k)}{path_note}; {fmt_note}")
-    extra = [k for k in src if k not in want]
-    if extra:
-        raise ValueError(f"{path}: first mismatching key {extra[0]!r}{file_key(extra[0])}: not in the {where} "
-                         f"({len(extra)} unexpected key(s); {in_file}{lateral_hint}); {fmt_note}")
-    if filled:
-        log.info("%s: %d BN num_batches_tracked counter(s) absent from the file; kept the model's", path, len(filled))
+    check_keys(path, src, want, where, fmt_note, file_key, missing_hint=in_file + lateral_hint,
+               shape_hint=path_note, extra_hint=in_file + lateral_hint)
     backbone.load_state_dict({k: (src[k] if k in src else v).to(dtype=v.dtype) for k, v in want.items()}, strict=True)
     log.info("%s: loaded %d pretrained tensors (%s) into the %s", path, len(src), fmt, where)
     return len(src)
