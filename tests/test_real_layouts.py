@@ -196,3 +196,37 @@ def test_multisports_skips_the_part_side(runs):
     assert set(m["skipped"]) == {"part_ap50", "part_state_acc", "tps_score"}
     for sub in ("frame_detections.pkl", "video_detections.pkl"):
         assert (art / "submission" / sub).exists()
+
+
+def test_multisports_uses_given_part_detector(runs, tmp_path):
+    """parts.weights on a data set without part GT: the given detector is used as is and detects parts;
+    there are no part-group predictions to give them states, and the part metrics stay skipped."""
+    import shutil
+
+    ms, _ = runs["ms"]
+    tps, _ = runs["tps"]
+    shutil.copytree(ms / "artifacts", tmp_path / "artifacts", ignore=shutil.ignore_patterns("models"))
+    given = tps / "artifacts" / "models" / "part_detector" / "model.pt"
+    tiny = _tiny()
+    params = write_params(tmp_path / "params.yaml", {**tiny, "data": {"root": str(runs["work"] / "data-multisports")},
+                                                     "parts": {**tiny["parts"], "weights": str(given)}})
+    logs = _Records()
+    logger = logging.getLogger("actparse")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logs)
+    try:
+        for name in ("train_part_detector", "detect_parts", "part_states", "evaluate"):
+            assert _stage(name, params, tmp_path) == 0, name
+    finally:
+        logger.removeHandler(logs)
+        logger.setLevel(level)
+    art = tmp_path / "artifacts"
+    info = json.loads((art / "models" / "part_detector" / "train_info.json").read_text())
+    assert info["trained"] is False and "skipped" not in info and info["source_weights"] == str(given)
+    assert read_table(art / "parts.parquet", "parts").num_rows > 0
+    assert read_table(art / "part_states.parquet", "part_states").num_rows == 0
+    assert "no part-group predictions" in logs.of("part_states")
+    m = _metrics(tmp_path)
+    assert set(m["skipped"]) == {"part_ap50", "part_state_acc", "tps_score"}
+    assert isinstance(m["frame_map50"], float)
