@@ -76,7 +76,8 @@ def _parts_or_absent(gt: pd.DataFrame) -> pd.DataFrame:
     if not missing.any():
         return gt
     gt = gt.copy()
-    for col, empty in (("part_boxes", np.zeros(len(PARTS) * 4, np.float32)), ("part_visible", np.zeros(len(PARTS), bool)),
+    for col, empty in (("part_boxes", np.zeros(len(PARTS) * 4, np.float32)),
+                       ("part_visible", np.zeros(len(PARTS), bool)),
                        ("part_states", np.array(["none"] * len(PARTS), object))):
         gt[col] = [empty if m else v for v, m in zip(gt[col], missing)]
     return gt
