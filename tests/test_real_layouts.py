@@ -230,3 +230,18 @@ def test_multisports_uses_given_part_detector(runs, tmp_path):
     m = _metrics(tmp_path)
     assert set(m["skipped"]) == {"part_ap50", "part_state_acc", "tps_score"}
     assert isinstance(m["frame_map50"], float)
+
+
+def test_multisports_refuses_to_finetune_parts(runs, tmp_path, capsys):
+    """parts.weights with parts.finetune: true and no part ground truth: one line, exit 2."""
+    tps, _ = runs["tps"]
+    tiny = _tiny()
+    params = write_params(tmp_path / "params.yaml", {
+        **tiny, "data": {"root": str(runs["work"] / "data-multisports")},
+        "parts": {**tiny["parts"], "finetune": True,
+                  "weights": str(tps / "artifacts" / "models" / "part_detector" / "model.pt")}})
+    capsys.readouterr()
+    assert _stage("train_part_detector", params, tmp_path) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train_part_detector: error:")]
+    assert len(err) == 1 and "no part ground truth" in err[0] and "parts.finetune: false" in err[0], err
+    assert not (tmp_path / "artifacts" / "models" / "part_detector").exists()
