@@ -550,9 +550,12 @@ def load_model_dir(model_dir: str | os.PathLike, device: str = "cpu",
 def seed_everything(seed: int) -> None:
     import random
 
+    from .determinism import deterministic_algorithms
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    deterministic_algorithms()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,6 +31,28 @@ READER_CACHE_ENV = "ACTPARSE_READER_CACHE"  # environment variable: open video r
 READER_CACHE_SIZE = 8  # its default
 
 
+DECODE_BUDGET_ENV = "ACTPARSE_DECODE_BUDGET_MB"  # environment variable: decoded train frames held in memory
+DECODE_BUDGET_MB = 1024  # its default
+
+
+def decode_budget_bytes() -> int:
+    """``$ACTPARSE_DECODE_BUDGET_MB`` (an integer >= 0; default 1024) in bytes: train videos whose
+    decoded frames fit in it are decoded once and held in memory (fast), larger sets are read clip by
+    clip on demand (bounded memory); the clips, and so the models, are the same either way. Any other
+    value is a :class:`ParamError` (the stages check it at start)."""
+    raw = os.environ.get(DECODE_BUDGET_ENV, "").strip()
+    if not raw:
+        return DECODE_BUDGET_MB << 20
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise ParamError(f"{DECODE_BUDGET_ENV}={raw!r}: the memory budget for decoded frames must be an integer "
+                         f">= 0 (MiB; 0 = always read clips on demand)")
+    return mb << 20
+
+
 def reader_cache_size() -> int:
     """Bound of the process-wide video reader cache (:mod:`actparse.video`): ``$ACTPARSE_READER_CACHE``
     (an integer >= 1) or 8; any other value is a :class:`ParamError` (the stages check it at start)."""

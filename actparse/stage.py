@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .params import InputError, ParamError, get, load_params, reader_cache_size
+from .params import InputError, ParamError, decode_budget_bytes, get, load_params, reader_cache_size
 from .paths import Paths
 from .schemas import pid_alive
 
@@ -274,6 +274,7 @@ def stage_main(name: str, doc: str | None, run: Callable[[dict, Path], object],
     t0 = time.time()
     try:
         reader_cache_size()  # a bad $ACTPARSE_READER_CACHE stops the stage here, not video by video
+        decode_budget_bytes()  # the same for $ACTPARSE_DECODE_BUDGET_MB
         params = load_params(args.params)
         params["_args"] = vars(args)
         run(params, Path(args.root))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .params import READER_CACHE_ENV, READER_CACHE_SIZE, InputError, reader_cache_size  # noqa: F401
+from .params import (DECODE_BUDGET_ENV, READER_CACHE_ENV, READER_CACHE_SIZE, InputError,  # noqa: F401
+                     decode_budget_bytes, reader_cache_size)
 
 
 class VideoError(InputError):
@@ -233,3 +234,25 @@ class LazyVideo:
             return np.empty((0,) + self.shape[1:], np.uint8)
         out = self._decode(idx)
         return out[0] if scalar else out
+
+
+def decoded_bytes(records, short_side: int = 0) -> int | None:
+    """Bytes of every frame of the videos ``records`` (rows of ``videos.parquet``: n_frames, width,
+    height) decoded as uint8 RGB with the short side resized to ``short_side`` (0: as stored); None
+    when a row does not say its size (a bare folder of videos)."""
+    total = 0
+    for r in records:
+        n, w, h = r.get("n_frames"), r.get("width"), r.get("height")
+        if any(x is None or x != x or x <= 0 for x in (n, w, h)):  # missing, NaN (pandas null) or unset
+            return None
+        if short_side:
+            f = short_side / min(w, h)
+            w, h = max(1, round(w * f)), max(1, round(h * f))
+        total += int(n) * int(w) * int(h) * 3
+    return total
+
+
+def hold_in_memory(records, short_side: int = 0) -> tuple[bool, int | None]:
+    """(whether the decoded frames of ``records`` fit in ``$ACTPARSE_DECODE_BUDGET_MB``, their bytes)."""
+    size = decoded_bytes(records, short_side)
+    return (size is not None and size <= decode_budget_bytes()), size

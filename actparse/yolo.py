@@ -107,7 +107,8 @@ def _safe_load_on() -> None:
 
 
 def set_threads(threads: int = 0) -> int:
-    """CPU threads for torch inside ultralytics (0 = every core); returns the number used.
+    """CPU threads for torch inside ultralytics (0 = :func:`actparse.determinism.cores`: 2, or
+    ``ACTPARSE_CPU_THREADS``); returns the number used.
 
     ultralytics resets torch to ``cpu_count - 1`` threads on CPU (one thread on a 2-core machine);
     this overrides that choice for the following train / predict calls.
@@ -116,7 +117,9 @@ def set_threads(threads: int = 0) -> int:
     import torch
     from ultralytics.utils import torch_utils
 
-    n = int(threads) if threads and threads > 0 else (os.cpu_count() or 1)
+    from .determinism import cores
+
+    n = int(threads) if threads and threads > 0 else cores()
     torch_utils.NUM_THREADS = n
     torch.set_num_threads(n)
     return n
@@ -472,7 +475,7 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
 
     The ultralytics run goes to ``run_dir/train`` (overwritten). Extra keyword arguments are
     passed on as ultralytics train arguments (e.g. ``mosaic=0.5``, ``hsv_h=0.0``, ``fliplr=0``).
-    ``threads``: torch CPU threads (0 = every core), see :func:`set_threads`. ``amp``: bf16 autocast
+    ``threads``: torch CPU threads (0 = the default), see :func:`set_threads`. ``amp``: bf16 autocast
     on a CUDA device that supports it (ultralytics' fp16 AMP self-check would download a checkpoint,
     bf16 skips it); ignored on CPU.
     """
@@ -583,8 +586,9 @@ def predict(model, images: Sequence[np.ndarray], *, imgsz: int = 160, conf: floa
     """Batched prediction on RGB images.
 
     Returns one ``(boxes (n,4) float32 pixels, scores (n,) float32, classes (n,) int64)`` per image,
-    sorted by score (descending). ``threads``: torch CPU threads (0 = every core). ``classes``: keep
-    only detections of these class indices (filtered before NMS and ``max_det``); None keeps all.
+    sorted by score (descending). ``threads``: torch CPU threads (0 = the default, see :func:`set_threads`).
+    ``classes``: keep only detections of these class indices (filtered before NMS and ``max_det``); None
+    keeps all.
     """
     set_threads(threads)
     out = []

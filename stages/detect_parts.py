@@ -11,7 +11,7 @@ Writes: artifacts/parts.parquet (schema "parts": video, frame, person (as in ref
         part, box in original video pixels clipped to the frame, score), one row group per video;
         artifacts/skips/detect_parts.parquet (videos whose frames could not be decoded, and why).
 Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin, parts.imgsz, conf (lowest part
-        score kept), iou (NMS), predict_batch, threads (torch CPU threads, 0 = every core), device.
+        score kept), iou (NMS), predict_batch, threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2), device.
 """
 
 from __future__ import annotations

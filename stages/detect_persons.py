@@ -6,7 +6,7 @@ Writes: artifacts/persons.parquet (schema "persons": video, frame, person, box, 
         one row group per video; artifacts/skips/detect_persons.parquet (videos whose frames could
         not be decoded, and why).
 Params: person_detector.imgsz / conf / iou / max_det (top-k persons per frame) / predict_batch /
-        threads (torch CPU threads, 0 = every core), person_detector.classes (class names kept as
+        threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2), person_detector.classes (class names kept as
         persons; null = the class named "person", so a COCO-pretrained detector keeps persons only),
         device.
 """

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from actparse import determinism
+from actparse.clips import load_video
 from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
                           load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
                           save_checkpoint, seed_everything, train_settings_from_params, val_fraction_from_params,
@@ -50,19 +51,26 @@ from actparse.part_labels import read_classes
 from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import read_df, write_json
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
-from actparse.video import LazyVideo, VideoError
+from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_budget_bytes, hold_in_memory
 
 log = stage_log("train_csn")
 
 
 def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
-    """Open each video for on-demand clip reading (:class:`LazyVideo`: frames are decoded when a clip
-    needs them); returns {video: LazyVideo}; videos that cannot be opened go to ``ledger``."""
+    """The train videos' frames: decoded once and held in memory when they fit in
+    ``$ACTPARSE_DECODE_BUDGET_MB``, else opened for on-demand clip reading (:class:`LazyVideo`: the
+    frames a clip needs are decoded when it is made). Both give the same clips. Returns {video: frames};
+    videos that cannot be opened go to ``ledger``."""
+    eager, size = hold_in_memory(records, short_side)
+    mib = f"~{size / 2**20:.0f} MiB decoded" if size is not None else "size unknown"
+    log.info("%s train videos (%s, %s=%d MiB): %s", len(records), mib, DECODE_BUDGET_ENV,
+             decode_budget_bytes() >> 20, "decoded into memory" if eager else "clips read on demand")
     out = {}
     for rec in tqdm(records, desc=desc, unit="video", disable=None):
         ledger.tried(rec["video"])
         try:
-            out[rec["video"]] = LazyVideo(video_path(droot, rec["path"]), short_side)
+            path = video_path(droot, rec["path"])
+            out[rec["video"]] = load_video(path, short_side) if eager else LazyVideo(path, short_side)
         except (VideoError, ValueError) as exc:
             ledger.skip(rec["video"], exc)
     return out
@@ -73,11 +81,11 @@ def training_processes(params: dict, n_variants: int, device: str) -> tuple[int,
 
     ``csn.train_workers``: variants trained at once, each in its own process (0 = one per variant,
     at most one per core; 1 = one after another); only on CPU, where one small 3D network keeps two
-    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = cores / processes).
+    cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = ACTPARSE_CPU_THREADS or 2, / processes).
     """
     workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
     threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
-    cores = os.cpu_count() or 1
+    cores = determinism.cores()
     procs = 1 if device != "cpu" else max(1, min(n_variants, workers or cores))
     return procs, threads or max(1, cores // procs)
 
@@ -172,7 +180,7 @@ def run(params: dict, root: Path) -> None:
     torch.manual_seed(seed)
     t0 = time.time()
     ledger = SkipLedger("train_csn", root, what="train videos")
-    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "open train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "load train videos")
     ledger.check(droot)
     names = [n for n in names if n in decoded]
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}
@@ -184,7 +192,7 @@ def run(params: dict, root: Path) -> None:
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
     decode_s = time.time() - t0
-    log.info("opened %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
+    log.info("loaded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
     procs, threads = training_processes(params, len(variants), device)
     with model_folder(paths.models / "csn") as out_dir:  # replaces the old folder only on success

@@ -17,7 +17,7 @@ Params: parts.train_persons (detected | gt), parts.paint, dot_radius, kp_thr, cr
         crop_margin (the crops), parts.model,
         weights (a user .pt: checked and copied, no training; finetune: true fine-tunes it),
         imgsz, epochs, batch, lr0, optimizer, warmup_epochs, mosaic, close_mosaic, hsv_h,
-        val_fraction, frame_step, workers, threads (torch CPU threads, 0 = every core); seed, device.
+        val_fraction, frame_step, workers, threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2); seed, device.
         Horizontal flips are never used (they would swap left and right parts).
 Ground truth without parts (MultiSports imports: gt_persons.part_boxes null): nothing is trained;
 parts.weights is used as given, or, without it, the stage is skipped (train_info.json "skipped",

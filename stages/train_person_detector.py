@@ -11,7 +11,7 @@ Params: person_detector.model (a YOLO model yaml, default yolo11n.yaml; the scal
         fine-tuning a multi-class file starts from its first person class as the single class),
         person_detector.imgsz / epochs / batch / lr0 / optimizer / warmup_epochs / mosaic /
         close_mosaic / fliplr / val_fraction (share of train videos held out, whole videos) /
-        workers / threads (torch CPU threads, 0 = every core), person_detector.frame_step (train on
+        workers / threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2), person_detector.frame_step (train on
         every k-th decoded frame: neighbouring frames are near duplicates), seed, device.
 Nothing is downloaded: ultralytics runs offline with a private settings folder.
 """

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actparse import determinism
 from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_has_keypoints, gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
@@ -48,6 +49,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    determinism.deterministic_algorithms()
 
 
 BACKENDS = ("hrnet", "mmpose")
@@ -145,7 +147,7 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
     result = {"arch": model.arch, "input_size": list(input_size), "start": start, "epochs": epochs,
               "loss": history, "final_loss": history[-1] if history else None, "n_train_persons": n_fit,
               "train_videos": len(fit_videos), "val_videos": len(val_videos), "flip_test": flip_test,
-              "train_time_s": round(train_time, 1), "device": device}
+              "train_time_s": round(train_time, 1), "device": device, "determinism": determinism.report()}
     if no_kp_gt:
         result["skipped"] = {"training": f"{no_kp_gt}: keypoints.checkpoint used as given",
                              "pck": f"{no_kp_gt}: nothing to score the keypoints against"}

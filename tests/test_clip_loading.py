@@ -260,3 +260,32 @@ def test_partattn_samples_from_lazy_videos_equal_the_in_memory_ones(videos):
         b = make_sample(lazy, frame, np.array([4.0, 2.0, 40.0, 38.0]), pb, valid, (48, 32), 4, 3,
                         rng=np.random.default_rng(frame), augment=True, targets=tg)
         assert torch.equal(a[0], b[0]) and all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
+
+
+def test_train_csn_holds_small_sets_in_memory_and_reads_large_ones_on_demand(videos, monkeypatch, capsys):
+    """ACTPARSE_DECODE_BUDGET_MB picks the route by the decoded size videos.parquet implies; both routes
+    give the same frames; a bad value stops a stage at start."""
+    from actparse.stage import SkipLedger
+    from actparse.video import decoded_bytes, hold_in_memory
+    from stages import train_csn
+
+    records = [{"video": p.stem, "path": str(p), "n_frames": n, "width": 64, "height": 40}
+               for p, n in zip(videos, (30, 41, 23, 35, 27))]
+    assert decoded_bytes(records) == 156 * 64 * 40 * 3
+    assert decoded_bytes(records, 20) == 156 * 32 * 20 * 3  # short side 40 -> 20
+    assert decoded_bytes(records[:1] + [dict(records[1], n_frames=float("nan"))]) is None  # size unknown
+    monkeypatch.delenv("ACTPARSE_DECODE_BUDGET_MB", raising=False)
+    assert hold_in_memory(records) == (True, 156 * 64 * 40 * 3)  # default budget 1 GiB
+    ledger = SkipLedger("train_csn", ".")
+    eager = train_csn.decode_videos(videos[0].parent, records, 20, ledger, "load")
+    monkeypatch.setenv("ACTPARSE_DECODE_BUDGET_MB", "0")
+    assert hold_in_memory(records)[0] is False
+    lazy = train_csn.decode_videos(videos[0].parent, records, 20, ledger, "load")
+    for name in eager:
+        assert isinstance(eager[name], np.ndarray) and isinstance(lazy[name], LazyVideo)
+        assert np.array_equal(eager[name], lazy[name][np.arange(len(lazy[name]))])
+    for bad in ("-1", "lots", "0.5"):
+        monkeypatch.setenv("ACTPARSE_DECODE_BUDGET_MB", bad)
+        assert train_csn.main(["--params", "no-such-params.yaml"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+            f"train_csn: error: ACTPARSE_DECODE_BUDGET_MB={bad!r}: the memory budget")

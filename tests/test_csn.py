@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -447,9 +446,11 @@ def test_variants_in_parallel_processes_equal_one_after_another(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), v
     assert not all(torch.equal(weights[1]["ip"][k], weights[1]["ir"][k])
                    for k in weights[1]["ip"] if k in weights[1]["ir"] and weights[1]["ip"][k].shape == weights[1]["ir"][k].shape)
-    # the stage's own choice here: on CPU one process per variant, at most one per core
-    assert train_csn.training_processes({"csn": {}}, 2, "cpu")[0] == min(2, os.cpu_count() or 1)
-    assert train_csn.training_processes({"csn": {}}, 2, "cuda") == (1, os.cpu_count() or 1)
+    # the stage's own choice here: on CPU one process per variant, at most one per (pinned) core
+    from actparse.determinism import cores
+
+    assert train_csn.training_processes({"csn": {}}, 2, "cpu")[0] == min(2, cores())
+    assert train_csn.training_processes({"csn": {}}, 2, "cuda") == (1, cores())
     with pytest.raises(Exception, match="train_workers"):
         train_csn.training_processes({"csn": {"train_workers": -1}}, 2, "cpu")
 
