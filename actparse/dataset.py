@@ -83,3 +83,28 @@ def split_of(videos: pa.Table) -> dict[str, str]:
 
 def gt_persons_path(data_root: str | Path) -> Path:
     return Path(data_root) / "gt_persons.parquet"
+
+
+def gt_has(gt_path: str | Path, column: str) -> bool:
+    """Whether ``gt_persons.parquet`` at ``gt_path`` exists and has ``column`` on at least one row.
+
+    The official data sets leave what they do not annotate null (Kinetics-TPS and MultiSports have no
+    ``keypoints``, MultiSports no ``part_boxes``); stages that need that ground truth ask here first."""
+    gt_path = Path(gt_path)
+    if not gt_path.exists():
+        return False
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    col = pq.read_table(gt_path, columns=[column]).column(column)
+    return len(col) > 0 and pc.sum(pc.invert(pc.is_null(col))).as_py() > 0
+
+
+def gt_has_keypoints(gt_path: str | Path) -> bool:
+    """Whether the GT persons at ``gt_path`` have keypoint ground truth (see :func:`gt_has`)."""
+    return gt_has(gt_path, "keypoints")
+
+
+def gt_has_parts(gt_path: str | Path) -> bool:
+    """Whether the GT persons at ``gt_path`` have part ground truth (see :func:`gt_has`)."""
+    return gt_has(gt_path, "part_boxes")

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .constants import NUM_KEYPOINTS
 from .boxes import iou_matrix
 from .schemas import iter_row_groups, read_table
 from .video import decode_jpeg
@@ -144,7 +145,31 @@ def gt_persons_by_video(gt_path: str | Path, videos: Iterable[str]) -> dict:
     return {str(v): g.drop(columns="video").reset_index(drop=True) for v, g in df.groupby("video", sort=False)}
 
 
+def with_predicted_keypoints(gt_persons: dict, refined: dict, thr: float = 0.5) -> dict:
+    """GT persons (:func:`gt_persons_by_video`) whose keypoints are taken from the refined person that
+    matches each GT box (IoU >= ``thr``, one to one per frame); all-zero (nothing painted) where none does.
+    For GT without keypoint annotations (Kinetics-TPS)."""
+    out = {}
+    for video, df in gt_persons.items():
+        df = df.copy()
+        kps = [np.zeros(NUM_KEYPOINTS * 3, np.float32) for _ in range(len(df))]
+        pred = refined.get(video)
+        if pred is not None and len(pred):
+            for f, rows in df.groupby("frame").indices.items():
+                cand = pred[pred["frame"] == f]
+                if not len(cand):
+                    continue
+                pairs = match_greedy(np.stack(df["box"].to_numpy()[rows]), np.stack(cand["box"].to_numpy()), thr)
+                for i, j in pairs:
+                    kps[rows[i]] = np.asarray(cand["keypoints"].iloc[j], np.float32)
+        df["keypoints"] = kps
+        out[video] = df
+    return out
+
+
 def _visibility_as_score(keypoints) -> np.ndarray:
+    if keypoints is None:  # no keypoint ground truth (Kinetics-TPS, MultiSports): nothing to paint
+        return np.zeros(NUM_KEYPOINTS * 3, np.float32)
     kp = np.asarray(keypoints, np.float32).copy()
     kp[2::3] = np.minimum(kp[2::3], 1.0)  # COCO-style 2 = visible -> score 1
     return kp

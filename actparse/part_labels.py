@@ -152,11 +152,14 @@ def parts_of_group(group: str) -> tuple[str, ...]:
 def gt_parts(gt: pd.DataFrame, sampling: int = TPS_SAMPLING) -> pd.DataFrame:
     """Ground-truth part boxes as a "parts"-schema frame (visible parts on every ``sampling``-th frame).
 
-    ``person`` is the GT track id and ``score`` 1.0: an oracle stand-in for the part detector.
+    ``person`` is the GT track id and ``score`` 1.0: an oracle stand-in for the part detector. Rows
+    whose parts are not annotated (null) give none.
     """
     g = _sampled(gt, sampling)
     cols = {"video": [], "frame": [], "person": [], "part": [], "box": [], "score": []}
     for row in g.itertuples(index=False):
+        if row.part_boxes is None or row.part_visible is None:  # parts not annotated (MultiSports)
+            continue
         boxes = np.asarray(row.part_boxes, dtype=np.float32).reshape(len(PARTS), 4)
         for j, part in enumerate(PARTS):
             if row.part_visible[j]:

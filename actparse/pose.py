@@ -407,7 +407,8 @@ def load_pose_samples(frames_path, gt_path, videos: Iterable[str], min_box: floa
     """Frames of ``videos`` (frames.parquet JPEGs) with their GT persons (gt_persons.parquet).
 
     Boxes and keypoints are scaled to the stored frame size (``scale`` column). Persons whose box is
-    smaller than ``min_box`` pixels or who have no visible keypoint are left out. Returns
+    smaller than ``min_box`` pixels, whose keypoints are null (not annotated) or who have no visible
+    keypoint are left out. Returns
     (samples, stats) where stats counts frames and persons.
     """
     from tqdm import tqdm
@@ -417,7 +418,8 @@ def load_pose_samples(frames_path, gt_path, videos: Iterable[str], min_box: floa
 
     wanted = set(videos)
     gt = read_df(gt_path, "gt_persons", columns=["video", "frame", "person", "box", "keypoints"])
-    gt = gt[gt["video"].isin(wanted)]
+    gt = gt[gt["video"].isin(wanted) & gt["keypoints"].notna()]  # null keypoints: none annotated
+    gt = gt.reset_index(drop=True)
     by_frame: dict[tuple[str, int], list[int]] = {}
     for i, (v, f) in enumerate(zip(gt["video"].to_numpy(), gt["frame"].to_numpy())):
         by_frame.setdefault((v, int(f)), []).append(i)

@@ -5,7 +5,8 @@ parts.paint / dot_radius / kp_thr / crop_size / crop_margin), the part YOLO runs
 and the best box of each part class (top-1 per part per person) is mapped back to the frame.
 
 Reads:  artifacts/frames.parquet, artifacts/refined_persons.parquet (schema "keypoints"),
-        artifacts/models/part_detector/model.pt.
+        artifacts/models/part_detector/model.pt (absent when train_part_detector was skipped: data set
+        without part ground truth and no parts.weights; then parts.parquet is written empty).
 Writes: artifacts/parts.parquet (schema "parts": video, frame, person (as in refined_persons),
         part, box in original video pixels clipped to the frame, score), one row group per video;
         artifacts/skips/detect_parts.parquet (videos whose frames could not be decoded, and why).
@@ -15,6 +16,7 @@ Params: parts.paint, dot_radius, kp_thr, crop_size, crop_margin, parts.imgsz, co
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -63,6 +65,17 @@ def parts_table(video: str, crops: list[dict], dets, orig_wh: dict, names: list[
     return from_columns(cols, "parts")
 
 
+def _skipped_training(model_dir: Path) -> str | None:
+    """Why train_part_detector skipped training (its train_info.json "skipped"), or None."""
+    info = model_dir / "train_info.json"
+    if not info.exists():
+        return None
+    try:
+        return json.loads(info.read_text()).get("skipped")
+    except (ValueError, AttributeError):
+        return None
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     cfg = PaintConfig.from_params(params, S)
@@ -73,6 +86,13 @@ def run(params: dict, root: Path) -> None:
     device = resolve_device(params)
     threads = get(params, f"{S}.threads", int, default=0, min_value=0)
     model_path = paths.models / "part_detector" / "model.pt"
+    skipped = _skipped_training(model_path.parent)
+    if skipped and not model_path.exists():
+        log.warning("no part detector (train_part_detector: %s): writing an empty %s", skipped, paths.parts)
+        with ParquetStreamWriter(paths.parts, "parts"):
+            pass
+        SkipLedger("detect_parts", root).write()
+        return
     model = yolo.load_model(model_path)
     names = yolo.model_names(model)
     unknown = sorted(set(names) - set(PARTS))

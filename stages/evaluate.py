@@ -17,12 +17,17 @@ Writes: metrics/metrics.json (DVC metrics: person_ap50, part_ap50 (+ per part), 
 Frames scored are the decoded ones (every evaluate.stride-th; 0 = inferred from the predictions).
 A test video missing from the predictions scores 0 (not an error, unlike the official scripts). A data
 root without any ground truth (a user's unlabelled videos) gets the submission files, empty plots and
-metrics {"scored": false, "ground_truth": false, "note": "no ground truth: metrics skipped", ...}. Params: evaluate.*, link.top_k_classes,
+metrics {"scored": false, "ground_truth": false, "note": "no ground truth: metrics skipped", ...}. Ground
+truth without parts (MultiSports imports) or without action tubes (Kinetics-TPS imports: no
+annotations/multisports_gt.pkl, not rebuilt for an imported data root) gets the metrics it can, and
+metrics.json "skipped": {metric: why} names the others (part_ap50 with part_state_*; tps_score with
+tps_*; frame_map50 with video_map*). Params: evaluate.*, link.top_k_classes,
 link.min_person_score (the frame detections of frame-mAP are those link_tubes links).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -33,7 +38,7 @@ import pandas as pd
 
 from actparse.stage import stage_main
 from actparse.constants import PARTS, TPS_SAMPLING
-from actparse.dataset import load_videos
+from actparse.dataset import gt_has_parts, load_videos
 from actparse.formats import (frame_detections_array, multisports_ground_truth, multisports_gt_on_frames,
                               read_pickle, tps_ground_truth, tps_part_result, tps_verb_is_list, tps_vid_result,
                               tubes_to_video_detections, write_pickle)
@@ -63,6 +68,30 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     except OSError as exc:  # disk full...: the previous plot stays
         tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from exc
+
+
+def _parts_or_absent(gt: pd.DataFrame) -> pd.DataFrame:
+    """GT rows whose parts are not annotated (null part columns) as rows with every part absent."""
+    missing = gt["part_boxes"].isna() | gt["part_visible"].isna() | gt["part_states"].isna()
+    if not missing.any():
+        return gt
+    gt = gt.copy()
+    for col, empty in (("part_boxes", np.zeros(len(PARTS) * 4, np.float32)),
+                       ("part_visible", np.zeros(len(PARTS), bool)),
+                       ("part_states", np.array(["none"] * len(PARTS), object))):
+        gt[col] = [empty if m else v for v, m in zip(gt[col], missing)]
+    return gt
+
+
+def _imported_dataset(droot: Path) -> str | None:
+    """The official data set a data root was imported from (``import_info.json``), or None."""
+    info = droot / "import_info.json"
+    if not info.exists():
+        return None
+    try:
+        return str(json.loads(info.read_text()).get("dataset") or "official")
+    except (ValueError, AttributeError):
+        return "official"
 
 
 def _load_json(path: Path):
@@ -183,6 +212,8 @@ def run(params: dict, root: Path) -> None:
     sub.mkdir(parents=True, exist_ok=True)
     tps_dir = droot / "annotations" / "tps" / split
     gt_persons_path = droot / "gt_persons.parquet"
+    skipped: dict[str, str] = {}  # metric -> why it is not computed (data sets without keypoints / parts)
+    imported = _imported_dataset(droot)
     has_gt = gt_persons_path.exists() or (tps_dir / "gt_part_result.json").exists()
     gt_part = gt_vid = tps_names = None
     if (tps_dir / "gt_part_result.json").exists() and (tps_dir / "gt_vid_result.json").exists():
@@ -191,9 +222,12 @@ def run(params: dict, root: Path) -> None:
                      "ground truth", "predicted video classes", "prediction")
         TPS.check_video_classes(gt_vid, tps_names[0])
         TPS.check_part_result(gt_part, tps_names[1])
-    elif gt_persons_path.exists():
+    elif gt_has_parts(gt_persons_path):
         log.warning("%s missing: Kinetics-TPS ground truth rebuilt from %s", tps_dir, gt_persons_path)
         gt_part, gt_vid = tps_ground_truth(read_df(gt_persons_path, "gt_persons"), videos, split)
+    elif gt_persons_path.exists():
+        skipped["tps_score"] = (f"no Kinetics-TPS ground truth: {tps_dir} has no gt_part_result.json and "
+                                f"{gt_persons_path} no part ground truth")
     verb_list = tps_verb_is_list(gt_part) if gt_part else True
     frames = {v: range(0, int(n), TPS_SAMPLING) for v, n in zip(videos["video"], videos["n_frames"]) if pd.notna(n)}
     pred_part = tps_part_result(refined, states, frames=frames, verb_as_list=verb_list)
@@ -206,6 +240,9 @@ def run(params: dict, root: Path) -> None:
     if ms_path.exists():
         ms_gt = read_pickle(ms_path)
         MS.check_ground_truth(ms_gt, ms_path)
+    elif gt_persons_path.exists() and imported:
+        skipped["frame_map50"] = (f"no MultiSports ground truth: {ms_path} missing and the {imported} import "
+                                  f"annotates no action tubes (its persons are not rebuilt into tubes)")
     elif gt_persons_path.exists():
         log.warning("%s missing: MultiSports ground truth rebuilt from %s", ms_path, gt_persons_path)
         from actparse.constants import ACTIONS
@@ -238,27 +275,36 @@ def run(params: dict, root: Path) -> None:
     gt = read_df(gt_persons_path, "gt_persons")
     gt = gt[gt["video"].isin(vset) & (gt["frame"] % stride == 0)]
     refined_s = refined[refined["frame"] % stride == 0]
+    gt = _parts_or_absent(gt)  # a row without part annotation scores no part
     det, person_pr, part_pr = detection_metrics(gt, refined_s, parts[parts["frame"] % stride == 0], vindex, iou)
     metrics.update(det)
     metrics.update(part_state_metrics(gt, states[states["frame"] % stride == 0], vindex, iou))
+    if not gt_has_parts(gt_persons_path):
+        for key in ("part_ap50", "part_ap50_per_part", "part_state_acc", "part_state_recall", "part_state_matched"):
+            metrics.pop(key, None)
+        part_pr = pd.DataFrame({"recall": [], "precision": []})
+        why = f"{gt_persons_path} has no part ground truth"
+        skipped.update({"part_ap50": why, "part_state_acc": why})
     lab_path = paths.part_labels / "labels.parquet"
     plabels = read_df(lab_path, "part_labels") if lab_path.exists() else None
     vm, conf = video_metrics(videos, preds, plabels)
     metrics.update(vm)
 
     # ---- Kinetics-TPS
-    opts = TPS.TPSOptions(human_iou=human_iou, part_iou=part_iou, missing_video="zero", check_limits=verb_list)
-    if not verb_list:
-        log.warning("ground-truth part states are strings: the official script would stop on states longer "
-                    "than 5 characters (its len(verb) <= 5 check); that check is skipped here")
-    gt_vid_s = {v: a for v, a in gt_vid.items() if v in vset}
-    res = TPS.evaluate(gt_vid_s, gt_part, pred_vid, pred_part, opts, names=tps_names)
-    metrics.update({"tps_score": res.score, "tps_area": res.area, "tps_psc_mean": float(np.mean(res.psc)),
-                    "tps_video_acc": float(np.mean(res.correct))})
-    t101 = np.round(np.linspace(0, 1, 101), 10)
-    acc101 = TPS.accuracy_curve(res.psc, res.correct, steps=100)[1]
-    acc_at_1 = float(np.mean((res.psc >= 1.0) & res.correct))
-    tps_curve = pd.DataFrame({"threshold": t101, "accuracy": np.r_[acc101, acc_at_1]})
+    tps_curve = pd.DataFrame({"threshold": [], "accuracy": []})
+    if gt_part is not None:
+        opts = TPS.TPSOptions(human_iou=human_iou, part_iou=part_iou, missing_video="zero", check_limits=verb_list)
+        if not verb_list:
+            log.warning("ground-truth part states are strings: the official script would stop on states longer "
+                        "than 5 characters (its len(verb) <= 5 check); that check is skipped here")
+        gt_vid_s = {v: a for v, a in gt_vid.items() if v in vset}
+        res = TPS.evaluate(gt_vid_s, gt_part, pred_vid, pred_part, opts, names=tps_names)
+        metrics.update({"tps_score": res.score, "tps_area": res.area, "tps_psc_mean": float(np.mean(res.psc)),
+                        "tps_video_acc": float(np.mean(res.correct))})
+        t101 = np.round(np.linspace(0, 1, 101), 10)
+        acc101 = TPS.accuracy_curve(res.psc, res.correct, steps=100)[1]
+        acc_at_1 = float(np.mean((res.psc >= 1.0) & res.correct))
+        tps_curve = pd.DataFrame({"threshold": t101, "accuracy": np.r_[acc101, acc_at_1]})
 
     # ---- MultiSports
     if ms_gt is not None:
@@ -271,6 +317,10 @@ def run(params: dict, root: Path) -> None:
         metrics.update({"frame_map50": fa.map, "video_map20": va[0.2].map, "video_map50": va[0.5].map,
                         "video_map10_90": rng["0.10:0.90"]})
 
+    if skipped:
+        metrics["skipped"] = skipped
+        for metric, why in skipped.items():
+            log.warning("%s (and the metrics that go with it) skipped: %s", metric, why)
     _write_csv(person_pr, plots / "person_pr.csv")
     _write_csv(part_pr, plots / "part_pr.csv")
     _write_csv(tps_curve, plots / "tps_curve.csv")

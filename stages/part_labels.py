@@ -10,6 +10,8 @@ Writes: artifacts/part_labels/labels.parquet (schema "part_labels"): per video o
         artifacts/part_labels/baseline.json: {action: {part: state}}, the most frequent state per
           (action, part) over the train split (seed 001 submission 1 baseline).
         artifacts/skips/part_labels.parquet: videos with no action label or no ground truth.
+Ground truth without part states (MultiSports imports): the "action" rows only, classes.json has
+the "action" task only and baseline.json is {} (the part-group labels are skipped, with a warning).
 With csn.model set (a trained CSN folder) the class lists and the baseline table are that model's
 and no ground truth is needed: labels.parquet holds the videos that have labels and GT (for
 scoring; none for a bare folder of videos), and unlabelled videos are not skips.
@@ -36,8 +38,10 @@ log = logging.getLogger("actparse.part_labels")
 GT_COLUMNS = ["video", "frame", "person", "part_visible", "part_states", "action"]
 
 
-def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAMPLING):
-    """-> (label rows, skip rows) for every video of ``videos`` (columns video, split, action)."""
+def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAMPLING, parts: bool = True):
+    """-> (label rows, skip rows) for every video of ``videos`` (columns video, split, action).
+
+    ``parts`` False (ground truth without part states, MultiSports): the "action" row only."""
     rows, skips = [], []
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
     for rec in videos.itertuples(index=False):
@@ -47,6 +51,9 @@ def build_labels(videos: pd.DataFrame, gt: pd.DataFrame, sampling: int = TPS_SAM
         g = by_video.get(rec.video)
         if g is None or len(g) == 0:
             skips.append({"video": rec.video, "stage": "part_labels", "error": "no ground-truth persons"})
+            continue
+        if not parts:
+            rows.append({"video": rec.video, "split": rec.split, "task": "action", "label": rec.action, "state": None})
             continue
         for task, (label, state) in video_labels(rec.action, g, sampling).items():
             rows.append({"video": rec.video, "split": rec.split, "task": task, "label": label, "state": state})
@@ -63,7 +70,8 @@ def from_given_model(paths: Paths, droot: Path, videos: pd.DataFrame, model_dir:
     rows = []
     gt_path = gt_persons_path(droot)
     if gt_path.exists():
-        rows, _ = build_labels(videos, read_df(gt_path, "gt_persons", columns=GT_COLUMNS))
+        gt = read_df(gt_path, "gt_persons", columns=GT_COLUMNS)
+        rows, _ = build_labels(videos, gt, parts=bool(gt["part_states"].notna().any()))
     out = paths.part_labels
     out.mkdir(parents=True, exist_ok=True)
     write_table(from_rows(rows, "part_labels"), out / "labels.parquet", "part_labels")
@@ -85,7 +93,11 @@ def run(params: dict, root: Path) -> None:
         from_given_model(paths, droot, videos, given)
         return
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=GT_COLUMNS)
-    rows, skips = build_labels(videos, gt)
+    parts = bool(gt["part_states"].notna().any())  # null: parts not annotated (MultiSports)
+    if not parts:
+        log.warning("%s has no part ground truth: part-group labels skipped (action labels only; the CSN "
+                    "part-group heads and part states have nothing to learn)", gt_persons_path(droot))
+    rows, skips = build_labels(videos, gt, parts=parts)
     if not rows:
         raise ValueError(f"{droot}: no video has both an action label and ground truth; nothing to label "
                          f"(for videos without them, give a trained CSN folder with csn.model)")
@@ -95,7 +107,7 @@ def run(params: dict, root: Path) -> None:
         raise ValueError(f"{droot}: the train split has no labelled video with ground truth")
     train_actions = dict(videos.loc[(videos["split"] == "train") & videos["video"].isin(labels["video"]),
                                     ["video", "action"]].itertuples(index=False))
-    baseline = baseline_states(gt, train_actions)
+    baseline = baseline_states(gt, train_actions) if parts else {}
 
     out = paths.part_labels
     out.mkdir(parents=True, exist_ok=True)

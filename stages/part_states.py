@@ -21,6 +21,7 @@ from pathlib import Path
 
 from actparse.dataset import gt_persons_path
 from actparse.params import get
+from actparse.constants import PART_GROUPS
 from actparse.part_labels import assign_part_states, gt_parts
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, read_df, write_table
@@ -47,6 +48,13 @@ def run(params: dict, root: Path) -> None:
             raise FileNotFoundError(f"{path}: most-frequent-state baseline not found (has part_labels run?)")
         with open(path) as fh:
             baseline = json.load(fh)
+    if not len(parts):
+        log.warning("no part boxes (%s): no part states to assign; part_states.parquet is empty",
+                    "ground truth without parts" if source == "gt" else f"{paths.parts} is empty")
+    elif mode == "video_label" and not preds["task"].isin(PART_GROUPS).any():
+        log.warning("%s has no part-group predictions (part_labels skipped them: the ground truth has no "
+                    "parts): no part states; part_states.parquet is empty", paths.video_predictions)
+        parts = parts.iloc[:0]
     states, dropped = assign_part_states(parts, preds, mode, baseline)
     ledger = SkipLedger("part_states", root)
     for v in dict.fromkeys(parts["video"]):

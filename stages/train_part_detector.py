@@ -19,6 +19,11 @@ Params: parts.train_persons (detected | gt), parts.paint, dot_radius, kp_thr, cr
         imgsz, epochs, batch, lr0, optimizer, warmup_epochs, mosaic, close_mosaic, hsv_h,
         val_fraction, frame_step, workers, threads (torch CPU threads, 0 = ACTPARSE_CPU_THREADS or 2); seed, device.
         Horizontal flips are never used (they would swap left and right parts).
+Ground truth without parts (MultiSports imports: gt_persons.part_boxes null): nothing is trained;
+parts.weights is used as given, or, without it, the stage is skipped (train_info.json "skipped",
+no model.pt) and detect_parts writes an empty parts table. Ground truth without keypoints
+(Kinetics-TPS) and parts.train_persons: gt: the GT crops are painted with the keypoints HRNet
+predicted for the matching refined person.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ from tqdm import tqdm
 from actparse import yolo
 from actparse.stage import model_folder, stage_main
 from actparse.constants import NUM_PARTS, PARTS
-from actparse.dataset import gt_persons_path, load_videos, split_of
+from actparse.dataset import gt_has_keypoints, gt_has_parts, gt_persons_path, load_videos, split_of
 from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_persons_by_video, match_greedy,
-                                person_crops, refined_by_video)
+                                person_crops, refined_by_video, with_predicted_keypoints)
 from actparse.paint import PaintConfig
 from actparse.params import get
 from actparse.paths import Paths, check_outside, data_root
+from actparse.schemas import write_json
 
 log = logging.getLogger("actparse.train_part_detector")
 NAME = "part_detector"
@@ -74,6 +80,13 @@ def train_into(model_dir: Path, params: dict, root: Path) -> None:
     yolo.configure()
     paint_info = {"paint": cfg.paint, "crop_size": cfg.crop_size, "crop_margin": cfg.margin, "kp_thr": cfg.kp_thr,
                   "dot_radius": cfg.radius}
+    droot = data_root(params, root)
+    gt_path = gt_persons_path(droot)
+    no_parts = None if gt_has_parts(gt_path) else (
+        f"{gt_path} has no part ground truth" if gt_path.exists() else f"{gt_path} does not exist")
+    if no_parts and finetune and weights:
+        raise ValueError(f"{no_parts}: cannot fine-tune parts.weights on it; set parts.finetune: false to use "
+                         f"parts.weights as given")
     if weights and not finetune:
         m = yolo.load_model(weights)
         names = yolo.model_names(m)
@@ -81,21 +94,31 @@ def train_into(model_dir: Path, params: dict, root: Path) -> None:
             raise ValueError(f"{weights}: part detector classes {names} differ from the parts {list(PARTS)}")
         yolo.finish_model_dir(model_dir, None, weights, {"classes": names, **paint_info})
         return
+    if no_parts:
+        log.warning("%s: part detector skipped (not trained); detect_parts writes no part boxes and the "
+                    "part metrics are skipped. Set parts.weights to a trained part detector to detect parts",
+                    no_parts)
+        write_json({"trained": False, "skipped": f"{no_parts}; no parts.weights given", **paint_info},
+                   model_dir / "train_info.json")
+        return
     args = yolo.train_args(params, S)
     args["fliplr"] = 0.0  # a mirrored crop would need left/right labels swapped
     args["hsv_h"] = get(params, f"{S}.hsv_h", float, default=0.0, min_value=0.0, max_value=0.5)
 
-    droot = data_root(params, root)
     splits = split_of(load_videos(droot))
     train_videos = sorted(v for v, s in splits.items() if s == "train")
     if not train_videos:
         raise ValueError(f"{droot / 'videos.parquet'}: no videos in the train split")
     source = get(params, f"{S}.train_persons", str, default="detected", choices=("detected", "gt"))
     if source == "gt":
-        refined = gt_persons_by_video(gt_persons_path(droot), train_videos)
+        refined = gt_persons_by_video(gt_path, train_videos)
+        if cfg.paint and not gt_has_keypoints(gt_path):
+            log.info("%s has no keypoint ground truth: GT person crops are painted with the keypoints "
+                     "of the refined person that matches each one (IoU >= 0.5), none where none matches", gt_path)
+            refined = with_predicted_keypoints(refined, refined_by_video(paths.refined, train_videos))
     else:
         refined = refined_by_video(paths.refined, train_videos)
-    gt = gt_index(gt_persons_path(droot), train_videos, columns=("box", "part_boxes", "part_visible"))
+    gt = gt_index(gt_path, train_videos, columns=("box", "part_boxes", "part_visible"))
     images, boxes, classes, groups, stems = [], [], [], [], []
     n_persons = n_unmatched = 0
     for video, table in tqdm(frames_by_video(paths.frames, train_videos), desc="part data", unit="video",

@@ -11,6 +11,9 @@ Params: seed, device, keypoints.arch (hrnet_w18_small | hrnet_w18_small_v2 | hrn
         ground truth is needed), keypoints.epochs, batch_size, lr,
         weight_decay, sigma, val_fraction, aug_scale, aug_rotation, aug_shift, aug_flip, flip_test,
         infer_batch, eval_test, keypoints.backend (hrnet | mmpose), keypoints.mmpose_config.
+Ground truth without keypoints (Kinetics-TPS, MultiSports imports: gt_persons.keypoints null): nothing
+is trained or scored; keypoints.checkpoint is used as given, whatever keypoints.epochs says
+(train_info.json "skipped" says why), and the stage stops (exit 2) without one.
 Model: timm HRNet backbone (raw stride-4 branch of stage 4) + 1x1 conv heatmap head, trained from
 scratch with Adam, MSE heatmap loss weighted by keypoint visibility, random scale/rotation/shift/flip.
 With keypoints.backend 'mmpose' (optional install extra) nothing is trained: keypoints.mmpose_config (an
@@ -32,7 +35,7 @@ import torch
 
 from actparse import determinism
 from actparse.stage import model_folder, stage_main
-from actparse.dataset import gt_persons_path, load_videos, split_of
+from actparse.dataset import gt_has_keypoints, gt_persons_path, load_videos, split_of
 from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkpoint
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, check_outside, data_root
@@ -90,6 +93,14 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
     if not has_gt and epochs > 0:
         raise FileNotFoundError(f"{gt_path}: GT persons needed to train the pose model (keypoints.epochs={epochs}); "
                                 f"give a trained keypoints.checkpoint with keypoints.epochs: 0 for a data set without GT")
+    no_kp_gt = f"{gt_path} has no keypoint ground truth" if has_gt and not gt_has_keypoints(gt_path) else None
+    if no_kp_gt and not checkpoint:
+        raise ValueError(f"{no_kp_gt} (data.root {droot}): set keypoints.checkpoint to a trained HRNet "
+                         f"checkpoint (ours or mmpose); it is used as given, the pose model cannot be trained here")
+    if no_kp_gt:
+        log.warning("%s: no pose training and no PCK evaluation; using keypoints.checkpoint %s as given "
+                    "(keypoints.epochs %d not used)", no_kp_gt, checkpoint, epochs)
+        epochs = 0
     train_videos = sorted(v for v, s in splits.items() if s == "train")
     rng = np.random.default_rng(seed)
     shuffled = list(rng.permutation(train_videos)) if train_videos else []
@@ -137,7 +148,11 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
               "loss": history, "final_loss": history[-1] if history else None, "n_train_persons": n_fit,
               "train_videos": len(fit_videos), "val_videos": len(val_videos), "flip_test": flip_test,
               "train_time_s": round(train_time, 1), "device": device, "determinism": determinism.report()}
-    if not has_gt:
+    if no_kp_gt:
+        result["skipped"] = {"training": f"{no_kp_gt}: keypoints.checkpoint used as given",
+                             "pck": f"{no_kp_gt}: nothing to score the keypoints against"}
+        has_gt = False  # no keypoints to score against
+    elif not has_gt:
         log.info("%s: no ground truth: pose metrics skipped (checkpoint used as is)", gt_path)
     if val_videos and has_gt:
         val, _ = load_pose_samples(paths.frames, gt_path, val_videos)
@@ -159,7 +174,9 @@ def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
     paths = Paths(root)
     droot = data_root(params, root)
     gt_path = gt_persons_path(droot)
-    if not gt_path.exists():
+    if not gt_has_keypoints(gt_path):  # no GT, or GT without keypoints (Kinetics-TPS, MultiSports)
+        if gt_path.exists():
+            log.warning("%s has no keypoint ground truth: no PCK evaluation", gt_path)
         return {}
     seed = get(params, "seed", int, default=0)
     val_fraction = get(params, "keypoints.val_fraction", float, default=0.1, min_value=0.0, max_value=0.9)
