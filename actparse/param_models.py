@@ -274,6 +274,7 @@ class Pretrained3d(Section):
 
 class Stad(Section):
     enabled: bool
+    model: Optional[str]
     head: Literal["pcca", "linear"]
     boxes: Literal[BOX_SOURCES]  # type: ignore[valid-type]
     min_score: NonNegFloat
@@ -335,6 +336,7 @@ def _levels(v, positive: bool):
 
 class Gym(Section):
     enabled: bool
+    model: Optional[str]
     depth: Literal[50, 101]
     stage_depths: Optional[list[int]]
     stem_dim: Annotated[int, Field(ge=2)]
@@ -377,6 +379,7 @@ class Gym(Section):
 
 class PartAttn(Section):
     enabled: bool
+    model: Optional[str]
     roi_mode: Literal["align", "crop"]
     use_action: bool
     use_attention: bool

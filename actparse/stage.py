@@ -20,6 +20,7 @@ merge through the same ledger, so a skip and an all-failed run read the same eit
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .params import InputError, ParamError, decode_budget_bytes, get, load_params, reader_cache_size
 from .paths import Paths
@@ -169,6 +170,49 @@ def seed_disabled(params: dict, system: str, stage: str, root: str | os.PathLike
         SkipLedger(stage, root).write()
     stage_log(stage).info("%s.enabled is false: placeholder outputs written, nothing else done", system)
     return True
+
+
+# ------------------------------------------------------------------------------------------ given models
+def given_model(params: dict, system: str, root: str | os.PathLike = ".") -> Path | None:
+    """``<system>.model``: a trained model folder to use as is instead of training (relative to ``root``)."""
+    p = get(params, f"{system}.model", str, default=None)
+    if not p:
+        return None
+    path = Path(p)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def use_given_model(given: Path, final: str | os.PathLike, system: str, stage: str, root: str | os.PathLike,
+                    required: Sequence[str], check: Callable[[Path], object]) -> None:
+    """Install the trained model folder ``given`` (``<system>.model``) as the stage's model folder ``final``
+    instead of training: it must lie outside ``final``, hold ``required``, and pass ``check`` (which
+    loads its checkpoints: a clear error names a file that is not one); its files are copied in
+    atomically and its ``train_info.json`` gains ``{"trained": false, "source": ...}``."""
+    from .paths import check_outside
+    from .schemas import write_json
+
+    final = Path(final)
+    if not given.is_dir():
+        raise FileNotFoundError(f"{system}.model {given}: model folder not found")
+    check_outside(given, final, f"{system}.model")
+    missing = [f for f in required if not (given / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{given}: no {missing[0]} in this {system} model folder (it needs {', '.join(required)})")
+    check(given)
+    info_path = given / "train_info.json"
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{info_path}: not a JSON object ({exc})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path}: not a JSON object")
+    with model_folder(final) as out:
+        for f in sorted(given.iterdir()):
+            if f.is_file() and f.name != "train_info.json":
+                shutil.copyfile(f, out / f.name)
+        write_json({**info, "enabled": True, "trained": False, "source": str(given)}, out / "train_info.json")
+    SkipLedger(stage, root).write()  # nothing decoded: no skips
+    stage_log(stage).info("using the trained %s model %s as is (no training)", system, given)
 
 
 # ------------------------------------------------------------------------------------------ model folders

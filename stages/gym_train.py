@@ -29,7 +29,8 @@ import numpy as np
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import write_json
-from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
+from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
+                            use_given_model)
 
 log = stage_log("gym_train")
 
@@ -37,6 +38,16 @@ log = stage_log("gym_train")
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     if seed_disabled(params, "gym", "gym_train", root, model_dir=paths.models / "gym", skips=True):
+        return
+    given = given_model(params, "gym", root)
+    if given is not None:  # gym.model: a trained folder (event/set/element/joint .pt) used as is
+        from actparse.finegym import LEVELS, load_joint, load_level
+
+        def check(d):
+            load_joint(d / "joint.pt", [load_level(d / f"{lvl}.pt", "cpu")[0] for lvl in LEVELS], "cpu")
+
+        use_given_model(given, paths.models / "gym", "gym", "gym_train", root,
+                        [f"{lvl}.pt" for lvl in LEVELS] + ["joint.pt"], check)
         return
     import torch
 

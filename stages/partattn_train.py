@@ -26,7 +26,8 @@ import numpy as np
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
-from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
+from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
+                            use_given_model)
 
 log = stage_log("partattn_train")
 
@@ -50,6 +51,13 @@ def gt_person_samples(g, video_index: int, action: int, with_targets: bool = Tru
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     if seed_disabled(params, "partattn", "partattn_train", root, model_dir=paths.models / "partattn", skips=True):
+        return
+    given = given_model(params, "partattn", root)
+    if given is not None:  # partattn.model: a trained folder (model.pt) used as is
+        from actparse.partattn import load_checkpoint
+
+        use_given_model(given, paths.models / "partattn", "partattn", "partattn_train", root, ["model.pt"],
+                        lambda d: load_checkpoint(d / "model.pt", "cpu"))
         return
     from tqdm import tqdm
 

@@ -34,7 +34,8 @@ from actparse import safe_pickle
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import read_df, write_json
-from actparse.stage import SkipLedger, model_folder, seed_disabled, stage_log, stage_main
+from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
+                            use_given_model)
 
 log = stage_log("stad_train")
 
@@ -53,6 +54,13 @@ def class_list(droot: Path) -> list[str]:
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     if seed_disabled(params, "stad", "stad_train", root, model_dir=paths.models / "stad", skips=True):
+        return
+    given = given_model(params, "stad", root)
+    if given is not None:  # stad.model: a trained folder (model.pt, optionally phase1.pt) used as is
+        from actparse.pcca import load_model
+
+        use_given_model(given, paths.models / "stad", "stad", "stad_train", root, ["model.pt"],
+                        lambda d: [load_model(d / f, "cpu") for f in ("model.pt", "phase1.pt") if (d / f).is_file()])
         return
     import torch
 

@@ -197,3 +197,43 @@ def test_partattn_stages_end_to_end(tiny_root):
     p["partattn"]["action_source"] = "predicted"
     params.write_text(yaml.safe_dump(p))
     assert partattn_predict.main(["--params", str(params), "--root", str(tiny_root)]) == 2
+
+
+def test_a_given_partattn_model_is_used_as_is(tiny_root, tmp_path):
+    """partattn.model: a trained folder is checked, copied in and predicts as the run that trained it
+    (the same holds for stad.model and gym.model: actparse.stage.use_given_model)."""
+    import shutil
+
+    from stages import partattn_predict, partattn_train
+
+    models = tiny_root / "artifacts" / "models" / "partattn"
+    overlay = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+               "partattn": {"enabled": True, "persons_source": "gt", "parts_source": "gt", "action_source": "gt",
+                            "stride": 5, "input_size": [48, 32], "num_frames": 2, "epochs": 1, "samples_per_video": 2,
+                            "batch_size": 4, **SMALL}}
+    params = tiny_root / "params.yaml"
+    params.write_text(yaml.safe_dump(overlaid(overlay)))
+    if not (models / "model.pt").exists():
+        assert partattn_train.main(["--params", str(params), "--root", str(tiny_root)]) == 0
+    assert partattn_predict.main(["--params", str(params), "--root", str(tiny_root)]) == 0
+    before = read_df(tiny_root / "artifacts" / "partattn" / "part_states.parquet", "part_states")
+    given = tmp_path / "partattn_model"
+    shutil.copytree(models, given)
+    overlay["partattn"]["model"] = str(given)
+    params.write_text(yaml.safe_dump(overlaid(overlay)))
+    assert partattn_train.main(["--params", str(params), "--root", str(tiny_root)]) == 0
+    assert (models / "model.pt").read_bytes() == (given / "model.pt").read_bytes()
+    info = json.loads((models / "train_info.json").read_text())
+    assert info["trained"] is False and info["source"] == str(given) and info["actions"]
+    assert partattn_predict.main(["--params", str(params), "--root", str(tiny_root)]) == 0
+    after = read_df(tiny_root / "artifacts" / "partattn" / "part_states.parquet", "part_states")
+    assert after.equals(before)
+    # refused: a folder inside the one the stage writes, a folder without model.pt, a file that is no checkpoint
+    for bad, why in ((models, "lies inside"), (tmp_path / "empty", "no model.pt"), (tmp_path / "junk", "junk")):
+        bad.mkdir(exist_ok=True)
+        if why == "junk":
+            (bad / "model.pt").write_bytes(b"not a checkpoint")
+        overlay["partattn"]["model"] = str(bad)
+        params.write_text(yaml.safe_dump(overlaid(overlay)))
+        assert partattn_train.main(["--params", str(params), "--root", str(tiny_root)]) == 2
+        assert (models / "model.pt").read_bytes() == (given / "model.pt").read_bytes()  # the model stays
