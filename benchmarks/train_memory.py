@@ -123,7 +123,7 @@ def _checkpoint_hash(folder: Path) -> str:
                 for k, v in obj.items():
                     walk(v, f"{pre}.{k}")
 
-        walk(torch.load(f, map_location="cpu", weights_only=False), f.name)
+        walk(torch.load(f, map_location="cpu", weights_only=True), f.name)
         for k in sorted(tensors):
             h.update(k.encode())
             h.update(tensors[k].detach().contiguous().numpy().tobytes())

@@ -51,9 +51,9 @@ def run(params: dict, root: Path) -> None:
     if not len(parts):
         log.warning("no part boxes (%s): no part states to assign; part_states.parquet is empty",
                     "ground truth without parts" if source == "gt" else f"{paths.parts} is empty")
-    elif mode == "video_label" and not preds["task"].isin(PART_GROUPS).any():
-        log.warning("%s has no part-group predictions (part_labels skipped them: the ground truth has no "
-                    "parts): no part states; part_states.parquet is empty", paths.video_predictions)
+    elif mode == "video_label" and _no_part_groups(paths):
+        log.warning("%s lists no part-group task (part_labels skipped them: the ground truth has no parts): "
+                    "no part states; part_states.parquet is empty", paths.part_labels / "classes.json")
         parts = parts.iloc[:0]
     states, dropped = assign_part_states(parts, preds, mode, baseline)
     ledger = SkipLedger("part_states", root)
@@ -67,6 +67,15 @@ def run(params: dict, root: Path) -> None:
     ledger.write()
     log.info("%d part states (%s, %s parts) for %d videos; %d videos without prediction",
              len(states), mode, source, states["video"].nunique() if len(states) else 0, len(dropped))
+
+
+def _no_part_groups(paths: Paths) -> bool:
+    """Whether part_labels wrote class lists without any part-group task (ground truth without parts)."""
+    path = paths.part_labels / "classes.json"
+    if not path.exists():
+        return False
+    classes = json.loads(path.read_text())
+    return isinstance(classes, dict) and not any(g in classes for g in PART_GROUPS)
 
 
 def main(argv=None) -> int:
