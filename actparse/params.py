@@ -35,37 +35,34 @@ DECODE_BUDGET_ENV = "ACTPARSE_DECODE_BUDGET_MB"  # environment variable: decoded
 DECODE_BUDGET_MB = 1024  # its default
 
 
+def env_int(name: str, default: int, minimum: int, what: str) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or empty); a value that is
+    not an integer >= ``minimum`` is a :class:`ParamError` saying ``what`` it sets."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ParamError(f"{name}={raw!r}: {what} must be an integer >= {minimum}")
+    return value
+
+
 def decode_budget_bytes() -> int:
     """``$ACTPARSE_DECODE_BUDGET_MB`` (an integer >= 0; default 1024) in bytes: train videos whose
     decoded frames fit in it are decoded once and held in memory (fast), larger sets are read clip by
     clip on demand (bounded memory); the clips, and so the models, are the same either way. Any other
     value is a :class:`ParamError` (the stages check it at start)."""
-    raw = os.environ.get(DECODE_BUDGET_ENV, "").strip()
-    if not raw:
-        return DECODE_BUDGET_MB << 20
-    try:
-        mb = int(raw)
-    except ValueError:
-        mb = -1
-    if mb < 0:
-        raise ParamError(f"{DECODE_BUDGET_ENV}={raw!r}: the memory budget for decoded frames must be an integer "
-                         f">= 0 (MiB; 0 = always read clips on demand)")
-    return mb << 20
+    return env_int(DECODE_BUDGET_ENV, DECODE_BUDGET_MB, 0,
+                   "the memory budget for decoded frames (MiB; 0 = always read clips on demand)") << 20
 
 
 def reader_cache_size() -> int:
     """Bound of the process-wide video reader cache (:mod:`actparse.video`): ``$ACTPARSE_READER_CACHE``
     (an integer >= 1) or 8; any other value is a :class:`ParamError` (the stages check it at start)."""
-    raw = os.environ.get(READER_CACHE_ENV, "").strip()
-    if not raw:
-        return READER_CACHE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise ParamError(f"{READER_CACHE_ENV}={raw!r}: the number of open video readers must be an integer >= 1")
-    return size
+    return env_int(READER_CACHE_ENV, READER_CACHE_SIZE, 1, "the number of open video readers")
 
 
 FLOW_SECTIONS = ("device", "flow")
