@@ -118,6 +118,10 @@ class SkipLedger:
     def n_failed(self) -> int:
         return len(self._failed)
 
+    def failed(self, video: str) -> bool:
+        """Whether ``video`` was recorded as a failure."""
+        return str(video) in self._failed
+
     def check(self, where: str | os.PathLike | None = None) -> None:
         """Raise :class:`AllFailed` when at least one video was tried and every one failed."""
         if self._tried and len(self._failed) == len(self._tried):

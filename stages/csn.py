@@ -135,7 +135,7 @@ def run(params: dict, root: Path) -> None:
     with ParquetStreamWriter(paths.video_predictions, "video_predictions") as writer:
         for name in [r["video"] for r in videos if r["video"] in val_probs]:
             write(writer, name, val_probs[name])
-        predict([r for r in videos if r["video"] not in val_probs and r["video"] not in ledger._failed],
+        predict([r for r in videos if r["video"] not in val_probs and not ledger.failed(r["video"])],
                 lambda n, p: write(writer, n, p))
         ledger.check(droot)
     ledger.write()
