@@ -76,8 +76,8 @@ class _Unpickler(pickle.Unpickler):
         raise RefusedPickle(f"persistent id {pid!r}")
 
 
-def loads(data: bytes, where: str | os.PathLike = "pickle"):
-    """Unpickle ``data`` with the allow-list; errors name ``where``.
+def loads(data: bytes, where: str | os.PathLike = "pickle", kind: str = "MultiSports files"):
+    """Unpickle ``data`` with the allow-list; errors name ``where`` (and ``kind``, what the file should be).
 
     :class:`RefusedPickle` for a global outside the allow-list, ValueError for a damaged pickle.
     """
@@ -86,7 +86,7 @@ def loads(data: bytes, where: str | os.PathLike = "pickle"):
             return _Unpickler(io.BytesIO(data), encoding=encoding).load()
         except RefusedPickle as exc:
             raise RefusedPickle(f"{where}: refused to load this pickle: it imports or calls {exc}, which "
-                                "MultiSports files do not hold (only containers, numbers, strings and "
+                                f"{kind} do not hold (only containers, numbers, strings and "
                                 "numpy arrays are allowed); nothing in the file was run") from None
         except UnicodeDecodeError:
             if encoding == "latin1":
@@ -96,9 +96,9 @@ def loads(data: bytes, where: str | os.PathLike = "pickle"):
     raise AssertionError("unreachable")
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike, kind: str = "MultiSports files"):
     """Read a pickle file with the allow-list (see :func:`loads`); FileNotFoundError if missing."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    return loads(path.read_bytes(), path)
+    return loads(path.read_bytes(), path, kind)

@@ -9,15 +9,15 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from .. import safe_pickle
 
 log = logging.getLogger("actparse.weights")
 
@@ -31,47 +31,11 @@ def short_list(keys: Sequence[str], n: int = 3) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Caffe2 pickles: numpy arrays only
+# Caffe2 pickles: the project's allow-listed unpickler (containers, numbers, strings, numpy arrays)
 # --------------------------------------------------------------------------------------------
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    core = getattr(np, "_core", None) or np.core
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = core.multiarray._reconstruct
-        allowed[(mod, "scalar")] = core.multiarray.scalar
-    if hasattr(core.numeric, "_frombuffer"):  # arrays pickled with protocol 5
-        for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-            allowed[(mod, "_frombuffer")] = core.numeric._frombuffer
-    import _codecs
-    from collections import OrderedDict
-
-    allowed[("_codecs", "encode")] = _codecs.encode  # bytes written by Python 3 pickles (protocol 2)
-    allowed[("collections", "OrderedDict")] = OrderedDict
-    return allowed
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts / lists / numbers / strings and numpy arrays; any other global is refused."""
-
-    _allowed = None
-
-    def find_class(self, module: str, name: str):
-        if _ArrayUnpickler._allowed is None:
-            _ArrayUnpickler._allowed = _numpy_globals()
-        try:
-            return _ArrayUnpickler._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed (only numpy arrays are read "
-                                         f"from a Caffe2 pickle)") from None
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not allowed in a Caffe2 pickle")
-
-
 def read_caffe2_pickle(path: Path) -> dict:
     """A Caffe2 checkpoint (Python 2 pickle of ``{"blobs": {...}}``) read without running code."""
-    with open(path, "rb") as fh:
-        return _ArrayUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+    return safe_pickle.load(path, kind="Caffe2 blob files")
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +58,7 @@ def read_state_dict(path: Path, what: str, expected: str) -> dict[str, torch.Ten
             try:
                 obj = read_caffe2_pickle(path)
             except Exception as c2_exc:
-                if "is not allowed" in str(c2_exc):  # a pickle with other globals: say which one
+                if isinstance(c2_exc, safe_pickle.RefusedPickle):  # a pickle with other globals: say which one
                     raise ValueError(f"{path}: cannot load {what}: the pickle is neither a torch file nor a "
                                      f"Caffe2 blob file: {c2_exc} ({expected} expected)") from None
                 obj = None
