@@ -32,11 +32,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+
+from actparse.metrics import bootstrap as BS
 
 # The switches every row sets (key -> default value in params.yaml).
 SWITCHES = ("csn.ensemble_weights.action.ir", "csn.ensemble_weights.default.ir", "parts.paint",
@@ -82,39 +87,76 @@ ROWS: tuple[Row, ...] = (
 )
 
 
+def read_records(folder: Path) -> BS.Records:
+    """The evaluate stage's per-video records (artifacts/eval_records/) for bootstrap intervals."""
+    from actparse.schemas import read_df
+
+    return BS.Records(read_df(folder / "detections.parquet", "eval_detections"),
+                      read_df(folder / "ground_truth.parquet", "eval_ground_truth"),
+                      read_df(folder / "videos.parquet", "eval_videos"))
+
+
 def _value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
 
 
-def exp_command(row: Row) -> list[str]:
-    cmd = ["dvc", "exp", "run", "--name", row.name]
+def exp_name(row: Row, seed: int | None = None) -> str:
+    """The experiment of one row (and training seed: ``<row>-seed<k>``; None = params.yaml's seed)."""
+    return row.name if seed is None else f"{row.name}-seed{seed}"
+
+
+def exp_command(row: Row, seed: int | None = None) -> list[str]:
+    cmd = ["dvc", "exp", "run", "--name", exp_name(row, seed)]
     for k, v in row.settings().items():
         cmd += ["-S", f"{k}={_value(v)}"]
+    if seed is not None:
+        cmd += ["-S", f"seed={seed}"]
     return cmd
 
 
-def run_rows(rows, root: Path, *, dry_run: bool = False, out=sys.stdout) -> dict:
-    """Run each row as a DVC experiment; returns {name: metrics}. The workspace is restored after."""
+RECORDS = Path("metrics") / "ablation_records"  # per experiment: the evaluate stage's per-video records
+
+
+def run_rows(rows, root: Path, *, seeds=(None,), dry_run: bool = False, out=sys.stdout) -> dict:
+    """Run each row (once per training seed) as a DVC experiment; returns {experiment: record}.
+
+    Each experiment's metrics go into metrics/ablation.json and the evaluate stage's per-video records
+    into metrics/ablation_records/<experiment>/ (what the bootstrap intervals are computed from). Progress
+    and an estimate of the time left are printed after every experiment. The workspace is restored after."""
     results: dict = {}
     store = root / "metrics" / "ablation.json"
     if store.exists():
         results = json.loads(store.read_text())
+    jobs = [(row, seed) for row in rows for seed in seeds]
+    t_start = time.time()
     try:
-        for row in rows:
-            cmd = exp_command(row)
-            print("$ " + shlex.join(cmd), file=out, flush=True)
+        for i, (row, seed) in enumerate(jobs, 1):
+            name = exp_name(row, seed)
+            cmd = exp_command(row, seed)
+            print(f"[{i}/{len(jobs)}] $ " + shlex.join(cmd), file=out, flush=True)
             if dry_run:
                 continue
             t0 = time.time()
             proc = subprocess.run(cmd, cwd=root)
             if proc.returncode != 0:
-                raise RuntimeError(f"experiment {row.name} failed (exit {proc.returncode}): {shlex.join(cmd)}")
+                raise RuntimeError(f"experiment {name} failed (exit {proc.returncode}): {shlex.join(cmd)}")
             metrics = json.loads((root / "metrics" / "metrics.json").read_text())
-            results[row.name] = {"label": row.label, "settings": row.settings(), "seconds": round(time.time() - t0, 1),
-                                 "metrics": metrics}
+            rec_dir = root / RECORDS / name
+            src = root / "artifacts" / "eval_records"
+            if src.is_dir():
+                if rec_dir.exists():
+                    shutil.rmtree(rec_dir)
+                shutil.copytree(src, rec_dir.with_name(rec_dir.name + ".tmp"), dirs_exist_ok=True)
+                os.replace(rec_dir.with_name(rec_dir.name + ".tmp"), rec_dir)
+            results[name] = {"row": row.name, "seed": seed, "label": row.label, "settings": row.settings(),
+                             "seconds": round(time.time() - t0, 1), "metrics": metrics,
+                             "records": (RECORDS / name).as_posix() if src.is_dir() else None}
             _atomic_write(store, json.dumps(results, indent=2) + "\n")
+            spent = time.time() - t_start
+            print(f"[{i}/{len(jobs)}] {name} done in {time.time() - t0:.0f} s; about "
+                  f"{spent / i * (len(jobs) - i) / 60:.0f} min left", file=out, flush=True)
     finally:
         if not dry_run:
             _restore(root)
@@ -125,7 +167,7 @@ def _restore(root: Path) -> None:
     """Back to the committed params / lock / metrics and their outputs (the rows leave theirs behind)."""
     subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=root, check=False)
     tracked = subprocess.run(["git", "ls-files", "metrics", "plots"], cwd=root, capture_output=True, text=True).stdout.split()
-    keep = [p for p in tracked if p != "metrics/ablation.json"]
+    keep = [p for p in tracked if p != "metrics/ablation.json" and not p.startswith(RECORDS.as_posix() + "/")]
     if keep:
         subprocess.run(["git", "checkout", "--", *keep], cwd=root, check=False)
     subprocess.run(["dvc", "checkout", "--force"], cwd=root, check=False)
@@ -142,66 +184,152 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{100 * float(x):.1f}"
 
 
-def table(results: dict, rows=ROWS) -> str:
-    """Markdown table in the shape of seed 001 Table 1 (numbers in %, delta of TPS score vs the row above)."""
+N_BOOT = 1000  # bootstrap replicates for every interval of the table (seeded: the table is reproducible)
+
+
+class _Intervals:
+    """Bootstrap replicates of each row's metrics (averaged over its training seeds), on shared draws
+    of the test videos so that differences between rows are paired."""
+
+    def __init__(self, results: dict, root: Path):
+        self.results, self.root = results, Path(root)
+        self._records: dict = {}
+        self._W = self._videos = None
+
+    def runs(self, row: str) -> list[dict]:
+        return [v for k, v in self.results.items() if v.get("row", k) == row]
+
+    def _load(self, run: dict):
+        rel = run.get("records")
+        if not rel:
+            return None
+        if rel not in self._records:
+            folder = self.root / rel
+            self._records[rel] = read_records(folder) if (folder / "videos.parquet").exists() else None
+        return self._records[rel]
+
+    def replicates(self, row: str) -> tuple[dict, dict] | None:
+        """(point, replicates) of every metric for a row, or None when a run of it has no records."""
+        recs = [self._load(r) for r in self.runs(row)]
+        if not recs or any(r is None or not len(r.videos) for r in recs):
+            return None
+        videos = recs[0].video_names
+        if any(r.video_names != videos for r in recs):
+            return None
+        if self._videos is None:
+            self._videos, self._W = videos, BS.draw_weights(len(videos), N_BOOT, seed=0)
+        elif videos != self._videos:
+            return None
+        ones = np.ones((1, len(videos)))
+        points = [BS.replicate(r, ones, videos) for r in recs]
+        reps = [BS.replicate(r, self._W, videos) for r in recs]
+        point = {m: float(np.mean([p[m][0] for p in points])) for m in BS.METRICS}
+        rep = {m: np.mean([x[m] for x in reps], axis=0) for m in BS.METRICS}
+        return point, rep
+
+    def interval(self, row: str, key: str):
+        got = self.replicates(row) if key in BS.METRICS else None
+        return None if got is None else BS._interval(got[1][key], 0.95)
+
+    def delta(self, before: str, after: str, key: str):
+        a, b = (self.replicates(before), self.replicates(after)) if key in BS.METRICS else (None, None)
+        if a is None or b is None:
+            return None
+        lo, hi = BS._interval(b[1][key] - a[1][key], 0.95)
+        return b[0][key] - a[0][key], lo, hi
+
+
+def _mean(runs: list[dict], key: str):
+    vals = [r["metrics"].get(key) for r in runs if r["metrics"].get(key) is not None]
+    return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
+
+
+def _cell(mean, sd, n: int, iv) -> str:
+    text = _fmt(mean)
+    if mean is not None and n > 1:
+        text += f" ±{100 * sd:.1f}"
+    if iv is not None and mean is not None:
+        text += f" [{_fmt(iv[0])}, {_fmt(iv[1])}]"
+    return text
+
+
+def table(results: dict, rows=ROWS, root: Path = Path(".")) -> str:
+    """Markdown table in the shape of seed 001 Table 1 (numbers in %, delta of TPS score vs the row above).
+
+    A row run with several training seeds shows their mean ± standard deviation; where the per-video
+    records are kept, [lo, hi] is the 95% bootstrap interval over test videos (paired for Δ)."""
+    iv = _Intervals(results, root)
     head = "| row | " + " | ".join(c for _, c in COLUMNS) + " | Δ TPS | 001 test score |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     prev = None
     for row in rows:
-        rec = results.get(row.name)
-        if rec is None:
+        runs = iv.runs(row.name)
+        if not runs:
             continue
-        m = rec["metrics"]
-        cells = [_fmt(m.get(k)) for k, _ in COLUMNS]
-        score = m.get("tps_score")
+        cells = []
+        for k, _ in COLUMNS:
+            mean, sd = _mean(runs, k)
+            cells.append(_cell(mean, sd, len(runs), iv.interval(row.name, k)))
+        score = _mean(runs, "tps_score")[0]
         cumulative = row.name[len("ablate-")].isdigit()
         delta = ""
         if cumulative and prev is not None and score is not None:
-            delta = f"{100 * (score - prev):+.1f}"
+            d = iv.delta(prev[0], row.name, "tps_score")
+            delta = f"{100 * (score - prev[1]):+.1f}"
+            if d is not None:
+                delta += f" [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
         if cumulative:
-            prev = score
+            prev = (row.name, score)
         lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {delta} | {row.paper or ''} |")
     return "\n".join(lines)
 
 
-def directions(results: dict) -> list[str]:
-    """Seed 001's claims checked on these results: one line each, 'holds', 'ties' (equal to the 0.1 %
-    printed) or 'does NOT hold'."""
-    def m(name, key):
-        rec = results.get(name)
-        return None if rec is None else rec["metrics"].get(key)
+CHECKS = (
+    ("ensemble raises video accuracy (001 Table 3)", "ablate-1-baseline", "ablate-2-ensemble", "video_acc"),
+    ("painting raises part AP (001 Table 4)", "ablate-2-ensemble", "ablate-3-paint", "part_ap50"),
+    ("painting raises part AP in the default (refined boxes)", "ablate-unpainted", "ablate-6-default", "part_ap50"),
+    ("box refinement raises the TPS score (001 Table 1 row 4)", "ablate-3-paint", "ablate-4-refine", "tps_score"),
+    ("video-level part labels beat most-frequent states (001 §1.3)", "ablate-4-refine", "ablate-5-partlabels",
+     "tps_score"),
+    ("ensemble for part states raises the TPS score (001 row 6)", "ablate-5-partlabels", "ablate-6-default",
+     "tps_score"),
+    ("7 clips beat 1 clip in video accuracy", "ablate-clips-1", "ablate-clips-7", "video_acc"),
+    ("frozen BN beats trainable BN in video accuracy (001 Table 3; it fine-tunes pretrained weights)",
+     "ablate-6-default", "ablate-frozen-bn", "video_acc"),
+)
 
-    checks = [
-        ("ensemble raises video accuracy (001 Table 3)", m("ablate-1-baseline", "video_acc"),
-         m("ablate-2-ensemble", "video_acc")),
-        ("painting raises part AP (001 Table 4)", m("ablate-2-ensemble", "part_ap50"), m("ablate-3-paint", "part_ap50")),
-        ("painting raises part AP in the default (refined boxes)", m("ablate-unpainted", "part_ap50"),
-         m("ablate-6-default", "part_ap50")),
-        ("box refinement raises the TPS score (001 Table 1 row 4)", m("ablate-3-paint", "tps_score"),
-         m("ablate-4-refine", "tps_score")),
-        ("video-level part labels beat most-frequent states (001 §1.3)", m("ablate-4-refine", "tps_score"),
-         m("ablate-5-partlabels", "tps_score")),
-        ("ensemble for part states raises the TPS score (001 row 6)", m("ablate-5-partlabels", "tps_score"),
-         m("ablate-6-default", "tps_score")),
-        ("7 clips beat 1 clip in video accuracy", m("ablate-clips-1", "video_acc"), m("ablate-clips-7", "video_acc")),
-        ("frozen BN beats trainable BN in video accuracy (001 Table 3; it fine-tunes pretrained weights)",
-         m("ablate-6-default", "video_acc"), m("ablate-frozen-bn", "video_acc")),
-    ]
+
+def directions(results: dict, root: Path = Path(".")) -> list[str]:
+    """Seed 001's claims checked on these results, one line each.
+
+    With per-video records: the paired 95% bootstrap interval of (after - before) decides, 'holds'
+    above zero, 'reverses' below, 'ties' when it contains zero (actparse.metrics.bootstrap.verdict).
+    Without them (results from before records were kept): 'holds', 'does NOT hold', or 'ties' when
+    equal to the 0.1 % printed, with "(no interval)"."""
+    iv = _Intervals(results, root)
     out = []
-    for text, before, after in checks:
+    for text, before_row, after_row, key in CHECKS:
+        before = _mean(iv.runs(before_row), key)[0]
+        after = _mean(iv.runs(after_row), key)[0]
         if before is None or after is None:
+            continue
+        d = iv.delta(before_row, after_row, key)
+        if d is not None:
+            verdict = BS.verdict(d[1], d[2])
+            out.append(f"- {text}: {_fmt(before)} -> {_fmt(after)}, Δ {100 * d[0]:+.1f} "
+                       f"[{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]: {verdict}")
             continue
         # equal as printed (0.1 %) is a tie, not a direction
         if _fmt(after) == _fmt(before):
             verdict = "ties"
         else:
             verdict = "holds" if after > before else "does NOT hold"
-        out.append(f"- {text}: {_fmt(before)} -> {_fmt(after)}: {verdict}")
+        out.append(f"- {text}: {_fmt(before)} -> {_fmt(after)}: {verdict} (no interval)")
     return out
 
 
-def render(results: dict) -> str:
-    return table(results) + "\n\n" + "\n".join(directions(results))
+def render(results: dict, root: Path = Path(".")) -> str:
+    return table(results, root=root) + "\n\n" + "\n".join(directions(results, root=root))
 
 
 def write_readme(readme: Path, text: str) -> None:
@@ -219,6 +347,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="actparse ablate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="*", help="row names to run (default: all): " + ", ".join(r.name for r in ROWS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=None,
+                    help="training seeds to run every row with (e.g. --seeds 0 1 2; each is an experiment "
+                         "<row>-seed<k>); default: params.yaml's seed, one experiment per row")
     ap.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from metrics/ablation.json")
     ap.add_argument("--readme", type=Path, default=None, help="also write the table into this README")
@@ -236,10 +367,11 @@ def main(argv=None) -> int:
             ap.error(f"{store} does not exist: run `actparse ablate` first")
         results = json.loads(store.read_text())
     else:
-        results = run_rows(rows, a.root, dry_run=a.dry_run)
+        seeds = tuple(a.seeds) if a.seeds else (None,)
+        results = run_rows(rows, a.root, seeds=seeds, dry_run=a.dry_run)
         if a.dry_run:
             return 0
-    text = render(results)
+    text = render(results, a.root)
     print(text)
     if a.readme:
         write_readme(a.readme, text)

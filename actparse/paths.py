@@ -66,6 +66,11 @@ class Paths:
     def tubes(self) -> Path:
         return self.root / "artifacts" / "tubes.parquet"
 
+    @property
+    def eval_records(self) -> Path:
+        """evaluate: per-video records (detections.parquet, ground_truth.parquet, videos.parquet)."""
+        return self.root / "artifacts" / "eval_records"
+
     # --- the other seed systems (seed 003 / 004 / 000), each behind its params switch ---
     @property
     def stad(self) -> Path:

@@ -164,6 +164,31 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("score", pa.float32(), nullable=False),
         pa.field("probs", pa.list_(pa.float32()), nullable=False),
     ]),
+    # evaluate: per-video records of the default evaluation, for bootstrap intervals over videos
+    # (actparse.metrics.bootstrap). Every kept detection with its match at the evaluation IoU...
+    "eval_detections": pa.schema([
+        pa.field("metric", pa.string(), nullable=False),  # person_ap50 | part_ap50
+        pa.field("cls", pa.string(), nullable=False),  # "0" (person) or the part name
+        KEY_VIDEO,
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("tp", pa.bool_(), nullable=False),
+    ]),
+    # ... the ground-truth boxes per video and class ...
+    "eval_ground_truth": pa.schema([
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("cls", pa.string(), nullable=False),
+        KEY_VIDEO,
+        pa.field("n", pa.int64(), nullable=False),
+    ]),
+    # ... and one row per test video (null where a metric is not computed).
+    "eval_videos": pa.schema([
+        KEY_VIDEO,
+        pa.field("action_correct", pa.bool_(), nullable=False),  # ensemble top-1 right
+        pa.field("tps_psc", pa.float64()),  # Kinetics-TPS part-state correctness
+        pa.field("tps_correct", pa.bool_()),  # class right, as the TPS score counts it
+        pa.field("state_matched", pa.int64(), nullable=False),  # parts matched to ground truth
+        pa.field("state_correct", pa.int64(), nullable=False),  # ... with the right state
+    ]),
 }
 
 

@@ -11,6 +11,9 @@ Writes: metrics/metrics.json (DVC metrics: person_ap50, part_ap50 (+ per part), 
         video_map50, video_map10_90 (MultiSports numbers in percent, as the official script prints));
         plots/person_pr.csv, plots/part_pr.csv (COCO 101-point precision vs recall), plots/tps_curve.csv
         (conditioned accuracy vs PSC threshold), plots/confusion.csv (video actions, actual/predicted);
+        artifacts/eval_records/ (per-video records for bootstrap intervals over videos: every kept
+        detection with its match, ground-truth counts, and per video the action, TPS and part-state
+        outcomes; actparse.metrics.bootstrap);
         artifacts/submission/pred_part_result.json + pred_vid_result.json (official Kinetics-TPS
         submission, every 5th frame) and frame_detections.pkl + video_detections.pkl (official
         MultiSports result layout).
@@ -43,13 +46,14 @@ from actparse.formats import (frame_detections_array, multisports_ground_truth, 
                               read_pickle, tps_ground_truth, tps_part_result, tps_verb_is_list, tps_vid_result,
                               tubes_to_video_detections, write_pickle)
 from actparse.link import frame_detections_from_artifacts, infer_stride
+from actparse.metrics import bootstrap as BS
 from actparse.metrics import classification as C
 from actparse.metrics import multisports as MS
 from actparse.metrics import tps as TPS
 from actparse.metrics.detection import REC_THRS, detection_ap, match_detections
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import read_df, write_error, write_json
+from actparse.schemas import from_columns, read_df, write_error, write_json, write_table
 
 log = logging.getLogger("actparse.evaluate")
 NO_GT = "no ground truth: metrics skipped"
@@ -126,8 +130,9 @@ def detection_metrics(gt: pd.DataFrame, persons: pd.DataFrame, parts: pd.DataFra
     return out, person_pr, part_pr
 
 
-def part_state_metrics(gt: pd.DataFrame, states: pd.DataFrame, vindex: dict, iou: float) -> dict:
-    """States of predicted parts matched (same part, IoU >= iou, COCO greedy by score) to GT parts."""
+def part_state_metrics(gt: pd.DataFrame, states: pd.DataFrame, vindex: dict, iou: float) -> tuple[dict, pd.DataFrame]:
+    """States of predicted parts matched (same part, IoU >= iou, COCO greedy by score) to GT parts;
+    and per video the parts matched and those with the right state."""
     pb = np.stack(gt["part_boxes"].to_numpy()).reshape(-1, len(PARTS), 4) if len(gt) else np.zeros((0, len(PARTS), 4))
     vis = np.stack(gt["part_visible"].to_numpy()) if len(gt) else np.zeros((0, len(PARTS)), bool)
     st = np.stack(gt["part_states"].to_numpy()) if len(gt) else np.zeros((0, len(PARTS)), object)
@@ -135,6 +140,7 @@ def part_state_metrics(gt: pd.DataFrame, states: pd.DataFrame, vindex: dict, iou
     gimg = _image_ids(gt["video"], gt["frame"], vindex)[r]
     n_gt, matched, correct = len(r), 0, 0
     d_img = _image_ids(states["video"], states["frame"], vindex)
+    per_matched, per_correct = np.zeros(len(vindex), np.int64), np.zeros(len(vindex), np.int64)
     for j, name in enumerate(PARTS):
         gs = k == j
         ds = (states["part"] == name).to_numpy()
@@ -143,18 +149,27 @@ def part_state_metrics(gt: pd.DataFrame, states: pd.DataFrame, vindex: dict, iou
         tp, kept, m = match_detections(gimg[gs], pb[r[gs], j], d_img[ds], np.stack(states["box"].to_numpy()[ds]),
                                        states["score"].to_numpy()[ds], iou, max_dets=None)
         ok = m >= 0
+        right = st[r[gs], j][m[ok]] == states["state"].to_numpy()[ds][ok]
         matched += int(ok.sum())
-        correct += int((st[r[gs], j][m[ok]] == states["state"].to_numpy()[ds][ok]).sum())
-    return {"part_state_acc": correct / matched if matched else float("nan"),
-            "part_state_recall": correct / n_gt if n_gt else float("nan"),
-            "part_state_matched": matched}
+        correct += int(right.sum())
+        vid = d_img[ds][ok] >> 20  # the video index of each matched part (see _image_ids)
+        np.add.at(per_matched, vid, 1)
+        np.add.at(per_correct, vid[right], 1)
+    per_video = pd.DataFrame({"video": list(vindex), "state_matched": per_matched, "state_correct": per_correct})
+    return ({"part_state_acc": correct / matched if matched else float("nan"),
+             "part_state_recall": correct / n_gt if n_gt else float("nan"),
+             "part_state_matched": matched}, per_video)
 
 
-def video_metrics(videos: pd.DataFrame, preds: pd.DataFrame, labels: pd.DataFrame | None) -> tuple[dict, pd.DataFrame]:
+def video_metrics(videos: pd.DataFrame, preds: pd.DataFrame,
+                  labels: pd.DataFrame | None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Video accuracy (ensemble, per model, mean class, per part group), the confusion pairs, and per
+    test video whether the ensemble's action is right."""
     out: dict = {}
     test = videos[["video", "action"]].dropna()
     act = preds[preds["task"] == "action"]
     conf = pd.DataFrame({"actual": [], "predicted": []})
+    per_video = pd.DataFrame({"video": test["video"].to_numpy(), "action_correct": False})
     for model, g in act.groupby("model"):
         m = test.merge(g[["video", "label"]], on="video", how="left")
         pred = m["label"].fillna("<missing>").to_numpy()
@@ -163,6 +178,7 @@ def video_metrics(videos: pd.DataFrame, preds: pd.DataFrame, labels: pd.DataFram
         if model == "ensemble":
             out["video_mean_class_acc"] = C.mean_class_accuracy(m["action"].to_numpy(), pred)
             conf = pd.DataFrame({"actual": m["action"].to_numpy(), "predicted": pred})
+            per_video = pd.DataFrame({"video": m["video"].to_numpy(), "action_correct": m["action"].to_numpy() == pred})
     if "video_acc" not in out:
         raise ValueError("video_predictions has no ensemble action predictions")
     if labels is not None and len(labels):
@@ -174,7 +190,47 @@ def video_metrics(videos: pd.DataFrame, preds: pd.DataFrame, labels: pd.DataFram
             groups[task] = C.top1_accuracy(g["label"].to_numpy(), g["label_pred"].fillna("<missing>").to_numpy())
         if groups:
             out["part_group_acc"] = groups
-    return out, conf
+    return out, conf, per_video
+
+
+def eval_records(gt: pd.DataFrame, persons: pd.DataFrame, parts: pd.DataFrame, vindex: dict, iou: float,
+                 with_parts: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-video detection records (every kept detection with its match, ground-truth counts) for
+    person AP and part AP, matched exactly as ``detection_metrics`` matches them."""
+    gimg = _image_ids(gt["video"], gt["frame"], vindex)
+    boxes = lambda df: np.stack(df["box"].to_numpy()) if len(df) else np.zeros((0, 4))  # noqa: E731
+    d1, g1 = BS.ap_records("person_ap50", gt["video"], gimg, np.zeros(len(gt), int), boxes(gt), persons["video"],
+                           _image_ids(persons["video"], persons["frame"], vindex), np.zeros(len(persons), int),
+                           boxes(persons), persons["score"].to_numpy(), iou_thr=iou, classes=[0])
+    if not with_parts:
+        return d1, g1
+    pb = np.stack(gt["part_boxes"].to_numpy()).reshape(-1, len(PARTS), 4) if len(gt) else np.zeros((0, len(PARTS), 4))
+    vis = np.stack(gt["part_visible"].to_numpy()) if len(gt) else np.zeros((0, len(PARTS)), bool)
+    r, k = np.nonzero(vis)
+    d2, g2 = BS.ap_records("part_ap50", gt["video"].to_numpy()[r], gimg[r], np.asarray(PARTS, object)[k], pb[r, k],
+                           parts["video"], _image_ids(parts["video"], parts["frame"], vindex), parts["part"].to_numpy(),
+                           boxes(parts), parts["score"].to_numpy(), iou_thr=iou, classes=list(PARTS))
+    return pd.concat([d1, d2], ignore_index=True), pd.concat([g1, g2], ignore_index=True)
+
+
+def _write_records(folder: Path, records, per_video: pd.DataFrame | None) -> None:
+    """artifacts/eval_records/: detections, ground_truth, videos (empty tables when nothing is scored)."""
+    if records is None:
+        records = ({c: [] for c in BS.DET_COLUMNS}, {c: [] for c in BS.GT_COLUMNS})
+        per_video = {c: [] for c in BS.VIDEO_COLUMNS}
+    dets, gts = records
+    pv = pd.DataFrame(per_video)
+    if len(pv):
+        pv = pv.assign(state_matched=pv["state_matched"].fillna(0).astype(np.int64),
+                       state_correct=pv["state_correct"].fillna(0).astype(np.int64),
+                       tps_correct=pv["tps_correct"].astype(object).where(pv["tps_correct"].notna(), None))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(from_columns({c: pd.DataFrame(dets)[c] for c in BS.DET_COLUMNS}, "eval_detections"),
+                folder / "detections.parquet", "eval_detections")
+    write_table(from_columns({c: pd.DataFrame(gts)[c] for c in BS.GT_COLUMNS}, "eval_ground_truth"),
+                folder / "ground_truth.parquet", "eval_ground_truth")
+    write_table(from_columns({c: pv[c] for c in BS.VIDEO_COLUMNS}, "eval_videos"), folder / "videos.parquet",
+                "eval_videos")
 
 
 def run(params: dict, root: Path) -> None:
@@ -268,6 +324,7 @@ def run(params: dict, root: Path) -> None:
         for name, cols in (("person_pr.csv", ["recall", "precision"]), ("part_pr.csv", ["recall", "precision"]),
                            ("tps_curve.csv", ["threshold", "accuracy"]), ("confusion.csv", ["actual", "predicted"])):
             _write_csv(pd.DataFrame({c: [] for c in cols}), plots / name)
+        _write_records(paths.eval_records, None, None)
         write_json(metrics, paths.metrics / "metrics.json")
         return
 
@@ -278,7 +335,8 @@ def run(params: dict, root: Path) -> None:
     gt = _parts_or_absent(gt)  # a row without part annotation scores no part
     det, person_pr, part_pr = detection_metrics(gt, refined_s, parts[parts["frame"] % stride == 0], vindex, iou)
     metrics.update(det)
-    metrics.update(part_state_metrics(gt, states[states["frame"] % stride == 0], vindex, iou))
+    ps, ps_video = part_state_metrics(gt, states[states["frame"] % stride == 0], vindex, iou)
+    metrics.update(ps)
     if not gt_has_parts(gt_persons_path):
         for key in ("part_ap50", "part_ap50_per_part", "part_state_acc", "part_state_recall", "part_state_matched"):
             metrics.pop(key, None)
@@ -287,11 +345,13 @@ def run(params: dict, root: Path) -> None:
         skipped.update({"part_ap50": why, "part_state_acc": why})
     lab_path = paths.part_labels / "labels.parquet"
     plabels = read_df(lab_path, "part_labels") if lab_path.exists() else None
-    vm, conf = video_metrics(videos, preds, plabels)
+    vm, conf, act_video = video_metrics(videos, preds, plabels)
     metrics.update(vm)
 
     # ---- Kinetics-TPS
     tps_curve = pd.DataFrame({"threshold": [], "accuracy": []})
+    tps_video = pd.DataFrame({"video": pd.Series(dtype=str), "tps_psc": pd.Series(dtype=float),
+                              "tps_correct": pd.Series(dtype=bool)})
     if gt_part is not None:
         opts = TPS.TPSOptions(human_iou=human_iou, part_iou=part_iou, missing_video="zero", check_limits=verb_list)
         if not verb_list:
@@ -305,6 +365,7 @@ def run(params: dict, root: Path) -> None:
         acc101 = TPS.accuracy_curve(res.psc, res.correct, steps=100)[1]
         acc_at_1 = float(np.mean((res.psc >= 1.0) & res.correct))
         tps_curve = pd.DataFrame({"threshold": t101, "accuracy": np.r_[acc101, acc_at_1]})
+        tps_video = pd.DataFrame({"video": res.videos, "tps_psc": res.psc, "tps_correct": res.correct})
 
     # ---- MultiSports
     if ms_gt is not None:
@@ -321,6 +382,10 @@ def run(params: dict, root: Path) -> None:
         metrics["skipped"] = skipped
         for metric, why in skipped.items():
             log.warning("%s (and the metrics that go with it) skipped: %s", metric, why)
+    records = eval_records(gt, refined_s, parts[parts["frame"] % stride == 0], vindex, iou,
+                           with_parts=gt_has_parts(gt_persons_path))
+    per_video = act_video.merge(ps_video, on="video", how="left").merge(tps_video, on="video", how="left")
+    _write_records(paths.eval_records, records, per_video)
     _write_csv(person_pr, plots / "person_pr.csv")
     _write_csv(part_pr, plots / "part_pr.csv")
     _write_csv(tps_curve, plots / "tps_curve.csv")

@@ -50,8 +50,8 @@ def test_table_and_directions_worked_by_hand():
     assert "| 50.0 | 30.0 | 40.0 | 20.0 |  | 45.11 |" in lines[2]
     assert "+5.0" in lines[3] and "-3.0" in lines[4]
     d = A.directions(results)
-    assert d[0].endswith("50.0 -> 60.0: holds")
-    assert d[1].endswith("30.0 -> 25.0: does NOT hold")
+    assert d[0].endswith("50.0 -> 60.0: holds (no interval)")
+    assert d[1].endswith("30.0 -> 25.0: does NOT hold (no interval)")
     assert len(d) == 2  # rows that did not run are not judged
 
 
@@ -124,4 +124,51 @@ def test_difference_below_printed_precision_is_a_tie():
 
     res = {"ablate-2-ensemble": {"metrics": {"part_ap50": 0.562044}},
            "ablate-3-paint": {"metrics": {"part_ap50": 0.56214}}}
-    assert directions(res) == ["- painting raises part AP (001 Table 4): 56.2 -> 56.2: ties"]
+    assert directions(res) == ["- painting raises part AP (001 Table 4): 56.2 -> 56.2: ties (no interval)"]
+
+
+def _write_run(root: Path, name: str, correct) -> dict:
+    """An experiment's stored per-video records (only video outcomes; no detections) and metrics."""
+    import numpy as np
+    import pandas as pd
+
+    from stages.evaluate import _write_records
+
+    n = len(correct)
+    per_video = pd.DataFrame({"video": [f"v{i:02d}" for i in range(n)], "action_correct": np.asarray(correct, bool),
+                              "tps_psc": np.nan, "tps_correct": None, "state_matched": 0, "state_correct": 0})
+    _write_records(root / A.RECORDS / name, ({c: [] for c in ("metric", "cls", "video", "score", "tp")},
+                                             {c: [] for c in ("metric", "cls", "video", "n")}), per_video)
+    return {"metrics": {"video_acc": float(np.mean(correct))}, "records": (A.RECORDS / name).as_posix()}
+
+
+def test_directions_and_table_use_paired_intervals_over_videos_and_seeds(tmp_path):
+    """1 vs 7 clips on 24 videos, two training seeds each: 7 clips right on 8 more videos (seed 0) and
+    6 more (seed 1): the paired interval of the seed mean excludes zero; a 1-video gain ties."""
+    n = 24
+    base = [1] * 8 + [0] * 16
+    results = {}
+    for seed, extra in ((0, 8), (1, 6)):
+        r1 = _write_run(tmp_path, f"ablate-clips-1-seed{seed}", base)
+        r7 = _write_run(tmp_path, f"ablate-clips-7-seed{seed}", [1] * (8 + extra) + [0] * (n - 8 - extra))
+        results[f"ablate-clips-1-seed{seed}"] = dict(r1, row="ablate-clips-1", seed=seed)
+        results[f"ablate-clips-7-seed{seed}"] = dict(r7, row="ablate-clips-7", seed=seed)
+    d = A.directions(results, root=tmp_path)
+    assert len(d) == 1 and d[0].startswith("- 7 clips beat 1 clip in video accuracy: 33.3 -> 62.5, Δ +29.2 [")
+    assert d[0].endswith(": holds")
+    lo = float(d[0].split("[")[1].split(",")[0])
+    assert 0 < lo < 29.2
+    lines = A.table(results, root=tmp_path).splitlines()
+    assert lines[3].startswith("| default with 7 test clips (001) | 62.5 ±4.2 [")  # mean ± sd over the 2 seeds
+    # one video apart: ties
+    results = {"ablate-clips-1": _write_run(tmp_path, "ablate-clips-1", base),
+               "ablate-clips-7": _write_run(tmp_path, "ablate-clips-7", [1] * 9 + [0] * 15)}
+    assert A.directions(results, root=tmp_path)[0].endswith(": ties")
+
+
+def test_seeds_make_one_experiment_each():
+    row = A.ROWS[6]
+    assert A.exp_name(row, 2) == "ablate-clips-1-seed2"
+    cmd = A.exp_command(row, 2)
+    assert cmd[3:5] == ["--name", "ablate-clips-1-seed2"] and cmd[-2:] == ["-S", "seed=2"]
+    assert "seed=" not in " ".join(A.exp_command(row))

@@ -81,8 +81,28 @@ def test_degraded_predictions_lower_every_score(tmp_path):
     assert 0.0 < m["video_map50"] <= 100.0
 
 
+def test_per_video_records_give_back_the_stage_metrics(tmp_path):
+    """artifacts/eval_records/ holds what the metrics are made of: scoring every video once from the
+    records gives metrics.json's numbers; a bootstrap interval brackets each of them."""
+    from actparse.ablation import read_records
+    from actparse.metrics import bootstrap as BS
+
+    make_ground_truth(tmp_path, n_videos=6, n_frames=40)
+    make_predictions(tmp_path, jitter=3.0, wrong_states=0.3, drop=0.1, extra=True, wrong_video=False)
+    m = run_stages(tmp_path)
+    rec = read_records(tmp_path / "artifacts" / "eval_records")
+    assert len(rec.videos) == m["n_test_videos"] and rec.detections["tp"].any() and not rec.detections["tp"].all()
+    iv = BS.intervals(rec, n_boot=200, seed=1)
+    for key in BS.METRICS:
+        assert iv[key]["value"] == pytest.approx(m[key], abs=1e-6), key
+        assert iv[key]["lo"] <= m[key] + 1e-6 and m[key] - 1e-6 <= iv[key]["hi"], key
+    assert iv["person_ap50"]["lo"] < iv["person_ap50"]["hi"]
+
+
 def test_missing_annotations_are_rebuilt_and_no_gt_is_not_scored(tmp_path):
     import shutil
+
+    from actparse.ablation import read_records
 
     make_ground_truth(tmp_path, n_videos=4, n_frames=30)
     make_predictions(tmp_path, jitter=2.0)
@@ -94,6 +114,7 @@ def test_missing_annotations_are_rebuilt_and_no_gt_is_not_scored(tmp_path):
     (tmp_path / "artifacts" / "synth" / "gt_persons.parquet").unlink()
     m = run_stages(tmp_path)
     assert m["scored"] is False
+    assert len(read_records(tmp_path / "artifacts" / "eval_records").videos) == 0
     assert (tmp_path / "artifacts" / "submission" / "pred_part_result.json").exists()
 
 
