@@ -107,24 +107,30 @@ def exp_name(row: Row, seed: int | None = None) -> str:
     return row.name if seed is None else f"{row.name}-seed{seed}"
 
 
-def exp_command(row: Row, seed: int | None = None) -> list[str]:
+def exp_command(row: Row, seed: int | None = None, extra: dict | None = None) -> list[str]:
+    """``dvc exp run`` of one row: every switch, the training seed, and ``extra`` settings shared by all
+    rows (e.g. ``{"synth.n_test": 200}``: a larger test split for the whole grid)."""
     cmd = ["dvc", "exp", "run", "--name", exp_name(row, seed)]
     for k, v in row.settings().items():
         cmd += ["-S", f"{k}={_value(v)}"]
     if seed is not None:
         cmd += ["-S", f"seed={seed}"]
+    for k, v in (extra or {}).items():
+        cmd += ["-S", f"{k}={_value(v)}"]
     return cmd
 
 
 RECORDS = Path("metrics") / "ablation_records"  # per experiment: the evaluate stage's per-video records
 
 
-def run_rows(rows, root: Path, *, seeds=(None,), dry_run: bool = False, out=sys.stdout) -> dict:
+def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_run: bool = False,
+             out=None) -> dict:
     """Run each row (once per training seed) as a DVC experiment; returns {experiment: record}.
 
     Each experiment's metrics go into metrics/ablation.json and the evaluate stage's per-video records
     into metrics/ablation_records/<experiment>/ (what the bootstrap intervals are computed from). Progress
     and an estimate of the time left are printed after every experiment. The workspace is restored after."""
+    out = out or sys.stdout
     results: dict = {}
     store = root / "metrics" / "ablation.json"
     if store.exists():
@@ -134,7 +140,7 @@ def run_rows(rows, root: Path, *, seeds=(None,), dry_run: bool = False, out=sys.
     try:
         for i, (row, seed) in enumerate(jobs, 1):
             name = exp_name(row, seed)
-            cmd = exp_command(row, seed)
+            cmd = exp_command(row, seed, extra)
             print(f"[{i}/{len(jobs)}] $ " + shlex.join(cmd), file=out, flush=True)
             if dry_run:
                 continue
@@ -150,7 +156,8 @@ def run_rows(rows, root: Path, *, seeds=(None,), dry_run: bool = False, out=sys.
                     shutil.rmtree(rec_dir)
                 shutil.copytree(src, rec_dir.with_name(rec_dir.name + ".tmp"), dirs_exist_ok=True)
                 os.replace(rec_dir.with_name(rec_dir.name + ".tmp"), rec_dir)
-            results[name] = {"row": row.name, "seed": seed, "label": row.label, "settings": row.settings(),
+            results[name] = {"row": row.name, "seed": seed, "label": row.label,
+                             "settings": {**row.settings(), **(extra or {})},
                              "seconds": round(time.time() - t0, 1), "metrics": metrics,
                              "records": (RECORDS / name).as_posix() if src.is_dir() else None}
             _atomic_write(store, json.dumps(results, indent=2) + "\n")
@@ -350,6 +357,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=None,
                     help="training seeds to run every row with (e.g. --seeds 0 1 2; each is an experiment "
                          "<row>-seed<k>); default: params.yaml's seed, one experiment per row")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every row, passed to dvc exp run -S (repeatable), e.g. "
+                         "--set synth.n_test=200 for a test split where one video is 0.5 points")
     ap.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from metrics/ablation.json")
     ap.add_argument("--readme", type=Path, default=None, help="also write the table into this README")
@@ -368,7 +378,13 @@ def main(argv=None) -> int:
         results = json.loads(store.read_text())
     else:
         seeds = tuple(a.seeds) if a.seeds else (None,)
-        results = run_rows(rows, a.root, seeds=seeds, dry_run=a.dry_run)
+        extra = {}
+        for item in a.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                ap.error(f"--set {item!r}: expected KEY=VALUE")
+            extra[key] = value
+        results = run_rows(rows, a.root, seeds=seeds, extra=extra, dry_run=a.dry_run)
         if a.dry_run:
             return 0
     text = render(results, a.root)

@@ -172,3 +172,14 @@ def test_seeds_make_one_experiment_each():
     cmd = A.exp_command(row, 2)
     assert cmd[3:5] == ["--name", "ablate-clips-1-seed2"] and cmd[-2:] == ["-S", "seed=2"]
     assert "seed=" not in " ".join(A.exp_command(row))
+    assert A.exp_command(row, None, {"synth.n_test": 200})[-2:] == ["-S", "synth.n_test=200"]
+
+
+def test_cli_dry_run_lists_every_experiment_with_progress(capsys):
+    assert A.main(["--dry-run", "--rows", "ablate-clips-1", "ablate-clips-7", "--seeds", "0", "1",
+                   "--set", "synth.n_test=200"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" $ ")[0] for line in out] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert all(line.endswith("-S synth.n_test=200") for line in out)
+    with pytest.raises(SystemExit):
+        A.main(["--dry-run", "--set", "no-equals-sign"])
