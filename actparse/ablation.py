@@ -124,7 +124,7 @@ RECORDS = Path("metrics") / "ablation_records"  # per experiment: the evaluate s
 
 
 def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_run: bool = False,
-             out=None) -> dict:
+             out=None, metrics_file: str = "metrics/metrics.json", store: str = "metrics/ablation.json") -> dict:
     """Run each row (once per training seed) as a DVC experiment; returns {experiment: record}.
 
     Each experiment's metrics go into metrics/ablation.json and the evaluate stage's per-video records
@@ -132,7 +132,7 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
     and an estimate of the time left are printed after every experiment. The workspace is restored after."""
     out = out or sys.stdout
     results: dict = {}
-    store = root / "metrics" / "ablation.json"
+    store = root / store
     if store.exists():
         results = json.loads(store.read_text())
     jobs = [(row, seed) for row in rows for seed in seeds]
@@ -148,9 +148,11 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
             proc = subprocess.run(cmd, cwd=root)
             if proc.returncode != 0:
                 raise RuntimeError(f"experiment {name} failed (exit {proc.returncode}): {shlex.join(cmd)}")
-            metrics = json.loads((root / "metrics" / "metrics.json").read_text())
+            metrics = json.loads((root / metrics_file).read_text())
             rec_dir = root / RECORDS / name
             src = root / "artifacts" / "eval_records"
+            if metrics_file != "metrics/metrics.json":
+                src = root / "no-records"  # the seed systems' grids keep no per-video records
             if src.is_dir():
                 if rec_dir.exists():
                     shutil.rmtree(rec_dir)
@@ -174,7 +176,7 @@ def _restore(root: Path) -> None:
     """Back to the committed params / lock / metrics and their outputs (the rows leave theirs behind)."""
     subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=root, check=False)
     tracked = subprocess.run(["git", "ls-files", "metrics", "plots"], cwd=root, capture_output=True, text=True).stdout.split()
-    keep = [p for p in tracked if p != "metrics/ablation.json" and not p.startswith(RECORDS.as_posix() + "/")]
+    keep = [p for p in tracked if not p.startswith("metrics/ablation") and not p.startswith(RECORDS.as_posix() + "/")]
     if keep:
         subprocess.run(["git", "checkout", "--", *keep], cwd=root, check=False)
     subprocess.run(["dvc", "checkout", "--force"], cwd=root, check=False)
@@ -339,13 +341,17 @@ def render(results: dict, root: Path = Path(".")) -> str:
     return table(results, root=root) + "\n\n" + "\n".join(directions(results, root=root))
 
 
-def write_readme(readme: Path, text: str) -> None:
+def write_readme(readme: Path, text: str, system: str = "001") -> None:
+    """Write ``text`` between the markers ``<!-- ablation:start/end -->`` (seed 001) or
+    ``<!-- ablation-<system>:start/end -->`` of a markdown file."""
+    start, end = (START, END) if system == "001" else (f"<!-- ablation-{system}:start -->",
+                                                       f"<!-- ablation-{system}:end -->")
     src = readme.read_text()
-    if START not in src or END not in src:
-        raise ValueError(f"{readme}: no {START} ... {END} markers to write the ablation table between")
-    head, rest = src.split(START, 1)
-    _, tail = rest.split(END, 1)
-    _atomic_write(readme, f"{head}{START}\n{text}\n{END}{tail}")
+    if start not in src or end not in src:
+        raise ValueError(f"{readme}: no {start} ... {end} markers to write the ablation table between")
+    head, rest = src.split(start, 1)
+    _, tail = rest.split(end, 1)
+    _atomic_write(readme, f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main(argv=None) -> int:
@@ -353,6 +359,11 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="actparse ablate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    from actparse import seed_grids as G
+
+    ap.add_argument("--system", default="001", choices=["001", *G.GRIDS],
+                    help="whose ablations: 001 (default, Table 1 rows below), or seed 003 / 004 / 000's grid "
+                         "(" + "; ".join(f"{k}: {', '.join(r.name for r in g.rows)}" for k, g in G.GRIDS.items()) + ")")
     ap.add_argument("--rows", nargs="*", help="row names to run (default: all): " + ", ".join(r.name for r in ROWS))
     ap.add_argument("--seeds", nargs="*", type=int, default=None,
                     help="training seeds to run every row with (e.g. --seeds 0 1 2; each is an experiment "
@@ -362,16 +373,20 @@ def main(argv=None) -> int:
                          "--set synth.n_test=200 for a test split where one video is 0.5 points")
     ap.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from metrics/ablation.json")
-    ap.add_argument("--readme", type=Path, default=None, help="also write the table into this README")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help="also write the table into this markdown file, between <!-- ablation:start/end --> "
+                         "(seed 001) or <!-- ablation-<system>:start/end --> markers (e.g. docs/seeds.md)")
     ap.add_argument("--root", type=Path, default=Path("."), help="repository root")
     a = ap.parse_args(argv)
-    names = {r.name for r in ROWS}
+    grid = G.GRIDS.get(a.system)
+    all_rows = grid.rows if grid else ROWS
+    names = {r.name for r in all_rows}
     if a.rows:
         bad = sorted(set(a.rows) - names)
         if bad:
             ap.error(f"unknown rows {bad}; known: {sorted(names)}")
-    rows = [r for r in ROWS if not a.rows or r.name in a.rows]
-    store = a.root / "metrics" / "ablation.json"
+    rows = [r for r in all_rows if not a.rows or r.name in a.rows]
+    store = a.root / (grid.store if grid else "metrics/ablation.json")
     if a.table_only:
         if not store.exists():
             ap.error(f"{store} does not exist: run `actparse ablate` first")
@@ -384,13 +399,14 @@ def main(argv=None) -> int:
             if not sep or not key:
                 ap.error(f"--set {item!r}: expected KEY=VALUE")
             extra[key] = value
-        results = run_rows(rows, a.root, seeds=seeds, extra=extra, dry_run=a.dry_run)
+        kw = {"metrics_file": grid.metrics_file, "store": grid.store} if grid else {}
+        results = run_rows(rows, a.root, seeds=seeds, extra=extra, dry_run=a.dry_run, **kw)
         if a.dry_run:
             return 0
-    text = render(results, a.root)
+    text = G.render(grid, results) if grid else render(results, a.root)
     print(text)
     if a.readme:
-        write_readme(a.readme, text)
+        write_readme(a.readme, text, a.system)
     return 0
 
 

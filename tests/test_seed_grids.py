@@ -1,0 +1,78 @@
+"""actparse ablate --system 003|004|000: the seed systems' grids, their tables and seed intervals."""
+
+import math
+
+import pytest
+from scipy import stats
+
+from actparse import ablation as A
+from actparse import seed_grids as G
+
+
+def test_lookup_follows_dotted_paths_and_keys_with_dots():
+    m = {"frame_map@0.5": 12.5, "phase1": {"frame_map@0.5": 10.0}, "model": {"top1": 70.0, "per_group": {"arm": 5}},
+         "enabled": True}
+    assert G.lookup(m, "frame_map@0.5") == 12.5
+    assert G.lookup(m, "phase1.frame_map@0.5") == 10.0
+    assert G.lookup(m, "model.per_group.arm") == 5
+    assert G.lookup(m, "model.top5") is None and G.lookup(m, "enabled") is None  # absent; not a number
+    assert G.lookup(m, "zero") == 0.0
+
+
+def test_seed_interval_is_the_t_interval():
+    diffs = [1.0, 2.0, 4.0]
+    lo, hi = G.seed_interval(diffs)
+    mean, sd = 7 / 3, math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)  # 4.303 * sd / sqrt(3)
+    assert (lo, hi) == pytest.approx((mean - half, mean + half))
+    assert G.seed_interval([3.0]) is None
+
+
+def _run(row, seed, metrics):
+    return {"row": row, "seed": seed, "metrics": metrics}
+
+
+def test_partattn_table_and_directions_over_seeds():
+    grid = G.GRIDS["000"]
+    res = {}
+    for seed, (crops, action, roi, att, prior) in enumerate([(70, 80, 80.5, 82, 81), (71, 81, 80, 82.5, 81),
+                                                             (69, 80, 81, 83, 81)]):
+        res[f"partattn-crops-seed{seed}"] = _run("partattn-crops", seed, {"model": {"top1": crops}})
+        res[f"partattn-action-seed{seed}"] = _run("partattn-action", seed, {"model": {"top1": action}})
+        res[f"partattn-roi-seed{seed}"] = _run("partattn-roi", seed, {"model": {"top1": roi}})
+        res[f"partattn-attention-seed{seed}"] = _run("partattn-attention", seed,
+                                                     {"model": {"top1": att}, "prior": {"top1": prior}})
+    lines = G.table(grid, res).splitlines()
+    assert "| part crops | 70.0 ±1.0 | 72.4 |" in lines
+    assert "| prior: most frequent train state per (action, part) | 81.0 ±0.0 |  |" in lines
+    d = G.directions(grid, res)
+    assert d[0].startswith("- action info helps (000): Δ 10.3 [") and d[0].endswith("over 3 seeds: holds")
+    assert d[1].endswith("over 3 seeds: ties")  # RoI pooling: +0.5, -1.0, +1.0
+    assert d[2].endswith(": holds") and d[3].endswith(": holds")
+
+
+def test_one_seed_has_no_interval_and_missing_rows_are_left_out():
+    grid = G.GRIDS["004"]
+    res = {"gym-joint": {"metrics": {"single": {"element": {"top1": 4.5, "mean_class": 2.2}},
+                                     "joint": {"element": {"top1": 6.8, "mean_class": 3.9}}}}}
+    d = G.directions(grid, res)
+    assert d == ["- joint beats single pathways in element top-1 (004 Table 2): Δ 2.3 (one run, no interval)",
+                 "- joint beats single pathways in element mean-class (004 Table 2): Δ 1.7 (one run, no interval)"]
+    assert G.directions(G.GRIDS["003"], res) == []
+    assert "| joint (1:2:4 loss) | - | - | - | - | 6.8 | 3.9 |  |" in G.table(grid, res)
+
+
+def test_cli_runs_a_grid_dry_and_writes_its_table_between_its_markers(tmp_path, capsys):
+    assert A.main(["--system", "003", "--dry-run", "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and "--name stad-pcca-96-seed1" in out[-1] and "-S stad.short_side=96" in out[-1]
+    with pytest.raises(SystemExit):
+        A.main(["--system", "003", "--rows", "partattn-crops", "--dry-run"])  # not a row of this grid
+    store = tmp_path / "metrics" / "ablation_004.json"
+    store.parent.mkdir()
+    store.write_text('{"gym-joint": {"metrics": {"joint": {"event": {"top1": 40.0}}}}}')
+    doc = tmp_path / "seeds.md"
+    doc.write_text("a\n<!-- ablation-004:start -->\nold\n<!-- ablation-004:end -->\nb\n")
+    assert A.main(["--system", "004", "--table-only", "--root", str(tmp_path), "--readme", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old" not in text and "| joint (1:2:4 loss) | 40.0 |" in text and text.endswith("end -->\nb\n")
