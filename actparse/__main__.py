@@ -301,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .importers.cli import add_subparsers as add_import_subparsers
 
     add_import_subparsers(sub)
+    # commands with their own parsers (main() hands them their arguments; `actparse CMD --help`)
+    for name, text in (("compare", "params, metrics, plots and artifact diffs of two revisions (HTML report)"),
+                       ("metrics", "the pipeline's metrics as one table (default metrics/*.json)"),
+                       ("ablate", "seed 001's ablation grid as DVC experiments, and its table"),
+                       ("infer", "every output for a folder of videos, from trained models")):
+        sub.add_parser(name, help=text, add_help=False)
     return ap
 
 
@@ -311,6 +317,10 @@ def main(argv=None) -> int:
 
         return compare_main(argv[1:])
     if argv[:1] == ["metrics"]:
+        if {"-h", "--help"} & set(argv[1:]):
+            print("usage: actparse metrics [FILE.json ...]\n\nThe pipeline's metrics as rows `file  key  value` "
+                  "(default: metrics/*.json, as `dvc metrics show` reads them).")
+            return 0
         return print_metrics(argv[1:])
     if argv[:1] == ["ablate"]:
         from .ablation import main as ablate_main

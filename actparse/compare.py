@@ -78,6 +78,7 @@ class Comparison:
     top_videos: list[dict]
     errors: list[str] = field(default_factory=list)
     not_built: list[str] = field(default_factory=list)  # outputs in dvc.yaml readable at neither revision
+    missing: dict[str, list[str]] = field(default_factory=dict)  # revision -> outputs not in the local cache
 
 
 # ------------------------------------------------------------------------------------ DVC access
@@ -111,34 +112,59 @@ def params_and_metrics(root: str | Path, rev_a: str, rev_b: str) -> tuple[list[d
     return _flatten_diff(pdiff.get("diff")), _flatten_diff(mdiff.get("diff")), errors
 
 
-def _outs_at(fs) -> list[str]:
-    """Parquet files among the outputs listed in dvc.yaml at a revision (files or inside folders)."""
+def _out_paths(fs) -> list[str]:
+    """The outputs listed in the stages of dvc.yaml at a revision (paths without a leading /)."""
     import yaml
 
     try:
         doc = yaml.safe_load(fs.read_text("/dvc.yaml")) or {}
     except FileNotFoundError:
         return []
-    found = []
+    outs = []
     for spec in (doc.get("stages") or {}).values():
         for entry in (spec or {}).get("outs") or []:
             out = entry if isinstance(entry, str) else next(iter(entry))
-            out = "/" + str(out).strip("/")
-            if "${" in out:
-                continue
-            if out.endswith(".parquet"):
-                found.append(out)
-            elif fs.isdir(out):
-                found += [p for p in fs.find(out, detail=False) if str(p).endswith(".parquet")]
-    return sorted({str(p).lstrip("/") for p in found})
+            if "${" not in str(out):
+                outs.append(str(out).strip("/"))
+    return outs
 
 
-def artifacts_at(root: str | Path, rev: str) -> tuple[object, list[str]]:
-    """(a DVC filesystem of ``root`` at ``rev``, the Parquet artifacts it tracks)."""
+def _outs_at(fs) -> tuple[list[str], list[str]]:
+    """(Parquet files among the outputs in dvc.yaml at a revision, files or inside folders;
+    the output folders whose listing is not in the local DVC cache)."""
+    found, missing = [], []
+    for out in _out_paths(fs):
+        if out.endswith(".parquet"):
+            found.append(out)
+            continue
+        try:
+            if fs.isdir("/" + out):
+                found += [str(p).lstrip("/") for p in fs.find("/" + out, detail=False) if str(p).endswith(".parquet")]
+        except Exception:  # noqa: BLE001 - DataIndexDirError & co: the folder's listing is not cached
+            missing.append(out)
+    return sorted(set(found)), missing
+
+
+def artifacts_at(root: str | Path, rev: str) -> tuple[object, list[str], list[str]]:
+    """(a DVC filesystem of ``root`` at ``rev``, the Parquet artifacts it tracks, the output folders
+    that cannot be listed because they are not in the local DVC cache)."""
     from dvc.api import DVCFileSystem
 
     fs = DVCFileSystem(str(root), rev=_rev(rev))
-    return fs, _outs_at(fs)
+    found, missing = _outs_at(fs)
+    return fs, found, missing
+
+
+def _under(path: str, outs: list[str]) -> bool:
+    return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
+
+
+def how_to_get(rev: str) -> str:
+    """What to run to get a revision's DVC outputs into the local cache."""
+    if _rev(rev) is None:
+        return "run `dvc checkout` (outputs in the cache) or `dvc repro` (rebuild them)"
+    return (f"fetch them from your DVC remote (`dvc fetch -a`, or `git checkout {rev} && dvc pull`), or "
+            f"rebuild them (`git checkout {rev} && dvc repro`, then commit)")
 
 
 def read_parquet(fs, path: str) -> pd.DataFrame:
@@ -333,14 +359,18 @@ def top_videos(diffs: list[ArtifactDiff], n: int = 10) -> list[dict]:
 
 # ------------------------------------------------------------------------------------ driver
 def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparison:
-    """Everything the report shows, for revisions ``rev_a`` (old) and ``rev_b`` (new) of ``root``."""
+    """Everything the report shows, for revisions ``rev_a`` (old) and ``rev_b`` (new) of ``root``.
+
+    Outputs of a revision that are not in the local DVC cache are listed in ``missing`` (and, with
+    what to run to get them, in ``errors``); params, metrics and everything else are still compared."""
     root = Path(root)
     params, metrics, errors = params_and_metrics(root, rev_a, rev_b)
-    fs_a, arts_a = artifacts_at(root, rev_a)
-    fs_b, arts_b = artifacts_at(root, rev_b)
+    fs_a, arts_a, miss_a = artifacts_at(root, rev_a)
+    fs_b, arts_b, miss_b = artifacts_at(root, rev_b)
+    missing = {rev_a: list(miss_a), rev_b: list(miss_b)} if rev_a != rev_b else {rev_a: list(miss_a)}
     diffs, not_built = [], []
     for path in sorted(set(arts_a) | set(arts_b)):
-        frames, problems = [], []
+        frames = []
         for fs, arts, rev in ((fs_a, arts_a, rev_a), (fs_b, arts_b, rev_b)):
             if path not in arts:
                 frames.append(None)
@@ -348,15 +378,30 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
             try:
                 frames.append(read_parquet(fs, path))
             except Exception as exc:  # noqa: BLE001 - a missing cache entry is reported, not fatal
-                problems.append(f"{path} at {rev}: cannot read ({type(exc).__name__}: {exc}); "
-                                f"run `dvc repro` and commit at that revision, or `dvc pull`")
                 frames.append(None)
+                if path not in missing[rev]:
+                    missing[rev].append(path)
+                if not isinstance(exc, (FileNotFoundError, KeyError)) and "not in cache" not in str(exc).lower():
+                    errors.append(f"{path} at {rev}: cannot read ({type(exc).__name__}: {exc})")
+        uncached = [rev for rev in (rev_a, rev_b) if _under(path, missing.get(rev, []))]
         if frames[0] is None and frames[1] is None:
-            not_built.append(path)  # e.g. its stage never ran on either branch
+            if not uncached:
+                not_built.append(path)  # e.g. its stage never ran on either branch
             continue
-        errors += problems
+        if uncached:  # one side unknown: neither "added" nor "removed"
+            d = ArtifactDiff(path=path, key=[], rows_a=None if frames[0] is None else len(frames[0]),
+                             rows_b=None if frames[1] is None else len(frames[1]),
+                             note=f"not in the local DVC cache at {' and '.join(uncached)}: not compared")
+            diffs.append(d)
+            continue
         diffs.append(diff_tables(frames[0], frames[1], path))
-    return Comparison(rev_a, rev_b, params, metrics, diffs, top_videos(diffs, top), errors, not_built)
+    for rev, miss in missing.items():
+        if miss:
+            errors.append(f"at {rev}: {len(miss)} output(s) not in the local DVC cache, so their rows are not "
+                          f"compared: {', '.join(sorted(miss))}. To get them, {how_to_get(rev)}")
+    cmp = Comparison(rev_a, rev_b, params, metrics, diffs, top_videos(diffs, top), errors, not_built)
+    cmp.missing = {r: sorted(m) for r, m in missing.items() if m}
+    return cmp
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -489,7 +534,7 @@ def _plots(cmp: Comparison) -> list[tuple[str, str]]:
     return plots
 
 
-def render_html(cmp: Comparison) -> str:
+def render_html(cmp: Comparison, root: str | Path | None = None) -> str:
     """A self-contained HTML page (inline CSS, plots as data: URIs, nothing fetched)."""
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
@@ -521,6 +566,29 @@ def render_html(cmp: Comparison) -> str:
     return "\n".join(parts)
 
 
+def write_report(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically (temporary file beside it, then renamed) with the mode a new file
+    gets under the process umask (0644 under the usual 022), so others can read the report."""
+    import os
+
+    from .schemas import _tmp_beside, write_error
+
+    out = Path(path)
+    tmp = _tmp_beside(out)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="actparse compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -537,12 +605,11 @@ def main(argv=None) -> int:
         return 2
     sys.stdout.write(render_text(cmp))
     if args.html:
-        from .schemas import _tmp_beside  # atomic write like every artifact
-
-        out = Path(args.html)
-        tmp = _tmp_beside(out)
-        tmp.write_text(render_html(cmp), encoding="utf-8")
-        tmp.replace(out)
+        try:
+            out = write_report(args.html, render_html(cmp, root=args.root))
+        except OSError as exc:
+            print(f"actparse compare: error: {exc}", file=sys.stderr)
+            return 2
         print(f"HTML report: {out}")
     return 0
 
