@@ -216,7 +216,7 @@ def test_compare_against_revision_not_in_cache(uncached_main, tmp_path, capsys):
                for d in arts.values())
     assert cmp.top_videos == []
     page = out.read_text()
-    assert "<h2>Problems</h2>" in page and "detect.gain" in page
+    assert "Problems</h2>" in page and "detect.gain" in page
     assert out.stat().st_mode & 0o777 == 0o644  # others can read the report
 
 
