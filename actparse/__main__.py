@@ -6,7 +6,8 @@
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
   actparse import {kinetics-tps,multisports,finegym} SRC --out DATA_ROOT [--videos symlink|copy|hardlink|reference]
   actparse export-official {kinetics-tps,multisports,finegym} DATA_ROOT --out DST   (official download layouts)
-  actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
+  actparse compare REV_A REV_B [--html report.html]   (params, metrics, plots, models and artifact diffs of two
+      revisions; see actparse.compare)
   actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
   actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
       experiments and their Table-1-shaped table; see actparse.ablation)

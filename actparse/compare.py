@@ -1,17 +1,20 @@
-"""Compare two revisions of the pipeline: params, metrics and every Parquet artifact.
+"""Compare two revisions of the pipeline: params, metrics, plots, models and every Parquet artifact.
 
     actparse compare main my-branch                    # terminal tables
-    actparse compare main my-branch --html compare.html  # + a self-contained HTML report with plots
+    actparse compare main my-branch --html compare.html  # + a self-contained HTML report with figures
     python -m actparse.compare HEAD~1 workspace --top 5
 
 A revision is anything git understands (branch, tag, commit) or ``workspace`` (the files on disk).
-Params and metrics come from ``dvc params diff`` / ``dvc metrics diff`` (DVC's Python API). Each
-Parquet artifact is read at each revision through DVC (the dvc.lock of that revision and the DVC cache,
-so run ``dvc repro`` and commit on both branches first) and compared by key: the columns among
-video, frame, person, part, task, model, tube, stage that the table has. Reported per artifact: row
-counts, rows added / removed / changed, per-column summary shifts (means of numbers and of list
-entries, the mean absolute change on matched rows, the share of matched rows whose label changed), and
-over all artifacts the videos whose rows changed most.
+Params and metrics come from ``dvc params diff`` / ``dvc metrics diff`` (DVC's Python API); the
+pipeline's plots from the top-level ``plots:`` of dvc.yaml at each revision (A dashed, B solid); the
+models from the output hashes in each revision's dvc.lock, with their training curves. Each Parquet
+artifact is read at each revision through DVC (that revision's dvc.lock and the local DVC cache) and
+compared by key: the columns among video, frame, person, part, task, model, tube, stage that the table
+has. Reported per artifact: row counts, rows added / removed / changed, per-column summary shifts
+(means of numbers and of list entries, the mean absolute change on matched rows, the share of matched
+rows whose label changed); over all artifacts the videos whose rows changed most, and on a frame of
+each of the first three the boxes that differ, A next to B. Outputs of a revision that are not in the
+local DVC cache are listed under "Problems" with what to run to get them; the rest is still compared.
 """
 
 from __future__ import annotations
