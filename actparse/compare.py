@@ -608,7 +608,10 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
     params, metrics, errors = params_and_metrics(root, rev_a, rev_b)
     fs_a, arts_a, miss_a = artifacts_at(root, rev_a)
     fs_b, arts_b, miss_b = artifacts_at(root, rev_b)
-    missing = {rev_a: list(miss_a), rev_b: list(miss_b)} if rev_a != rev_b else {rev_a: list(miss_a)}
+    # an output that a revision's dvc.lock does not record was never built there: not a cache miss
+    locked = {rev_a: list(_lock_outs(fs_a)), rev_b: list(_lock_outs(fs_b))}
+    missing = {rev_a: [m for m in miss_a if _under(m, locked[rev_a])],
+               rev_b: [m for m in miss_b if _under(m, locked[rev_b])]}
     diffs, not_built, tables = [], [], {}
     for path in sorted(set(arts_a) | set(arts_b)):
         frames = []
@@ -620,7 +623,7 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
                 frames.append(read_parquet(fs, path))
             except Exception as exc:  # noqa: BLE001 - a missing cache entry is reported, not fatal
                 frames.append(None)
-                if path not in missing[rev]:
+                if path not in missing[rev] and _under(path, locked[rev]):
                     missing[rev].append(path)
                 if not isinstance(exc, (FileNotFoundError, KeyError)) and "not in cache" not in str(exc).lower():
                     errors.append(f"{path} at {rev}: cannot read ({type(exc).__name__}: {exc})")
@@ -640,8 +643,10 @@ def compare(root: str | Path, rev_a: str, rev_b: str, top: int = 10) -> Comparis
             tables[path] = (frames[0], frames[1])
     for rev, miss in missing.items():
         if miss:
+            miss = sorted(miss)
+            shown = ", ".join(miss[:10]) + (f" and {len(miss) - 10} more" if len(miss) > 10 else "")
             errors.append(f"at {rev}: {len(miss)} output(s) not in the local DVC cache, so their rows are not "
-                          f"compared: {', '.join(sorted(miss))}. To get them, {how_to_get(rev)}")
+                          f"compared: {shown}. To get them, {how_to_get(rev)}")
     cmp = Comparison(rev_a, rev_b, params, metrics, diffs, top_videos(diffs, top), errors, not_built)
     cmp.missing = {r: sorted(m) for r, m in missing.items() if m}
     cmp.plots = plots_at(fs_a, fs_b)
