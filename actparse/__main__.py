@@ -6,7 +6,8 @@
   actparse link --dets DETS (.parquet "action_detections" | MOC .pkl | frame_detections.pkl) --out video_detections.pkl
   actparse import {kinetics-tps,multisports,finegym} SRC --out DATA_ROOT [--videos symlink|copy|hardlink|reference]
   actparse export-official {kinetics-tps,multisports,finegym} DATA_ROOT --out DST   (official download layouts)
-  actparse compare REV_A REV_B [--html report.html]   (params, metrics and artifact diffs; see actparse.compare)
+  actparse compare REV_A REV_B [--html report.html]   (params, metrics, plots, models and artifact diffs of two
+      revisions; see actparse.compare)
   actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
   actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
       experiments and their Table-1-shaped table; see actparse.ablation)
@@ -301,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .importers.cli import add_subparsers as add_import_subparsers
 
     add_import_subparsers(sub)
+    # commands with their own parsers (main() hands them their arguments; `actparse CMD --help`)
+    for name, text in (("compare", "params, metrics, plots and artifact diffs of two revisions (HTML report)"),
+                       ("metrics", "the pipeline's metrics as one table (default metrics/*.json)"),
+                       ("ablate", "seed 001's ablation grid as DVC experiments, and its table"),
+                       ("infer", "every output for a folder of videos, from trained models")):
+        sub.add_parser(name, help=text, add_help=False)
     return ap
 
 
@@ -311,6 +318,10 @@ def main(argv=None) -> int:
 
         return compare_main(argv[1:])
     if argv[:1] == ["metrics"]:
+        if {"-h", "--help"} & set(argv[1:]):
+            print("usage: actparse metrics [FILE.json ...]\n\nThe pipeline's metrics as rows `file  key  value` "
+                  "(default: metrics/*.json, as `dvc metrics show` reads them).")
+            return 0
         return print_metrics(argv[1:])
     if argv[:1] == ["ablate"]:
         from .ablation import main as ablate_main

@@ -47,6 +47,12 @@ class Paths:
         return self.root / "artifacts" / "refined_persons.parquet"
 
     @property
+    def part_train_persons(self) -> Path:
+        """The refined persons train_part_detector reads (stage part_train_persons): empty when its
+        configuration reads none, so that it depends on refined_persons.parquet only when it uses it."""
+        return self.root / "artifacts" / "part_train_persons.parquet"
+
+    @property
     def parts(self) -> Path:
         return self.root / "artifacts" / "parts.parquet"
 

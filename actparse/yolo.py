@@ -450,6 +450,7 @@ class TrainResult:
     map50_95: float
     extra: dict = field(default_factory=dict)
     class_map50: dict = field(default_factory=dict)  # {class name: val AP@0.5} of the final validation
+    history: dict = field(default_factory=dict)  # per-epoch train losses from ultralytics' results.csv
 
     def unlearned(self, below: float = 0.01) -> list[str]:
         """Classes whose final val AP@0.5 is below ``below``: in practice, never detected at all."""
@@ -459,7 +460,7 @@ class TrainResult:
         return {
             "epochs": self.epochs, "train_images": self.train_images, "val_images": self.val_images,
             "train_seconds": round(self.seconds, 2), "val_map50": round(self.map50, 4),
-            "val_map50_95": round(self.map50_95, 4), **self.extra,
+            "val_map50_95": round(self.map50_95, 4), "history": self.history, **self.extra,
         }
 
 
@@ -523,7 +524,33 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
         class_map50=_class_map50(getattr(trainer, "validator", None), data.get("names")),
+        history=_loss_history(Path(trainer.save_dir) / "results.csv"),
     )
+
+
+#: the per-epoch columns of ultralytics' results.csv kept in train_info.json (its "time" column is left
+#: out so that the same training writes the same file; the val metrics are 0 on epochs without a
+#: validation, and training validates only after the last epoch)
+HISTORY_COLUMNS = {"train/box_loss": "box_loss", "train/cls_loss": "cls_loss", "train/dfl_loss": "dfl_loss"}
+
+
+def _loss_history(results_csv: Path) -> dict:
+    """{box_loss: [...], cls_loss: [...], dfl_loss: [...]} per epoch from ultralytics' results.csv;
+    {} when the file is missing or holds none of these columns."""
+    import csv
+
+    if not results_csv.is_file():
+        return {}
+    with open(results_csv, newline="") as fh:
+        rows = [{k.strip(): v for k, v in r.items() if k} for r in csv.DictReader(fh)]
+    out = {}
+    for src, name in HISTORY_COLUMNS.items():
+        try:
+            vals = [round(float(r[src]), 6) for r in rows]
+        except (KeyError, TypeError, ValueError):
+            continue
+        out[name] = vals
+    return out
 
 
 def _class_map50(validator, names) -> dict:

@@ -37,6 +37,33 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Offline DVC plots: `dvc plots show/diff` pages load vega from a CDN unless given a template with it
+# inside. vega, vega-lite and vega-embed come from the npm registry (exact versions and hashes in
+# scripts/vega/package-lock.json) into .cache/vega/; actparse.plots_html inlines them into
+# .cache/vega/dvc_plots.html, which this repository's local DVC config (.dvc/config.local) names.
+# Without npm nothing fails: the plots pages then need the internet to draw.
+vega_dir=.cache/vega
+if command -v npm >/dev/null 2>&1; then
+  want_v=$(cat scripts/vega/package.json scripts/vega/package-lock.json actparse/plots_html.py | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$vega_dir/.stamp" 2>/dev/null || true)" != "$want_v" ] || [ ! -f "$vega_dir/dvc_plots.html" ]; then
+    echo "setup: installing vega for offline DVC plots (npm ci, scripts/vega/package-lock.json)"
+    mkdir -p "$vega_dir"
+    cp scripts/vega/package.json scripts/vega/package-lock.json "$vega_dir/"
+    if (cd "$vega_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) &&
+       .venv/bin/python -m actparse.plots_html --node-modules "$vega_dir/node_modules" --out "$vega_dir/dvc_plots.html"; then
+      echo "$want_v" > "$vega_dir/.stamp"
+    else
+      echo "setup: warning: could not install vega with npm; \`dvc plots\` pages will load it from the internet" >&2
+    fi
+  fi
+  if [ -f "$vega_dir/dvc_plots.html" ]; then
+    DVC_NO_ANALYTICS=1 .venv/bin/dvc config --local plots.html_template ../$vega_dir/dvc_plots.html
+  fi
+else
+  echo "setup: npm not found: \`dvc plots show/diff\` pages will load vega from the internet (blank offline);" \
+       "install Node.js + npm and run this again for offline plots" >&2
+fi
+
 # Optional extras, from the arguments or ACTPARSE_EXTRAS (comma or space separated).
 extras="$* ${ACTPARSE_EXTRAS:-}"
 for extra in ${extras//,/ }; do

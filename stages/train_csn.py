@@ -118,7 +118,7 @@ def train_variant(job: dict) -> dict:
     return {"config": job["cfg"].to_dict(), "parameters": n_params, "seconds": round(secs, 2),
             "threads": job["threads"], "pretrained": str(pre) if pre else None,
             "final_loss": history["loss"][-1], "final_train_acc": history["train_acc"][-1],
-            "loss": history["loss"]}
+            "loss": history["loss"], "train_acc": history["train_acc"]}
 
 
 def use_given_model(paths: Paths, given: Path, variants: list[str]) -> None:

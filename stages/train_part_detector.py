@@ -9,8 +9,10 @@ parts.train_persons: gt trains on the GT person boxes painted with the GT keypoi
 data sets with keypoint annotations, e.g. the synthetic one; it does not depend on how good the
 person detector and HRNet already are, which the smoke-test params set needs).
 
-Reads:  artifacts/frames.parquet, artifacts/refined_persons.parquet (schema "keypoints": refined
-        box + predicted keypoints), <data.root>/videos.parquet, <data.root>/gt_persons.parquet.
+Reads:  artifacts/frames.parquet, artifacts/part_train_persons.parquet (refined_persons.parquet as
+        the part_train_persons stage passes it on: schema "keypoints", refined box + predicted keypoints;
+        empty with parts.train_persons: gt on keypoint ground truth), <data.root>/videos.parquet,
+        <data.root>/gt_persons.parquet.
 Writes: artifacts/models/part_detector/model.pt and train_info.json (epochs, crops, seconds,
         val mAP50, paint settings).
 Params: parts.train_persons (detected | gt), parts.paint, dot_radius, kp_thr, crop_size,
@@ -115,9 +117,9 @@ def train_into(model_dir: Path, params: dict, root: Path) -> None:
         if cfg.paint and not gt_has_keypoints(gt_path):
             log.info("%s has no keypoint ground truth: GT person crops are painted with the keypoints "
                      "of the refined person that matches each one (IoU >= 0.5), none where none matches", gt_path)
-            refined = with_predicted_keypoints(refined, refined_by_video(paths.refined, train_videos))
+            refined = with_predicted_keypoints(refined, refined_by_video(paths.part_train_persons, train_videos))
     else:
-        refined = refined_by_video(paths.refined, train_videos)
+        refined = refined_by_video(paths.part_train_persons, train_videos)
     gt = gt_index(gt_path, train_videos, columns=("box", "part_boxes", "part_visible"))
     images, boxes, classes, groups, stems = [], [], [], [], []
     n_persons = n_unmatched = 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -163,3 +166,67 @@ def test_diff_tables_keys_duplicates_and_labels():
     only_b = diff_tables(None, b, "new")
     assert (only_b.rows_a, only_b.added, only_b.note) == (None, 3, "only at B")
     assert json.dumps(d.per_video)
+
+
+@pytest.fixture(scope="module")
+def uncached_main(tmp_path_factory) -> Path:
+    """As two_branches, with an output folder too, then every cache entry of main's outputs removed
+    (`dvc gc -w` keeps only the workspace's): a fresh clone compared against main looks like this."""
+    root = init_repo(tmp_path_factory.mktemp("cmp_uncached") / "repo")
+    (root / "detect.py").write_text(textwrap.dedent(DETECT) + textwrap.dedent('''
+        import shutil
+        Path("artifacts/tables").mkdir(parents=True, exist_ok=True)
+        shutil.copy("artifacts/persons.parquet", "artifacts/tables/copy.parquet")
+    '''))
+    (root / "dvc.yaml").write_text(DVC_YAML.replace("outs: [artifacts/persons.parquet]",
+                                                    "outs: [artifacts/persons.parquet, artifacts/tables]"))
+    (root / "params.yaml").write_text("detect:\n  gain: 1.0\n")
+    dvc(root, "repro")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "base"], root)
+    run(["git", "checkout", "-q", "-b", "more-gain"], root)
+    (root / "params.yaml").write_text("detect:\n  gain: 1.3\n")
+    dvc(root, "repro")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "gain 1.3"], root)
+    dvc(root, "gc", "-w", "-f")
+    return root
+
+
+def test_compare_against_revision_not_in_cache(uncached_main, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    old = os.umask(0o022)
+    try:
+        assert main(["main", "more-gain", "--root", str(uncached_main), "--html", str(out)]) == 0
+    finally:
+        os.umask(old)
+    printed = capsys.readouterr().out
+    # params and metrics are still compared
+    assert "detect.gain" in printed and "n_detections" in printed
+    problems = printed.split("== Problems ==")[1]
+    assert "at main" in problems and "artifacts/tables" in problems and "artifacts/persons.parquet" in problems
+    assert "dvc pull" in problems and "dvc repro" in problems
+    assert "more-gain:" not in problems  # B's outputs are in the cache
+    cmp = compare(uncached_main, "main", "more-gain")
+    assert cmp.missing == {"main": ["artifacts/persons.parquet", "artifacts/tables"]}
+    arts = {d.path: d for d in cmp.artifacts}
+    # B's rows are not reported as "added": A is unknown, not empty
+    assert set(arts) == {"artifacts/persons.parquet", "artifacts/tables/copy.parquet"}
+    assert all(d.added == 0 and d.rows_a is None and d.rows_b > 0 and "not in the local DVC cache" in d.note
+               for d in arts.values())
+    assert cmp.top_videos == []
+    page = out.read_text()
+    assert "Problems</h2>" in page and "detect.gain" in page
+    assert out.stat().st_mode & 0o777 == 0o644  # others can read the report
+
+
+def test_actparse_help_lists_every_command():
+    proc = subprocess.run([sys.executable, "-m", "actparse", "--help"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0
+    listed = re.search(r"\{([a-z,-]+)\}", proc.stdout).group(1).split(",")
+    assert set(listed) >= {"eval", "link", "import", "export-official", "compare", "metrics", "ablate", "infer"}
+    for cmd in ("compare", "metrics", "ablate", "infer"):
+        sub = subprocess.run([sys.executable, "-m", "actparse", cmd, "--help"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert sub.returncode == 0 and "usage" in sub.stdout.lower(), cmd

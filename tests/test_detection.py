@@ -271,6 +271,24 @@ def test_tiny_train_finds_the_obvious_person(trained):
     assert hits >= len(test_keys) - 1, f"top box matched the person in {hits} of {len(test_keys)} test frames"
 
 
+def test_training_records_per_epoch_losses_as_a_curve(trained, tmp_path):
+    """ultralytics' per-epoch train losses reach train_info.json and the training_curves stage's CSV."""
+    from actparse.curves import curve, write_curves
+
+    root, _, _ = trained
+    info = json.loads((Paths(root).models / "person_detector" / "train_info.json").read_text())
+    hist = info["history"]
+    assert set(hist) == {"box_loss", "cls_loss", "dfl_loss"}
+    assert all(len(v) == info["epochs"] == 40 for v in hist.values())
+    assert all(np.isfinite(v).all() and min(v) > 0 for v in hist.values())
+    assert all(len(set(v)) > 10 for v in hist.values())  # one value per epoch, not a repeated summary
+    df = curve("person_detector", info)
+    assert list(df.columns) == ["epoch", "box_loss", "cls_loss", "dfl_loss"] and list(df.epoch) == list(range(1, 41))
+    done = write_curves(Paths(root).models, tmp_path / "train")
+    assert done["person_detector"] == 40 and done["pose"] == 0  # no pose model in this project: header only
+    assert (tmp_path / "train" / "pose.csv").read_text().strip() == "epoch,loss"
+
+
 def test_user_weights_are_used_as_is(trained, tmp_path):
     from stages import detect_persons, train_person_detector
 

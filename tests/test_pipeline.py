@@ -110,3 +110,26 @@ def test_inference_param_does_not_retrain(project):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([sys.executable, "-m", "dvc", "repro"], work, info["env"])
     assert ran_stages(out) == {"csn", "part_states", "link_tubes", "evaluate", "partattn_predict"}, out[-3000:]
+
+
+def test_training_curves_and_dvc_plots(project):
+    """Every trained network's per-epoch curve is a DVC plot; `dvc plots show` reads them all."""
+    import pandas as pd
+
+    work, info = project
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    train = work / "plots" / "train"
+    expect = {"person_detector": params["person_detector"]["epochs"], "pose": params["keypoints"]["epochs"],
+              **{f"csn_{v}": params["csn"]["epochs"] for v in params["csn"]["variants"]}}
+    for stem, epochs in expect.items():
+        df = pd.read_csv(train / f"{stem}.csv")
+        assert len(df) == epochs and df.drop(columns="epoch").notna().all().all(), stem
+    proc = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=work, env=info["env"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shown = json.loads(proc.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    ids = [next(iter(p)) for p in yaml.safe_load((work / "dvc.yaml").read_text())["plots"]]
+    assert set(shown["data"]) == set(ids)
+    for pid in ("pr_curves", "tps_curve", "confusion", "train_person_detector", "train_pose", "train_csn_loss"):
+        assert shown["data"][pid], f"plot {pid} has no data"
