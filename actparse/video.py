@@ -35,15 +35,15 @@ _INSTALL = {
     "decord": "decord is not installed (it has no wheel for Linux aarch64 or macOS arm64): "
               "`pip install decord`, or set decode.backend: pyav",
     "pyav": "PyAV is not installed: `pip install av`",
-    "torchcodec": "torchcodec is not installed: `pip install torchcodec` (a version built for the installed "
-                  "torch) and FFmpeg's shared libraries (4 to 8, e.g. `apt install ffmpeg` or "
-                  "`conda install ffmpeg`), or set decode.backend: pyav",
+    "torchcodec": "torchcodec is not installed: `pip install torchcodec` (the release made for the installed "
+                  "torch) and FFmpeg's shared libraries (e.g. `apt install ffmpeg` or `conda install ffmpeg`), "
+                  "or set decode.backend: pyav",
 }
 
 
 def decode_backend(params: dict) -> str:
     """``decode.backend`` of ``params``: which library decodes videos (the frames are the same)."""
-    return get(params, "decode.backend", str, choices=BACKENDS)
+    return get(params, "decode.backend", str, default="decord", choices=BACKENDS)
 
 
 def check_backend(backend: str) -> None:
@@ -67,17 +67,16 @@ _TORCHCODEC_LOADED: list = []
 
 
 def _torchcodec_core() -> None:
-    """Load torchcodec's FFmpeg-linked core once; without FFmpeg's libraries it fails with a long
-    report, turned here into one line."""
+    """Check once that torchcodec found FFmpeg's libraries (it looks for them when imported and, when
+    none load, fails later, video by video, with a long report)."""
     if _TORCHCODEC_LOADED:
         return
-    try:
-        from torchcodec._core import ops  # noqa: F401  (loads libtorchcodec_core*, linked to FFmpeg)
-    except Exception as exc:  # noqa: BLE001 - RuntimeError listing every FFmpeg version it tried
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BackendError(f"decode.backend: torchcodec cannot load FFmpeg ({first}); install FFmpeg's shared "
-                           f"libraries 4 to 8 (e.g. `apt install ffmpeg` or `conda install ffmpeg`), "
-                           f"or set decode.backend: pyav") from None
+    from torchcodec._core import ops
+
+    if not getattr(ops, "_FFMPEG_AVAILABLE", True):
+        raise BackendError("decode.backend: torchcodec cannot load FFmpeg's shared libraries (none of the "
+                           "versions it supports is on the library path): install FFmpeg (e.g. `apt install "
+                           "ffmpeg` or `conda install ffmpeg`), or set decode.backend: pyav")
     _TORCHCODEC_LOADED.append(True)
 
 
@@ -86,7 +85,14 @@ def _seconds(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64).astype(np.float32).astype(np.float64)
 
 
-class _DecordReader:
+class _Reader:
+    """What every backend's reader offers (see :func:`open_video`)."""
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.get_batch([i])[0]
+
+
+class _DecordReader(_Reader):
     def __init__(self, path: str, num_threads: int):
         import decord
 
@@ -109,7 +115,7 @@ class _DecordReader:
             return np.full(len(indices), np.nan)
 
 
-class _PyAVReader:
+class _PyAVReader(_Reader):
     """Frames by presentation-order index over PyAV, as decord indexes them.
 
     Opening demuxes the stream once (no decoding) to list every packet's timestamp and keyframe flag;
@@ -165,8 +171,8 @@ class _PyAVReader:
 
         if self._container is None:
             self._container = av.open(self.path)
+            self._container.streams.video[0].codec_context.thread_count = self.num_threads
         st = self._container.streams.video[0]
-        st.codec_context.thread_count = self.num_threads
         if key == 0:
             self._container.seek(0, backward=True, any_frame=False)  # the start of the file
         else:
@@ -199,19 +205,30 @@ class _PyAVReader:
         return np.stack(frames)[inverse.reshape(-1)]
 
 
-class _TorchCodecReader:
+class _TorchCodecReader(_Reader):
     def __init__(self, path: str, num_threads: int):
         from torchcodec.decoders import VideoDecoder
 
         self._dec = VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=num_threads)
         self._n = len(self._dec)
+        self._path, self._fps = path, None
         self._times: dict[int, float] = {}
 
     def __len__(self) -> int:
         return self._n
 
     def get_avg_fps(self) -> float:
-        return float(self._dec.metadata.average_fps or 0)
+        if self._fps is None:  # the stream's average rate as FFmpeg's demuxer gives it (decord's and PyAV's
+            try:               # value; torchcodec's own differs on VFR and WebM files), read by PyAV
+                import av
+
+                with av.open(self._path) as c:
+                    st = c.streams.video[0]
+                    self._fps = float(st.average_rate or st.guessed_rate or 0)
+            except Exception:  # noqa: BLE001 - no PyAV: torchcodec's estimate
+                m = self._dec.metadata
+                self._fps = float(m.average_fps_from_header or m.average_fps or 0)
+        return self._fps
 
     def get_batch(self, indices) -> np.ndarray:
         idx = [int(i) for i in indices]
