@@ -276,8 +276,18 @@ def open_video(path: str | os.PathLike, num_threads: int = 1, backend: str = "de
     return vr
 
 
-def video_info(path: str | os.PathLike, backend: str = "decord") -> VideoInfo:
-    vr = open_video(path, backend=backend)
+def installed_backend() -> str:
+    """decord where it is installed, else PyAV (the importers' probe: every backend counts the same frames)."""
+    try:
+        check_backend("decord")
+        return "decord"
+    except BackendError:
+        return "pyav"
+
+
+def video_info(path: str | os.PathLike, backend: str | None = None) -> VideoInfo:
+    """Frames, average fps and displayed size of a video (``backend``: default :func:`installed_backend`)."""
+    vr = open_video(path, backend=backend or installed_backend())
     h, w = read_frames(path, [0], vr=vr)[0].shape[:2]
     return VideoInfo(str(path), len(vr), float(vr.get_avg_fps()), int(w), int(h))
 

@@ -312,3 +312,19 @@ def test_torchcodec_without_ffmpeg_stops_with_what_to_install(tmp_path, videos):
     rc, err, _, _ = _run_decode(tmp_path, droot, "torchcodec", env)
     assert rc == 2 and "torchcodec cannot load FFmpeg's shared libraries" in err and "decode.backend: pyav" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_infer_takes_the_backend_and_names_a_missing_one(tmp_path, videos, monkeypatch, capsys):
+    from actparse.infer import build_parser, main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").symlink_to(videos["vfr"])
+    assert build_parser().parse_args([str(folder), "--models", "m", "--out", "o", "--decode-backend", "pyav"]
+                                     ).decode_backend == "pyav"
+    monkeypatch.setitem(sys.modules, "decord", None)
+    assert main([str(folder), "--models", str(tmp_path / "models"), "--out", str(tmp_path / "o"),
+                 "--decode-backend", "decord"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decord is not installed" in err[0] and "decode.backend: pyav" in err[0]
+    assert not (tmp_path / "o").exists()
