@@ -328,3 +328,18 @@ def test_infer_takes_the_backend_and_names_a_missing_one(tmp_path, videos, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decord is not installed" in err[0] and "decode.backend: pyav" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_encode_jpeg_bytes_are_those_of_the_reversed_channel_view(videos):
+    """encode_jpeg converts to BGR with cvtColor (faster): the bytes stay those of the earlier
+    ``cv2.imencode(".jpg", rgb[..., ::-1])``, so frames.parquet and everything downstream are unchanged."""
+    import cv2
+
+    for name in ("h264_bframes", "rot90", "mp4v"):
+        frames = V.read_frames(videos[name], np.arange(6))
+        for f in frames:
+            for q in (90, 75):
+                old = cv2.imencode(".jpg", f[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), q])[1].tobytes()
+                assert V.encode_jpeg(f, q) == old
+        crop = frames[0][5:40, 7:61]  # a non-contiguous view
+        assert V.encode_jpeg(crop, 90) == cv2.imencode(".jpg", crop[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
