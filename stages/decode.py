@@ -45,22 +45,37 @@ def frame_times(vr, indices, t=None) -> np.ndarray:
     return t
 
 
+def _encode_chunk(video: str, idx, batch, short_side: int, quality: int) -> list[dict]:
+    rows = []
+    for i, rgb in zip(idx, batch):
+        img, s = resize_short_side(rgb, short_side)
+        rows.append({"video": video, "frame": int(i), "pts": None,
+                     "width": img.shape[1], "height": img.shape[0], "scale": float(s),
+                     "jpeg": encode_jpeg(img, quality)})
+    return rows
+
+
 def decode_video(path: Path, video: str, stride: int, short_side: int, quality: int,
                  backend: str = "decord") -> pa.Table:
-    """Sampled frames of one video as a "frames" table; raises VideoError naming the file."""
+    """Sampled frames of one video as a "frames" table; raises VideoError naming the file.
+
+    Chunk ``k`` is resized and JPEG-encoded on a second thread while chunk ``k + 1`` is decoded
+    (both release the GIL); at most two decoded chunks wait, and the rows keep frame order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     vr = open_video(path, backend=backend)
     n = len(vr)
     indices = np.arange(0, n, stride)
-    rows, times = [], []
-    for start in range(0, len(indices), CHUNK):
-        idx = indices[start:start + CHUNK]
-        batch = read_frames(path, idx, vr=vr)
-        times.append(vr.timestamps(idx))  # after the frames: torchcodec reports times as it decodes
-        for i, rgb in zip(idx, batch):
-            img, s = resize_short_side(rgb, short_side)
-            rows.append({"video": video, "frame": int(i), "pts": None,
-                         "width": img.shape[1], "height": img.shape[0], "scale": float(s),
-                         "jpeg": encode_jpeg(img, quality)})
+    times, pending = [], []
+    with ThreadPoolExecutor(1, thread_name_prefix="jpeg") as pool:
+        for start in range(0, len(indices), CHUNK):
+            idx = indices[start:start + CHUNK]
+            batch = read_frames(path, idx, vr=vr)
+            times.append(vr.timestamps(idx))  # after the frames: torchcodec reports times as it decodes
+            if len(pending) >= 2:
+                pending[-2].result()  # bound the decoded frames held in memory
+            pending.append(pool.submit(_encode_chunk, video, idx, batch, short_side, quality))
+        rows = [row for fut in pending for row in fut.result()]
     for row, t in zip(rows, frame_times(vr, indices, np.concatenate(times) if times else None)):
         row["pts"] = float(t)
     return from_rows(rows, "frames")
