@@ -191,7 +191,8 @@ class _PyAVReader(_Reader):
                 self._pos = k
                 if k == i:
                     rgb = frame.to_ndarray(format="rgb24")
-                    turns = int(round((frame.rotation or 0) / 90)) % 4  # the display rotation, as decord applies it
+                    # the display rotation, applied as decord applies it
+                    turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
                     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                 if k > i:
                     break

@@ -15,8 +15,9 @@ set, in turns within each round (so load from other work hits them alike), it ti
 * ``stage_<backend>``: :func:`stages.decode.decode_video`, the whole per-video work of the decode
   stage (decode, resize, JPEG encode, Arrow table) with each backend;
 * the stage's breakdown on decord: decoding, ``encode_jpeg`` (OpenCV, quality from params.yaml),
-  building the table, and other JPEG encoders on the same frames (OpenCV fed a contiguous BGR copy,
-  OpenCV after ``cvtColor``, Pillow), each with whether its bytes equal ``encode_jpeg``'s.
+  building the table, and other JPEG encoders on the same frames (OpenCV fed the reversed-channel
+  view, as ``encode_jpeg`` did before, or a contiguous BGR copy, or the ``cvtColor`` copy it makes
+  now; Pillow), each with whether its bytes equal ``encode_jpeg``'s.
 
 Times are seconds per video set by the wall clock and in process CPU time (all threads), medians
 over rounds; ratios are frames per second relative to ``decord_bare`` (> 1: faster), from the
@@ -142,7 +143,9 @@ def breakdown(paths, stride, quality) -> dict:
         Image.fromarray(x).save(buf, "JPEG", quality=quality)
         return buf.getvalue()
 
-    others = {"jpeg_cv2_contiguous": lambda x: cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]),
+    others = {"jpeg_cv2_reversed_view_previous": lambda x: cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
+                                                                                   quality])[1].tobytes(),
+              "jpeg_cv2_contiguous": lambda x: cv2.imencode(".jpg", np.ascontiguousarray(x[..., ::-1]),
                                                            [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes(),
               "jpeg_cv2_cvtcolor": lambda x: cv2.imencode(".jpg", cv2.cvtColor(x, cv2.COLOR_RGB2BGR),
                                                           [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes(),

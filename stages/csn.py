@@ -110,7 +110,7 @@ def run(params: dict, root: Path) -> None:
         for rec in tqdm(records, desc="csn", unit="video", disable=None):
             ledger.tried(rec["video"])
             try:
-                frames = LazyVideo(video_path(droot, rec["path"]), cache_side, backend=backend)  # only the clips' frames
+                frames = LazyVideo(video_path(droot, rec["path"]), cache_side, backend=backend)  # the clips' frames
                 clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
             except (VideoError, ValueError) as exc:
                 ledger.skip(rec["video"], exc)
