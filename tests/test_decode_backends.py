@@ -344,3 +344,22 @@ def test_encode_jpeg_bytes_are_those_of_the_reversed_channel_view(videos):
         crop = frames[0][5:40, 7:61]  # a non-contiguous view
         old = cv2.imencode(".jpg", crop[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
         assert V.encode_jpeg(crop, 90) == old
+
+
+def test_flow_decode_task_uses_the_backend(tmp_path, videos):
+    """The flow's per-video decode task (flows/mapped.py) runs the stage's function with decode.backend."""
+    from actparse.params import load_params
+    from actparse.schemas import read_df
+    from flows.mapped import DecodeMapper
+    from stages.decode import decode_video
+
+    droot = _data_root(tmp_path, {"rot90": videos["rot90"]})
+    mapper = DecodeMapper(tmp_path, load_params(_params(tmp_path, droot, "pyav")))
+    assert mapper.cfg.backend == "pyav"
+    work = tmp_path / "work"
+    work.mkdir()
+    item = mapper.items()[0]
+    mapper.run_item(item, work)
+    got = read_df(work / "000000.parquet", "frames")
+    ref = decode_video(videos["rot90"], "rot90", 2, 0, mapper.cfg.quality, "decord").to_pandas()
+    assert got.equals(ref) and set(zip(got["width"], got["height"])) == {(96, 128)}
