@@ -89,12 +89,13 @@ def random_clip_start(n_frames: int, num_frames: int, interval: int, rng: np.ran
     return int(rng.integers(0, slack + 1))
 
 
-def load_video(path: str | os.PathLike, short_side: int = 0) -> np.ndarray:
-    """Decode every frame of a video as uint8 RGB ``(N, H, W, 3)``, short side resized to ``short_side``.
+def load_video(path: str | os.PathLike, short_side: int = 0, backend: str = "decord") -> np.ndarray:
+    """Decode every frame of a video as uint8 RGB ``(N, H, W, 3)``, short side resized to ``short_side``
+    (``backend``: ``decode.backend``).
 
     Raises :class:`actparse.video.VideoError` naming the file when it cannot be decoded.
     """
-    vr = open_video(path)
+    vr = open_video(path, backend=backend)
     n = len(vr)
     out = None
     for s in range(0, n, DECODE_CHUNK):

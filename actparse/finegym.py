@@ -708,7 +708,7 @@ def load_split(params: dict, root, split: str):
     from .params import get
     from .paths import data_root
     from .schemas import read_df
-    from .video import LazyVideo, VideoError
+    from .video import LazyVideo, VideoError, decode_backend
 
     droot = data_root(params, root)
     folder = droot / "annotations" / "finegym"
@@ -731,7 +731,7 @@ def load_split(params: dict, root, split: str):
     for v, idx in tqdm(list(by_video.items()), desc=f"gym {split} clips", unit="video", disable=None):
         path = video_path(droot, row_of[v].path)
         try:
-            video = LazyVideo(path)  # frames are decoded when a clip needs them
+            video = LazyVideo(path, backend=decode_backend(params))  # frames decoded when a clip needs them
         except VideoError as exc:
             skips.append({"video": v, "stage": f"gym_{split}", "error": str(exc)})
             continue

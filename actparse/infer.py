@@ -196,16 +196,19 @@ def print_summary(summary: dict, out: Path, videos: int, seconds: float) -> None
 
 
 def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device: str = "auto",
-          params: str | Path | None = None) -> dict:
+          params: str | Path | None = None, decode_backend: str | None = None) -> dict:
     """Run every inference output for ``video_dir``; returns the summary (also in infer_summary.json)."""
     from .dataset import load_videos
     from .params import load_params
     from .schemas import write_json
+    from .video import check_backend
 
     video_dir, models_dir, out = Path(video_dir), Path(models_dir), Path(out)
     if not video_dir.is_dir():
         raise InferError(f"{video_dir}: video folder not found")
     n_videos = load_videos(video_dir).num_rows  # clear error when it holds no video
+    if decode_backend:
+        check_backend(decode_backend)
     if device == "cuda":
         import torch
 
@@ -217,6 +220,9 @@ def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device
                          f"give another --out, or copy the models out first")
     base_file = Path(params) if params else ROOT / "params.yaml"
     base = load_params(base_file)
+    if decode_backend:
+        base["decode"]["backend"] = decode_backend
+    check_backend(base["decode"]["backend"])  # not installed: one line now, before any stage runs
     out.mkdir(parents=True, exist_ok=True)
     params_file = (out / "params.yaml").resolve()
     text = yaml.safe_dump(infer_params(base, video_dir, models_dir, device, found), sort_keys=False)
@@ -242,18 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="work and output folder (created)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
     ap.add_argument("--params", help="params file for the inference settings (default: the project's params.yaml)")
+    ap.add_argument("--decode-backend", choices=("decord", "pyav", "torchcodec"),
+                    help="video decoder (sets decode.backend; default: the params file's; the frames are the same)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .cli import setup_offline_env
-    from .params import ParamError
+    from .params import InputError, ParamError
 
     setup_offline_env()
     try:
-        summary = infer(args.video_dir, args.models, args.out, args.device, args.params)
-    except (InferError, ParamError, FileNotFoundError, ValueError) as exc:
+        summary = infer(args.video_dir, args.models, args.out, args.device, args.params, args.decode_backend)
+    except (InferError, ParamError, InputError, FileNotFoundError, ValueError) as exc:
         print(f"actparse infer: error: {exc}", file=sys.stderr)
         return 2
     missing = [o["path"] for o in summary["outputs"] if not o["exists"]]

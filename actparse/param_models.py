@@ -29,6 +29,7 @@ Quad = Annotated[list[int], Field(min_length=4, max_length=4)]
 YOLO_OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")
 HRNET_ARCHS = ("hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48")
 POSE_BACKENDS = ("hrnet", "mmpose")  # stages.train_pose.BACKENDS
+DECODE_BACKENDS = ("decord", "pyav", "torchcodec")  # actparse.video.BACKENDS
 CSN_VARIANTS = ("ip", "ir")
 CSN_DEPTHS = (50, 101, 152)
 CSN_KEY_MAPS = ("pytorchvideo", "vmz", "mmaction2")
@@ -77,6 +78,7 @@ class Decode(Section):
     stride: PosInt
     short_side: NonNegInt
     jpeg_quality: Annotated[int, Field(ge=1, le=100)]
+    backend: Literal[DECODE_BACKENDS]  # type: ignore[valid-type]
 
 
 class Yolo(Section):

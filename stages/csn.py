@@ -37,7 +37,7 @@ from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.schemas import ParquetStreamWriter, from_columns, read_df, write_json
 from actparse.stage import SkipLedger, stage_log, stage_main
-from actparse.video import LazyVideo, VideoError
+from actparse.video import LazyVideo, VideoError, decode_backend
 
 log = stage_log("csn")
 ENSEMBLE = "ensemble"
@@ -87,6 +87,7 @@ def run(params: dict, root: Path) -> None:
     cache_side = max(s.short_side for s in specs.values())
 
     droot = data_root(params, root)
+    backend = decode_backend(params)
     videos = load_videos(droot).to_pylist()
     ledger, preds = SkipLedger("csn", root), {}
     pending: list[tuple[str, dict]] = []  # (video, {spec: clips}) waiting for a full batch
@@ -109,7 +110,7 @@ def run(params: dict, root: Path) -> None:
         for rec in tqdm(records, desc="csn", unit="video", disable=None):
             ledger.tried(rec["video"])
             try:
-                frames = LazyVideo(video_path(droot, rec["path"]), cache_side)  # decodes only the clips' frames
+                frames = LazyVideo(video_path(droot, rec["path"]), cache_side, backend=backend)  # the clips' frames
                 clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
             except (VideoError, ValueError) as exc:
                 ledger.skip(rec["video"], exc)

@@ -63,7 +63,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.partattn import PersonSample, load_checkpoint, match_persons, predict, settings_from_params, \
         state_accuracy
     from actparse.pcca import BOX_SOURCES, load_person_boxes
-    from actparse.video import VideoError
+    from actparse.video import VideoError, decode_backend
 
     persons_source = get(params, "partattn.persons_source", str, default="refined", choices=BOX_SOURCES)
     parts_source = get(params, "partattn.parts_source", str, default="detected", choices=("detected", "gt"))
@@ -107,7 +107,7 @@ def run(params: dict, root: Path) -> None:
             log.warning("partattn: no known action for %s (%r); using %r", row.video, action, actions[0])
         ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path))
+            v = load_video(video_path(droot, row.path), backend=decode_backend(params))
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

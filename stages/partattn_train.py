@@ -64,7 +64,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.constants import ACTIONS
     from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
-    from actparse.video import LazyVideo
+    from actparse.video import LazyVideo, decode_backend
     from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
@@ -98,7 +98,7 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = LazyVideo(video_path(droot, row.path))  # frames decoded when a sample needs them
+            v = LazyVideo(video_path(droot, row.path), backend=decode_backend(params))  # decoded when a sample needs them
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

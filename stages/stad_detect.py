@@ -58,7 +58,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.clips import load_video
     from actparse.dataset import load_videos, video_path
     from actparse.pcca import BOX_SOURCES, int_list, load_model, load_person_boxes, predict
-    from actparse.video import VideoError
+    from actparse.video import VideoError, decode_backend
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
     min_score = get(params, "stad.min_score", float, default=0.6, min_value=0.0)
@@ -95,7 +95,7 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = load_video(video_path(droot, row.path), decode_side)
+            v = load_video(video_path(droot, row.path), decode_side, decode_backend(params))
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

@@ -67,7 +67,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.csn import seed_everything
     from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
-    from actparse.video import LazyVideo
+    from actparse.video import LazyVideo, decode_backend
     from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
         gt_samples, head_kwargs_from_params, save_model, settings_from_params
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
@@ -110,7 +110,8 @@ def run(params: dict, root: Path) -> None:
             continue
         ledger.tried(row.video)
         try:
-            v = LazyVideo(video_path(droot, row.path), max(s.train_scales or (short_side,)))  # decoded on demand
+            v = LazyVideo(video_path(droot, row.path), max(s.train_scales or (short_side,)),  # decoded on demand
+                          backend=decode_backend(params))
         except (VideoError, ValueError) as exc:
             ledger.skip(row.video, exc)
             continue

@@ -51,12 +51,13 @@ from actparse.part_labels import read_classes
 from actparse.paths import Paths, check_outside, data_root
 from actparse.schemas import read_df, write_json
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
-from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_budget_bytes, hold_in_memory
+from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_backend, decode_budget_bytes, hold_in_memory
 
 log = stage_log("train_csn")
 
 
-def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str) -> dict:
+def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: SkipLedger, desc: str,
+                  backend: str = "decord") -> dict:
     """The train videos' frames: decoded once and held in memory when they fit in
     ``$ACTPARSE_DECODE_BUDGET_MB``, else opened for on-demand clip reading (:class:`LazyVideo`: the
     frames a clip needs are decoded when it is made). Both give the same clips. Returns {video: frames};
@@ -70,7 +71,8 @@ def decode_videos(droot: Path, records: list[dict], short_side: int, ledger: Ski
         ledger.tried(rec["video"])
         try:
             path = video_path(droot, rec["path"])
-            out[rec["video"]] = load_video(path, short_side) if eager else LazyVideo(path, short_side)
+            out[rec["video"]] = load_video(path, short_side, backend) if eager else \
+                LazyVideo(path, short_side, backend=backend)
         except (VideoError, ValueError) as exc:
             ledger.skip(rec["video"], exc)
     return out
@@ -180,7 +182,7 @@ def run(params: dict, root: Path) -> None:
     torch.manual_seed(seed)
     t0 = time.time()
     ledger = SkipLedger("train_csn", root, what="train videos")
-    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "load train videos")
+    decoded = decode_videos(droot, records, spec.cache_short_side, ledger, "load train videos", decode_backend(params))
     ledger.check(droot)
     names = [n for n in names if n in decoded]
     index = {t: {c: i for i, c in enumerate(cl)} for t, cl in classes.items()}

@@ -83,6 +83,9 @@ def test_schema_choices_match_the_code():
     assert set(M.CSN_KEY_MAPS) == set(csn.KEY_MAPS)
     assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == pcca.BOX_SOURCES
     assert M.GYM_LEVELS == finegym.LEVELS
+    from actparse import video
+
+    assert M.DECODE_BACKENDS == video.BACKENDS
     for model, key, values in ((M.Stad, "depth", tuple(pcca.DEPTHS)), (M.Gym, "depth", tuple(finegym.DEPTHS)),
                                (M.PartAttn, "roi_mode", partattn.ROI_MODES),
                                (M.Evaluate, "multisports_variant", multisports.VARIANTS)):
