@@ -2,7 +2,8 @@
 # Create .venv (Python 3.11) and install the pinned dependencies and actparse itself.
 # Idempotent: does nothing when requirements.lock and pyproject.toml are unchanged since the last run.
 # Optional extras (each with its own lock file and stamp): `bash scripts/setup.sh mmpose` or
-# ACTPARSE_EXTRAS=mmpose adds the mmpose keypoints backend (requirements-mmpose.lock; docs/pose.md).
+# ACTPARSE_EXTRAS=mmpose adds the mmpose keypoints backend (requirements-mmpose.lock; docs/pose.md);
+# `torchcodec` adds the torchcodec decode backend (requirements-torchcodec.lock; docs/stages.md).
 # The pinned set is installed with uv (parallel unpacking: about 1 minute instead of pip's 3) when the
 # package index has it, with pip otherwise or if uv fails (ACTPARSE_NO_UV=1: always pip). uv gets the
 # index, find-links and constraint settings of your pip configuration.
@@ -83,6 +84,16 @@ for extra in ${extras//,/ }; do
         echo "$want_x" > "$stamp_x"
       fi
       ;;
-    *) echo "setup: unknown extra '$extra' (known: mmpose)" >&2; exit 2 ;;
+    torchcodec)
+      # decode.backend: torchcodec (docs/stages.md); it needs FFmpeg's shared libraries at run time
+      stamp_x=.venv/.actparse-extra-torchcodec
+      want_x=$(cat requirements-torchcodec.lock requirements.lock | sha256sum | cut -d' ' -f1)
+      if [ "$(cat "$stamp_x" 2>/dev/null || true)" != "$want_x" ]; then
+        echo "setup: installing the torchcodec extra into .venv (requirements-torchcodec.lock)"
+        .venv/bin/python -m pip install -q --no-deps -r requirements-torchcodec.lock
+        echo "$want_x" > "$stamp_x"
+      fi
+      ;;
+    *) echo "setup: unknown extra '$extra' (known: mmpose, torchcodec)" >&2; exit 2 ;;
   esac
 done
