@@ -51,9 +51,10 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.csn import seed_everything
-    from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
-        load_split, pathway_features, save_checkpoint, settings_from_params
+    from actparse.finegym import LEVELS, config_from_params, fit_joint, fit_level, load_split, pathway_features, \
+        save_checkpoint, settings_from_params
+    from actparse.models.gym import JointModel, LevelModel
+    from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     cfg = config_from_params(params)

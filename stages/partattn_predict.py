@@ -58,11 +58,10 @@ def run(params: dict, root: Path) -> None:
 
     from actparse.clips import load_video
     from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
-    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.dataset import BOX_SOURCES, gt_persons_path, load_person_boxes, load_videos, video_path
     from actparse.part_labels import baseline_states
     from actparse.partattn import PersonSample, load_checkpoint, match_persons, predict, settings_from_params, \
         state_accuracy
-    from actparse.pcca import BOX_SOURCES, load_person_boxes
     from actparse.video import VideoError
 
     persons_source = get(params, "partattn.persons_source", str, default="refined", choices=BOX_SOURCES)

@@ -62,10 +62,11 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     from actparse.constants import ACTIONS
-    from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.video import LazyVideo
-    from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
+    from actparse.models.partattn import PartStateNet
+    from actparse.partattn import config_from_params, fit, save_checkpoint, settings_from_params
+    from actparse.train import seed_everything
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 

@@ -56,8 +56,8 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     from actparse.clips import load_video
-    from actparse.dataset import load_videos, video_path
-    from actparse.pcca import BOX_SOURCES, int_list, load_model, load_person_boxes, predict
+    from actparse.dataset import BOX_SOURCES, load_person_boxes, load_videos, video_path
+    from actparse.pcca import int_list, load_model, predict
     from actparse.video import VideoError
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)

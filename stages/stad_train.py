@@ -64,12 +64,13 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.csn import seed_everything
     from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.video import LazyVideo
-    from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
-        gt_samples, head_kwargs_from_params, save_model, settings_from_params
+    from actparse.models.pcca import STADModel
+    from actparse.pcca import cache_features, config_from_params, fit_classifier, fit_phase1, gt_samples, \
+        head_kwargs_from_params, save_model, settings_from_params
+    from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
 
     head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))

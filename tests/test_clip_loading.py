@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from actparse import clips as C
-from actparse.csn import CSNConfig, MultiTaskCSN, TrainSettings, _ClipMaker, fit
+from actparse.csn import TrainSettings, _ClipMaker, fit
+from actparse.models.csn import CSNConfig, MultiTaskCSN
 from actparse.video import LazyVideo, ReaderCache, VideoError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -215,7 +216,9 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
     decoded arrays; the features are the model's RoI features of each batch, in sample order."""
     import pandas as pd
 
-    from actparse.pcca import SlowFastConfig, STADModel, STADSettings, cache_features, fit_phase1, gt_samples
+    from actparse.models.pcca import STADModel
+    from actparse.models.slowfast import SlowFastConfig
+    from actparse.pcca import STADSettings, cache_features, fit_phase1, gt_samples
 
     rng = np.random.default_rng(0)
     pools = []

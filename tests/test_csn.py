@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 
 from actparse import clips as C
-from actparse.csn import (DEPTHS, TASKS, CSNConfig, InteractionPreservedConv, MultiTaskCSN, Schedule, ensemble,
-                          ensemble_weights_from_params, load_checkpoint, load_pretrained, make_optimizer,
-                          multitask_loss, predict_clips, save_checkpoint, train_step)
+from actparse.csn import (ensemble, ensemble_weights_from_params, load_checkpoint, load_pretrained, multitask_loss,
+                          predict_clips, save_checkpoint, train_step)
+from actparse.models.csn import DEPTHS, TASKS, CSNConfig, InteractionPreservedConv, MultiTaskCSN
+from actparse.train import Schedule, make_optimizer
 from actparse.params import ParamError
 
 TINY = dict(depth=50, stage_depths=(1, 1, 1, 1), stem_dim=8)

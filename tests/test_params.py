@@ -75,15 +75,18 @@ def _field(dotted: str):
 
 
 def test_schema_choices_match_the_code():
-    from actparse import clips, csn, finegym, hrnet, partattn, pcca
+    from actparse import clips, csn, dataset, finegym, hrnet
+    from actparse.models import csn as csn_model
+    from actparse.models import partattn, slowfast, slowonly
     from actparse.metrics import multisports
 
     assert M.HRNET_ARCHS == hrnet.ARCHS
-    assert M.CSN_VARIANTS == csn.VARIANTS and M.CSN_DEPTHS == tuple(csn.DEPTHS) and M.CSN_TASKS == csn.TASKS
+    assert M.CSN_VARIANTS == csn_model.VARIANTS and M.CSN_DEPTHS == tuple(csn_model.DEPTHS)
+    assert M.CSN_TASKS == csn_model.TASKS
     assert set(M.CSN_KEY_MAPS) == set(csn.KEY_MAPS)
-    assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == pcca.BOX_SOURCES
+    assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == dataset.BOX_SOURCES
     assert M.GYM_LEVELS == finegym.LEVELS
-    for model, key, values in ((M.Stad, "depth", tuple(pcca.DEPTHS)), (M.Gym, "depth", tuple(finegym.DEPTHS)),
+    for model, key, values in ((M.Stad, "depth", tuple(slowfast.DEPTHS)), (M.Gym, "depth", tuple(slowonly.DEPTHS)),
                                (M.PartAttn, "roi_mode", partattn.ROI_MODES),
                                (M.Evaluate, "multisports_variant", multisports.VARIANTS)):
         assert model.model_fields[key].annotation.__args__ == values, (model, key)

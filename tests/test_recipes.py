@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from actparse import clips as C
-from actparse.csn import (TASKS, clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
+from actparse.csn import (clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
                           train_settings_from_params, val_split, weight_grid)
+from actparse.models.csn import TASKS
 from actparse.params import ParamError, apply_preset, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_recipe_reaches_the_training_settings(tmp_path):
     assert s.train_scales == (256, 360) and s.scale_batch_sizes == (32, 24) and s.lr_steps == (5.0, 8.0, 10.0)
     assert finegym.settings_from_params(p).loss_weights == {"event": 1.0, "set": 2.0, "element": 4.0}
     # the CSN schedule of the recipe: warm-up from 0.1 x lr over 16 iterations, / 10 at 32 and 48
-    from actparse.csn import Schedule
+    from actparse.train import Schedule
 
     sch = Schedule(t.lr, t.warmup_iters, 0.1, t.lr_steps, t.lr_gamma)
     assert sch.lr(0, 0.0) == pytest.approx(8e-6) and sch.lr(16, 1.0) == pytest.approx(8e-5)
