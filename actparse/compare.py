@@ -537,12 +537,10 @@ def main(argv=None) -> int:
         return 2
     sys.stdout.write(render_text(cmp))
     if args.html:
-        from .schemas import _tmp_beside  # atomic write like every artifact
+        from .atomic import write_text  # atomic write like every artifact
 
         out = Path(args.html)
-        tmp = _tmp_beside(out)
-        tmp.write_text(render_html(cmp), encoding="utf-8")
-        tmp.replace(out)
+        write_text(out, render_html(cmp), encoding="utf-8")
         print(f"HTML report: {out}")
     return 0
 

@@ -214,7 +214,7 @@ def write_model_manifest(model_dir: str | os.PathLike, variants: Sequence[str], 
     """``model.json`` of a CSN model folder: what inference needs besides the weights (which live,
     with each variant's architecture, class lists and clip settings, in ``<variant>.pt``)."""
     from .clips import CSN_MEAN, CSN_STD
-    from .schemas import write_json
+    from .atomic import write_json
 
     manifest = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "variants": list(variants),
                 "files": {v: f"{v}.pt" for v in variants}, "tasks": list(classes),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .schemas import save_torch
+from .atomic import save_torch
 
 
 # --------------------------------------------------------------------------------------------

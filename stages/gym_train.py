@@ -28,7 +28,7 @@ import numpy as np
 
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import write_json
+from actparse.atomic import write_json
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 

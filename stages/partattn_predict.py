@@ -29,7 +29,8 @@ import numpy as np
 
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_columns, from_rows, read_df, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_columns, from_rows, read_df, write_table
 from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
 log = stage_log("partattn_predict")

@@ -33,7 +33,8 @@ import numpy as np
 from actparse import safe_pickle
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
-from actparse.schemas import read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import read_df
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 

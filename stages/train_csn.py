@@ -49,7 +49,8 @@ from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, check_outside, data_root
-from actparse.schemas import read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import read_df
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
 from actparse.train import count_parameters, seed_everything
 from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_budget_bytes, hold_in_memory

@@ -38,7 +38,7 @@ from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkp
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, check_outside, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
-from actparse.schemas import write_json
+from actparse.atomic import write_json
 from actparse.train import seed_everything
 
 log = logging.getLogger("actparse.train_pose")

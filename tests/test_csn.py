@@ -361,7 +361,8 @@ def test_load_video_decodes_and_resizes(tmp_path):
 def _tiny_csn_project(tmp_path):
     """8 tiny two-class videos (horizontal vs vertical motion) + part labels; returns (params, classes)."""
     from actparse.paths import Paths
-    from actparse.schemas import from_rows, write_json, write_table
+    from actparse.atomic import write_json
+    from actparse.schemas import from_rows, write_table
 
     rng = np.random.default_rng(0)
     droot = tmp_path / "data"

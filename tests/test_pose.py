@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from actparse.boxes import refine_box
 from actparse.constants import FLIP_PAIRS, NUM_KEYPOINTS, SKELETON
 from actparse.hrnet import (MMPOSE_BACKBONE_KEY, CheckpointError, build_pose_model, decode_heatmaps,
                             encode_heatmaps, flip_back, heatmap_loss, load_checkpoint, save_checkpoint)
 from actparse.pose import (AugmentConfig, PoseSamples, affine_matrices, apply_affine, back_project,
-                           box_to_center_size, crop_people, make_batch, pose_metrics, refine_box, train_step)
+                           box_to_center_size, crop_people, make_batch, pose_metrics, train_step)
 
 torch.set_num_threads(1)
 

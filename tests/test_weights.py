@@ -111,7 +111,7 @@ def test_detect_persons_stage_keeps_only_the_person_class(coco_pt, tmp_path):
     detect_persons.run(params, tmp_path)
     got = read_df(Paths(tmp_path).persons, "persons")
     # the stage's boxes are exactly the person-class detections of the same model on the same frames
-    from actparse.detection import decode_frames, frames_by_video
+    from actparse.detector_data import decode_frames, frames_by_video
 
     model = yolo.load_model(coco_pt)
     want, unfiltered = 0, 0
