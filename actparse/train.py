@@ -1,7 +1,7 @@
 """What every training shares: seeding, optimizers, learning-rate schedules, checkpoint files.
 
-Used by the CSN trainer (:mod:`actparse.csn`), the seed systems (:mod:`actparse.pcca`,
-:mod:`actparse.finegym`, :mod:`actparse.partattn`) and the pose trainer (``stages/train_pose.py``).
+Used by the CSN trainer (:mod:`actparse.csn`), the seed systems (:mod:`actparse.stad`,
+:mod:`actparse.gym`, :mod:`actparse.partattn`) and the pose trainer (``stages/train_pose.py``).
 
 Schedules: four learning-rate curves are in use, and they stay four. Each is written here with the
 exact arithmetic its trainer has always used: two curves that agree on paper (a linear warm-up

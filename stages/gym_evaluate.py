@@ -48,7 +48,7 @@ def run(params: dict, root: Path) -> None:
         return
     import pyarrow as pa
 
-    from actparse.finegym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
+    from actparse.gym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
         predict_level, settings_from_params
     from actparse.metrics.classification import hierarchical_accuracy
 

@@ -41,7 +41,7 @@ def run(params: dict, root: Path) -> None:
         return
     given = given_model(params, "gym", root)
     if given is not None:  # gym.model: a trained folder (event/set/element/joint .pt) used as is
-        from actparse.finegym import LEVELS, load_joint, load_level
+        from actparse.gym import LEVELS, load_joint, load_level
 
         def check(d):
             load_joint(d / "joint.pt", [load_level(d / f"{lvl}.pt", "cpu")[0] for lvl in LEVELS], "cpu")
@@ -51,7 +51,7 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.finegym import LEVELS, config_from_params, fit_joint, fit_level, load_split, pathway_features, \
+    from actparse.gym import LEVELS, config_from_params, fit_joint, fit_level, load_split, pathway_features, \
         save_checkpoint, settings_from_params
     from actparse.models.gym import JointModel, LevelModel
     from actparse.train import seed_everything

@@ -58,7 +58,7 @@ def run(params: dict, root: Path) -> None:
         return
     given = given_model(params, "stad", root)
     if given is not None:  # stad.model: a trained folder (model.pt, optionally phase1.pt) used as is
-        from actparse.pcca import load_model
+        from actparse.stad import load_model
 
         use_given_model(given, paths.models / "stad", "stad", "stad_train", root, ["model.pt"],
                         lambda d: [load_model(d / f, "cpu") for f in ("model.pt", "phase1.pt") if (d / f).is_file()])
@@ -68,8 +68,8 @@ def run(params: dict, root: Path) -> None:
     from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.video import LazyVideo
-    from actparse.models.pcca import STADModel
-    from actparse.pcca import cache_features, config_from_params, fit_classifier, fit_phase1, gt_samples, \
+    from actparse.models.stad import STADModel
+    from actparse.stad import cache_features, config_from_params, fit_classifier, fit_phase1, gt_samples, \
         head_kwargs_from_params, save_model, settings_from_params
     from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params

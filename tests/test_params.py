@@ -75,7 +75,7 @@ def _field(dotted: str):
 
 
 def test_schema_choices_match_the_code():
-    from actparse import clips, csn, dataset, finegym, hrnet
+    from actparse import clips, csn, dataset, gym, hrnet
     from actparse.models import csn as csn_model
     from actparse.models import partattn, slowfast, slowonly
     from actparse.metrics import multisports
@@ -85,7 +85,7 @@ def test_schema_choices_match_the_code():
     assert M.CSN_TASKS == csn_model.TASKS
     assert set(M.CSN_KEY_MAPS) == set(csn.KEY_MAPS)
     assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == dataset.BOX_SOURCES
-    assert M.GYM_LEVELS == finegym.LEVELS
+    assert M.GYM_LEVELS == gym.LEVELS
     for model, key, values in ((M.Stad, "depth", tuple(slowfast.DEPTHS)), (M.Gym, "depth", tuple(slowonly.DEPTHS)),
                                (M.PartAttn, "roi_mode", partattn.ROI_MODES),
                                (M.Evaluate, "multisports_variant", multisports.VARIANTS)):

@@ -24,14 +24,14 @@ import torch
 import yaml
 
 from actparse import yolo
-from actparse.finegym import config_from_params as gym_config
+from actparse.gym import config_from_params as gym_config
 from actparse.models.gym import LevelModel
 from actparse.models.partattn import PartStateNet
 from actparse.models.slowfast import SlowFastBackbone, SlowFastConfig
 from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig
 from actparse.params import ParamError
 from actparse.partattn import config_from_params as partattn_config
-from actparse.pcca import config_from_params as stad_config
+from actparse.stad import config_from_params as stad_config
 from actparse.weights.resnet3d import load_slowfast, load_slowonly, pretrained_from_params
 from _params import write_params
 

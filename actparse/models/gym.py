@@ -1,5 +1,5 @@
 """Seed 004's networks: one SlowOnly classifier per FineGym level (:class:`LevelModel`) and the joint
-model over the frozen pathways (:class:`JointModel`); see :mod:`actparse.finegym` for the training.
+model over the frozen pathways (:class:`JointModel`); see :mod:`actparse.gym` for the training.
 
 Build them with :func:`create_level_model` and :func:`create_joint_model`.
 """

@@ -43,7 +43,7 @@ from .models.slowonly import DEPTHS, SlowOnlyConfig
 from .models.video_resnet import MEAN
 from .train import adamw, read_checkpoint, save_checkpoint as _save, set_lr, warmup_cosine
 
-log = logging.getLogger("actparse.finegym")
+log = logging.getLogger("actparse.gym")
 
 LEVELS: tuple[str, ...] = ("event", "set", "element")
 DEFAULT_LOSS_WEIGHTS = {"event": 1.0, "set": 2.0, "element": 4.0}

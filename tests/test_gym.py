@@ -14,7 +14,7 @@ import yaml
 
 from _params import overlaid
 from actparse.constants import ACTIONS
-from actparse.finegym import (LEVELS, GymSettings, crop_clips, fit_joint, hierarchical_loss, load_annotations,
+from actparse.gym import (LEVELS, GymSettings, crop_clips, fit_joint, hierarchical_loss, load_annotations,
                               pathway_features, sample_indices, train_step)
 from actparse.models.gym import JointModel, LevelModel
 from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig

@@ -1,5 +1,5 @@
 """Seed 003's action detector: a SlowFast backbone and a RoI head, Person-Context Cross Attention
-(``kind="pcca"``) or a linear classifier (``"linear"``, the seed's ablation); see :mod:`actparse.pcca`
+(``kind="pcca"``) or a linear classifier (``"linear"``, the seed's ablation); see :mod:`actparse.stad`
 for how it is trained and used.
 
 Build one with :func:`create_stad_model`.

@@ -19,8 +19,8 @@ target. Decoupled learning (seed 003 sec 3.4): phase 1 trains everything with st
 phase 2 freezes everything except the final classifier and retrains it with class-balanced
 sampling (each class, "no action" included, drawn equally often) on features of the frozen model.
 
-The networks are in :mod:`actparse.models.slowfast` (backbone) and :mod:`actparse.models.pcca`
-(:class:`~actparse.models.pcca.PCCAHead`, :class:`~actparse.models.pcca.STADModel`).
+The networks are in :mod:`actparse.models.slowfast` (backbone) and :mod:`actparse.models.stad`
+(:class:`~actparse.models.stad.PCCAHead`, :class:`~actparse.models.stad.STADModel`).
 
 Public API: :func:`bce_loss`, :func:`train_step`, :func:`freeze_for_decoupling`,
 :func:`class_balanced_weights`, clip helpers :func:`keyframe_indices` / :func:`make_clip`,
@@ -42,16 +42,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models.pcca import STADModel
+from .models.stad import STADModel
 from .models.slowfast import DEPTHS, SlowFastConfig
 from .train import adamw, cosine, make_optimizer, read_checkpoint, save_checkpoint as _save, set_lr, step_lr
 
-log = logging.getLogger("actparse.pcca")
+log = logging.getLogger("actparse.stad")
 
 
 
 # --------------------------------------------------------------------------------------------
-# Loss and decoupled learning (the networks: actparse.models.slowfast and actparse.models.pcca)
+# Loss and decoupled learning (the networks: actparse.models.slowfast and actparse.models.stad)
 # --------------------------------------------------------------------------------------------
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid + binary cross-entropy, mean over persons and classes (optional per-person weights)."""
