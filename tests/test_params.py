@@ -417,3 +417,20 @@ def test_stage_docstrings_name_schema_keys():
             assert (k[:-2] if k.endswith(".*") else k) in keys, f"{f.name} docstring names {k!r}, not a params key"
     assert seen > 100
     assert _doc_keys("Params: csn.lr_stpes, link.*; writes artifacts/parts.parquet") == ["csn.lr_stpes", "link.*"]
+
+
+def test_params_errors_name_the_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("decode:\n  stride: 0\n  short_side: abc\n")
+    with pytest.raises(ParamError, match="decode.stride' must be >= 1, got 0"):
+        load_params(p)  # the loader checks the whole file; get checks again (dicts built in code)
+    params = {"_path": str(p), "decode": {"stride": 0, "short_side": "abc"}}
+    with pytest.raises(ParamError, match="decode.stride.*>= 1"):
+        get(params, "decode.stride", int, min_value=1)
+    with pytest.raises(ParamError, match="decode.short_side.*int"):
+        get(params, "decode.short_side", int)
+    with pytest.raises(ParamError, match="missing parameter 'decode.jpeg'"):
+        get(params, "decode.jpeg", int)
+    assert get(params, "decode.jpeg", int, default=90) == 90
+    with pytest.raises(ParamError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
