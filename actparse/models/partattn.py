@@ -138,6 +138,14 @@ class PartStateNet(nn.Module):
         return [self.heads[GROUP_OF_PART[p]](x[:, j]) for j, p in enumerate(PARTS)]
 
 
-def create_part_state_net(**config) -> PartStateNet:
-    """A :class:`PartStateNet` of the :class:`PartAttnConfig` fields given as keywords."""
-    return PartStateNet(PartAttnConfig(**config))
+def create_part_state_net(*, num_actions: int = 10, roi_mode: str = "align", use_action: bool = True,
+                          use_attention: bool = True, use_context: bool = True, dim: int = 128, heads: int = 4,
+                          roi_size: int = 3, part_crop: int = 24, part_scale: float = 1.5, dropout: float = 0.2,
+                          stem_dim: int = 8, stage_depths: tuple[int, ...] = (1, 1, 1, 1),
+                          input_size: tuple[int, int] = (96, 64)) -> PartStateNet:
+    """A :class:`PartStateNet` (the arguments are the fields of :class:`PartAttnConfig`)."""
+    return PartStateNet(PartAttnConfig(num_actions=num_actions, roi_mode=roi_mode, use_action=use_action,
+                                       use_attention=use_attention, use_context=use_context, dim=dim, heads=heads,
+                                       roi_size=roi_size, part_crop=part_crop, part_scale=part_scale,
+                                       dropout=dropout, stem_dim=stem_dim, stage_depths=stage_depths,
+                                       input_size=input_size))
