@@ -68,10 +68,29 @@ def to_aspect(boxes, aspect: float) -> np.ndarray:
     return np.stack([c[:, 0] - w2 / 2, c[:, 1] - h2 / 2, c[:, 0] + w2 / 2, c[:, 1] + h2 / 2], axis=1)
 
 
-def from_points(points, margin: float = 0.0) -> np.ndarray:
-    """Tight box around (K, 2) points, grown by ``margin`` pixels on every side."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(p) == 0:
-        raise ValueError("cannot make a box from zero points")
-    lo, hi = p.min(0) - margin, p.max(0) + margin
-    return np.array([lo[0], lo[1], hi[0], hi[1]])
+def refine_box(box, keypoints, thr: float = 0.3, margin: float = 0.03, image_size=None) -> np.ndarray:
+    """Grow boxes until every keypoint with score > ``thr`` lies inside (seed 001 sec. 1.2).
+
+    box: (4,) or (N, 4); keypoints: (K, 3) / (N, K, 3) or flat (N, 3K) as x, y, score;
+    margin: extra room around the keypoints, as a fraction of the box's longer side;
+    image_size: (width, height) or (N, 2); the growth stops at the image border.
+    The result contains the input box (never shrinks); boxes without confident keypoints are unchanged.
+    """
+    b = np.asarray(box, np.float64)
+    single = b.ndim == 1
+    b = b.reshape(-1, 4)
+    kp = np.asarray(keypoints, np.float64).reshape(len(b), -1, 3)
+    conf = kp[..., 2] > thr
+    m = margin * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    big = np.inf
+    lo_x = np.where(conf, kp[..., 0], big).min(1) - m
+    lo_y = np.where(conf, kp[..., 1], big).min(1) - m
+    hi_x = np.where(conf, kp[..., 0], -big).max(1) + m
+    hi_y = np.where(conf, kp[..., 1], -big).max(1) + m
+    if image_size is not None:
+        size = np.broadcast_to(np.asarray(image_size, np.float64).reshape(-1, 2), (len(b), 2))
+        lo_x, lo_y = np.maximum(lo_x, 0.0), np.maximum(lo_y, 0.0)
+        hi_x, hi_y = np.minimum(hi_x, size[:, 0]), np.minimum(hi_y, size[:, 1])
+    out = np.stack([np.minimum(b[:, 0], lo_x), np.minimum(b[:, 1], lo_y),
+                    np.maximum(b[:, 2], hi_x), np.maximum(b[:, 3], hi_y)], 1)
+    return out[0] if single else out

@@ -972,7 +972,7 @@ def write_report(path: str | Path, text: str) -> Path:
     gets under the process umask (0644 under the usual 022), so others can read the report."""
     import os
 
-    from .schemas import _tmp_beside, write_error
+    from .atomic import tmp_beside as _tmp_beside, write_error
 
     out = Path(path)
     tmp = _tmp_beside(out)

@@ -1,21 +1,11 @@
-"""Channel-Separated Networks (CSN) for video-level action and part-state recognition (seed 001 sec 1.3).
+"""Channel-Separated Networks (CSN) for video-level action and part-state recognition (seed 001 sec 1.3):
+pretrained weights, training, inference, ensembling, checkpoints and model folders, params section ``csn``.
 
-Both variants are built with pytorchvideo's ``create_csn`` factory:
-
-* **ir-CSN** (interaction-reduced): pytorchvideo's own bottleneck, whose 3x3x3 conv is depthwise.
-* **ip-CSN** (interaction-preserved): the same bottleneck with ``conv_b`` replaced by a 1x1x1 conv
-  (channel interaction), BN, then the depthwise 3x3x3 conv; passed to the factory as a custom
-  ``bottleneck`` callable (:func:`create_ip_bottleneck_block`).
-
-Depth 50 / 101 / 152 picks pytorchvideo's stage depths; a slim CPU variant keeps only the first
-``stage_depths[i]`` blocks of each stage and narrows the stem (``stem_dim``; stage widths follow
-as 4x, 8x, 16x, 32x of it), so block structure, strides and key names are unchanged.
-
-A :class:`MultiTaskCSN` predicts the seven seed-001 tasks (video action + six part groups), either
-with one backbone and seven linear heads (``shared_backbone``, CPU default) or seven separate
-single-head networks like the paper. Pretrained backbone weights load from a local file in
-pytorchvideo's key layout (``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a...``) or,
-through :data:`KEY_MAPS`, in VMZ's or mmaction2's CSN layout, checked strictly (docs/checkpoints.md).
+The networks (ir-CSN, ip-CSN, :class:`~actparse.models.csn.MultiTaskCSN` with its seven task heads)
+are built in :mod:`actparse.models.csn`; seeding, the SGD optimizer and the learning-rate schedule
+come from :mod:`actparse.train`. Pretrained backbone weights load from a local file in pytorchvideo's
+key layout (``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a...``) or, through
+:data:`KEY_MAPS`, in VMZ's or mmaction2's CSN layout, checked strictly (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -24,211 +14,18 @@ import logging
 import math
 import os
 import re
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .constants import GROUPS
-from .schemas import save_torch
+from .models.csn import DEPTHS, TASKS, VARIANTS, CSNConfig, MultiTaskCSN
+from .train import Schedule, make_optimizer, read_checkpoint, save_checkpoint as _save
 
 log = logging.getLogger("actparse.csn")
-
-TASKS: tuple[str, ...] = ("action",) + GROUPS
-VARIANTS: tuple[str, ...] = ("ip", "ir")
-DEPTHS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-
-
-# --------------------------------------------------------------------------------------------
-# Blocks
-# --------------------------------------------------------------------------------------------
-class InteractionPreservedConv(nn.Sequential):
-    """ip-CSN ``conv_b``: 1x1x1 conv (keeps channel interaction) -> BN -> depthwise 3x3x3 conv.
-
-    Called by pytorchvideo's ``create_bottleneck_block`` with the keyword arguments of an
-    ``nn.Conv3d``; ``groups`` is the depthwise grouping the factory asks for.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = False, groups: int = 1, dilation=1):
-        super().__init__(OrderedDict([
-            ("pointwise", nn.Conv3d(in_channels, in_channels, kernel_size=1, bias=False)),
-            ("norm", nn.BatchNorm3d(in_channels)),
-            ("depthwise", nn.Conv3d(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
-                                    padding=padding, bias=bias, groups=groups, dilation=dilation)),
-        ]))
-
-
-def create_ip_bottleneck_block(**kwargs) -> nn.Module:
-    """pytorchvideo bottleneck with the ip-CSN ``conv_b`` (same signature as ``create_bottleneck_block``)."""
-    from pytorchvideo.models.resnet import create_bottleneck_block
-
-    kwargs["conv_b"] = InteractionPreservedConv
-    return create_bottleneck_block(**kwargs)
-
-
-def bottleneck_for(variant: str) -> Callable[..., nn.Module]:
-    from pytorchvideo.models.resnet import create_bottleneck_block
-
-    if variant == "ip":
-        return create_ip_bottleneck_block
-    if variant == "ir":
-        return create_bottleneck_block
-    raise ValueError(f"unknown CSN variant {variant!r}; choose from {list(VARIANTS)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-@dataclass
-class CSNConfig:
-    """Architecture of one CSN variant (stored in each checkpoint)."""
-
-    variant: str = "ir"                    # ip | ir
-    depth: int = 50                        # 50 | 101 | 152
-    stage_depths: tuple[int, ...] | None = None  # None = full depth; else first k blocks per stage
-    stem_dim: int = 64                     # 64 = published width
-    stem_pool: bool = True                 # 1x3x3 max-pool after the stem conv (as VMZ's CSN stem)
-    dropout: float = 0.0
-    shared_backbone: bool = True           # one backbone + 7 heads, or 7 single-head networks
-    freeze_bn: bool = False                # backbone BN in eval mode, affine frozen (seed 001 Table 3)
-
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown CSN variant {self.variant!r}; choose from {list(VARIANTS)}")
-        if self.depth not in DEPTHS:
-            raise ValueError(f"CSN depth must be one of {sorted(DEPTHS)}, got {self.depth}")
-        if self.stage_depths is not None:
-            sd = tuple(int(d) for d in self.stage_depths)
-            full = DEPTHS[self.depth]
-            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
-                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)} (depth {self.depth}), got {list(sd)}")
-            self.stage_depths = sd
-        if self.stem_dim < 4 or self.stem_dim % 4:
-            raise ValueError(f"stem_dim must be a positive multiple of 4, got {self.stem_dim}")
-
-    @property
-    def blocks_per_stage(self) -> tuple[int, ...]:
-        return self.stage_depths or DEPTHS[self.depth]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.stem_dim * 32  # 4x (bottleneck) * 2^3 (stage widening)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stage_depths"] = list(self.stage_depths) if self.stage_depths else None
-        return d
-
-
-# --------------------------------------------------------------------------------------------
-# Networks
-# --------------------------------------------------------------------------------------------
-class CSNBackbone(nn.Module):
-    """Stem + four residual stages of a pytorchvideo CSN (its ``blocks[0..4]``; head dropped)."""
-
-    def __init__(self, blocks: nn.ModuleList):
-        super().__init__()
-        self.blocks = blocks
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-def build_backbone(cfg: CSNConfig) -> CSNBackbone:
-    """A CSN backbone from pytorchvideo's ``create_csn`` with the variant's bottleneck."""
-    from pytorchvideo.models.csn import create_csn
-
-    net = create_csn(model_depth=cfg.depth, model_num_class=1, stem_dim_out=cfg.stem_dim,
-                     stem_pool=nn.MaxPool3d if cfg.stem_pool else None,
-                     bottleneck=bottleneck_for(cfg.variant))
-    blocks = list(net.blocks)[:-1]  # stem + 4 stages; the classification head is ours
-    if cfg.stage_depths is not None:
-        for stage, keep in zip(blocks[1:], cfg.stage_depths):
-            stage.res_blocks = stage.res_blocks[:keep]
-    return CSNBackbone(nn.ModuleList(blocks))
-
-
-class CSNClassifier(nn.Module):
-    """Backbone -> global average pool -> dropout -> one linear head per task."""
-
-    def __init__(self, cfg: CSNConfig, num_classes: Mapping[str, int]):
-        super().__init__()
-        self.backbone = build_backbone(cfg)
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.heads = nn.ModuleDict({t: nn.Linear(cfg.feature_dim, int(n)) for t, n in num_classes.items()})
-        for head in self.heads.values():
-            nn.init.normal_(head.weight, std=0.01)
-            nn.init.zeros_(head.bias)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.dropout(self.pool(self.backbone(x)).flatten(1))
-        return {t: head(f) for t, head in self.heads.items()}
-
-
-class MultiTaskCSN(nn.Module):
-    """The seven seed-001 classifiers of one CSN variant.
-
-    ``forward(x)`` with ``x`` of shape (B, 3, T, H, W) returns ``{task: logits (B, n_classes)}``.
-    With ``cfg.shared_backbone`` there is one :class:`CSNClassifier` (key ``"shared"``) holding all
-    heads; otherwise one per task (keys = task names), as in the paper.
-    """
-
-    def __init__(self, cfg: CSNConfig, num_classes: Mapping[str, int]):
-        super().__init__()
-        self.cfg = cfg
-        self.tasks = tuple(num_classes)
-        if cfg.shared_backbone:
-            nets = {"shared": CSNClassifier(cfg, num_classes)}
-        else:
-            nets = {t: CSNClassifier(cfg, {t: n}) for t, n in num_classes.items()}
-        self.nets = nn.ModuleDict(nets)
-        if cfg.freeze_bn:
-            freeze_batchnorm(self)
-
-    def backbones(self) -> list[CSNBackbone]:
-        return [net.backbone for net in self.nets.values()]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for net in self.nets.values():
-            out.update(net(x))
-        return out
-
-    def train(self, mode: bool = True) -> "MultiTaskCSN":
-        super().train(mode)
-        if mode and self.cfg.freeze_bn:
-            for bb in self.backbones():
-                for m in bb.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-        return self
-
-
-def freeze_batchnorm(model: MultiTaskCSN) -> int:
-    """Backbone BN layers: eval mode (running stats fixed) and affine parameters frozen.
-
-    Stays in force across ``model.train()`` (see :meth:`MultiTaskCSN.train`). Returns the number
-    of BN layers frozen.
-    """
-    n = 0
-    for bb in model.backbones():
-        for m in bb.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad_(False)
-                n += 1
-    model.cfg.freeze_bn = True
-    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,36 +101,8 @@ def load_pretrained(model: MultiTaskCSN, path: str | os.PathLike, key_map: str =
 
 
 # --------------------------------------------------------------------------------------------
-# Optimisation (seed 001 recipe: SGD Nesterov 0.9, wd 1e-4, linear warm-up, step decay)
+# Optimisation (seed 001 recipe: SGD Nesterov 0.9, wd 1e-4, linear warm-up, step decay: actparse.train)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Schedule:
-    base_lr: float
-    warmup_iters: int = 0
-    warmup_factor: float = 0.1
-    steps: tuple[float, ...] = ()   # epochs at which lr is multiplied by gamma
-    gamma: float = 0.1
-
-    def lr(self, iteration: int, epoch: float) -> float:
-        lr = self.base_lr * self.gamma ** sum(1 for s in self.steps if epoch >= s)
-        if self.warmup_iters and iteration < self.warmup_iters:
-            alpha = iteration / self.warmup_iters
-            lr *= self.warmup_factor * (1 - alpha) + alpha
-        return lr
-
-
-def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-                   nesterov: bool = True) -> torch.optim.SGD:
-    """SGD over the trainable parameters; no weight decay on BN / bias parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-
-
 def multitask_loss(logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Sum over tasks of the mean cross-entropy."""
     return sum(F.cross_entropy(logits[t], targets[t]) for t in targets)
@@ -406,22 +175,14 @@ def ensemble(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> n
 def save_checkpoint(model: MultiTaskCSN, path: str | os.PathLike, classes: Mapping[str, Sequence[str]],
                     extra: Mapping | None = None) -> Path:
     """Atomically save weights + architecture + class lists."""
-    return save_torch({"config": model.cfg.to_dict(), "classes": {t: list(c) for t, c in classes.items()},
+    return _save({"config": model.cfg.to_dict(), "classes": {t: list(c) for t, c in classes.items()},
                        "model_state": model.state_dict(), "extra": dict(extra or {})}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[MultiTaskCSN, dict]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns (model in eval mode, checkpoint dict)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: CSN checkpoint not found (has train_csn run?)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = CSNConfig(**ck["config"])
-        classes = ck["classes"]
-    except Exception as exc:
-        raise ValueError(f"{path}: not a CSN checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
-    model = MultiTaskCSN(cfg, {t: len(c) for t, c in classes.items()})
+    model, ck = read_checkpoint(path, "CSN", "train_csn", lambda ck: MultiTaskCSN(
+        CSNConfig(**ck["config"]), {t: len(c) for t, c in ck["classes"].items()}))
     model.load_state_dict(ck["model_state"], strict=True)
     return model.to(device).eval(), ck
 
@@ -453,7 +214,7 @@ def write_model_manifest(model_dir: str | os.PathLike, variants: Sequence[str], 
     """``model.json`` of a CSN model folder: what inference needs besides the weights (which live,
     with each variant's architecture, class lists and clip settings, in ``<variant>.pt``)."""
     from .clips import CSN_MEAN, CSN_STD
-    from .schemas import write_json
+    from .atomic import write_json
 
     manifest = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "variants": list(variants),
                 "files": {v: f"{v}.pt" for v in variants}, "tasks": list(classes),
@@ -545,21 +306,6 @@ def load_model_dir(model_dir: str | os.PathLike, device: str = "cpu",
     return CSNModelDir(path=model_dir, variants=want, models=models, specs=specs,
                        classes={t: list(c) for t, c in classes.items()},
                        baseline=dict(manifest.get("baseline") or {}), manifest=manifest, extras=extras)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    from .determinism import deterministic_algorithms
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    deterministic_algorithms()
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a curve atomically (temporary file beside it, renamed into place)."""
     import os
 
-    from .schemas import _tmp_beside, write_error
+    from .atomic import tmp_beside as _tmp_beside, write_error
 
     path = Path(path)
     tmp = _tmp_beside(path)

@@ -10,12 +10,15 @@ reach outside a folder is refused where the table is read (:func:`check_video_na
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from .schemas import read_table, validate
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+BOX_SOURCES = ("refined", "detected", "gt")  # where the person boxes of the seed systems come from
 
 
 def unsafe_name(name) -> str | None:
@@ -108,3 +111,29 @@ def gt_has_keypoints(gt_path: str | Path) -> bool:
 def gt_has_parts(gt_path: str | Path) -> bool:
     """Whether the GT persons at ``gt_path`` have part ground truth (see :func:`gt_has`)."""
     return gt_has(gt_path, "part_boxes")
+
+
+def load_person_boxes(source: str, root, data_root, videos: Sequence[str], stride: int,
+                      min_score: float = 0.0):
+    """Person boxes (original pixels) on the key frames of ``videos``: DataFrame video, frame,
+    person, box, score. ``source``: "refined" (refined_persons.parquet, its refined ``box``),
+    "detected" (persons.parquet) or "gt" (ground truth on every ``stride``-th frame, score 1)."""
+    import pandas as pd
+
+    from .paths import Paths
+    from .schemas import read_df
+
+    if source not in BOX_SOURCES:
+        raise ValueError(f"person box source must be one of {BOX_SOURCES}, got {source!r}")
+    want = set(videos)
+    if source == "gt":
+        df = read_df(gt_persons_path(data_root), "gt_persons", columns=["video", "frame", "person", "box"])
+        df = df[df["video"].isin(want) & (df["frame"] % stride == 0)].copy()
+        df["score"] = np.float32(1.0)
+    else:
+        p = Paths(root)
+        path, name = (p.refined, "keypoints") if source == "refined" else (p.persons, "persons")
+        df = read_df(path, name, columns=["video", "frame", "person", "box", "score"])
+        df = df[df["video"].isin(want) & (df["score"] >= min_score)].copy()
+    return df.sort_values(["video", "frame", "person"]).reset_index(drop=True) if len(df) else \
+        pd.DataFrame({"video": [], "frame": [], "person": [], "box": [], "score": []})

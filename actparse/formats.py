@@ -32,27 +32,19 @@ import pyarrow as pa
 
 from . import safe_pickle
 from .constants import PARTS, TPS_SAMPLING, tps_frame_index, tps_frame_name
-from .schemas import _tmp_beside, from_columns, schema
+from .atomic import write_atomically
+from .schemas import from_columns, schema
 
 BACKGROUND_ACTIONS = ("none",)
 
 
 def write_pickle(obj, path: str | os.PathLike) -> Path:
     """Atomically pickle ``obj`` to ``path`` (protocol 4, readable by the official Python 3 scripts)."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
+    def dump(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=4)
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full...: named by the final path; the previous file stays
-        from .schemas import write_error
 
-        raise write_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomically(path, dump)  # disk full...: named by the final path; the previous file stays
 
 
 def read_pickle(path: str | os.PathLike):

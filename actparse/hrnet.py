@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .constants import FLIP_PAIRS, NUM_KEYPOINTS
-from .schemas import save_torch
+from .atomic import save_torch
 
 log = logging.getLogger("actparse.hrnet")
 

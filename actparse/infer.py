@@ -200,7 +200,7 @@ def infer(video_dir: str | Path, models_dir: str | Path, out: str | Path, device
     """Run every inference output for ``video_dir``; returns the summary (also in infer_summary.json)."""
     from .dataset import load_videos
     from .params import load_params
-    from .schemas import write_json
+    from .atomic import write_json
     from .video import check_backend
 
     video_dir, models_dir, out = Path(video_dir), Path(models_dir), Path(out)

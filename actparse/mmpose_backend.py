@@ -292,7 +292,7 @@ WEIGHTS_FILE = "mmpose_weights.pth"
 def export(cfg, state_dict: dict, out_dir: str | os.PathLike, source: dict) -> None:
     """Write the resolved config (``_base_`` merged in) and the weights (state dict only) into the
     pose model folder, so that the keypoints stage depends on their content (DVC hashes the folder)."""
-    from .schemas import save_torch
+    from .atomic import save_torch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -145,10 +145,6 @@ def accuracy(pred: Mapping[str, str], truth: Mapping[str, str]) -> tuple[float, 
     return hits / len(vids), len(vids)
 
 
-def parts_of_group(group: str) -> tuple[str, ...]:
-    return PART_GROUPS[group]
-
-
 def gt_parts(gt: pd.DataFrame, sampling: int = TPS_SAMPLING) -> pd.DataFrame:
     """Ground-truth part boxes as a "parts"-schema frame (visible parts on every ``sampling``-th frame).
 

@@ -6,9 +6,7 @@ ratio (w:h = 3:4 by default) and by ``padding`` (1.25), then warped affinely to 
 padded box width to W. Heatmap pixel i <-> input pixel 4*i; :func:`back_project` inverts the same
 affine matrix, so crop -> back-projection is exact.
 
-Box refinement (seed 001, sec. 1.2): :func:`refine_box` grows a detected box until every keypoint
-whose score exceeds a threshold lies inside, plus a margin; it never shrinks and never grows past
-the image border.
+Box refinement from the keypoints (seed 001, sec. 1.2) is :func:`actparse.boxes.refine_box`.
 """
 
 from __future__ import annotations
@@ -127,34 +125,6 @@ def crop_people(image: np.ndarray, boxes, input_size: tuple[int, int] = CPU_INPU
     c, s = box_to_center_size(boxes, aspect, padding)
     mats = affine_matrices(c, s, input_size)
     return warp_crops(image, mats, input_size), mats
-
-
-def refine_box(box, keypoints, thr: float = 0.3, margin: float = 0.03, image_size=None) -> np.ndarray:
-    """Grow boxes until every keypoint with score > ``thr`` lies inside (seed 001 sec. 1.2).
-
-    box: (4,) or (N, 4); keypoints: (K, 3) / (N, K, 3) or flat (N, 3K) as x, y, score;
-    margin: extra room around the keypoints, as a fraction of the box's longer side;
-    image_size: (width, height) or (N, 2); the growth stops at the image border.
-    The result contains the input box (never shrinks); boxes without confident keypoints are unchanged.
-    """
-    b = np.asarray(box, np.float64)
-    single = b.ndim == 1
-    b = b.reshape(-1, 4)
-    kp = np.asarray(keypoints, np.float64).reshape(len(b), -1, 3)
-    conf = kp[..., 2] > thr
-    m = margin * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    big = np.inf
-    lo_x = np.where(conf, kp[..., 0], big).min(1) - m
-    lo_y = np.where(conf, kp[..., 1], big).min(1) - m
-    hi_x = np.where(conf, kp[..., 0], -big).max(1) + m
-    hi_y = np.where(conf, kp[..., 1], -big).max(1) + m
-    if image_size is not None:
-        size = np.broadcast_to(np.asarray(image_size, np.float64).reshape(-1, 2), (len(b), 2))
-        lo_x, lo_y = np.maximum(lo_x, 0.0), np.maximum(lo_y, 0.0)
-        hi_x, hi_y = np.minimum(hi_x, size[:, 0]), np.minimum(hi_y, size[:, 1])
-    out = np.stack([np.minimum(b[:, 0], lo_x), np.minimum(b[:, 1], lo_y),
-                    np.maximum(b[:, 2], hi_x), np.maximum(b[:, 3], hi_y)], 1)
-    return out[0] if single else out
 
 
 # ---------------------------------------------------------------------------------- inference

@@ -5,20 +5,20 @@ streaming :class:`ParquetStreamWriter`) with that name, so a table whose columns
 from the schema fails loudly, naming the file and the column, instead of flowing downstream.
 Writes go to a temporary file beside the target (``.<name>.<pid>.<random>.tmp``) and are renamed into
 place, so an interrupted stage never leaves a half-written artifact under its final name; the
-temporary files a killed writer left behind are removed by the next write of that artifact.
+temporary files a killed writer left behind are removed by the next write of that artifact
+(:mod:`actparse.atomic`, which also writes the JSON and checkpoint files).
 """
 
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import WriteError, one_line, tmp_beside, write_atomically, write_error  # noqa: F401 (WriteError: what writes raise)
 from .constants import NUM_KEYPOINTS, NUM_PARTS
 
 
@@ -261,85 +261,12 @@ def _plain(values):
     return values
 
 
-def _one_line(exc: BaseException) -> str:
-    """An error's text on one line (pyarrow's messages span several and may hold control bytes)."""
-    return " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
-
-
-class WriteError(OSError):
-    """An artifact could not be written (disk full, no permission...); the previous one, if any,
-    is left as it was."""
-
-
-def write_error(path, exc: BaseException) -> WriteError:
-    """A :class:`WriteError` naming ``path`` (the final name, not the temporary file) and the cause."""
-    why = getattr(exc, "strerror", None) or _one_line(exc)
-    err = WriteError(f"{path}: cannot write ({why}); any previous file is unchanged")
-    err.errno = getattr(exc, "errno", None)
-    return err
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` (of this machine) still runs; this process counts as running."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process, or no valid id: leave it alone
-        return True
-    return True
-
-
-def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that killed writers of ``path`` left beside it.
-
-    Only names of this module's own pattern for that artifact count: ``.<name>.<pid>.<8 chars>.tmp``
-    whose process ``pid`` is gone, and the pid-less ``.<name>.<8 chars>.tmp`` of older versions.
-    A temporary file of a writer that still runs is left alone.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    pat = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp$")
-    removed = []
-    for p in path.parent.iterdir():
-        m = pat.match(p.name)
-        if m and not (m.group(1) and pid_alive(int(m.group(1)))) and p.is_file():
-            try:
-                p.unlink()
-                removed.append(p)
-            except FileNotFoundError:  # another process cleaned it first
-                pass
-    return removed
-
-
-def _tmp_beside(path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_table(table: pa.Table, path: str | os.PathLike, name: str, row_group_size: int | None = None) -> Path:
     """Validate ``table`` as artifact ``name`` and write it atomically to ``path``."""
     path = Path(path)
     table = validate(table, name, path)
-    tmp = _tmp_beside(path)
-    try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full...: pyarrow's IO errors are OSErrors too
-        raise write_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp, row_group_size=row_group_size,
+                                                             compression="zstd"))
 
 
 def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = None,
@@ -351,7 +278,7 @@ def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = N
     try:
         table = pq.read_table(path, filters=filters)
     except (pa.ArrowException, OSError) as exc:  # a corrupt file: pyarrow raises OSError for some
-        raise SchemaError(f"{path}: cannot read artifact {name!r}: {_one_line(exc)}") from None
+        raise SchemaError(f"{path}: cannot read artifact {name!r}: {one_line(exc)}") from None
     table = validate(table, name, path)
     return table.select(columns) if columns else table
 
@@ -372,7 +299,7 @@ class ParquetStreamWriter:
     def __init__(self, path: str | os.PathLike, name: str):
         self.path = Path(path)
         self.name = name
-        self._tmp = _tmp_beside(self.path)
+        self._tmp = tmp_beside(self.path)
         try:
             self._writer = pq.ParquetWriter(self._tmp, schema(name), compression="zstd")
         except OSError as exc:
@@ -425,46 +352,10 @@ def iter_row_groups(path: str | os.PathLike, name: str):
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        raise SchemaError(f"{path}: cannot read artifact {name!r}: {_one_line(exc)}") from None
+        raise SchemaError(f"{path}: cannot read artifact {name!r}: {one_line(exc)}") from None
     for i in range(pf.num_row_groups):
         try:
             group = pf.read_row_group(i)
         except (pa.ArrowException, OSError) as exc:
-            raise SchemaError(f"{path}: cannot read row group {i} of artifact {name!r}: {_one_line(exc)}") from None
+            raise SchemaError(f"{path}: cannot read row group {i} of artifact {name!r}: {one_line(exc)}") from None
         yield validate(group, name, path)
-
-
-def write_json(obj, path: str | os.PathLike, indent: int | None = 2) -> Path:
-    """Atomically write a JSON file (metrics, submissions, class lists)."""
-    import json
-
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=indent, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def save_torch(obj, path: str | os.PathLike) -> Path:
-    """Atomically ``torch.save`` a checkpoint: written beside ``path``, then renamed into place."""
-    import torch
-
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

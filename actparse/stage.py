@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from .params import InputError, ParamError, decode_budget_bytes, get, load_params, reader_cache_size
 from .paths import Paths
-from .schemas import pid_alive
+from .atomic import pid_alive
 
 log = logging.getLogger("actparse")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -161,7 +161,8 @@ def seed_disabled(params: dict, system: str, stage: str, root: str | os.PathLike
     """
     if get(params, f"{system}.enabled", bool, default=False):
         return False
-    from .schemas import from_rows, write_json, write_table
+    from .atomic import write_json
+    from .schemas import from_rows, write_table
 
     for path, name in (tables or {}).items():
         write_table(from_rows([], name), path, name)
@@ -193,7 +194,7 @@ def use_given_model(given: Path, final: str | os.PathLike, system: str, stage: s
     loads its checkpoints: a clear error names a file that is not one); its files are copied in
     atomically and its ``train_info.json`` gains ``{"trained": false, "source": ...}``."""
     from .paths import check_outside
-    from .schemas import write_json
+    from .atomic import write_json
 
     final = Path(final)
     if not given.is_dir():

@@ -1069,7 +1069,8 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, progress: bool | None
     import pyarrow as pa
     from tqdm import tqdm
 
-    from .schemas import from_columns, from_rows, write_json, write_table
+    from .atomic import write_json
+    from .schemas import from_columns, from_rows, write_table
 
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)

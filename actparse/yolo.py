@@ -686,7 +686,7 @@ def person_class_ids(params: dict, model, source: str | os.PathLike = "model") -
 def finish_model_dir(model_dir: str | os.PathLike, result: TrainResult | None, weights: str | None,
                      extra: dict) -> None:
     """Copy the final weights (trained, or the user's) to ``model.pt``; write ``train_info.json``."""
-    from .schemas import write_json
+    from .atomic import write_json
 
     model_dir = Path(model_dir)
     src = result.weights if result is not None else Path(weights)

@@ -35,7 +35,7 @@ from actparse.constants import PARTS  # noqa: E402
 from actparse.link import LinkParams, link_moc_layout  # noqa: E402
 from actparse.metrics import multisports as MS  # noqa: E402
 from actparse.metrics import tps as TPS  # noqa: E402
-from benchmarks import reference as R  # noqa: E402
+from tests import oracles as R  # noqa: E402
 
 N_LABELS = 66
 

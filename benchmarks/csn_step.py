@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actparse import csn as C  # noqa: E402
+from actparse.models.csn import MultiTaskCSN  # noqa: E402
+from actparse.train import make_optimizer  # noqa: E402
 from benchmarks.gpu_preset import build_params  # noqa: E402
 
 
@@ -54,13 +56,13 @@ def time_clips(videos, spec, batch: int, rng) -> dict:
 def time_steps(params: dict, device: str, steps: int, warmup: int, memory_format) -> dict:
     cfg = C.model_config_from_params(params, "ip")
     n_classes = {t: 10 for t in ("action", "head", "hand", "arm", "hip", "leg", "foot")}
-    model = C.MultiTaskCSN(cfg, n_classes).to(device).to(memory_format=memory_format)
+    model = MultiTaskCSN(cfg, n_classes).to(device).to(memory_format=memory_format)
     spec = C.clip_spec_from_params(params)
     batch = int(params["csn"]["batch_size"])
     h, w = spec.crop
     x = torch.randn(batch, 3, spec.num_frames, h, w, device=device).contiguous(memory_format=memory_format)
     y = {t: torch.randint(0, k, (batch,), device=device) for t, k in n_classes.items()}
-    opt = C.make_optimizer(model, 0.01)
+    opt = make_optimizer(model, 0.01)
     model.train()
     times = []
     for k in range(warmup + steps):

@@ -92,7 +92,9 @@ def _hrnet(size: dict, steps: int, init: Path):
 def _csn(size: dict, steps: int, init: Path):
     import torch
 
-    from actparse.csn import TASKS, CSNConfig, MultiTaskCSN, make_optimizer, seed_everything, train_step
+    from actparse.csn import train_step
+    from actparse.models.csn import TASKS, CSNConfig, MultiTaskCSN
+    from actparse.train import make_optimizer, seed_everything
 
     seed_everything(0)
     model = MultiTaskCSN(CSNConfig(variant="ip", depth=50, stage_depths=(1, 1, 1, 1), stem_dim=size["stem_dim"],

@@ -35,7 +35,8 @@ from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
-from actparse.schemas import ParquetStreamWriter, from_columns, read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import ParquetStreamWriter, from_columns, read_df
 from actparse.stage import SkipLedger, stage_log, stage_main
 from actparse.video import LazyVideo, VideoError, decode_backend
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from actparse import yolo
 from actparse.boxes import clip
 from actparse.constants import PARTS
-from actparse.detection import decode_frames, frames_by_video, person_crops, refined_by_video
+from actparse.detector_data import decode_frames, frames_by_video, person_crops, refined_by_video
 from actparse.paint import PaintConfig
 from actparse.params import get, resolve_device
 from actparse.paths import Paths

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from actparse import yolo
 from actparse.boxes import clip
-from actparse.detection import decode_frames, frames_by_video
+from actparse.detector_data import decode_frames, frames_by_video
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns

@@ -53,7 +53,8 @@ from actparse.metrics import tps as TPS
 from actparse.metrics.detection import REC_THRS, detection_ap, match_detections
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_columns, read_df, write_error, write_json, write_table
+from actparse.atomic import write_error, write_json
+from actparse.schemas import from_columns, read_df, write_table
 
 log = logging.getLogger("actparse.evaluate")
 NO_GT = "no ground truth: metrics skipped"

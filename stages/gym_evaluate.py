@@ -23,7 +23,8 @@ import numpy as np
 
 from actparse.params import resolve_device
 from actparse.paths import Paths
-from actparse.schemas import from_columns, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_columns, write_table
 from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
 log = stage_log("gym_evaluate")
@@ -47,7 +48,7 @@ def run(params: dict, root: Path) -> None:
         return
     import pyarrow as pa
 
-    from actparse.finegym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
+    from actparse.gym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
         predict_level, settings_from_params
     from actparse.metrics.classification import hierarchical_accuracy
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import write_json
+from actparse.atomic import write_json
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 
@@ -41,7 +41,7 @@ def run(params: dict, root: Path) -> None:
         return
     given = given_model(params, "gym", root)
     if given is not None:  # gym.model: a trained folder (event/set/element/joint .pt) used as is
-        from actparse.finegym import LEVELS, load_joint, load_level
+        from actparse.gym import LEVELS, load_joint, load_level
 
         def check(d):
             load_joint(d / "joint.pt", [load_level(d / f"{lvl}.pt", "cpu")[0] for lvl in LEVELS], "cpu")
@@ -51,9 +51,10 @@ def run(params: dict, root: Path) -> None:
         return
     import torch
 
-    from actparse.csn import seed_everything
-    from actparse.finegym import LEVELS, JointModel, LevelModel, config_from_params, fit_joint, fit_level, \
-        load_split, pathway_features, save_checkpoint, settings_from_params
+    from actparse.gym import LEVELS, config_from_params, fit_joint, fit_level, load_split, pathway_features, \
+        save_checkpoint, settings_from_params
+    from actparse.models.gym import JointModel, LevelModel
+    from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
     cfg = config_from_params(params)

@@ -32,7 +32,8 @@ from actparse.csn import given_model_dir, load_model_dir, read_model_manifest
 from actparse.dataset import gt_persons_path, load_videos
 from actparse.part_labels import TASKS, baseline_states, class_lists, video_labels
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_rows, read_df, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_rows, read_df, write_table
 
 log = logging.getLogger("actparse.part_labels")
 GT_COLUMNS = ["video", "frame", "person", "part_visible", "part_states", "action"]

@@ -29,7 +29,8 @@ import numpy as np
 
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_columns, from_rows, read_df, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_columns, from_rows, read_df, write_table
 from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
 
 log = stage_log("partattn_predict")
@@ -58,11 +59,10 @@ def run(params: dict, root: Path) -> None:
 
     from actparse.clips import load_video
     from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
-    from actparse.dataset import gt_persons_path, load_videos, video_path
+    from actparse.dataset import BOX_SOURCES, gt_persons_path, load_person_boxes, load_videos, video_path
     from actparse.part_labels import baseline_states
     from actparse.partattn import PersonSample, load_checkpoint, match_persons, predict, settings_from_params, \
         state_accuracy
-    from actparse.pcca import BOX_SOURCES, load_person_boxes
     from actparse.video import VideoError, decode_backend
 
     persons_source = get(params, "partattn.persons_source", str, default="refined", choices=BOX_SOURCES)

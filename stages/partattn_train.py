@@ -25,7 +25,8 @@ import numpy as np
 
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
-from actparse.schemas import read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import read_df
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 
@@ -62,10 +63,11 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     from actparse.constants import ACTIONS
-    from actparse.csn import seed_everything
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.video import LazyVideo, decode_backend
-    from actparse.partattn import PartStateNet, config_from_params, fit, save_checkpoint, settings_from_params
+    from actparse.models.partattn import PartStateNet
+    from actparse.partattn import config_from_params, fit, save_checkpoint, settings_from_params
+    from actparse.train import seed_everything
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 

@@ -21,7 +21,7 @@ from actparse.stage import stage_main
 from actparse.dataset import load_videos
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.pose import refine_box
+from actparse.boxes import refine_box
 from actparse.schemas import iter_row_groups, read_table, write_table
 
 log = logging.getLogger("actparse.refine_boxes")

@@ -56,8 +56,8 @@ def run(params: dict, root: Path) -> None:
     from tqdm import tqdm
 
     from actparse.clips import load_video
-    from actparse.dataset import load_videos, video_path
-    from actparse.pcca import BOX_SOURCES, int_list, load_model, load_person_boxes, predict
+    from actparse.dataset import BOX_SOURCES, load_person_boxes, load_videos, video_path
+    from actparse.stad import int_list, load_model, predict
     from actparse.video import VideoError, decode_backend
 
     source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
@@ -73,7 +73,7 @@ def run(params: dict, root: Path) -> None:
     if any(not np.array_equal(v.cpu().numpy(), mine[k].cpu().numpy()) for k, v in shared.items()):
         raise ValueError(f"{mdir}: phase1.pt and model.pt differ outside the classifier (not one stad_train run?)")
     classes = ck["classes"]
-    from actparse.pcca import STADSettings
+    from actparse.stad import STADSettings
 
     s = STADSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in ck["extra"]["settings"].items()})
     test_scales = int_list(params, "stad.test_scales", min_value=16) or (short_side,)
@@ -127,7 +127,7 @@ def predict_views(video: np.ndarray, frames: list, boxes: list, scales, flip: bo
     resized to each short side of ``scales``, and, with ``flip``, each also mirrored (boxes moved
     along). ``score(video, boxes)`` returns a list of per-classifier lists of (P_f, K) arrays."""
     from actparse.clips import resize_clip
-    from actparse.pcca import flip_boxes
+    from actparse.stad import flip_boxes
 
     side0 = min(video.shape[1:3])
     total, n = None, 0

@@ -27,7 +27,8 @@ import numpy as np
 from actparse import safe_pickle
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.schemas import from_columns, from_rows, read_df, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_columns, from_rows, read_df, write_table
 from actparse.stage import seed_disabled, stage_log, stage_main
 
 log = stage_log("stad_evaluate")

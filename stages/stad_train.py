@@ -33,7 +33,8 @@ import numpy as np
 from actparse import safe_pickle
 from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
-from actparse.schemas import read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import read_df
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 
@@ -57,19 +58,20 @@ def run(params: dict, root: Path) -> None:
         return
     given = given_model(params, "stad", root)
     if given is not None:  # stad.model: a trained folder (model.pt, optionally phase1.pt) used as is
-        from actparse.pcca import load_model
+        from actparse.stad import load_model
 
         use_given_model(given, paths.models / "stad", "stad", "stad_train", root, ["model.pt"],
                         lambda d: [load_model(d / f, "cpu") for f in ("model.pt", "phase1.pt") if (d / f).is_file()])
         return
     import torch
 
-    from actparse.csn import seed_everything
     from actparse.video import VideoError
     from actparse.dataset import gt_persons_path, load_videos, video_path
     from actparse.video import LazyVideo, decode_backend
-    from actparse.pcca import STADModel, cache_features, config_from_params, fit_classifier, fit_phase1, \
-        gt_samples, head_kwargs_from_params, save_model, settings_from_params
+    from actparse.models.stad import STADModel
+    from actparse.stad import cache_features, config_from_params, fit_classifier, fit_phase1, gt_samples, \
+        head_kwargs_from_params, save_model, settings_from_params
+    from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
 
     head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))

@@ -40,17 +40,19 @@ from tqdm import tqdm
 
 from actparse import determinism
 from actparse.clips import load_video
-from actparse.csn import (MultiTaskCSN, clip_spec_from_params, count_parameters, fit, given_model_dir,
-                          load_model_dir, load_pretrained, model_config_from_params, pretrained_path,
-                          save_checkpoint, seed_everything, train_settings_from_params, val_fraction_from_params,
-                          val_split, variants_from_params, write_model_manifest)
+from actparse.csn import (clip_spec_from_params, fit, given_model_dir, load_model_dir, load_pretrained,
+                          model_config_from_params, pretrained_path, save_checkpoint, train_settings_from_params,
+                          val_fraction_from_params, val_split, variants_from_params, write_model_manifest)
 from actparse.dataset import load_videos, video_path
+from actparse.models.csn import MultiTaskCSN
 from actparse.params import get, resolve_device
 from actparse.parallel import map_jobs
 from actparse.part_labels import read_classes
 from actparse.paths import Paths, check_outside, data_root
-from actparse.schemas import read_df, write_json
+from actparse.atomic import write_json
+from actparse.schemas import read_df
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
+from actparse.train import count_parameters, seed_everything
 from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_backend, decode_budget_bytes, hold_in_memory
 
 log = stage_log("train_csn")

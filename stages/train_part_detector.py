@@ -42,12 +42,12 @@ from actparse import yolo
 from actparse.stage import model_folder, stage_main
 from actparse.constants import NUM_PARTS, PARTS
 from actparse.dataset import gt_has_keypoints, gt_has_parts, gt_persons_path, load_videos, split_of
-from actparse.detection import (decode_frames, frames_by_video, gt_index, gt_persons_by_video, match_greedy,
+from actparse.detector_data import (decode_frames, frames_by_video, gt_index, gt_persons_by_video, match_greedy,
                                 person_crops, refined_by_video, with_predicted_keypoints)
 from actparse.paint import PaintConfig
 from actparse.params import get
 from actparse.paths import Paths, check_outside, data_root
-from actparse.schemas import write_json
+from actparse.atomic import write_json
 
 log = logging.getLogger("actparse.train_part_detector")
 NAME = "part_detector"

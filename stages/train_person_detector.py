@@ -29,7 +29,7 @@ from tqdm import tqdm
 from actparse import yolo
 from actparse.stage import model_folder, stage_main
 from actparse.dataset import gt_persons_path, load_videos, split_of
-from actparse.detection import decode_frames, frames_by_video, gt_index
+from actparse.detector_data import decode_frames, frames_by_video, gt_index
 from actparse.params import get
 from actparse.paths import Paths, check_outside, data_root
 

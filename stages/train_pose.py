@@ -25,13 +25,11 @@ train_info.json with the same evaluation (see docs/pose.md).
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from actparse import determinism
 from actparse.stage import model_folder, stage_main
@@ -40,16 +38,10 @@ from actparse.hrnet import ARCHS, build_pose_model, load_checkpoint, save_checkp
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, check_outside, data_root
 from actparse.pose import AugmentConfig, PoseEstimator, evaluate_samples, input_size_param, load_pose_samples, train
-from actparse.schemas import write_json
+from actparse.atomic import write_json
+from actparse.train import seed_everything
 
 log = logging.getLogger("actparse.train_pose")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    determinism.deterministic_algorithms()
 
 
 BACKENDS = ("hrnet", "mmpose")

@@ -16,7 +16,8 @@ import pandas as pd
 from actparse.constants import ACTIONS, PART_GROUPS, PART_STATES, PARTS, GROUP_OF_PART
 from actparse.formats import multisports_ground_truth, tps_ground_truth, write_pickle
 from actparse.paths import Paths
-from actparse.schemas import from_columns, write_json, write_table
+from actparse.atomic import write_json
+from actparse.schemas import from_columns, write_table
 
 PART_FRAC = {  # part box as fractions of the person box (x1, y1, x2, y2)
     "head": (0.35, 0.0, 0.65, 0.15), "left_arm": (0.65, 0.15, 0.9, 0.5), "right_arm": (0.1, 0.15, 0.35, 0.5),

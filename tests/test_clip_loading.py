@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from actparse import clips as C
-from actparse.csn import CSNConfig, MultiTaskCSN, TrainSettings, _ClipMaker, fit
+from actparse.csn import TrainSettings, _ClipMaker, fit
+from actparse.models.csn import CSNConfig, MultiTaskCSN
 from actparse.video import LazyVideo, ReaderCache, VideoError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -184,7 +185,7 @@ def test_thread_pool_clips_from_lazy_videos_do_not_depend_on_the_threads(videos,
 
 
 def test_gym_element_frames_equal_the_cropped_whole_video(tmp_path):
-    from actparse.finegym import crop_clips, load_split
+    from actparse.gym import crop_clips, load_split
     from actparse.synth import SynthConfig, generate
 
     cfg = SynthConfig.from_params({"synth": dict(seed=11, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
@@ -215,7 +216,9 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
     decoded arrays; the features are the model's RoI features of each batch, in sample order."""
     import pandas as pd
 
-    from actparse.pcca import SlowFastConfig, STADModel, STADSettings, cache_features, fit_phase1, gt_samples
+    from actparse.models.stad import STADModel
+    from actparse.models.slowfast import SlowFastConfig
+    from actparse.stad import STADSettings, cache_features, fit_phase1, gt_samples
 
     rng = np.random.default_rng(0)
     pools = []
@@ -238,7 +241,7 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
     (sa, la, (fa, ta, lab_a)), (sb, lb, (fb, tb, lab_b)) = out
     assert la == lb and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(fa, fb) and torch.equal(ta, tb) and lab_a == lab_b
-    from actparse.pcca import _batch
+    from actparse.stad import _batch
 
     with torch.no_grad():  # the preallocated cache holds exactly the per-batch features and targets
         want = [(m.roi_features(clip, rois), tg)

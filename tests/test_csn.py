@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 
 from actparse import clips as C
-from actparse.csn import (DEPTHS, TASKS, CSNConfig, InteractionPreservedConv, MultiTaskCSN, Schedule, ensemble,
-                          ensemble_weights_from_params, load_checkpoint, load_pretrained, make_optimizer,
-                          multitask_loss, predict_clips, save_checkpoint, train_step)
+from actparse.csn import (ensemble, ensemble_weights_from_params, load_checkpoint, load_pretrained, multitask_loss,
+                          predict_clips, save_checkpoint, train_step)
+from actparse.models.csn import DEPTHS, TASKS, CSNConfig, InteractionPreservedConv, MultiTaskCSN
+from actparse.train import Schedule, make_optimizer
 from actparse.params import ParamError
 
 TINY = dict(depth=50, stage_depths=(1, 1, 1, 1), stem_dim=8)
@@ -360,7 +361,8 @@ def test_load_video_decodes_and_resizes(tmp_path):
 def _tiny_csn_project(tmp_path):
     """8 tiny two-class videos (horizontal vs vertical motion) + part labels; returns (params, classes)."""
     from actparse.paths import Paths
-    from actparse.schemas import from_rows, write_json, write_table
+    from actparse.atomic import write_json
+    from actparse.schemas import from_rows, write_table
 
     rng = np.random.default_rng(0)
     droot = tmp_path / "data"

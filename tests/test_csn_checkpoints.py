@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from actparse.csn import DEPTHS, KEY_MAPS, CSNConfig, MultiTaskCSN, load_pretrained
+from actparse.csn import KEY_MAPS, load_pretrained
+from actparse.models.csn import DEPTHS, CSNConfig, MultiTaskCSN
 
 LAYOUTS = ("pytorchvideo", "vmz", "mmaction2")
 VARIANTS = ("ip", "ir")

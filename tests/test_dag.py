@@ -63,8 +63,8 @@ def test_dvc_lock_names_only_dag_stages():
 
 
 # Library modules every stage may use without listing them: plumbing that does not change results.
-PLUMBING = {"actparse/__init__.py", "actparse/cli.py", "actparse/params.py", "actparse/param_models.py", "actparse/paths.py",
-            "actparse/schemas.py", "actparse/stage.py"}
+PLUMBING = {"actparse/__init__.py", "actparse/atomic.py", "actparse/cli.py", "actparse/params.py",
+            "actparse/param_models.py", "actparse/paths.py", "actparse/schemas.py", "actparse/stage.py"}
 
 
 def _module_file(name: str) -> str | None:

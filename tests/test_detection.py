@@ -18,7 +18,7 @@ from _detection_data import make_project, write_params  # noqa: E402
 from actparse import yolo  # noqa: E402
 from actparse.boxes import iou_matrix  # noqa: E402
 from actparse.constants import NUM_KEYPOINTS, PARTS  # noqa: E402
-from actparse.detection import match_greedy, voc_ap  # noqa: E402
+from actparse.detector_data import match_greedy, voc_ap  # noqa: E402
 from actparse.paint import KEYPOINT_COLORS, PaintConfig, crop, crop_transform, person_crop  # noqa: E402
 from actparse.params import load_params  # noqa: E402
 from actparse.paths import Paths  # noqa: E402

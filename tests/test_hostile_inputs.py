@@ -24,14 +24,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from actparse import schemas
+from actparse import atomic, schemas
 from actparse.__main__ import main
 from actparse.cli import stage_main
 from actparse.formats import write_pickle
 from actparse.metrics import multisports as M
 from actparse.metrics import tps as T
 from actparse.metrics import tps_scan as S
-from benchmarks import reference as R
+import oracles as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fakes import make_ground_truth, make_predictions  # noqa: E402
@@ -481,7 +481,7 @@ class TestDiskFull:
     def test_json_and_pickle(self, tmp_path, monkeypatch):
         import builtins
 
-        j = schemas.write_json({"a": 1}, tmp_path / "metrics.json")
+        j = atomic.write_json({"a": 1}, tmp_path / "metrics.json")
         p = write_pickle({"a": 1}, tmp_path / "video_detections.pkl")
         old_j, old_p = j.read_bytes(), p.read_bytes()
         real_open = builtins.open
@@ -496,7 +496,7 @@ class TestDiskFull:
 
         monkeypatch.setattr(builtins, "open", full_open)
         with pytest.raises(schemas.WriteError, match="metrics.json: cannot write"):
-            schemas.write_json({"a": 2}, j)
+            atomic.write_json({"a": 2}, j)
         with pytest.raises(schemas.WriteError, match="video_detections.pkl: cannot write"):
             write_pickle({"a": 2}, p)
         monkeypatch.undo()

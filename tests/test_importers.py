@@ -270,7 +270,7 @@ def test_finegym_round_trip(synth, tmp_path, capsys):
     pd.testing.assert_frame_equal(iv[VIDEO_COLS], sv[VIDEO_COLS])
     assert iv["action"].isna().all()
     # the gym stages' reader takes the copied files as they are
-    from actparse.finegym import load_annotations
+    from actparse.gym import load_annotations
 
     hier, clips = load_annotations(out / "annotations/finegym", dict(zip(iv["video"], iv["fps"])))
     by = {c.clip: c for c in clips}
@@ -305,7 +305,7 @@ def test_finegym_per_element_splits_and_event_relative_times(synth, tmp_path, ca
     videos, _ = _tables(tmp_path / "root")
     assert videos.set_index("video").loc[video, "split"] == "test"  # a video with a val element is not trained on
     assert set(el.loc[el["video"] == video, "split"]) == {"train", "test"}  # one video, elements in both
-    from actparse.finegym import load_annotations  # the gym stages read the same split and times
+    from actparse.gym import load_annotations  # the gym stages read the same split and times
 
     clip = {c.clip: c for c in load_annotations(tmp_path / "root/annotations/finegym",
                                                 dict(zip(videos["video"], videos["fps"])))[1]}[cid]

@@ -18,7 +18,7 @@ from actparse import __main__ as cli
 from actparse.link import (LinkParams, _nms_official, _soft_nms_sets, action_detections, link, link_moc_layout,
                            link_table)
 from actparse.schemas import from_columns, read_df, write_table
-from benchmarks import reference as R
+import oracles as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fakes import make_ground_truth, make_predictions  # noqa: E402

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actparse.metrics import multisports as M
-from benchmarks import reference as R
+import oracles as R
 
 
 def tube(frames, box):

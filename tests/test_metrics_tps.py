@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from actparse.metrics import tps as T
-from benchmarks import reference as R
+import oracles as R
 
 
 def human(box, parts):

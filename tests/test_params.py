@@ -75,18 +75,21 @@ def _field(dotted: str):
 
 
 def test_schema_choices_match_the_code():
-    from actparse import clips, csn, finegym, hrnet, partattn, pcca
+    from actparse import clips, csn, dataset, gym, hrnet
+    from actparse.models import csn as csn_model
+    from actparse.models import partattn, slowfast, slowonly
     from actparse.metrics import multisports
 
     assert M.HRNET_ARCHS == hrnet.ARCHS
-    assert M.CSN_VARIANTS == csn.VARIANTS and M.CSN_DEPTHS == tuple(csn.DEPTHS) and M.CSN_TASKS == csn.TASKS
+    assert M.CSN_VARIANTS == csn_model.VARIANTS and M.CSN_DEPTHS == tuple(csn_model.DEPTHS)
+    assert M.CSN_TASKS == csn_model.TASKS
     assert set(M.CSN_KEY_MAPS) == set(csn.KEY_MAPS)
-    assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == pcca.BOX_SOURCES
-    assert M.GYM_LEVELS == finegym.LEVELS
+    assert M.BACKGROUND_MODES == clips.BACKGROUND_MODES and M.BOX_SOURCES == dataset.BOX_SOURCES
+    assert M.GYM_LEVELS == gym.LEVELS
     from actparse import video
 
     assert M.DECODE_BACKENDS == video.BACKENDS
-    for model, key, values in ((M.Stad, "depth", tuple(pcca.DEPTHS)), (M.Gym, "depth", tuple(finegym.DEPTHS)),
+    for model, key, values in ((M.Stad, "depth", tuple(slowfast.DEPTHS)), (M.Gym, "depth", tuple(slowonly.DEPTHS)),
                                (M.PartAttn, "roi_mode", partattn.ROI_MODES),
                                (M.Evaluate, "multisports_variant", multisports.VARIANTS)):
         assert model.model_fields[key].annotation.__args__ == values, (model, key)
@@ -417,3 +420,20 @@ def test_stage_docstrings_name_schema_keys():
             assert (k[:-2] if k.endswith(".*") else k) in keys, f"{f.name} docstring names {k!r}, not a params key"
     assert seen > 100
     assert _doc_keys("Params: csn.lr_stpes, link.*; writes artifacts/parts.parquet") == ["csn.lr_stpes", "link.*"]
+
+
+def test_params_errors_name_the_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("decode:\n  stride: 0\n  short_side: abc\n")
+    with pytest.raises(ParamError, match="decode.stride' must be >= 1, got 0"):
+        load_params(p)  # the loader checks the whole file; get checks again (dicts built in code)
+    params = {"_path": str(p), "decode": {"stride": 0, "short_side": "abc"}}
+    with pytest.raises(ParamError, match="decode.stride.*>= 1"):
+        get(params, "decode.stride", int, min_value=1)
+    with pytest.raises(ParamError, match="decode.short_side.*int"):
+        get(params, "decode.short_side", int)
+    with pytest.raises(ParamError, match="missing parameter 'decode.jpeg'"):
+        get(params, "decode.jpeg", int)
+    assert get(params, "decode.jpeg", int, default=90) == 90
+    with pytest.raises(ParamError, match="not found"):
+        load_params(tmp_path / "nope.yaml")

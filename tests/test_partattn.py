@@ -12,8 +12,8 @@ import yaml
 
 from _params import overlaid
 from actparse.constants import NUM_PARTS, PART_INDEX, PART_STATES, PARTS
-from actparse.partattn import (PartAttnConfig, PartStateNet, make_sample, part_state_loss, person_crop_box,
-                               state_accuracy, state_targets, train_step)
+from actparse.models.partattn import PartAttnConfig, PartStateNet
+from actparse.partattn import make_sample, part_state_loss, person_crop_box, state_accuracy, state_targets, train_step
 from actparse.schemas import read_df
 
 SMALL = dict(stem_dim=4, dim=16, heads=2, dropout=0.0, part_crop=16)

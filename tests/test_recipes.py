@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from actparse import clips as C
-from actparse.csn import (TASKS, clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
+from actparse.csn import (clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
                           train_settings_from_params, val_split, weight_grid)
+from actparse.models.csn import TASKS
 from actparse.params import ParamError, apply_preset, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +58,13 @@ def test_each_preset_applies_and_every_key_is_a_param_the_code_reads(name, tmp_p
             assert f'"{key}' in SOURCE or f'}}.{rest}"' in SOURCE, f"{name}: no code reads {key}"
     p = _merged("params.gpu.yaml", *([name] if name != "params.gpu.yaml" else []), tmp_path=tmp_path)
     # every section's reader accepts the merged values (types, ranges, choices)
-    from actparse import finegym, partattn, pcca
+    from actparse import gym, partattn, stad
 
     train_settings_from_params(p)
     clip_spec_from_params(p)
     ensemble_weights_from_params(p, ["ip", "ir"], TASKS)
-    pcca.settings_from_params(p), pcca.config_from_params(p), pcca.head_kwargs_from_params(p)
-    finegym.settings_from_params(p), finegym.config_from_params(p)
+    stad.settings_from_params(p), stad.config_from_params(p), stad.head_kwargs_from_params(p)
+    gym.settings_from_params(p), gym.config_from_params(p)
     partattn.config_from_params(p, 10), partattn.settings_from_params(p)
 
 
@@ -141,18 +142,18 @@ def test_recipe_values_equal_the_papers(name, key, value):
 
 
 def test_recipe_reaches_the_training_settings(tmp_path):
-    from actparse import finegym, pcca
+    from actparse import gym, stad
 
     p = _merged("params.gpu.yaml", "params.gpu.stad.yaml", "params.gpu.gym.yaml", tmp_path=tmp_path)
     t = train_settings_from_params(p)
     assert (t.epochs, t.batch_size, t.lr, t.warmup_iters, t.lr_steps, t.nesterov) == (58, 4, 8e-5, 16, (32.0, 48.0), True)
     w = ensemble_weights_from_params(p, ["ip", "ir"], TASKS)
     assert w["action"] == {"ip": 7.0, "ir": 1.0} and w["arm"] == {"ip": 1.0, "ir": 0.0}
-    s = pcca.settings_from_params(p)
+    s = stad.settings_from_params(p)
     assert s.train_scales == (256, 360) and s.scale_batch_sizes == (32, 24) and s.lr_steps == (5.0, 8.0, 10.0)
-    assert finegym.settings_from_params(p).loss_weights == {"event": 1.0, "set": 2.0, "element": 4.0}
+    assert gym.settings_from_params(p).loss_weights == {"event": 1.0, "set": 2.0, "element": 4.0}
     # the CSN schedule of the recipe: warm-up from 0.1 x lr over 16 iterations, / 10 at 32 and 48
-    from actparse.csn import Schedule
+    from actparse.train import Schedule
 
     sch = Schedule(t.lr, t.warmup_iters, 0.1, t.lr_steps, t.lr_gamma)
     assert sch.lr(0, 0.0) == pytest.approx(8e-6) and sch.lr(16, 1.0) == pytest.approx(8e-5)
@@ -160,15 +161,15 @@ def test_recipe_reaches_the_training_settings(tmp_path):
 
 
 def test_bad_recipe_params_are_clear_errors(tmp_path):
-    from actparse import pcca
+    from actparse import stad
 
     p = _merged("params.gpu.yaml", "params.gpu.stad.yaml", tmp_path=tmp_path)
     p["stad"]["scale_batch_sizes"] = [32]
     with pytest.raises(ParamError, match="scale_batch_sizes"):
-        pcca.settings_from_params(p)
+        stad.settings_from_params(p)
     p["stad"]["scale_batch_sizes"], p["stad"]["train_scales"] = None, [256, "360"]
     with pytest.raises(ParamError, match="train_scales"):
-        pcca.settings_from_params(p)
+        stad.settings_from_params(p)
     p["csn"]["input_norm"] = "caffe"
     with pytest.raises(ParamError, match="input_norm"):
         clip_spec_from_params(p)
@@ -215,17 +216,17 @@ def test_input_norm_values_and_default_keep_todays_csn_input(tmp_path):
 
 
 def test_seed_models_take_the_norm_too():
-    from actparse import finegym, pcca
+    from actparse import gym, stad
 
     video = _frames()
-    a = pcca.make_clip(video, 2, 2, 1)  # default: kinetics, as before
-    b = pcca.make_clip(video, 2, 2, 1, norm="imagenet")
-    frames = video[pcca.keyframe_indices(len(video), 2, 2, 1)].astype(np.float64) / 255.0
+    a = stad.make_clip(video, 2, 2, 1)  # default: kinetics, as before
+    b = stad.make_clip(video, 2, 2, 1, norm="imagenet")
+    frames = video[stad.keyframe_indices(len(video), 2, 2, 1)].astype(np.float64) / 255.0
     np.testing.assert_allclose(a.permute(1, 2, 3, 0).numpy(), (frames - 0.45) / 0.225, atol=1e-5)
     m, s = C.NORMS["imagenet"]
     np.testing.assert_allclose(b.permute(1, 2, 3, 0).numpy(), (frames - np.array(m)) / np.array(s), atol=1e-5)
     sq = video[:, :40, :40]
-    c = finegym.to_clip(sq, 40, None, norm="vmz")
+    c = gym.to_clip(sq, 40, None, norm="vmz")
     m, s = C.NORMS["vmz"]
     np.testing.assert_allclose(c.permute(1, 2, 3, 0).numpy(), (sq / 255.0 - np.array(m)) / np.array(s), atol=1e-5)
 
@@ -361,7 +362,7 @@ def test_default_run_writes_fixed_weights_report(tmp_path):
 
 # ------------------------------------------------------------------------------ seed 003 scales and flips
 def test_stad_multi_scale_batch_resizes_clips_and_boxes():
-    from actparse.pcca import KeyframeSample, STADSettings, _batch
+    from actparse.stad import KeyframeSample, STADSettings, _batch
 
     video = _frames()  # 40 x 48
     smp = KeyframeSample(0, 1, np.array([[4.0, 8.0, 20.0, 36.0]]), np.zeros((1, 3), np.float32), ["none"])
@@ -402,7 +403,7 @@ def test_stad_recipe_runs_end_to_end_with_scales_and_flips(tmp_path):
     from actparse.synth import SynthConfig, generate
     from actparse.schemas import read_df
     from stages import stad_detect, stad_train
-    from tests.test_pcca import _params
+    from tests.test_stad import _params
 
     cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
                                                  max_seconds=1.2, max_people=2, occluder_prob=0.0)})

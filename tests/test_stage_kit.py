@@ -26,8 +26,8 @@ import yaml
 
 from actparse.params import load_params
 from actparse.paths import Paths
-from actparse.schemas import (ParquetStreamWriter, clean_stale_temps, from_rows, read_df, read_table, write_json,
-                              write_table)
+from actparse.atomic import clean_stale_temps, write_json
+from actparse.schemas import ParquetStreamWriter, from_rows, read_df, read_table, write_table
 from actparse.stage import AllFailed, SkipLedger, clean_stale_siblings, model_folder, new_columns, seed_disabled
 from _params import write_params
 

@@ -24,13 +24,14 @@ import torch
 import yaml
 
 from actparse import yolo
-from actparse.finegym import LevelModel, SlowOnlyBackbone, SlowOnlyConfig
-from actparse.finegym import config_from_params as gym_config
+from actparse.gym import config_from_params as gym_config
+from actparse.models.gym import LevelModel
+from actparse.models.partattn import PartStateNet
+from actparse.models.slowfast import SlowFastBackbone, SlowFastConfig
+from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig
 from actparse.params import ParamError
-from actparse.partattn import PartStateNet
 from actparse.partattn import config_from_params as partattn_config
-from actparse.pcca import SlowFastBackbone, SlowFastConfig
-from actparse.pcca import config_from_params as stad_config
+from actparse.stad import config_from_params as stad_config
 from actparse.weights.resnet3d import load_slowfast, load_slowonly, pretrained_from_params
 from _params import write_params
 
@@ -110,7 +111,7 @@ def test_detect_persons_stage_keeps_only_the_person_class(coco_pt, tmp_path):
     detect_persons.run(params, tmp_path)
     got = read_df(Paths(tmp_path).persons, "persons")
     # the stage's boxes are exactly the person-class detections of the same model on the same frames
-    from actparse.detection import decode_frames, frames_by_video
+    from actparse.detector_data import decode_frames, frames_by_video
 
     model = yolo.load_model(coco_pt)
     want, unfiltered = 0, 0

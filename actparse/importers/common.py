@@ -153,7 +153,8 @@ class ImportResult:
 
 def write_root(result: ImportResult, out: Path, src: Path, mode: str) -> dict:
     """Write videos.parquet, skips.parquet, gt_persons.parquet / gym_elements.parquet and import_info.json."""
-    from ..schemas import from_rows, write_json, write_table
+    from ..atomic import write_json
+    from ..schemas import from_rows, write_table
 
     videos = from_rows(sorted(result.videos, key=lambda r: r["video"]), "videos")
     write_table(videos, out / "videos.parquet", "videos")
@@ -173,24 +174,12 @@ def write_root(result: ImportResult, out: Path, src: Path, mode: str) -> dict:
 
 def copy_file(src: Path, dst: Path) -> None:
     """Copy one official annotation file into the data root (atomically)."""
-    from ..schemas import _tmp_beside
+    from ..atomic import write_atomically
 
-    tmp = _tmp_beside(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomically(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_text(dst: Path, text: str) -> None:
-    from ..schemas import _tmp_beside
+    from ..atomic import write_text as write
 
-    tmp = _tmp_beside(dst)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write(dst, text)

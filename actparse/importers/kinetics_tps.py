@@ -184,7 +184,8 @@ def read_video_annotations(folder: Path) -> dict[int, list[dict]]:
 
 def import_kinetics_tps(src: Path, out: Path, placer: VideoPlacer) -> ImportResult:
     """Collect videos, ground truth and the official-evaluation ground-truth files (written here)."""
-    from ..schemas import from_columns, schema, write_json
+    from ..atomic import write_json
+    from ..schemas import from_columns, schema
 
     src = Path(src)
     files = _video_files(src)

@@ -111,16 +111,6 @@ def segment_means(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
         return sums / np.asarray(lengths).astype(values.dtype)
 
 
-def first_max_masked(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of 2-D ``scores``: index of the first maximum among ``mask``ed entries, and whether any.
-
-    Same tie rule as ``idx[np.argmax(scores[idx])]`` over the masked indices in order.
-    """
-    any_ = mask.any(axis=1)
-    filled = np.where(mask, scores, -np.inf)
-    return np.argmax(filled, axis=1), any_
-
-
 def voc_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     """PASCAL-VOC area under the precision envelope (MultiSports ``pr_to_ap_voc``).
 
@@ -134,13 +124,6 @@ def voc_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     precision = np.maximum.accumulate(precision[::-1])[::-1]
     idx = np.where(recall[1:] != recall[:-1])[0] + 1
     return np.sum((recall[idx] - recall[idx - 1]) * precision[idx])
-
-
-def act_ap(pr: np.ndarray):
-    """ACT / MOC ``pr_to_ap``: trapezoids between consecutive (precision, recall) rows."""
-    prdif = pr[1:, 1] - pr[:-1, 1]
-    prsum = pr[1:, 0] + pr[:-1, 0]
-    return np.sum(prdif * prsum * 0.5)
 
 
 def greedy_first_claim(order_key: np.ndarray, target: np.ndarray) -> np.ndarray:

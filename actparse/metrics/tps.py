@@ -65,6 +65,8 @@ from operator import eq, is_not, itemgetter
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .tps_arrays import OTHER, PartFrames, TPSInputs, run_starts
+
 OFFICIAL_STEPS = 10000
 
 
@@ -177,7 +179,7 @@ def _whole_boxes(items, frame_counts=None) -> None:
     if frame_counts is not None:
         counts = np.asarray(frame_counts, np.int64)
         f = np.flatnonzero(counts > 0)
-        st = _starts(counts)[f]
+        st = run_starts(counts)[f]
         lo, hi = np.minimum.reduceat(lens, st), np.maximum.reduceat(lens, st)
         if (lo != hi).any():
             k = int(np.argmax(lo != hi))
@@ -323,7 +325,7 @@ class Vocab:
 
     States are compared as the official code compares them (Python ``==`` on the JSON values): a
     string and a one-element list are different states, two equal lists the same one. Strings get
-    ids >= 0, one-string lists ids < 0, anything else ids from ``_OTHER`` up."""
+    ids >= 0, one-string lists ids < 0, anything else ids from ``OTHER`` up."""
 
     names: dict = field(default_factory=dict)
     verbs: dict = field(default_factory=dict)
@@ -355,11 +357,8 @@ class Vocab:
             elif v.__class__ is list and len(v) == 1 and v[0].__class__ is str:
                 out[i] = -1 - self._ids(self.verbs_list1, [v[0]])[0]
             else:
-                out[i] = _OTHER + self._ids(self.verbs_other, [_canon(v)])[0]
+                out[i] = OTHER + self._ids(self.verbs_other, [_canon(v)])[0]
         return out
-
-
-_OTHER = 1 << 40
 
 
 def _canon(v):
@@ -375,29 +374,6 @@ def _canon(v):
         return v
     except TypeError:
         return ("repr", repr(v))
-
-
-@dataclass
-class PartFrames:
-    """Frames of an official part-result file as flat arrays (frames in the order given).
-
-    Frame f has humans ``frame_h0[f] : frame_h0[f] + frame_nh[f]``; human h has parts
-    ``human_p0[h] : human_p0[h] + human_np[h]`` (a human's parts in dict order)."""
-
-    frame_h0: np.ndarray
-    frame_nh: np.ndarray
-    human_box: np.ndarray  # float32, as np.float32(list of boxes)
-    human_p0: np.ndarray
-    human_np: np.ndarray
-    part_name: np.ndarray
-    part_box: np.ndarray  # float64 (the JSON numbers); nan where 'box' is not one flat box
-    part_box_ok: np.ndarray
-    part_verb: np.ndarray  # state ids (Vocab): equal ids <=> equal JSON values
-    part_verb_len: np.ndarray  # len(verb) (-1 where it has no len), the official "proposals" count
-
-
-def _starts(counts: np.ndarray) -> np.ndarray:
-    return np.cumsum(counts) - counts
 
 
 def flatten_frames(frames: list, vocab: Vocab, what: str = "part result") -> PartFrames:
@@ -429,23 +405,8 @@ def flatten_frames(frames: list, vocab: Vocab, what: str = "part result") -> Par
         vlen = np.fromiter(map(len, verbs), np.int64, count=len(verbs))
     except TypeError:
         vlen = np.array([len(v) if hasattr(v, "__len__") else -1 for v in verbs], np.int64)
-    return PartFrames(_starts(nh), nh, _boxes(hboxes, np.float32, f"{what} human"), _starts(npart), npart,
+    return PartFrames(run_starts(nh), nh, _boxes(hboxes, np.float32, f"{what} human"), run_starts(npart), npart,
                       vocab.name_ids(names), pbox, ok, vocab.verb_ids(verbs), vlen)
-
-
-@dataclass
-class TPSInputs:
-    """Ground truth and prediction of a set of videos as arrays, ready for :func:`psc_from_inputs`.
-
-    ``frame_video[f]``: video index of ground-truth frame f (official frame order); ``pred_of[f]``:
-    index of the same frame in ``pred`` or -1 when the prediction lacks it."""
-
-    videos: list
-    frame_video: np.ndarray
-    pred_of: np.ndarray
-    gt: PartFrames
-    pred: PartFrames
-    n_names: int
 
 
 def prepare(gt_part: dict, pred_part: dict, videos=None, missing_video: str = "error") -> TPSInputs:
@@ -498,7 +459,7 @@ def _frames_from_tables(keys: pd.DataFrame, persons, parts, vocab: Vocab, verb_a
     hbox = np.stack(h["box"].to_numpy()).astype(np.float32) if len(h) else np.zeros((0, 4), np.float32)
     pbox = np.stack(q["box"].to_numpy()).astype(np.float64) if len(q) else np.zeros((0, 4))
     vlen = np.ones(len(q), np.int64) if verb_as_list else np.fromiter(map(len, states), np.int64, count=len(states))
-    return PartFrames(_starts(nh), nh, hbox, _starts(npart), npart, vocab.name_ids(q["part"].tolist()), pbox,
+    return PartFrames(run_starts(nh), nh, hbox, run_starts(npart), npart, vocab.name_ids(q["part"].tolist()), pbox,
                       np.ones(len(q), bool), vocab.verb_ids(verbs), vlen)
 
 
@@ -675,7 +636,7 @@ def _psc_wrapped_dicts(gt_part: dict, pred_part: dict, o: TPSOptions, videos=Non
                          f"frame (got {int(c_pnh[f])})")
     gb = _human_boxes(gh, f"{names[0]}: human", c_gnh)
     pb = _human_boxes(ph, f"{names[1]}: human", c_pnh)
-    mg, mp = match_humans(gb, pb, np.c_[_starts(c_gnh)[ev], c_gnh[ev]], np.c_[_starts(c_pnh)[ev], c_pnh[ev]],
+    mg, mp = match_humans(gb, pb, np.c_[run_starts(c_gnh)[ev], c_gnh[ev]], np.c_[run_starts(c_pnh)[ev], c_pnh[ev]],
                           o.human_iou, o.plus_one_iou)
     human_sum = np.zeros(len(gh))
     if len(mg):
@@ -745,7 +706,7 @@ def psc_from_inputs(inp: TPSInputs, options: TPSOptions | None = None) -> np.nda
         order = np.argsort(mg, kind="stable")
         mg, mp = mg[order], mp[order]
         cnt = G.human_np[mg]
-        gpi = np.repeat(G.human_p0[mg], cnt) + (np.arange(cnt.sum()) - np.repeat(_starts(cnt), cnt))
+        gpi = np.repeat(G.human_p0[mg], cnt) + (np.arange(cnt.sum()) - np.repeat(run_starts(cnt), cnt))
         owner = np.repeat(mp, cnt)
         nn = max(inp.n_names, 1)
         pkeys = np.repeat(np.arange(len(P.human_np)), P.human_np) * nn + P.part_name

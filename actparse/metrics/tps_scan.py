@@ -3,7 +3,7 @@
 The official evaluation loads ``gt_part_result.json`` and ``pred_part_result.json`` with
 ``json.load`` and walks the dicts; most of its time goes into building and walking those Python
 objects. :func:`scan_part_result` reads the same bytes in one compiled pass (a state machine over
-the JSON tokens) into the flat arrays of :class:`actparse.metrics.tps.PartFrames`, and
+the JSON tokens) into the flat arrays of :class:`actparse.metrics.tps_arrays.PartFrames`, and
 :func:`inputs_from_bytes` scans the ground truth and the prediction at once (two threads; the scan
 releases the GIL) and joins them the way :func:`actparse.metrics.tps.prepare` joins the loaded
 dicts. The first call after an install compiles the scanner (about 10 s; numba caches it on disk).
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from .tps_arrays import OTHER, PartFrames, TPSInputs, run_starts
 
 # byte values
 _QUOTE, _BSLASH, _COLON, _COMMA = 34, 92, 58, 44
@@ -587,12 +589,10 @@ def scan_part_result(data: bytes) -> ScannedParts | None:
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + c)`` for each (s, c)."""
-    from .tps import _starts
-
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, np.int64)
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - _starts(counts), counts)
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - run_starts(counts), counts)
 
 
 def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, others: dict):
@@ -600,8 +600,6 @@ def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, o
 
     ``uid`` maps the file's string ids to ids shared with the other file; ``others`` numbers the
     states that are lists of other than one string (shared too)."""
-    from .tps import _OTHER, PartFrames, _starts
-
     if frames is None:
         f_h0, f_nh, hid = sc.frame_h0, sc.frame_nh, None
         h_p0, h_np = sc.human_p0, sc.human_np
@@ -609,10 +607,10 @@ def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, o
     else:
         f_nh = sc.frame_nh[frames]
         hid = _ranges(sc.frame_h0[frames], f_nh)
-        f_h0 = _starts(f_nh)
+        f_h0 = run_starts(f_nh)
         h_np = sc.human_np[hid]
         pid = _ranges(sc.human_p0[hid], h_np)
-        h_p0 = _starts(h_np)
+        h_p0 = run_starts(h_np)
     take = (lambda a: a) if pid is None else (lambda a: a[pid])
     hbox = sc.human_box if hid is None else sc.human_box[hid]
     kind, v0, vlen = take(sc.verb_kind), take(sc.verb_v0), take(sc.verb_len)
@@ -622,7 +620,7 @@ def _part_frames(sc: ScannedParts, frames: np.ndarray | None, uid: np.ndarray, o
     odd = np.flatnonzero((kind == 1) & (vlen != 1))
     for p in odd.tolist():  # lists of 0 or of 2+ states: numbered by the tuple of their states
         key = tuple(ids[v0[p]:v0[p] + vlen[p]].tolist())
-        verb[p] = _OTHER + others.setdefault(key, len(others))
+        verb[p] = OTHER + others.setdefault(key, len(others))
     pbox = take(sc.part_box)
     return PartFrames(f_h0, f_nh, hbox.astype(np.float32), h_p0, h_np, uid[take(sc.part_name)], pbox,
                       np.ones(len(pbox), bool), verb.astype(np.int64), vlen.astype(np.int64))
@@ -645,14 +643,12 @@ def _read_and_scan(src) -> ScannedParts | None:
 
 def inputs_from_bytes(gt_data, pred_data, videos, missing_video: str = "error",
                       names=("ground truth", "prediction")):
-    """:class:`actparse.metrics.tps.TPSInputs` from the two official part-result files (their bytes,
+    """:class:`actparse.metrics.tps_arrays.TPSInputs` from the two official part-result files (their bytes,
     or paths), the same as :func:`actparse.metrics.tps.prepare` gives for ``json.loads`` of them
     (errors included), or None when either file is outside what :func:`scan_part_result` takes.
     The two files are read and scanned at once (two threads: reading and the compiled scan both
     release the GIL). ``names`` label the two files in errors."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from .tps import TPSInputs
 
     with ThreadPoolExecutor(2) as pool:
         G, P = pool.map(_read_and_scan, (gt_data, pred_data))

@@ -1,8 +1,8 @@
 """Key maps of ResNet-3D video backbones: SlowFast (seed 003) and SlowOnly (seeds 004 and 000).
 
-Our backbones (:class:`actparse.pcca.SlowFastBackbone`, :class:`actparse.finegym.SlowOnlyBackbone`)
-keep pytorchvideo's module names (``blocks.<i>...``), so pytorchvideo's hub checkpoints load as they
-are. Three other layouts of the same networks are renamed here, through one canonical description
+Our backbones (:class:`actparse.models.slowfast.SlowFastBackbone`,
+:class:`actparse.models.slowonly.SlowOnlyBackbone`) keep pytorchvideo's module names (``blocks.<i>...``),
+so pytorchvideo's hub checkpoints load as they are. Three other layouts of the same networks are renamed here, through one canonical description
 of each tensor: ``(kind, pathway, stage, block, module, param)`` with kind ``stem`` / ``res`` /
 ``fuse`` (the Fast-to-Slow lateral after the stem or after res stage ``stage``), pathway 0 = Slow,
 1 = Fast, module ``conv`` / ``bn`` (stem, lateral) or ``a``, ``a_bn``, ``b``, ``b_bn``, ``c``,
@@ -283,24 +283,21 @@ def load_backbone(backbone: nn.Module, path: str | os.PathLike, fmt: str, where:
 
 
 def load_slowfast(backbone, path: str | os.PathLike, fmt: str = "pytorchvideo") -> int:
-    """Pretrained SlowFast weights into an :class:`actparse.pcca.SlowFastBackbone` (params ``stad``)."""
+    """Pretrained SlowFast weights into an :class:`~actparse.models.slowfast.SlowFastBackbone` (params ``stad``)."""
     c = backbone.cfg
-    where = (f"SlowFast backbone (depth {c.depth}, blocks per stage {list(c.stage_depths or _full(c.depth))}, "
+    where = (f"SlowFast backbone (depth {c.depth}, blocks per stage {list(c.blocks_per_stage)}, "
              f"stem {c.stem_dim}, beta_inv {c.beta_inv}, alpha {c.alpha}, fusion_kernel {c.fusion_kernel}, "
              f"lateral_norm {str(c.lateral_norm).lower()})")
     return load_backbone(backbone, path, fmt, where, "stad")
 
 
 def load_slowonly(backbone, path: str | os.PathLike, fmt: str = "pytorchvideo", param_prefix: str = "gym") -> int:
-    """Pretrained SlowOnly weights into an :class:`actparse.finegym.SlowOnlyBackbone` (``gym`` / ``partattn``)."""
+    """Pretrained SlowOnly weights into a :class:`~actparse.models.slowonly.SlowOnlyBackbone`
+    (params ``gym`` or ``partattn``)."""
     c = backbone.cfg
-    where = (f"SlowOnly backbone (depth {c.depth}, blocks per stage {list(c.stage_depths or _full(c.depth))}, "
+    where = (f"SlowOnly backbone (depth {c.depth}, blocks per stage {list(c.blocks_per_stage)}, "
              f"stem {c.stem_dim})")
     return load_backbone(backbone, path, fmt, where, param_prefix)
-
-
-def _full(depth: int) -> tuple[int, ...]:
-    return {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[depth]
 
 
 def pretrained_from_params(params: dict, section: str) -> tuple[Path | None, str]:

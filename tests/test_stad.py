@@ -12,8 +12,9 @@ import torch
 import yaml
 
 from _params import overlaid
-from actparse.pcca import (PCCAHead, SlowFastBackbone, SlowFastConfig, STADModel, STADSettings, bce_loss,
-                           cache_features, class_balanced_weights, expand_rois, fit_classifier,
+from actparse.models.stad import PCCAHead, STADModel, expand_rois
+from actparse.models.slowfast import SlowFastBackbone, SlowFastConfig
+from actparse.stad import (STADSettings, bce_loss, cache_features, class_balanced_weights, fit_classifier,
                            freeze_for_decoupling, gt_samples, keyframe_indices, train_step)
 from actparse.schemas import read_df
 

@@ -1,4 +1,5 @@
-"""Data plumbing shared by the person / part detection stages (no ultralytics here).
+"""Data plumbing shared by the person / part detector stages (no ultralytics here; the detection AP
+of the evaluation is :mod:`actparse.metrics.detection`).
 
 Frames come from ``frames.parquet`` (stored JPEGs, possibly resized by ``scale`` = stored /
 original); every box and keypoint in the artifacts is in ORIGINAL video pixels, so these helpers

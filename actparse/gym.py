@@ -14,8 +14,10 @@ Data: FineGym's annotation layout (``finegym_annotation_info*.json``, ``gym*_cat
 read by :func:`load_annotations`. An event carrying a ``person`` key (the synthetic set's addition)
 is cropped around that ground-truth person track; otherwise the whole frame is used.
 
-Public API: :class:`SlowOnlyConfig`, :class:`SlowOnlyBackbone`, :class:`LevelModel`,
-:class:`JointModel`, :func:`hierarchical_loss`, :func:`train_step`, :class:`Hierarchy`,
+The networks are in :mod:`actparse.models.slowonly` and :mod:`actparse.models.gym`
+(:class:`~actparse.models.gym.LevelModel`, :class:`~actparse.models.gym.JointModel`).
+
+Public API: :func:`hierarchical_loss`, :func:`train_step`, :class:`Hierarchy`,
 :func:`load_annotations`, :func:`crop_clips`, :func:`sample_indices`, :class:`GymSettings`,
 :func:`fit_level`, :func:`fit_joint`, :func:`predict_level`, :func:`predict_joint`, checkpoints.
 """
@@ -36,151 +38,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .schemas import save_torch
+from .models.gym import JointModel, LevelModel
+from .models.slowonly import DEPTHS, SlowOnlyConfig
+from .models.video_resnet import MEAN
+from .train import adamw, read_checkpoint, save_checkpoint as _save, set_lr, warmup_cosine
 
-log = logging.getLogger("actparse.finegym")
+log = logging.getLogger("actparse.gym")
 
 LEVELS: tuple[str, ...] = ("event", "set", "element")
 DEFAULT_LOSS_WEIGHTS = {"event": 1.0, "set": 2.0, "element": 4.0}
-DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-MEAN = (0.45, 0.45, 0.45)
-STD = (0.225, 0.225, 0.225)
 
 
 # --------------------------------------------------------------------------------------------
-# SlowOnly
+# Losses (the networks: actparse.models.slowonly and actparse.models.gym)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class SlowOnlyConfig:
-    """SlowOnly (the Slow pathway of SlowFast on its own) from pytorchvideo ``create_resnet``."""
-
-    depth: int = 50
-    stage_depths: tuple[int, ...] | None = (1, 1, 1, 1)  # first k blocks per stage; None = full depth
-    stem_dim: int = 8                   # 64 published
-    temporal_stages: tuple[int, ...] = (0, 0, 1, 1)      # stages whose conv_a is 3x1x1 (SlowOnly: res4, res5)
-    spatial_strides: tuple[int, ...] = (1, 2, 2, 2)      # per stage; output stride = 4 * product
-
-    def __post_init__(self):
-        if self.depth not in DEPTHS:
-            raise ValueError(f"SlowOnly depth must be one of {sorted(DEPTHS)}, got {self.depth}")
-        if self.stage_depths is not None:
-            sd = tuple(int(d) for d in self.stage_depths)
-            full = DEPTHS[self.depth]
-            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
-                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)}, got {list(sd)}")
-            self.stage_depths = sd
-        self.temporal_stages = tuple(int(x) for x in self.temporal_stages)
-        self.spatial_strides = tuple(int(x) for x in self.spatial_strides)
-        if len(self.temporal_stages) != 4 or len(self.spatial_strides) != 4:
-            raise ValueError("temporal_stages and spatial_strides need 4 entries (one per stage)")
-        if self.stem_dim < 2:
-            raise ValueError(f"stem_dim must be >= 2, got {self.stem_dim}")
-
-    @property
-    def out_channels(self) -> int:
-        return self.stem_dim * 32
-
-    @property
-    def output_stride(self) -> int:
-        return 4 * int(np.prod(self.spatial_strides))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("stage_depths", "temporal_stages", "spatial_strides"):
-            d[k] = list(d[k]) if d[k] is not None else None
-        return d
-
-
-class SlowOnlyBackbone(nn.Module):
-    """Stem + 4 residual stages; ``forward`` -> 5D feature map, :meth:`pooled` -> (B, C)."""
-
-    def __init__(self, cfg: SlowOnlyConfig):
-        super().__init__()
-        from pytorchvideo.models.resnet import create_resnet
-
-        self.cfg = cfg
-        net = create_resnet(
-            model_depth=cfg.depth, model_num_class=1, stem_dim_out=cfg.stem_dim,
-            stem_conv_kernel_size=(1, 7, 7),
-            stage_conv_a_kernel_size=tuple((3, 1, 1) if t else (1, 1, 1) for t in cfg.temporal_stages),
-            stage_spatial_h_stride=cfg.spatial_strides, stage_spatial_w_stride=cfg.spatial_strides,
-        )
-        blocks = list(net.blocks)[:5]
-        if cfg.stage_depths is not None:
-            for stage, keep in zip(blocks[1:], cfg.stage_depths):
-                stage.res_blocks = stage.res_blocks[:keep]
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        if clip.dim() != 5 or clip.shape[1] != 3:
-            raise ValueError(f"clip must be (B, 3, T, H, W), got {tuple(clip.shape)}")
-        x = clip
-        for b in self.blocks:
-            x = b(x)
-        return x
-
-    def pooled(self, clip: torch.Tensor) -> torch.Tensor:
-        return self(clip).mean(dim=(2, 3, 4))
-
-
-class LevelModel(nn.Module):
-    """One pathway of seed 004 stage 1: SlowOnly -> global average pool -> dropout -> linear."""
-
-    def __init__(self, cfg: SlowOnlyConfig, num_classes: int, dropout: float = 0.5):
-        super().__init__()
-        self.backbone = SlowOnlyBackbone(cfg)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(cfg.out_channels, num_classes)
-
-    def features(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.backbone.pooled(clip)
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.features(clip)))
-
-
-class JointModel(nn.Module):
-    """Seed 004 stage 2: frozen pathways -> concat -> shared linear (+ReLU, dropout) -> 3 classifiers.
-
-    ``forward(clips)`` takes one clip tensor per pathway (same order as ``pathways``; one tensor is
-    used for all); :meth:`fuse` takes pre-computed pathway features (B, sum C).
-    """
-
-    def __init__(self, pathways: Sequence[nn.Module], feature_dims: Sequence[int], num_classes: Mapping[str, int],
-                 hidden: int = 256, dropout: float = 0.5, freeze: bool = True):
-        super().__init__()
-        self.pathways = nn.ModuleList(pathways)
-        self.frozen = bool(freeze)
-        if freeze:
-            for p in self.pathways.parameters():
-                p.requires_grad_(False)
-        self.fusion = nn.Linear(int(sum(feature_dims)), hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({lvl: nn.Linear(hidden, int(n)) for lvl, n in num_classes.items()})
-        self.train()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:  # frozen pathways keep their BN statistics and no dropout
-            self.pathways.eval()
-        return self
-
-    def pathway_features(self, clips) -> torch.Tensor:
-        if isinstance(clips, torch.Tensor):
-            clips = [clips] * len(self.pathways)
-        if len(clips) != len(self.pathways):
-            raise ValueError(f"{len(clips)} clip tensors for {len(self.pathways)} pathways")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return torch.cat([p.features(c) for p, c in zip(self.pathways, clips)], dim=1)
-
-    def fuse(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.dropout(F.relu(self.fusion(feats)))
-        return {lvl: head(h) for lvl, head in self.heads.items()}
-
-    def forward(self, clips) -> dict[str, torch.Tensor]:
-        return self.fuse(self.pathway_features(clips))
-
-
 def hierarchical_loss(logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
                       weights: Mapping[str, float] | None = None) -> torch.Tensor:
     """``sum_l w_l * CE(logits_l, targets_l)`` over the levels in ``targets`` (seed 004: 1, 2, 4)."""
@@ -479,12 +350,6 @@ class GymSettings:
         return asdict(self)
 
 
-def _cosine(step: int, total: int, warm: int) -> float:
-    if warm and step < warm:
-        return 0.1 + 0.9 * step / warm
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(total - warm, 1))))
-
-
 def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, rng) -> torch.Tensor:
     return torch.stack([to_clip(frames[i][sample_indices(len(frames[i]), num_frames, s.interval, rng)], s.crop, rng,
                                 s.color_aug, s.input_norm) for i in idx])
@@ -500,7 +365,7 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
         raise ValueError("no training clips")
     rng = np.random.default_rng(seed)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw(model, s.lr, s.weight_decay)
     per_epoch = n * s.views_per_clip
     iters = math.ceil(per_epoch / s.batch_size)
     total = iters * s.epochs
@@ -512,8 +377,7 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
         tot, hits = 0.0, 0
         for it in range(iters):
             idx = order[it * s.batch_size:(it + 1) * s.batch_size]
-            for g in opt.param_groups:
-                g["lr"] = s.lr * _cosine(step, total, iters)
+            set_lr(opt, s.lr * warmup_cosine(step, total, iters))
             x = _batch(frames, idx, num_frames, s, rng).to(device)
             y = y_all[idx].to(device)
             model.train()
@@ -556,8 +420,7 @@ def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.n
               seed: int = 0) -> dict:
     """Train the fusion layer and the three classifiers on cached frozen-pathway features."""
     g = torch.Generator().manual_seed(int(seed))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.joint_lr, weight_decay=s.weight_decay)
+    opt = adamw(model, s.joint_lr, s.weight_decay)
     tg = {lvl: torch.as_tensor(np.asarray(v), dtype=torch.long) for lvl, v in targets.items()}
     n = len(feats)
     iters = math.ceil(n / s.batch_size)
@@ -569,8 +432,7 @@ def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.n
         tot = 0.0
         for it in range(iters):
             j = order[it * s.batch_size:(it + 1) * s.batch_size]
-            for grp in opt.param_groups:
-                grp["lr"] = s.joint_lr * _cosine(step, total, iters)
+            set_lr(opt, s.joint_lr * warmup_cosine(step, total, iters))
             model.train()
             opt.zero_grad(set_to_none=True)
             loss = hierarchical_loss(model.fuse(feats[j]), {k: v[j] for k, v in tg.items()}, s.loss_weights)
@@ -605,33 +467,28 @@ def predict_joint(model: JointModel, feats: torch.Tensor) -> dict[str, np.ndarra
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
-    return save_torch(obj, path)
+    return _save(obj, path)
+
+
+def _rebuild_level(ck: dict) -> LevelModel:
+    m = LevelModel(SlowOnlyConfig(**ck["backbone"]), len(ck["classes"]), ck.get("dropout", 0.5))
+    m.load_state_dict(ck["state"], strict=True)
+    return m
 
 
 def load_level(path: str | os.PathLike, device: str = "cpu") -> tuple[LevelModel, dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: FineGym pathway checkpoint not found (has gym_train run?)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        m = LevelModel(SlowOnlyConfig(**ck["backbone"]), len(ck["classes"]), ck.get("dropout", 0.5))
-        m.load_state_dict(ck["state"], strict=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a FineGym pathway checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    m, ck = read_checkpoint(path, "FineGym pathway", "gym_train", _rebuild_level)
     return m.to(device).eval(), ck
 
 
 def load_joint(path: str | os.PathLike, pathways: Sequence[LevelModel], device: str = "cpu") -> tuple[JointModel, dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: FineGym joint checkpoint not found (has gym_train run?)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+    def rebuild(ck: dict) -> JointModel:
         dims = [p.classifier.in_features for p in pathways]
         m = JointModel(pathways, dims, {k: len(v) for k, v in ck["classes"].items()}, ck["hidden"], ck.get("dropout", 0.5))
         m.load_state_dict(ck["state"], strict=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a FineGym joint checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        return m
+
+    m, ck = read_checkpoint(path, "FineGym joint", "gym_train", rebuild)
     return m.to(device).eval(), ck
 
 

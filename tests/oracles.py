@@ -4,9 +4,9 @@ These follow the structure of the public official scripts step by step (one Pyth
 pair, dicts of lists, ``np.argmax`` / ``np.delete`` on small arrays): Kinetics-TPS
 ``eval_detection.py``, MultiSports ``evaluate_multisports.py`` (and the ACT-style ``evaluate.py``),
 MOC-Detector ``ACT_build.BuildTubes`` / ``ACT_utils.nms_tubelets`` / ``nms3dt``. They exist to
-time the vectorised library against, and to check that both give identical numbers. The only
-change from the official code: ``int(np.where(...)[0])`` became ``int(np.where(...)[0][0])``,
-which NumPy >= 2.4 requires. Not used by the pipeline.
+check that the vectorised library gives identical numbers (the tests' oracles) and to time it against
+(benchmarks/bench_metrics.py). The only change from the official code: ``int(np.where(...)[0])``
+became ``int(np.where(...)[0][0])``, which NumPy >= 2.4 requires. Not used by the pipeline.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ import yaml
 
 from _params import overlaid
 from actparse.constants import ACTIONS
-from actparse.finegym import (LEVELS, GymSettings, JointModel, LevelModel, SlowOnlyBackbone, SlowOnlyConfig,
-                              crop_clips, fit_joint, hierarchical_loss, load_annotations, pathway_features,
-                              sample_indices, train_step)
+from actparse.gym import (LEVELS, GymSettings, crop_clips, fit_joint, hierarchical_loss, load_annotations,
+                              pathway_features, sample_indices, train_step)
+from actparse.models.gym import JointModel, LevelModel
+from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig
 from actparse.schemas import read_df
 from actparse.synth import (FINEGYM_ELEMENTS, FINEGYM_SETS, Figure, SynthConfig, finegym_element, finegym_hierarchy,
                             generate, long_tail_counts, plan_videos)

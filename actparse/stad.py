@@ -19,8 +19,10 @@ target. Decoupled learning (seed 003 sec 3.4): phase 1 trains everything with st
 phase 2 freezes everything except the final classifier and retrains it with class-balanced
 sampling (each class, "no action" included, drawn equally often) on features of the frozen model.
 
-Public API: :class:`SlowFastConfig`, :class:`SlowFastBackbone`, :class:`PCCAHead`,
-:class:`STADModel`, :func:`bce_loss`, :func:`train_step`, :func:`freeze_for_decoupling`,
+The networks are in :mod:`actparse.models.slowfast` (backbone) and :mod:`actparse.models.stad`
+(:class:`~actparse.models.stad.PCCAHead`, :class:`~actparse.models.stad.STADModel`).
+
+Public API: :func:`bce_loss`, :func:`train_step`, :func:`freeze_for_decoupling`,
 :func:`class_balanced_weights`, clip helpers :func:`keyframe_indices` / :func:`make_clip`,
 :class:`STADSettings`, :func:`fit_phase1`, :func:`fit_classifier`, checkpoints
 :func:`save_model` / :func:`load_model`.
@@ -40,210 +42,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .schemas import save_torch
+from .models.stad import STADModel
+from .models.slowfast import DEPTHS, SlowFastConfig
+from .train import adamw, cosine, make_optimizer, read_checkpoint, save_checkpoint as _save, set_lr, step_lr
 
-log = logging.getLogger("actparse.pcca")
+log = logging.getLogger("actparse.stad")
 
-DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-HEADS = ("pcca", "linear")
-PRIOR = 0.1  # initial sigmoid output of the classifier (bias init, as for focal-loss heads)
-# Kinetics mean / std of the pytorchvideo SlowFast models (RGB, [0, 1] scale).
-MEAN = (0.45, 0.45, 0.45)
-STD = (0.225, 0.225, 0.225)
 
 
 # --------------------------------------------------------------------------------------------
-# Backbone
+# Loss and decoupled learning (the networks: actparse.models.slowfast and actparse.models.stad)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class SlowFastConfig:
-    """SlowFast architecture (stored in checkpoints). Defaults: slim CPU variant of R50 8x8."""
-
-    depth: int = 50                       # 50 | 101 (pytorchvideo create_slowfast model_depth)
-    stage_depths: tuple[int, ...] | None = (1, 1, 1, 1)  # first k blocks per stage; None = full depth
-    stem_dim: int = 8                     # Slow stem width (64 published)
-    beta_inv: int = 4                     # Fast channels = Slow / beta_inv (8 published)
-    alpha: int = 4                        # Slow frames = Fast frames / alpha (4 published for 8x8 -> 32/8)
-    fusion_ratio: int = 2                 # lateral connection channel ratio
-    output_stride: int = 16               # 16: last stage stride 1 (AVA-style); 32: all strides 2
-    fusion_kernel: int = 7                # temporal kernel of the Fast->Slow lateral convs (R50 7, R101 5)
-    lateral_norm: bool = True             # laterals conv + BN + ReLU (PySlowFast, pytorchvideo); False: conv
-                                          # only (mmaction2)
-
-    def __post_init__(self):
-        if self.depth not in DEPTHS:
-            raise ValueError(f"SlowFast depth must be one of {sorted(DEPTHS)}, got {self.depth}")
-        if self.stage_depths is not None:
-            sd = tuple(int(d) for d in self.stage_depths)
-            full = DEPTHS[self.depth]
-            if len(sd) != 4 or any(d < 1 or d > f for d, f in zip(sd, full)):
-                raise ValueError(f"stage_depths must be 4 ints, each 1..{list(full)}, got {list(sd)}")
-            self.stage_depths = sd
-        if self.stem_dim < 2 or self.stem_dim % self.beta_inv:
-            raise ValueError(f"stem_dim ({self.stem_dim}) must be a positive multiple of beta_inv ({self.beta_inv})")
-        if self.alpha < 1:
-            raise ValueError(f"alpha must be >= 1, got {self.alpha}")
-        if self.output_stride not in (16, 32):
-            raise ValueError(f"output_stride must be 16 or 32, got {self.output_stride}")
-        if self.fusion_kernel < 1 or self.fusion_kernel % 2 == 0:
-            raise ValueError(f"fusion_kernel must be an odd number >= 1, got {self.fusion_kernel}")
-
-    @property
-    def out_channels(self) -> int:
-        """Channels of the concatenated (Slow + Fast) feature map."""
-        return self.stem_dim * 32 + self.stem_dim // self.beta_inv * 32
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stage_depths"] = list(self.stage_depths) if self.stage_depths else None
-        return d
-
-
-class SlowFastBackbone(nn.Module):
-    """pytorchvideo SlowFast without its head; :meth:`forward` returns the pooled 2D map."""
-
-    def __init__(self, cfg: SlowFastConfig):
-        super().__init__()
-        from pytorchvideo.models.slowfast import FastToSlowFusionBuilder, create_slowfast
-
-        self.cfg = cfg
-        last = 1 if cfg.output_stride == 16 else 2
-        fusion = FastToSlowFusionBuilder(
-            slowfast_channel_reduction_ratio=cfg.beta_inv, conv_fusion_channel_ratio=cfg.fusion_ratio,
-            conv_kernel_size=(cfg.fusion_kernel, 1, 1), conv_stride=(cfg.alpha, 1, 1),
-            norm=nn.BatchNorm3d if cfg.lateral_norm else None,
-            activation=nn.ReLU if cfg.lateral_norm else None,
-        ).create_module
-        net = create_slowfast(
-            model_depth=cfg.depth, model_num_class=1, fusion_builder=fusion,
-            slowfast_channel_reduction_ratio=(cfg.beta_inv,),
-            stem_dim_outs=(cfg.stem_dim, cfg.stem_dim // cfg.beta_inv),
-            stage_spatial_strides=((1, 2, 2, last), (1, 2, 2, last)),
-        )
-        blocks = list(net.blocks)[:5]  # stem + 4 stages (with lateral fusions); head is ours
-        if cfg.stage_depths is not None:
-            for block, keep in zip(blocks[1:], cfg.stage_depths):
-                for path in block.multipathway_blocks:
-                    path.res_blocks = path.res_blocks[:keep]
-        self.blocks = nn.ModuleList(blocks)
-
-    @property
-    def stride(self) -> int:
-        return self.cfg.output_stride
-
-    def pathways(self, clip: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, T, H, W) Fast-rate clip -> [Slow (B, Cs, T/alpha, h, w), Fast (B, Cf, T, h, w)]."""
-        if clip.dim() != 5 or clip.shape[1] != 3:
-            raise ValueError(f"clip must be (B, 3, T, H, W), got {tuple(clip.shape)}")
-        if clip.shape[2] % self.cfg.alpha:
-            raise ValueError(f"clip length {clip.shape[2]} is not a multiple of alpha={self.cfg.alpha}")
-        x = [clip[:, :, ::self.cfg.alpha].contiguous(), clip]
-        for block in self.blocks:
-            x = block(list(x))
-        return x
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        """Time-averaged, channel-concatenated feature map (B, out_channels, H/stride, W/stride)."""
-        return torch.cat([p.mean(dim=2) for p in self.pathways(clip)], dim=1)
-
-
-# --------------------------------------------------------------------------------------------
-# Head
-# --------------------------------------------------------------------------------------------
-def expand_rois(rois: torch.Tensor, scale: float) -> torch.Tensor:
-    """(N, 5) [batch, x1, y1, x2, y2] boxes grown ``scale`` times about their centres."""
-    c = (rois[:, 1:3] + rois[:, 3:5]) / 2
-    half = (rois[:, 3:5] - rois[:, 1:3]) * (scale / 2)
-    return torch.cat([rois[:, :1], c - half, c + half], dim=1)
-
-
-class PCCAHead(nn.Module):
-    """RoI head: Person-Context Cross Attention (``kind="pcca"``) or a linear classifier (``"linear"``).
-
-    ``forward(feat, rois)``: ``feat`` (B, C, h, w) backbone map; ``rois`` (N, 5) float boxes
-    ``[batch index, x1, y1, x2, y2]`` in input-pixel coordinates; ``spatial_scale`` = 1 / stride.
-    Returns logits (N, num_classes). :meth:`features` gives the input of :attr:`classifier`.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, kind: str = "pcca", dim: int = 128, heads: int = 4,
-                 roi_size: int = 7, context_scale: float = 2.0, spatial_scale: float = 1 / 16,
-                 dropout: float = 0.3, layers: int = 1):
-        super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
-        if dim % heads:
-            raise ValueError(f"head dim ({dim}) must be divisible by heads ({heads})")
-        self.kind, self.roi_size, self.context_scale = kind, int(roi_size), float(context_scale)
-        self.spatial_scale = float(spatial_scale)
-        self.dropout = nn.Dropout(dropout)
-        if kind == "pcca":
-            n = self.roi_size ** 2
-            self.q_proj = nn.Linear(in_channels, dim)
-            self.kv_proj = nn.Linear(in_channels, dim)
-            self.pos_q = nn.Parameter(torch.zeros(1, n, dim))
-            self.pos_kv = nn.Parameter(torch.zeros(1, n, dim))
-            nn.init.trunc_normal_(self.pos_q, std=0.02)
-            nn.init.trunc_normal_(self.pos_kv, std=0.02)
-            self.attn = nn.ModuleList(nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
-                                      for _ in range(layers))
-            self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-            self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
-                                     for _ in range(layers))
-            self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-            self.feature_dim = dim
-        else:
-            self.feature_dim = in_channels
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-        nn.init.constant_(self.classifier.bias, -math.log((1 - PRIOR) / PRIOR))  # sigmoid starts at PRIOR
-        self.last_attention: torch.Tensor | None = None  # (N, cells, cells) of the last PCCA layer
-
-    def _roi(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import roi_align
-
-        return roi_align(feat, rois.to(feat.dtype), (self.roi_size, self.roi_size), self.spatial_scale,
-                         sampling_ratio=2, aligned=True)
-
-    def features(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """(N, feature_dim) RoI features (before dropout and the classifier)."""
-        if rois.dim() != 2 or rois.shape[1] != 5:
-            raise ValueError(f"rois must be (N, 5) [batch, x1, y1, x2, y2], got {tuple(rois.shape)}")
-        person = self._roi(feat, rois)  # (N, C, r, r)
-        if self.kind == "linear":
-            return person.amax(dim=(2, 3))
-        context = self._roi(feat, expand_rois(rois, self.context_scale))
-        q = self.q_proj(person.flatten(2).transpose(1, 2)) + self.pos_q  # (N, r*r, dim)
-        kv = self.kv_proj(context.flatten(2).transpose(1, 2)) + self.pos_kv
-        x = q
-        for attn, n1, ffn, n2 in zip(self.attn, self.norm1, self.ffn, self.norm2):
-            a, w = attn(x, kv, kv, need_weights=True)
-            self.last_attention = w.detach()
-            x = n1(x + self.dropout(a))
-            x = n2(x + self.dropout(ffn(x)))
-        return x.mean(dim=1)
-
-    def forward(self, feat: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.features(feat, rois)))
-
-
-class STADModel(nn.Module):
-    """SlowFast backbone + RoI action head: ``model(clip, rois) -> logits (N, num_classes)``."""
-
-    def __init__(self, backbone_cfg: SlowFastConfig, num_classes: int, head: str = "pcca", **head_kw):
-        super().__init__()
-        self.backbone_cfg = backbone_cfg
-        self.head_kw = dict(head_kw, kind=head)
-        self.num_classes = int(num_classes)
-        self.backbone = SlowFastBackbone(backbone_cfg)
-        self.head = PCCAHead(backbone_cfg.out_channels, num_classes, kind=head,
-                             spatial_scale=1.0 / backbone_cfg.output_stride, **head_kw)
-
-    def forward(self, clip: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(clip), rois)
-
-    def roi_features(self, clip: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        return self.head.features(self.backbone(clip), rois)
-
-
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid + binary cross-entropy, mean over persons and classes (optional per-person weights)."""
     if logits.shape != targets.shape:
@@ -411,26 +220,17 @@ def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: S
             torch.as_tensor(np.concatenate(tg), dtype=torch.float32))
 
 
-def _lr_at(s: STADSettings, base: float, epoch: float) -> float:
-    lr = base * s.lr_gamma ** sum(1 for e in s.lr_steps if epoch >= e)
-    if s.warmup_epochs > 0 and epoch < s.warmup_epochs:
-        lr *= 0.1 + 0.9 * epoch / s.warmup_epochs
-    return lr
-
-
 def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video: Sequence[Sequence[KeyframeSample]],
                s: STADSettings, seed: int = 0, device: str = "cpu") -> dict:
     """Standard sampling: every epoch takes ``samples_per_video`` random key frames of each train video."""
     from tqdm import tqdm
-
-    from .csn import make_optimizer
 
     pools = [list(p) for p in samples_by_video if len(p)]
     if not pools:
         raise ValueError("no training key frames with person boxes")
     rng = np.random.default_rng(seed)
     opt = make_optimizer(model, s.lr, s.momentum, s.weight_decay, nesterov=True) if s.optimizer == "sgd" else \
-        torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+        adamw(model, s.lr, s.weight_decay)
     model.to(device)
     hist = {"loss": [], "lr": []}
     per_epoch = len(pools) * s.samples_per_video
@@ -454,9 +254,8 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
                 bs, frac = s.batch_size, it / iters
             idx = order[pos:pos + bs]
             pos, it = pos + bs, it + 1
-            lr = _lr_at(s, s.lr, epoch + frac)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = step_lr(s.lr, epoch + frac, s.lr_steps, s.lr_gamma, s.warmup_epochs)
+            set_lr(opt, lr)
             clip, rois, tg = _batch(videos, [chosen[i] for i in idx], s, rng, scale)
             model.train()
             opt.zero_grad(set_to_none=True)
@@ -515,9 +314,7 @@ def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor,
     iters = math.ceil(n / bs)
     hist = {"loss": []}
     for epoch in range(s.decoupled_epochs):
-        lr = s.decoupled_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(s.decoupled_epochs, 1)))
-        for grp in opt.param_groups:
-            grp["lr"] = lr
+        set_lr(opt, s.decoupled_lr * cosine(epoch, s.decoupled_epochs))
         idx = torch.multinomial(w, n, replacement=True, generator=g)
         tot = 0.0
         for it in range(iters):
@@ -567,22 +364,20 @@ def predict(model: STADModel, video: np.ndarray, frames: Sequence[int], boxes: S
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def save_model(model: STADModel, path: str | os.PathLike, classes: Sequence[str], extra: dict | None = None) -> Path:
-    return save_torch({"backbone": model.backbone_cfg.to_dict(), "head": model.head_kw, "classes": list(classes),
-                       "state": model.state_dict(), "extra": dict(extra or {})}, path)
+    return _save({"backbone": model.backbone_cfg.to_dict(), "head": model.head_kw, "classes": list(classes),
+                  "state": model.state_dict(), "extra": dict(extra or {})}, path)
+
+
+def _rebuild(ck: dict) -> STADModel:
+    head_kw = dict(ck["head"])
+    kind = head_kw.pop("kind")
+    model = STADModel(SlowFastConfig(**ck["backbone"]), len(ck["classes"]), head=kind, **head_kw)
+    model.load_state_dict(ck["state"], strict=True)
+    return model
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[STADModel, dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: STAD checkpoint not found (has stad_train run?)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        head_kw = dict(ck["head"])
-        kind = head_kw.pop("kind")
-        model = STADModel(SlowFastConfig(**ck["backbone"]), len(ck["classes"]), head=kind, **head_kw)
-        model.load_state_dict(ck["state"], strict=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a STAD checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    model, ck = read_checkpoint(path, "STAD", "stad_train", _rebuild)
     return model.to(device).eval(), ck
 
 
@@ -681,11 +476,8 @@ def settings_from_params(params: dict) -> STADSettings:
 
 
 # --------------------------------------------------------------------------------------------
-# Data: ground-truth key frames (training) and person boxes (inference)
+# Data: ground-truth key frames (training; inference boxes: actparse.dataset.load_person_boxes)
 # --------------------------------------------------------------------------------------------
-BOX_SOURCES = ("refined", "detected", "gt")
-
-
 def gt_samples(gt_video, video_index: int, scale: float, classes: Sequence[str],
                frames: Sequence[int] | None = None) -> list[KeyframeSample]:
     """Key-frame samples of one video from its ``gt_persons`` rows (every frame, or ``frames``).
@@ -710,30 +502,3 @@ def gt_samples(gt_video, video_index: int, scale: float, classes: Sequence[str],
                 labels.append("none")
         out.append(KeyframeSample(video_index, int(fr), boxes, tg, labels))
     return out
-
-
-def load_person_boxes(source: str, root, data_root, videos: Sequence[str], stride: int,
-                      min_score: float = 0.0):
-    """Person boxes (original pixels) on the key frames of ``videos``: DataFrame video, frame,
-    person, box, score. ``source``: "refined" (refined_persons.parquet, its refined ``box``),
-    "detected" (persons.parquet) or "gt" (ground truth on every ``stride``-th frame, score 1)."""
-    import pandas as pd
-
-    from .dataset import gt_persons_path
-    from .paths import Paths
-    from .schemas import read_df
-
-    if source not in BOX_SOURCES:
-        raise ValueError(f"person box source must be one of {BOX_SOURCES}, got {source!r}")
-    want = set(videos)
-    if source == "gt":
-        df = read_df(gt_persons_path(data_root), "gt_persons", columns=["video", "frame", "person", "box"])
-        df = df[df["video"].isin(want) & (df["frame"] % stride == 0)].copy()
-        df["score"] = np.float32(1.0)
-    else:
-        p = Paths(root)
-        path, name = (p.refined, "keypoints") if source == "refined" else (p.persons, "persons")
-        df = read_df(path, name, columns=["video", "frame", "person", "box", "score"])
-        df = df[df["video"].isin(want) & (df["score"] >= min_score)].copy()
-    return df.sort_values(["video", "frame", "person"]).reset_index(drop=True) if len(df) else \
-        pd.DataFrame({"video": [], "frame": [], "person": [], "box": [], "score": []})
