@@ -82,15 +82,23 @@ def tmp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
 
-    An ``OSError`` (disk full, no permission...) becomes a :class:`WriteError` naming ``path``; the
-    temporary file never stays behind."""
+    The file gets the mode any new file gets under the process umask (0644 under the usual 022), not
+    the temporary file's 0600, so others can read reports and metrics. An ``OSError`` (disk full, no
+    permission...) becomes a :class:`WriteError` naming ``path``; the temporary file never stays behind."""
     path = Path(path)
     tmp = tmp_beside(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:  # disk full...: pyarrow's IO errors are OSErrors too
         raise write_error(path, exc) from exc

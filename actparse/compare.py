@@ -970,24 +970,9 @@ def render_html(cmp: Comparison, root: str | Path | None = None) -> str:
 def write_report(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (temporary file beside it, then renamed) with the mode a new file
     gets under the process umask (0644 under the usual 022), so others can read the report."""
-    import os
+    from .atomic import write_text
 
-    from .atomic import tmp_beside as _tmp_beside, write_error
-
-    out = Path(path)
-    tmp = _tmp_beside(out)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise write_error(out, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    return write_text(path, text, encoding="utf-8")
 
 
 def main(argv=None) -> int:

@@ -103,24 +103,9 @@ def curve(stem: str, info: dict, where: str = "train_info.json") -> pd.DataFrame
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a curve atomically (temporary file beside it, renamed into place)."""
-    import os
+    from .atomic import write_atomically
 
-    from .atomic import tmp_beside as _tmp_beside, write_error
-
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomically(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def read_train_info(model_dir: Path) -> dict | None:

@@ -53,7 +53,7 @@ from actparse.metrics import tps as TPS
 from actparse.metrics.detection import REC_THRS, detection_ap, match_detections
 from actparse.params import get
 from actparse.paths import Paths, data_root
-from actparse.atomic import write_error, write_json
+from actparse.atomic import write_atomically, write_json
 from actparse.schemas import from_columns, read_df, write_table
 
 log = logging.getLogger("actparse.evaluate")
@@ -65,14 +65,8 @@ def _image_ids(video: pd.Series, frame: pd.Series, index: dict) -> np.ndarray:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(path)
-    except OSError as exc:  # disk full...: the previous plot stays
-        tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from exc
+    """A plot's CSV, atomically (disk full...: the previous plot stays)."""
+    write_atomically(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def _parts_or_absent(gt: pd.DataFrame) -> pd.DataFrame:
