@@ -87,7 +87,7 @@ def test_pipeline_cli_help_and_errors(tmp_path):
         return code, out.getvalue(), err.getvalue()
 
     code, out, _ = run("--help")
-    assert code == 0 and "dvc repro --single-item" in out
+    assert code == 0 and "dvc repro --single-item" in out and "wait_for" in out
     root = make_fake_project(tmp_path / "p", init=False)
     code, _, err = run("nope", "--root", str(root))
     assert code == 2 and "unknown stage 'nope'" in err  # checked before any server or cluster starts
@@ -129,6 +129,18 @@ def _task_runs(api: str, flow_run_id) -> dict[str, object]:
     return by_name
 
 
+def _artifacts(api: str, flow_run_id) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in arts if a.key}
+
+
 def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     from flows.pipeline import run_pipeline
 
@@ -151,6 +163,20 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     runs = _task_runs(api, state.state_details.flow_run_id)
     assert runs["b[v3]"].state.is_failed() and "item v3 is corrupt" in runs["b[v3]"].state.message
     assert runs["b[v0]"].state.is_completed() and runs["c"].state.is_completed()
+    # edges of the run graph: each item of b waited for a, the merge (task "b") for every item, c for b
+    parents = {n: {i.id for v in r.task_inputs.values() for i in v} for n, r in runs.items()}
+    assert parents["b[v0]"] == {runs["a"].id} and parents["c"] == {runs["b"].id}
+    assert parents["b"] == {runs[f"b[v{i}]"].id for i in range(6)}
+    # the metrics of dvc.yaml as a markdown artifact; the DAG's final outputs as link artifacts
+    arts = _artifacts(api, state.state_details.flow_run_id)
+    total = 2 * (0 + 1 + 2 + 4 + 5) + 1
+    assert arts["actparse-metrics"].type == "markdown"
+    assert f"| `metrics/c.json` | total | {total} |" in arts["actparse-metrics"].data
+    assert "| `metrics/c.json` | score.mean |" in arts["actparse-metrics"].data
+    # (Prefect stores a link artifact as a markdown link)
+    assert arts["output-out-c-txt"].data == f"[out/c.txt]({(root / 'out/c.txt').as_uri()})"
+    assert arts["output-metrics-c-json"].data.startswith("[metrics/c.json](file://")
+    assert arts["b-videos"].type == "progress" and float(arts["b-videos"].data) == 100.0
 
     # 2. Nothing changed: nothing runs.
     rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
@@ -174,5 +200,5 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     write_params(root, c__offset=-1)
     state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True)
     assert state.is_failed()
-    assert "stage 'c' failed" in state.message and "offset must be >= 0" in state.message
+    assert "stage 'c' failed with exit code 3" in state.message and "offset must be >= 0" in state.message
     assert set(dvc_status(root)) == {"c"}
