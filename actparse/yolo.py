@@ -467,6 +467,18 @@ def _count(folder: Path) -> int:
     return len(list(folder.glob("*.bmp"))) if folder.exists() else 0
 
 
+def _log_epoch(trainer) -> None:
+    """ultralytics callback: one ``progress: <epoch>/<epochs> epochs loss=...`` line per epoch (YOLO itself
+    is quiet, YOLO_VERBOSE=False); the Prefect flow shows these lines as progress."""
+    try:
+        loss = float(trainer.tloss.sum()) if getattr(trainer, "tloss", None) is not None else float("nan")
+    except (TypeError, ValueError, AttributeError):
+        loss = float("nan")
+    fit = (getattr(trainer, "metrics", None) or {}).get("metrics/mAP50(B)")
+    extra = f" val_map50={float(fit):.4g}" if fit is not None else ""
+    log.info("progress: %d/%d epochs loss=%.4g%s", trainer.epoch + 1, trainer.epochs, loss, extra)
+
+
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
           weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
           lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
@@ -502,6 +514,7 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     cwd = os.getcwd()
     try:
         os.chdir(run_dir)  # anything ultralytics writes relative to the cwd stays in the run folder
+        yolo.add_callback("on_fit_epoch_end", _log_epoch)
         yolo.train(**args)
     finally:
         os.chdir(cwd)
