@@ -120,11 +120,11 @@ def worker_specs(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus:
     return specs
 
 
-@contextmanager
-def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
-                  processes: bool = True, threads_per_worker: int = 1, security=None) -> Iterator[object]:
-    """A dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`), closed on exit; TLS when
-    ``security`` requires encryption (its scheduler address is then ``tls://127.0.0.1:...``)."""
+def make_local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
+                       processes: bool = True, threads_per_worker: int = 1, security=None):
+    """A started dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`); the caller closes it (it is
+    also a context manager). TLS when ``security`` requires encryption (its scheduler address is then
+    ``tls://127.0.0.1:...``)."""
     from distributed import Scheduler, SpecCluster
 
     specs = worker_specs(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker, security)
@@ -137,9 +137,33 @@ def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus
                           silence_logs=logging.ERROR, name="actparse")
     try:
         cluster.wait_for_workers(len(specs), timeout=180)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+@contextmanager
+def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
+                  processes: bool = True, threads_per_worker: int = 1, security=None) -> Iterator[object]:
+    """:func:`make_local_cluster` for the duration of the ``with`` block."""
+    cluster = make_local_cluster(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker, security)
+    try:
         yield cluster
     finally:
         cluster.close()
+
+
+def params_cluster(params_file: str = "params.yaml"):
+    """The local cluster ``flows.pipeline`` would start, from the ``flow`` section of ``params_file``
+    (``flow.n_workers`` CPU workers, a worker per visible CUDA device, ``flow.processes``, ``flow.tls``);
+    used as ``DaskTaskRunner(cluster_class=...)`` by a deployment (``python -m flows.serve``)."""
+    from actparse.params import FLOW_SECTIONS, get, load_params
+
+    params = load_params(params_file, sections=FLOW_SECTIONS)
+    return make_local_cluster(get(params, "flow.n_workers", int, default=2, min_value=0), local_gpu_ids(params),
+                              processes=get(params, "flow.processes", bool, default=True),
+                              security=security(params))
 
 
 def gpu_workers(address: str, security=None) -> list[str]:

@@ -541,7 +541,7 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
         if not url:
-            url = stack.enter_context(running_server(home=prefect_home, ui=False))
+            url = stack.enter_context(running_server(home=prefect_home, ui=False, scheduler=False))
             stack.callback(drain_prefect)  # runs before the server stops
         # Worker processes inherit the environment; in-process code reads the settings context.
         stack.enter_context(_environ(PREFECT_API_URL=url))

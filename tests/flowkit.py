@@ -310,8 +310,10 @@ def shared_prefect_server() -> tuple[str, str]:
     home = Path(tempfile.mkdtemp(prefix="actparse-prefect-"))
     port = free_port()
     log = open(home / "server.log", "wb")
+    env = quiet_env(home)
+    env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"  # deployment schedules turn into runs sooner
     proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
-                            cwd=Path(__file__).resolve().parents[1], env=quiet_env(home),
+                            cwd=Path(__file__).resolve().parents[1], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
     def _stop():
