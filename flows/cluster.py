@@ -21,12 +21,45 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 GPU = "GPU"
+# Stages that train or run a network: on a cluster they run only on workers that declare a GPU.
+DEFAULT_GPU_STAGES = ("train_person_detector", "detect_persons", "train_pose", "keypoints",
+                      "train_part_detector", "detect_parts", "train_csn", "csn")
 SCHEDULER_ENV = "ACTPARSE_DASK_SCHEDULER"
 LOCAL_HOST = "127.0.0.1"
 TLS_KEYS = ("ca_file", "cert", "key")
+
+
+def gpu_stage_names(params: dict | None, stages: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``flow.gpu_stages`` (a list of stage names; default :data:`DEFAULT_GPU_STAGES`); with ``stages``,
+    a name that is not one of them is a :class:`~actparse.params.ParamError`."""
+    from actparse.params import ParamError
+
+    where = (params or {}).get("_path", "params")
+    names = ((params or {}).get("flow") or {}).get("gpu_stages", DEFAULT_GPU_STAGES)
+    if names is None:
+        return ()
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ParamError(f"{where}: parameter 'flow.gpu_stages' must be a list of stage names, got {names!r}")
+    if stages is not None:
+        unknown = sorted(set(names) - set(stages))
+        if unknown:
+            raise ParamError(f"{where}: parameter 'flow.gpu_stages' names unknown stage(s) {unknown}")
+    return tuple(names)
+
+
+def flow_dag(root, params: dict):
+    """The DAG of ``root/dvc.yaml`` as DVC reads it, its GPU stages marked from ``flow.gpu_stages``."""
+    from dataclasses import replace
+
+    from actparse.dag import load_dag
+
+    dag = load_dag(root)
+    gpu = set(gpu_stage_names(params, dag.stages))
+    dag.stages = {n: replace(s, gpu=s.gpu or n in gpu) for n, s in dag.stages.items()}
+    return dag
 
 
 def scheduler_address(params: dict | None = None, override: str | None = None) -> str | None:

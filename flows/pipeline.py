@@ -5,7 +5,8 @@
     python -m flows.pipeline --scheduler tcp://head:8786           # an existing multi-node cluster
     python -m flows.pipeline evaluate --force                      # a target and its upstream, rerun all
 
-The stages, their commands, dependencies and order come from dvc.yaml, never from a second list. Each
+The stages, their commands, dependencies and order come from DVC's own reading of dvc.yaml (its index,
+actparse.dag), never from a second list. Each
 stage is a Prefect task named after it, submitted as soon as its upstream stages are done (``wait_for``:
 the Prefect UI draws the edges), so independent stages run at once on different workers. Each stage
 task asks DVC (``dvc status``) whether it is stale; an up-to-date stage finishes at once in state
@@ -63,7 +64,6 @@ from prefect.cache_policies import NONE as NO_CACHE  # noqa: E402
 from prefect.states import Cancelled, Completed, Failed  # noqa: E402
 
 from actparse.cli import setup_offline_env  # noqa: E402
-from actparse.dag import load_dag  # noqa: E402
 from actparse.params import FLOW_SECTIONS, get, load_params  # noqa: E402
 from flows import cluster as C  # noqa: E402
 from flows import dvcstate  # noqa: E402
@@ -323,7 +323,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     rootp = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else rootp / pfile, sections=FLOW_SECTIONS)
-    dag = load_dag(rootp, params_file=params_file)
+    dag = C.flow_dag(rootp, params)
     mapped = set(mapped_stages(params))
     unknown = mapped - set(dag.stages)
     if unknown:
@@ -534,7 +534,7 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     root = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=FLOW_SECTIONS)
-    load_dag(root, params_file=params_file).plan(targets, single_item)  # bad dvc.yaml / target: fail now
+    C.flow_dag(root, params).plan(targets, single_item)  # bad dvc.yaml / target / gpu_stages: fail now
     mapped_stages(params)
     security = C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP
     threads = dvcstate.launch_threads()
@@ -572,7 +572,7 @@ def main(argv=None) -> int:
     parser.add_argument("targets", nargs="*", help="stages to bring up to date (with their upstream); default all")
     parser.add_argument("--root", default=".", help="project root (holds dvc.yaml)")
     parser.add_argument("--params", default="params.yaml",
-                        help="params file for the flow section and dvc.yaml templating, relative to --root "
+                        help="params file of the flow section, relative to --root "
                              "(the stages themselves read params.yaml, as dvc.yaml says)")
     parser.add_argument("-f", "--force", action="store_true", help="rerun the planned stages even if up to date")
     parser.add_argument("-s", "--single-item", action="store_true", help="only the targets, not their upstream")

@@ -96,9 +96,11 @@ def main(argv=None) -> int:
         schedules = _schedule(args)
         root = Path(args.root).resolve()
         flow_ = deployment_flow(root, args.params, args.scheduler)
-        from actparse.dag import load_dag
+        from actparse.params import FLOW_SECTIONS, load_params
+        from flows.cluster import flow_dag
 
-        load_dag(root, params_file=args.params)  # a bad dvc.yaml fails here, not in the first run
+        pfile = Path(args.params) if Path(args.params).is_absolute() else root / args.params
+        flow_dag(root, load_params(pfile, sections=FLOW_SECTIONS))  # a bad dvc.yaml fails here, not in a run
     except (ValueError, FileNotFoundError) as exc:
         print(f"flows.serve: error: {exc}", file=sys.stderr)
         return 2
