@@ -213,10 +213,24 @@ def test_run_labels_from_git_and_changed_params(tmp_path):
     assert name == f"wide@{sha} top.n=9"
 
 
-def test_progress_lines_when_not_a_terminal(caplog, monkeypatch):
+def test_progress_lines_when_not_a_terminal(monkeypatch):
     """The stage kit's progress helper logs `progress: i/n what` lines (what the flow parses) when stderr is
     not a terminal, at most every ACTPARSE_PROGRESS_SECONDS, always the first and the last."""
     import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    root = logging.getLogger("actparse")
+    monkeypatch.setattr(root, "level", logging.INFO)
+    root.addHandler(handler)
+    try:
+        _progress_checks(records, monkeypatch)
+    finally:
+        root.removeHandler(handler)
+
+
+def _progress_checks(records, monkeypatch):
     from types import SimpleNamespace
 
     import torch
@@ -226,17 +240,16 @@ def test_progress_lines_when_not_a_terminal(caplog, monkeypatch):
     from actparse.stage import Progress, progress
     from flows.pipeline import PROGRESS
 
-    caplog.set_level(logging.INFO, logger="actparse")
     monkeypatch.setenv("ACTPARSE_PROGRESS_SECONDS", "0")
     assert list(progress(["a", "b", "c"], "detect_persons")) == ["a", "b", "c"]
-    lines = [r.getMessage() for r in caplog.records if r.name == "actparse.detect_persons"]
+    lines = [r.getMessage() for r in records if r.name == "actparse.detect_persons"]
     assert lines == ["progress: 1/3 videos", "progress: 2/3 videos", "progress: 3/3 videos"]
-    caplog.clear()
+    records.clear()
     monkeypatch.setenv("ACTPARSE_PROGRESS_SECONDS", "3600")
     with Progress(4, "epochs", "train_csn") as bar:
         for _ in range(4):
             bar.update(loss=0.25)
-    lines = [r.getMessage() for r in caplog.records if r.name == "actparse.train_csn"]
+    lines = [r.getMessage() for r in records if r.name == "actparse.train_csn"]
     assert lines == ["progress: 1/4 epochs loss=0.25", "progress: 4/4 epochs loss=0.25"]
     m = PROGRESS.search(lines[-1])
     assert (m.group("done"), m.group("total"), m.group("what")) == ("4", "4", "epochs")
@@ -244,7 +257,12 @@ def test_progress_lines_when_not_a_terminal(caplog, monkeypatch):
     with pytest.raises(ParamError, match="ACTPARSE_PROGRESS_SECONDS"):
         Progress(1)
     # YOLO training reports each epoch through the same line
-    caplog.clear()
-    yolo._log_epoch(SimpleNamespace(epoch=2, epochs=5, tloss=torch.tensor([0.5, 0.25]),
-                                    metrics={"metrics/mAP50(B)": 0.125}))
-    assert "progress: 3/5 epochs loss=0.75 val_map50=0.125" in [r.getMessage() for r in caplog.records]
+    records.clear()
+    trainer = SimpleNamespace(epoch=2, epochs=5, tloss={"box": torch.tensor(0.5), "cls": torch.tensor(0.25)},
+                              metrics={"metrics/mAP50(B)": 0.125})
+    yolo._log_epoch(trainer)
+    yolo._log_epoch(trainer)  # the same epoch again (ultralytics redoes an epoch after a NaN): one line
+    trainer.epoch, trainer.tloss = 3, torch.tensor([float("nan")])
+    yolo._log_epoch(trainer)
+    lines = [r.getMessage() for r in records if r.name == "actparse.yolo"]
+    assert lines == ["progress: 3/5 epochs loss=0.75 val_map50=0.125", "progress: 4/5 epochs val_map50=0.125"]
