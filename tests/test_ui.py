@@ -14,7 +14,7 @@ from flowkit import make_fake_project, run, shared_prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ACTPARSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytest.importorskip("prefect", reason="prefect not installed")
@@ -71,6 +71,7 @@ def test_ui_shows_completed_run_and_its_tasks(tmp_path, server):
             page.get_by_text("Completed").first.wait_for(timeout=30_000)
             page.get_by_text(re.compile(r"\b9 Task runs\b")).first.wait_for(timeout=30_000)
             page.get_by_text("b[v3]").first.wait_for(timeout=30_000)  # the timeline draws every task run
+            page.wait_for_timeout(3000)  # the run graph (WebGL, software-rendered here) draws its nodes and edges
             page.screenshot(path=str(shots / "prefect_flow_run.png"), full_page=False)
             body = page.inner_text("body")
             assert "actparse" in body and "Completed" in body
