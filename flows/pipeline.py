@@ -308,7 +308,7 @@ def _detect_gpu() -> bool:
         client = getattr(getattr(ctx, "task_runner", None), "client", None)
     if client is None:
         return False
-    info = client.scheduler_info()
+    info = client.scheduler_info(n_workers=-1) if C._accepts_n_workers(client) else client.scheduler_info()
     return any((w.get("resources") or {}).get(C.GPU, 0) > 0 for w in info.get("workers", {}).values())
 
 
