@@ -11,7 +11,8 @@ serializes only DVC's bookkeeping under :func:`dvc_lock`:
    resolved by DVC), run by the shell in the stage's ``wdir`` with ``DVC_ROOT`` / ``DVC_STAGE`` set
    (unlocked: several stages run at once);
 3. ``dvc commit --force <stage>`` (locked): DVC hashes deps and outs, caches the outs, saves the
-   run-cache entry and writes the stage's entry in dvc.lock, the same entry ``dvc repro`` writes.
+   run-cache entry and writes the stage's entry in dvc.lock, the same entry ``dvc repro`` writes; the
+   stages of dvc.lock are kept in dvc.yaml order (:func:`order_lockfile`), so the file is the same text.
 
 A stage whose work the flow maps over videos is committed the same way after its parts are merged.
 """
@@ -166,6 +167,43 @@ def prepare_stage(root: str | Path, name: str, force: bool = False) -> dict:
             except RunCacheNotFoundError:
                 pass
     return out
+
+
+def order_lockfile(root: str | Path) -> bool:
+    """Put the stages of ``dvc.lock`` in ``dvc.yaml`` order, as ``dvc repro`` of the pipeline leaves
+    them (stages committed at once are appended in the order they finished). Take :func:`dvc_lock`
+    around it. Written with DVC's own YAML round-trip, so nothing else of the file changes; returns
+    whether it had to reorder."""
+    import yaml
+    from dvc.utils.serialize import modify_yaml
+
+    root = Path(root)
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return False
+    names = list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {})
+    with modify_yaml(str(lock)) as data:
+        stages = data.get("stages")
+        if not stages:
+            return False
+        order = [n for n in names if n in stages] + [n for n in stages if n not in names]
+        if list(stages) == order:
+            return False
+        items = [(n, stages[n]) for n in order]
+        for n in list(stages):
+            del stages[n]
+        for n, v in items:
+            stages[n] = v
+    return True
+
+
+def commit_stage(root: str | Path, stage: str, env: dict, log: Callable[[int, str], None]) -> tuple[int, str, str]:
+    """Step 3, under :func:`dvc_lock`: ``dvc commit --force <stage>``, then dvc.lock in dvc.yaml order."""
+    with dvc_lock(root):
+        rc, tail, last = run_logged(commit_cmd(stage), root, env, log)
+        if rc == 0:
+            order_lockfile(root)
+    return rc, tail, last
 
 
 def stage_env(threads: dict[str, str | None] | None = None) -> dict[str, str]:

@@ -176,9 +176,7 @@ def run_stage(root: str, stage: str, force: bool = False, threads: dict | None =
                 cls = StageKilled if dvcstate.killed(rc) else StageFailed
                 raise cls(f"stage {stage!r} failed with {dvcstate.exit_reason(rc)} on worker {worker}: {last}\n"
                           f"last output:\n{tail}", exit_code=rc)
-    with dvcstate.dvc_lock(root):
-        rc, tail, last = dvcstate.run_logged(dvcstate.commit_cmd(stage), root, dvcstate.stage_env(threads),
-                                             log.log)
+    rc, tail, last = dvcstate.commit_stage(root, stage, dvcstate.stage_env(threads), log.log)
     if rc:
         raise StageFailed(f"dvc commit of stage {stage!r} failed with exit code {rc}: {last}\n{tail}", exit_code=rc)
     return {"stage": stage, "status": status, "worker": worker, "seconds": round(time.time() - t0, 1)}
@@ -203,9 +201,7 @@ def merge_stage(root: str, params_file: str, stage: str, module: str | None, ite
     mapper = get_mapper(root, params_file, stage, module)
     info = mapper.merge(items, errors, Path(workdir))
     log.info("%s: merged %s", stage, info)
-    with dvcstate.dvc_lock(root):
-        rc, tail, last = dvcstate.run_logged(dvcstate.commit_cmd(stage), root, dvcstate.stage_env(threads),
-                                             log.log)
+    rc, tail, last = dvcstate.commit_stage(root, stage, dvcstate.stage_env(threads), log.log)
     if rc:
         raise StageFailed(f"dvc commit of stage {stage!r} failed with exit code {rc}: {last}\n{tail}", exit_code=rc)
     shutil.rmtree(workdir, ignore_errors=True)

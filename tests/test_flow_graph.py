@@ -98,8 +98,8 @@ def test_independent_stages_at_once_with_edges_levels_progress_tags(tmp_path, ap
     # the same dvc.lock as `dvc repro` (stage by stage, in one process) on the twin
     monkeypatch.setenv("DIAMOND_ALONE", "1")
     dvc(twin, "repro")
-    ours, theirs = (yaml.safe_load((p / "dvc.lock").read_text()) for p in (root, twin))
-    assert ours == theirs
+    # (right and left finish in either order; the flow keeps dvc.lock in dvc.yaml order as repro leaves it)
+    assert (root / "dvc.lock").read_text() == (twin / "dvc.lock").read_text()
 
     flow_run = state.state_details.flow_run_id
     runs = _task_runs(api, flow_run, 5)
