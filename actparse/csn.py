@@ -403,9 +403,9 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
         history["train_acc"].append({t: hits[t] / seen for t in tgt})
         history["lr"].append(lr)
         bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{hits.get('action', 0) / seen:.2f}")
-        if bar.disable and (epoch + 1) % max(1, settings.epochs // 4) == 0:
-            log.info("%s epoch %d/%d loss %.3f train action acc %.2f lr %.3g", desc, epoch + 1,
-                     settings.epochs, tot_loss / seen, hits.get("action", 0) / seen, lr)
+        if bar.disable:  # the stage kit's progress line (the Prefect flow shows it as progress)
+            log.info("progress: %d/%d epochs loss=%.3f train_action_acc=%.2f lr=%.3g (%s)", epoch + 1,
+                     settings.epochs, tot_loss / seen, hits.get("action", 0) / seen, lr, desc)
     if maker is not None:
         maker.close()
     model.eval()

@@ -1,30 +1,19 @@
-"""The pipeline DAG, read from ``dvc.yaml``: the one definition both ``dvc repro`` and the Prefect flow use.
+"""The pipeline DAG as DVC reads ``dvc.yaml``: the one definition both ``dvc repro`` and the Prefect flow use.
 
-:func:`load_dag` parses ``dvc.yaml`` (stage ``cmd``, ``deps``, ``outs`` incl. metrics/plots, ``params``),
-resolves ``${key}`` templating from ``params.yaml`` (and top-level ``vars``) the way DVC does, links a stage
-to every stage whose outputs overlap its dependencies, and orders the stages topologically (ties keep the
-``dvc.yaml`` order). Which stages need a GPU is a marker kept beside the DAG: the ``flow.gpu_stages`` list
-in ``params.yaml`` (default :data:`DEFAULT_GPU_STAGES`) or ``meta: {gpu: true}`` on a stage in ``dvc.yaml``.
+:func:`load_dag` takes DVC's own index of the repository (``dvc.repo.Repo(root).index``): the stages with
+their ``cmd``, ``deps``, ``outs`` (incl. metrics/plots) and ``params`` already interpolated by DVC
+(``${...}`` from params.yaml and ``vars``), and DVC's graph of which stage reads another's outputs. It
+orders the stages topologically (ties keep the ``dvc.yaml`` order). A stage is marked ``gpu`` when the
+caller names it in ``gpu_stages`` (the flow's scheduling list, ``flow.gpu_stages``) or it carries
+``meta: {gpu: true}`` in ``dvc.yaml``.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
-
-from .params import ParamError
-
-# Stages that train or run a network: on a cluster they run only on workers that declare a GPU.
-DEFAULT_GPU_STAGES = ("train_person_detector", "detect_persons", "train_pose", "keypoints",
-                      "train_part_detector", "detect_parts", "train_csn", "csn")
-
-_TEMPLATE = re.compile(r"\$\{\s*([^}]+?)\s*\}")
-_UNSUPPORTED = ("foreach", "matrix", "do", "wdir")
+from typing import Iterable
 
 
 class DagError(ValueError):
@@ -107,171 +96,53 @@ class Dag:
         return [n for n in self.order if n in want]
 
 
-def _lookup(ctx: dict, key: str, where: str) -> Any:
-    node: Any = ctx
-    for part in key.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+def _stage_spec(stage) -> dict:
+    """cmd, deps, outs, params and the gpu marker of one DVC stage."""
+    cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd or [])
+    deps, params = [], []
+    for d in stage.deps:
+        if type(d).__name__ == "ParamsDependency":
+            fname = Path(str(d.def_path)).name
+            params += [k if fname == "params.yaml" else f"{d.def_path}:{k}" for k in d.params]
         else:
-            raise DagError(f"{where}: template ${{{key}}} not found in params/vars")
-    return node
+            deps.append(str(d.def_path))
+    meta = getattr(stage, "meta", None) or {}
+    return {"cmd": cmd, "deps": tuple(deps), "outs": tuple(str(o.def_path) for o in stage.outs),
+            "params": tuple(params), "meta_gpu": bool(isinstance(meta, dict) and meta.get("gpu"))}
 
 
-def interpolate(value: Any, ctx: dict, where: str = "dvc.yaml") -> Any:
-    """Resolve ``${a.b}`` in strings (recursively in lists/dicts) from ``ctx``."""
-    if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value.strip())
-        if whole:
-            got = _lookup(ctx, whole.group(1), where)
-            return got
-        return _TEMPLATE.sub(lambda m: str(_lookup(ctx, m.group(1), where)), value)
-    if isinstance(value, list):
-        return [interpolate(v, ctx, where) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v, ctx, where) for k, v in value.items()}
-    return value
+def load_dag(root: str | Path = ".", gpu_stages: Iterable[str] = ()) -> Dag:
+    """DVC's reading of ``root/dvc.yaml`` as a :class:`Dag` (see the module docstring).
 
-
-def _norm(path: str) -> str:
-    p = posixpath.normpath(str(path).replace("\\", "/"))
-    return p[2:] if p.startswith("./") else p
-
-
-def _overlap(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-
-def _entry_paths(entries: Any, where: str) -> list[str]:
-    """outs/metrics/plots entries: "path" or {"path": {options}}."""
-    out = []
-    for e in entries or []:
-        if isinstance(e, str):
-            out.append(_norm(e))
-        elif isinstance(e, dict) and len(e) == 1:
-            out.append(_norm(next(iter(e))))
-        else:
-            raise DagError(f"{where}: cannot read entry {e!r}")
-    return out
-
-
-def _param_keys(entries: Any, where: str) -> list[str]:
-    keys = []
-    for e in entries or []:
-        if isinstance(e, str):
-            keys.append(e)
-        elif isinstance(e, dict):
-            for fname, ks in e.items():
-                for k in ks or []:
-                    keys.append(str(k) if fname == "params.yaml" else f"{fname}:{k}")
-        else:
-            raise DagError(f"{where}: cannot read params entry {e!r}")
-    return keys
-
-
-def _load_yaml(path: Path, what: str) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DagError(f"{path}: not valid YAML ({what}): {exc}") from None
-
-
-def _context(root: Path, doc: dict, params_file: Path) -> dict:
-    """Template context as DVC builds it: params.yaml, then top-level ``vars`` (files or mappings)."""
-    ctx: dict = {}
-    if params_file.exists():
-        loaded = _load_yaml(params_file, "params file") or {}
-        if isinstance(loaded, dict):
-            ctx.update(loaded)
-    for var in doc.get("vars") or []:
-        if isinstance(var, dict):
-            ctx.update(var)
-        elif isinstance(var, str):
-            fname, _, keys = var.partition(":")
-            data = _load_yaml(root / fname, "vars file") or {}
-            if keys:
-                data = {k: data[k] for k in keys.split(",") if k in data}
-            ctx.update(data)
-    return ctx
-
-
-def gpu_stage_names(params: dict | None) -> tuple[str, ...]:
-    """``flow.gpu_stages`` from params (a list of stage names), default :data:`DEFAULT_GPU_STAGES`."""
-    flow = (params or {}).get("flow") or {}
-    names = flow.get("gpu_stages", DEFAULT_GPU_STAGES)
-    if names is None:
-        return ()
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        where = (params or {}).get("_path", "params")
-        raise ParamError(f"{where}: parameter 'flow.gpu_stages' must be a list of stage names, got {names!r}")
-    return tuple(names)
-
-
-def load_dag(root: str | Path = ".", dvc_file: str = "dvc.yaml", params_file: str | Path = "params.yaml",
-             gpu_stages: Iterable[str] | None = None) -> Dag:
-    """Parse ``root/dvc_file`` into a :class:`Dag`.
-
-    ``gpu_stages``: names of GPU stages; None reads ``flow.gpu_stages`` from the params file. A name
-    that is not a stage raises :class:`ParamError`.
+    ``gpu_stages``: names of stages to mark as GPU stages; a name that is not a stage raises
+    :class:`DagError`.
     """
-    root = Path(root)
-    path = root / dvc_file
-    doc = _load_yaml(path, "pipeline file")
-    if not isinstance(doc, dict) or not isinstance(doc.get("stages"), dict):
-        raise DagError(f"{path}: expected a top-level 'stages' mapping")
-    pfile = Path(params_file)
-    pfile = pfile if pfile.is_absolute() else root / pfile
-    ctx = _context(root, doc, pfile)
-    if gpu_stages is None:
-        params = ctx if "flow" in ctx else {}
-        params = dict(params, _path=str(pfile))
-        gpu_stages = gpu_stage_names(params)
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    path = root / "dvc.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: pipeline file not found")
+    try:
+        with Repo(str(root)) as repo:
+            index = repo.index
+            dvc_stages = [s for s in index.stages if getattr(s, "name", None) and Path(s.path).resolve() == path]
+            specs = {s.name: _stage_spec(s) for s in dvc_stages}
+            ups: dict[str, list[str]] = {n: [] for n in specs}
+            for down, up in index.graph.edges:  # DVC's edges point from a stage to the stage it reads from
+                if down.name in ups and up.name in specs and up.name not in ups[down.name]:
+                    ups[down.name].append(up.name)
+    except DvcException as exc:
+        raise DagError(f"{path}: {exc}") from None
     gpu_set = set(gpu_stages)
-    unknown = sorted(gpu_set - set(doc["stages"]))
+    unknown = sorted(gpu_set - set(specs))
     if unknown:
-        raise ParamError(f"{pfile}: parameter 'flow.gpu_stages' names unknown stage(s) {unknown}")
-
-    raw: dict[str, dict] = {}
-    for name, spec in doc["stages"].items():
-        where = f"{path}: stage {name!r}"
-        if not isinstance(spec, dict):
-            raise DagError(f"{where}: expected a mapping")
-        bad = [k for k in _UNSUPPORTED if k in spec]
-        if bad:
-            raise DagError(f"{where}: {bad} not supported by actparse.dag")
-        cmd = interpolate(spec.get("cmd"), ctx, where)
-        if isinstance(cmd, list):
-            cmd = " && ".join(cmd)
-        if not isinstance(cmd, str) or not cmd.strip():
-            raise DagError(f"{where}: missing 'cmd'")
-        deps = [_norm(d) for d in interpolate(spec.get("deps") or [], ctx, where)]
-        outs = []
-        for key in ("outs", "metrics", "plots"):
-            outs += _entry_paths(interpolate(spec.get(key) or [], ctx, where), where)
-        meta = spec.get("meta") or {}
-        raw[name] = {"cmd": cmd, "deps": tuple(deps), "outs": tuple(outs),
-                     "params": tuple(_param_keys(spec.get("params"), where)),
-                     "gpu": name in gpu_set or bool(isinstance(meta, dict) and meta.get("gpu"))}
-
-    owner: dict[str, str] = {}
-    for name, r in raw.items():
-        for o in r["outs"]:
-            for other_out, other in owner.items():
-                if _overlap(o, other_out):
-                    raise DagError(f"{path}: output {o!r} of stage {name!r} overlaps output "
-                                   f"{other_out!r} of stage {other!r}")
-            owner[o] = name
+        raise DagError(f"{path}: GPU stage(s) {unknown} are not stages of the pipeline")
     stages: dict[str, Stage] = {}
-    for name, r in raw.items():
-        ups = []
-        for d in r["deps"]:
-            for o, producer in owner.items():
-                if producer != name and _overlap(d, o) and producer not in ups:
-                    ups.append(producer)
-        stages[name] = Stage(name=name, upstream=tuple(ups), **r)
+    for name, r in specs.items():
+        meta_gpu = r.pop("meta_gpu")
+        stages[name] = Stage(name=name, upstream=tuple(ups[name]), gpu=name in gpu_set or meta_gpu, **r)
     return Dag(stages=stages, order=_toposort(stages, path))
 
 

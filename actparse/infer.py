@@ -130,7 +130,7 @@ def stage_plan(params_file: Path) -> list[str]:
 
     if not (ROOT / "dvc.yaml").exists():
         raise InferError(f"{ROOT / 'dvc.yaml'}: the pipeline definition is not beside the actparse package")
-    dag = load_dag(ROOT, params_file=params_file)
+    dag = load_dag(ROOT)
     return [s.name for s in dag if s.name != "synth" and s.module == f"stages.{s.name}"]
 
 

@@ -364,7 +364,7 @@ def train(model: "PoseHRNet", samples: PoseSamples, epochs: int, input_size: tup
             sched.step()
             bar.update(1)
         history.append(float(np.mean(losses)) if losses else float("nan"))
-        log.info("epoch %d/%d loss %.6f (%.0fs)", ep + 1, epochs, history[-1], time.time() - t0)
+        log.info("progress: %d/%d epochs loss=%.6f (%.0fs)", ep + 1, epochs, history[-1], time.time() - t0)
     bar.close()
     model.eval()
     return history

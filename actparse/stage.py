@@ -12,6 +12,9 @@
 * :func:`stage_log` / :func:`configure_logging`: stages log through ``logging`` (stderr), never ``print``.
 * :func:`new_columns`: empty column lists of an artifact schema, filled row by row then handed to
   :func:`actparse.schemas.from_columns`.
+* :class:`Progress` / :func:`progress`: progress of a long loop, a tqdm bar in a terminal, otherwise
+  ``progress: 12/48 videos`` log lines at most every ``ACTPARSE_PROGRESS_SECONDS`` (default 10) seconds
+  (the Prefect flow turns them into progress artifacts).
 
 The flow's per-video tasks (``flows/mapped.py``) call the same per-video function as the stage and
 merge through the same ledger, so a skip and an all-failed run read the same either way.
@@ -57,6 +60,88 @@ def setup_offline_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+# ------------------------------------------------------------------------------------------ progress
+PROGRESS_ENV = "ACTPARSE_PROGRESS_SECONDS"
+
+
+def _progress_every() -> float:
+    raw = os.environ.get(PROGRESS_ENV, "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParamError(f"${PROGRESS_ENV}={raw!r}: not a number of seconds") from None
+    if value < 0:
+        raise ParamError(f"${PROGRESS_ENV}={raw!r}: must be >= 0")
+    return value
+
+
+class Progress:
+    """Progress of a long loop of a stage: ``Progress(total, "videos", stage)``, then ``update()`` per item
+    (``update(loss=0.31, val_map=0.5)`` adds numbers to the line) and ``close()`` (or ``with``).
+
+    In a terminal it is a tqdm bar; otherwise it logs ``progress: <done>/<total> <what>[ key=value ...]``
+    on the stage's logger, on the first update, at most every ``every`` seconds (default
+    ``$ACTPARSE_PROGRESS_SECONDS``, 10) after that, and at the last item.
+    """
+
+    def __init__(self, total: int | None, what: str = "videos", stage: str | None = None,
+                 every: float | None = None):
+        self.total, self.what, self.done = (int(total) if total is not None else None), what, 0
+        self.logger = stage_log(stage) if stage else log
+        self.every = _progress_every() if every is None else float(every)
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=stage or what, unit=what.rstrip("s") or what)
+        self._last = -float("inf")
+
+    def update(self, n: int = 1, **numbers: float) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if numbers:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()})
+            return
+        now = time.monotonic()
+        last = self.total is not None and self.done >= self.total
+        if last or now - self._last >= self.every:
+            self._last = now
+            extra = "".join(f" {k}={v:.4g}" for k, v in numbers.items())
+            total = self.total if self.total is not None else "?"
+            self.logger.info("progress: %d/%s %s%s", self.done, total, self.what, extra)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(items: Iterable, stage: str, what: str = "videos", total: int | None = None) -> Iterator:
+    """Iterate ``items`` with a :class:`Progress` (``total``: default ``len(items)`` when it has one)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    with Progress(total, what, stage) as bar:
+        for item in items:
+            yield item
+            bar.update()
+
+
+def row_groups(path: str | os.PathLike) -> int | None:
+    """Row groups of a Parquet artifact (decode writes one per video): a loop's total; None if unreadable."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).num_row_groups
+    except (OSError, ValueError, ImportError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------ skips

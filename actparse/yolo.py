@@ -21,6 +21,7 @@ of those images.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -468,6 +469,25 @@ def _count(folder: Path) -> int:
     return len(list(folder.glob("*.bmp"))) if folder.exists() else 0
 
 
+def _log_epoch(trainer) -> None:
+    """ultralytics callback: one ``progress: <epoch>/<epochs> epochs loss=...`` line per epoch (YOLO itself
+    is quiet, YOLO_VERBOSE=False); the Prefect flow shows these lines as progress."""
+    done = min(int(trainer.epoch) + 1, int(trainer.epochs))
+    if getattr(trainer, "_actparse_logged", None) == done:  # a redone epoch (ultralytics' NaN recovery)
+        return
+    trainer._actparse_logged = done
+    tloss = getattr(trainer, "tloss", None)
+    try:
+        parts = tloss.values() if isinstance(tloss, dict) else ([] if tloss is None else [tloss])
+        loss = sum(float(v.sum()) if hasattr(v, "sum") else float(v) for v in parts) if parts else None
+    except (TypeError, ValueError):
+        loss = None
+    extra = "" if loss is None or not math.isfinite(loss) else f" loss={loss:.4g}"
+    fit = (getattr(trainer, "metrics", None) or {}).get("metrics/mAP50(B)")
+    extra += f" val_map50={float(fit):.4g}" if fit is not None else ""
+    log.info("progress: %d/%d epochs%s", done, trainer.epochs, extra)
+
+
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
           weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
           lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
@@ -503,6 +523,7 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     cwd = os.getcwd()
     try:
         os.chdir(run_dir)  # anything ultralytics writes relative to the cwd stays in the run folder
+        yolo.add_callback("on_fit_epoch_end", _log_epoch)
         yolo.train(**args)
     finally:
         os.chdir(cwd)

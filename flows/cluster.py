@@ -21,12 +21,45 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 GPU = "GPU"
+# Stages that train or run a network: on a cluster they run only on workers that declare a GPU.
+DEFAULT_GPU_STAGES = ("train_person_detector", "detect_persons", "train_pose", "keypoints",
+                      "train_part_detector", "detect_parts", "train_csn", "csn")
 SCHEDULER_ENV = "ACTPARSE_DASK_SCHEDULER"
 LOCAL_HOST = "127.0.0.1"
 TLS_KEYS = ("ca_file", "cert", "key")
+
+
+def gpu_stage_names(params: dict | None, stages: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``flow.gpu_stages`` (a list of stage names; default :data:`DEFAULT_GPU_STAGES`); with ``stages``,
+    a name that is not one of them is a :class:`~actparse.params.ParamError`."""
+    from actparse.params import ParamError
+
+    where = (params or {}).get("_path", "params")
+    names = ((params or {}).get("flow") or {}).get("gpu_stages", DEFAULT_GPU_STAGES)
+    if names is None:
+        return ()
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ParamError(f"{where}: parameter 'flow.gpu_stages' must be a list of stage names, got {names!r}")
+    if stages is not None:
+        unknown = sorted(set(names) - set(stages))
+        if unknown:
+            raise ParamError(f"{where}: parameter 'flow.gpu_stages' names unknown stage(s) {unknown}")
+    return tuple(names)
+
+
+def flow_dag(root, params: dict):
+    """The DAG of ``root/dvc.yaml`` as DVC reads it, its GPU stages marked from ``flow.gpu_stages``."""
+    from dataclasses import replace
+
+    from actparse.dag import load_dag
+
+    dag = load_dag(root)
+    gpu = set(gpu_stage_names(params, dag.stages))
+    dag.stages = {n: replace(s, gpu=s.gpu or n in gpu) for n, s in dag.stages.items()}
+    return dag
 
 
 def scheduler_address(params: dict | None = None, override: str | None = None) -> str | None:
@@ -120,11 +153,11 @@ def worker_specs(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus:
     return specs
 
 
-@contextmanager
-def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
-                  processes: bool = True, threads_per_worker: int = 1, security=None) -> Iterator[object]:
-    """A dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`), closed on exit; TLS when
-    ``security`` requires encryption (its scheduler address is then ``tls://127.0.0.1:...``)."""
+def make_local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
+                       processes: bool = True, threads_per_worker: int = 1, security=None):
+    """A started dask SpecCluster on 127.0.0.1 (see :func:`worker_specs`); the caller closes it (it is
+    also a context manager). TLS when ``security`` requires encryption (its scheduler address is then
+    ``tls://127.0.0.1:...``)."""
     from distributed import Scheduler, SpecCluster
 
     specs = worker_specs(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker, security)
@@ -137,9 +170,33 @@ def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus
                           silence_logs=logging.ERROR, name="actparse")
     try:
         cluster.wait_for_workers(len(specs), timeout=180)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+@contextmanager
+def local_cluster(n_cpu_workers: int = 1, gpu_ids: Sequence[str] = (), fake_gpus: int = 0,
+                  processes: bool = True, threads_per_worker: int = 1, security=None) -> Iterator[object]:
+    """:func:`make_local_cluster` for the duration of the ``with`` block."""
+    cluster = make_local_cluster(n_cpu_workers, gpu_ids, fake_gpus, processes, threads_per_worker, security)
+    try:
         yield cluster
     finally:
         cluster.close()
+
+
+def params_cluster(params_file: str = "params.yaml"):
+    """The local cluster ``flows.pipeline`` would start, from the ``flow`` section of ``params_file``
+    (``flow.n_workers`` CPU workers, a worker per visible CUDA device, ``flow.processes``, ``flow.tls``);
+    used as ``DaskTaskRunner(cluster_class=...)`` by a deployment (``python -m flows.serve``)."""
+    from actparse.params import FLOW_SECTIONS, get, load_params
+
+    params = load_params(params_file, sections=FLOW_SECTIONS)
+    return make_local_cluster(get(params, "flow.n_workers", int, default=2, min_value=0), local_gpu_ids(params),
+                              processes=get(params, "flow.processes", bool, default=True),
+                              security=security(params))
 
 
 def gpu_workers(address: str, security=None) -> list[str]:

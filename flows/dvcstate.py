@@ -1,19 +1,47 @@
 """What is up to date is DVC's call: the flow asks ``dvc status`` and records runs in ``dvc.lock``.
 
 A stage is stale exactly when ``dvc status <stage>`` reports a change (deps, params, outs, cmd), so the
-flow and ``dvc repro`` always agree. A stage the flow runs as one command runs through
-``dvc repro --single-item`` (DVC runs it and writes dvc.lock, run-cache included); a stage whose work the
-flow maps over videos is committed with ``dvc commit --force <stage>`` after its parts are merged.
+flow and ``dvc repro`` always agree. DVC holds one lock per repository, so two ``dvc repro`` cannot run
+at once (DVC issue 755). The flow therefore splits a stage the way ``dvc repro`` does internally, and
+serializes only DVC's bookkeeping under :func:`dvc_lock`:
+
+1. :func:`prepare_stage` (locked): ``dvc status`` of the stage; when stale, remove its outputs (DVC's
+   ``remove_outs``, persistent outputs kept) and try DVC's run-cache, exactly as ``dvc repro`` would;
+2. the stage's own command, as DVC defines it (``cmd`` of the stage in DVC's index, ``${}`` already
+   resolved by DVC), run by the shell in the stage's ``wdir`` with ``DVC_ROOT`` / ``DVC_STAGE`` set
+   (unlocked: several stages run at once);
+3. ``dvc commit --force <stage>`` (locked): DVC hashes deps and outs, caches the outs, saves the
+   run-cache entry and writes the stage's entry in dvc.lock, the same entry ``dvc repro`` writes; the
+   stages of dvc.lock are kept in dvc.yaml order (:func:`order_lockfile`), so the file is the same text.
+
+A stage whose work the flow maps over videos is committed the same way after its parts are merged.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import logging
 import os
+import re
 import subprocess
 import sys
+import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
+
+from actparse.stage import LOG_FORMAT
+
+
+class TransientError(RuntimeError):
+    """A failure worth retrying: the DVC lock stayed busy, or the stage was killed by a signal
+    (its worker or machine went away, the OOM killer)."""
+
+
+class LockBusy(TransientError):
+    """:func:`dvc_lock` was not acquired within its timeout."""
 
 
 def _describe(entries) -> str:
@@ -54,6 +82,130 @@ def stage_status(root: str | Path, stages: Iterable[str]) -> dict[str, str | Non
     return out
 
 
+def _lock_name(root: Path) -> str:
+    return "actparse-dvc-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+
+
+def _dask_client():
+    """The dask client of this worker or of the flow's task runner, or None outside dask."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+@contextmanager
+def dvc_lock(root: str | Path, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the flow's lock on the DVC bookkeeping of the repository at ``root``.
+
+    A named ``distributed.Lock`` when a dask cluster is reachable (held across every machine of the
+    cluster), and an exclusive ``flock`` on ``.dvc/tmp/actparse-flow.lock`` (this machine, and other
+    machines of a shared filesystem that supports locks). Raises :class:`LockBusy` after ``timeout``.
+    """
+    root = Path(root)
+    dist = None
+    client = _dask_client()
+    if client is not None:
+        from distributed import Lock
+
+        dist = Lock(_lock_name(root))
+        if not dist.acquire(timeout=timeout):
+            raise LockBusy(f"{root}: the DVC bookkeeping lock stayed busy for {timeout:.0f}s")
+    try:
+        path = root / ".dvc" / "tmp" / "actparse-flow.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with open(path, "a") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.time() - t0 > timeout:
+                        raise LockBusy(f"{path}: lock held by another process for {timeout:.0f}s") from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        if dist is not None:
+            dist.release()
+
+
+def _collect(repo, root: Path, name: str):
+    (stage,) = repo.stage.collect(f"{root / 'dvc.yaml'}:{name}")
+    return stage
+
+
+def prepare_stage(root: str | Path, name: str, force: bool = False) -> dict:
+    """Step 1 (take :func:`dvc_lock` around it): is ``name`` stale, and if so get it ready to run.
+
+    Returns ``{"reason": None}`` when DVC reports the stage up to date (and not ``force``); otherwise
+    ``reason`` (why it runs), ``restored`` (True: DVC restored its outputs from the run-cache, nothing
+    to run), and the stage's interpolated ``cmd`` (a list of shell commands), ``wdir`` and ``env``.
+    """
+    from dvc.repo import Repo, lock_repo
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    root = Path(root).resolve()
+    reason = stage_status(root, [name])[name]
+    if reason is None and not force:
+        return {"reason": None}
+    with Repo(str(root)) as repo, lock_repo(repo):
+        stage = _collect(repo, root, name)
+        cmd = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+        out = {"reason": reason or "forced", "cmd": [str(c) for c in cmd], "wdir": str(stage.wdir),
+               "env": {"DVC_ROOT": repo.root_dir, "DVC_STAGE": stage.addressing}, "restored": False}
+        stage.remove_outs(ignore_remove=False, force=False)  # as dvc repro: a stale output never survives
+        if not force:
+            try:
+                repo.stage_cache.restore(stage)  # DVC's run-cache: this exact run was recorded before
+                out["restored"] = True
+            except RunCacheNotFoundError:
+                pass
+    return out
+
+
+def order_lockfile(root: str | Path) -> bool:
+    """Put the stages of ``dvc.lock`` in ``dvc.yaml`` order, as ``dvc repro`` of the pipeline leaves
+    them (stages committed at once are appended in the order they finished). Take :func:`dvc_lock`
+    around it. Written with DVC's own YAML round-trip, so nothing else of the file changes; returns
+    whether it had to reorder."""
+    import yaml
+    from dvc.utils.serialize import modify_yaml
+
+    root = Path(root)
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return False
+    names = list((yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {})
+    with modify_yaml(str(lock)) as data:
+        stages = data.get("stages")
+        if not stages:
+            return False
+        order = [n for n in names if n in stages] + [n for n in stages if n not in names]
+        if list(stages) == order:
+            return False
+        items = [(n, stages[n]) for n in order]
+        for n in list(stages):
+            del stages[n]
+        for n, v in items:
+            stages[n] = v
+    return True
+
+
+def commit_stage(root: str | Path, stage: str, env: dict, log: Callable[[int, str], None]) -> tuple[int, str, str]:
+    """Step 3, under :func:`dvc_lock`: ``dvc commit --force <stage>``, then dvc.lock in dvc.yaml order."""
+    with dvc_lock(root):
+        rc, tail, last = run_logged(commit_cmd(stage), root, env, log)
+        if rc == 0:
+            order_lockfile(root)
+    return rc, tail, last
+
+
 def stage_env(threads: dict[str, str | None] | None = None) -> dict[str, str]:
     """Environment for a stage command run from a dask worker.
 
@@ -82,10 +234,64 @@ def launch_threads() -> dict[str, str | None]:
     return {k: os.environ.get(k) for k in THREAD_VARS}
 
 
-def run_logged(cmd: list[str], cwd: str | Path, env: dict, log: Callable[[str], None],
-               tail_lines: int = 40) -> tuple[int, str]:
-    """Run ``cmd``, passing each output line to ``log`` as it comes; returns (exit code, output tail)."""
+def _log_line_regex(fmt: str) -> re.Pattern:
+    """A regex reading a line written with the stages' logging format (``LOG_FORMAT``)."""
+    pats = {"asctime": r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", "name": r"\S+",
+            "levelname": r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)", "message": r"(?P<message>.*)"}
+    out, pos = "", 0
+    for m in re.finditer(r"%\((\w+)\)s", fmt):
+        out += re.escape(fmt[pos:m.start()]) + pats.get(m.group(1), r".*?")
+        pos = m.end()
+    return re.compile("^" + out + re.escape(fmt[pos:]) + "$")
+
+
+STAGE_LINE = _log_line_regex(LOG_FORMAT)
+_ERROR_LINE = re.compile(r"^[\w.]+: error: ")  # stage_main's one-line error (exit 2)
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed|Warning)\b")
+
+
+class LineLevels:
+    """The logging level of each output line of a stage command.
+
+    A line in the stages' log format keeps its own level; ``<stage>: error: ...`` (the one-line error
+    of :func:`actparse.stage.stage_main`) and a Python traceback are ERROR; anything else is INFO.
+    """
+
+    def __init__(self):
+        self.in_traceback = False
+
+    def __call__(self, line: str) -> tuple[int, str]:
+        m = STAGE_LINE.match(line)
+        if m:
+            self.in_traceback = False
+            return getattr(logging, m.group("level")), m.group("message")
+        if line.startswith("Traceback (most recent call last)"):
+            self.in_traceback = True
+            return logging.ERROR, line
+        if self.in_traceback:
+            if not line[:1].isspace():
+                self.in_traceback = False  # the exception line ends the traceback
+            return logging.ERROR, line
+        if _ERROR_LINE.match(line):
+            return logging.ERROR, line
+        return logging.INFO, line
+
+
+def run_logged(cmd: list[str] | str, cwd: str | Path, env: dict, log: Callable[[int, str], None],
+               tail_lines: int = 40, shell: bool = False) -> tuple[int, str, str]:
+    """Run ``cmd``, passing each output line to ``log(level, line)`` as it comes (level: see
+    :class:`LineLevels`); returns (exit code, output tail, the last ERROR line or else the last line).
+
+    ``shell``: ``cmd`` is a shell command line, run by ``$SHELL`` (else /bin/sh) without its rc files,
+    as DVC runs a stage's ``cmd``.
+    """
     tail: deque[str] = deque(maxlen=tail_lines)
+    levels = LineLevels()
+    last_error = ""
+    if shell:
+        sh = os.environ.get("SHELL") or "/bin/sh"
+        opts = {"bash": ["--noprofile", "--norc"], "zsh": ["--no-rcs"]}.get(os.path.basename(sh), [])
+        cmd = [sh, *opts, "-c", str(cmd)]
     proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", bufsize=1)
     assert proc.stdout is not None
@@ -94,8 +300,30 @@ def run_logged(cmd: list[str], cwd: str | Path, env: dict, log: Callable[[str], 
         line = line.rstrip("\n").split("\r")[-1].rstrip()
         if line:
             tail.append(line)
-            log(line)
-    return proc.wait(), "\n".join(tail)
+            level, _ = levels(line)
+            if level >= logging.ERROR:
+                last_error = line
+            log(level, line)
+    rc = proc.wait()
+    return rc, "\n".join(tail), last_error or (tail[-1] if tail else "")
+
+
+def exit_reason(rc: int) -> str:
+    """``exit code N``, or ``killed by SIGKILL`` for a command a signal ended (shell: 128 + signal)."""
+    import signal
+
+    sig = -rc if rc < 0 else (rc - 128 if 128 < rc < 160 else 0)
+    if sig:
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit code {rc}"
+
+
+def killed(rc: int) -> bool:
+    """The command was ended by a signal (transient: a lost worker, a preempted machine, the OOM killer)."""
+    return rc < 0 or 128 < rc < 160
 
 
 def dvc_cmd(*args: str) -> list[str]:

@@ -5,19 +5,33 @@
     python -m flows.pipeline --scheduler tcp://head:8786           # an existing multi-node cluster
     python -m flows.pipeline evaluate --force                      # a target and its upstream, rerun all
 
-The stages, their commands, dependencies and order come from dvc.yaml (actparse.dag), never from a
-second list. Each stage is a Prefect task named after it. Before running anything the flow asks DVC
-(``dvc status``) whether the stage is stale; an up-to-date stage finishes at once in state "Cached",
-so a second run with nothing changed does nothing, and a changed param reruns exactly the stages
-``dvc repro`` would. A stale stage runs as ``dvc repro --single-item <stage>`` on a dask worker
-(its output streamed into the task's log), so dvc.lock is written by DVC itself. Stages listed in
-``flow.map_stages`` (default: decode) run one task per video (``<stage>[<video>]``; a failing video
-is a failed task carrying its error) and are then merged and committed (``dvc commit``).
+The stages, their commands, dependencies and order come from DVC's own reading of dvc.yaml (its index,
+actparse.dag), never from a second list. Each
+stage is a Prefect task named after it, submitted as soon as its upstream stages are done (``wait_for``:
+the Prefect UI draws the edges), so independent stages run at once on different workers. Each stage
+task asks DVC (``dvc status``) whether it is stale; an up-to-date stage finishes at once in state
+"Cached", so a second run with nothing changed does nothing, and a changed param reruns exactly the
+stages ``dvc repro`` would. A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split
+so that DVC's one repository lock is held only for its bookkeeping (flows/dvcstate.py): status,
+run-cache and removal of old outputs, then the stage's own command from DVC's stage definition on a
+dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
+commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
+decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
+error) and are then merged and committed.
+
+A failed stage fails its task with the stage's own exit code and last error line; its downstream
+stages are marked NotRun, the independent stages go on, and the run ends Failed listing every failure
+(exit status 1). A stage killed by a signal (lost worker, OOM killer) or a DVC lock that stays busy is
+retried; a stage's own error exit (2: bad input) is not.
 
 GPU stages (``flow.gpu_stages``; default the training and inference stages) and their per-video
 tasks carry the dask resource ``GPU=1`` whenever the cluster has GPU workers, so they only land on
 workers started with ``--resources "GPU=1"``; CPU stages run anywhere. Without GPU workers (a CPU
 machine) nothing is annotated and everything runs on CPU workers.
+
+Runs are named ``<branch>@<commit>`` plus the params changed against the committed params.yaml, and
+tagged ``branch:``, ``commit:`` and ``param:<key>=<value>``; the metrics files of dvc.yaml become a
+markdown artifact (``actparse-metrics``), the DAG's final outputs link artifacts.
 
 Params (section ``flow``): gpu_stages, map_stages, scheduler, n_workers, processes, workdir,
 ui_host, ui_port. Environment: ACTPARSE_DASK_SCHEDULER (scheduler address), PREFECT_API_URL
@@ -28,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
+import re
 import shutil
 import sys
 import time
@@ -42,13 +58,12 @@ for _k, _v in QUIET_ENV.items():
 
 import dask  # noqa: E402
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact  # noqa: E402
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,  # noqa: E402
+                               create_table_artifact, update_progress_artifact)
 from prefect.cache_policies import NONE as NO_CACHE  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
-from prefect.states import Completed  # noqa: E402
+from prefect.states import Cancelled, Completed, Failed  # noqa: E402
 
 from actparse.cli import setup_offline_env  # noqa: E402
-from actparse.dag import load_dag  # noqa: E402
 from actparse.params import FLOW_SECTIONS, get, load_params  # noqa: E402
 from flows import cluster as C  # noqa: E402
 from flows import dvcstate  # noqa: E402
@@ -56,7 +71,62 @@ from flows.mapped import get_mapper, mapped_stages  # noqa: E402
 
 
 class StageFailed(RuntimeError):
-    """A stage command exited non-zero (message: exit code, worker and the end of its output)."""
+    """A stage command exited non-zero (message: its exit code, worker and last error line, then the end
+    of its output); ``exit_code`` is the stage's own exit code."""
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StageKilled(StageFailed, dvcstate.TransientError):
+    """The stage command was killed by a signal (lost worker, OOM killer): retried."""
+
+
+# Transient failures (the DVC lock stayed busy, a stage killed by a signal) are retried; a stage's own
+# non-zero exit (2: bad input, 1: a bug) is not: it would fail the same way again. A dask worker that
+# dies mid-task is handled by dask itself, which reschedules its tasks on another worker.
+RETRIES = 2
+RETRY_DELAY_S = 5
+
+
+def is_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry only :class:`flows.dvcstate.TransientError`."""
+    return isinstance(getattr(state, "data", None), dvcstate.TransientError)
+
+
+PROGRESS = re.compile(r"\bprogress: (?P<done>\d+)/(?P<total>\d+) (?P<what>\S+)(?P<rest>.*)$")
+
+
+def _artifact_key(*parts: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+class StageLog:
+    """Passes a stage command's lines to the task's logger at the stage's own level, and turns its
+    ``progress: 12/48 videos`` lines (:class:`actparse.stage.Progress`) into a Prefect progress artifact."""
+
+    def __init__(self, stage: str, logger):
+        self.stage, self.logger, self.artifact = stage, logger, None
+
+    def __call__(self, level: int, line: str) -> None:
+        m = dvcstate.STAGE_LINE.match(line)
+        self.logger.log(level, m.group("message") if m else line)  # Prefect adds its own time and level
+        m = PROGRESS.search(line)
+        if not m:
+            return
+        done, total = int(m.group("done")), max(1, int(m.group("total")))
+        pct = min(100.0, 100.0 * done / total)
+        try:
+            if self.artifact is None:
+                self.artifact = create_progress_artifact(
+                    pct, key=_artifact_key(self.stage, "progress"),
+                    description=f"{self.stage}: {m.group('what')} done{m.group('rest')}")
+            else:
+                update_progress_artifact(self.artifact, pct)
+        except Exception as exc:  # noqa: BLE001 - progress reporting never fails a stage
+            self.logger.debug("progress artifact not updated: %s", exc)
 
 
 # ----------------------------------------------------------------------------------------------- tasks
@@ -64,20 +134,52 @@ class StageFailed(RuntimeError):
 def stage_up_to_date(stage: str):
     """A stage DVC reports as up to date: nothing to do."""
     get_run_logger().info("%s: up to date (dvc status clean) - skipped", stage)
-    return Completed(name="Cached", message=f"{stage}: up to date per dvc.lock")
+    return Completed(name="Cached", message=f"{stage}: up to date per dvc.lock",
+                     data={"stage": stage, "status": "up to date", "worker": "", "seconds": 0.0})
 
 
-@task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, persist_result=False)
-def run_stage(root: str, stage: str, force: bool = False, threads: dict | None = None) -> dict:
-    """``dvc repro --single-item <stage>`` on this worker, its output streamed into the task log."""
+@task(name="stage-not-run", task_run_name="{stage}", cache_policy=NO_CACHE, persist_result=False)
+def stage_not_run(stage: str, failed_upstream: list[str]):
+    """A stage whose upstream stage failed (or did not run): marked, not run."""
+    msg = f"{stage}: not run because upstream stage(s) {', '.join(failed_upstream)} failed"
+    get_run_logger().warning(msg)
+    return Cancelled(name="NotRun", message=msg)
+
+
+@task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, persist_result=False,
+      retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=is_transient)
+def run_stage(root: str, stage: str, force: bool = False, threads: dict | None = None):
+    """One stage of dvc.yaml as ``dvc repro --single-item <stage>`` would run it (see flows/dvcstate.py):
+    DVC's status and run-cache under the bookkeeping lock, the stage's own command unlocked on this
+    worker (its output streamed into the task log at its own levels), then ``dvc commit`` under the lock."""
     log = get_run_logger()
     worker = C.worker_name()
     t0 = time.time()
-    log.info("%s: running on worker %s", stage, worker)
-    rc, tail = dvcstate.run_logged(dvcstate.repro_cmd(stage, force), root, dvcstate.stage_env(threads), log.info)
+    with dvcstate.dvc_lock(root):
+        prep = dvcstate.prepare_stage(root, stage, force)
+    if prep["reason"] is None:
+        log.info("%s: up to date (dvc status clean) - skipped", stage)
+        return Completed(name="Cached", message=f"{stage}: up to date per dvc.lock",
+                         data={"stage": stage, "status": "up to date", "worker": "", "seconds": 0.0})
+    status = "ran"
+    if prep["restored"]:
+        log.info("%s: %s; outputs restored from DVC's run-cache on worker %s", stage, prep["reason"], worker)
+        status = "restored (run-cache)"
+    else:
+        log.info("%s: %s; running on worker %s", stage, prep["reason"], worker)
+        env = dict(dvcstate.stage_env(threads), **prep["env"])
+        sink = StageLog(stage, log)
+        for cmd in prep["cmd"]:
+            log.info("> %s", cmd)
+            rc, tail, last = dvcstate.run_logged(cmd, prep["wdir"], env, sink, shell=True)
+            if rc:
+                cls = StageKilled if dvcstate.killed(rc) else StageFailed
+                raise cls(f"stage {stage!r} failed with {dvcstate.exit_reason(rc)} on worker {worker}: {last}\n"
+                          f"last output:\n{tail}", exit_code=rc)
+    rc, tail, last = dvcstate.commit_stage(root, stage, dvcstate.stage_env(threads), log.log)
     if rc:
-        raise StageFailed(f"stage {stage!r} failed with exit code {rc} on worker {worker}; last output:\n{tail}")
-    return {"stage": stage, "status": "ran", "worker": worker, "seconds": round(time.time() - t0, 1)}
+        raise StageFailed(f"dvc commit of stage {stage!r} failed with exit code {rc}: {last}\n{tail}", exit_code=rc)
+    return {"stage": stage, "status": status, "worker": worker, "seconds": round(time.time() - t0, 1)}
 
 
 @task(name="stage-item", task_run_name="{stage}[{label}]", cache_policy=NO_CACHE, persist_result=False)
@@ -89,7 +191,8 @@ def run_item(root: str, params_file: str, stage: str, module: str | None, item, 
     return dict(out or {}, worker=C.worker_name())
 
 
-@task(name="stage-merge", task_run_name="{stage}", cache_policy=NO_CACHE, persist_result=False)
+@task(name="stage-merge", task_run_name="{stage}", cache_policy=NO_CACHE, persist_result=False,
+      retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=is_transient)
 def merge_stage(root: str, params_file: str, stage: str, module: str | None, items: list, errors: dict,
                 workdir: str, threads: dict | None = None) -> dict:
     """Merge the per-video parts into the stage outputs, then ``dvc commit`` the stage."""
@@ -98,9 +201,9 @@ def merge_stage(root: str, params_file: str, stage: str, module: str | None, ite
     mapper = get_mapper(root, params_file, stage, module)
     info = mapper.merge(items, errors, Path(workdir))
     log.info("%s: merged %s", stage, info)
-    rc, tail = dvcstate.run_logged(dvcstate.commit_cmd(stage), root, dvcstate.stage_env(threads), log.info)
+    rc, tail, last = dvcstate.commit_stage(root, stage, dvcstate.stage_env(threads), log.log)
     if rc:
-        raise StageFailed(f"dvc commit of stage {stage!r} failed with exit code {rc}:\n{tail}")
+        raise StageFailed(f"dvc commit of stage {stage!r} failed with exit code {rc}: {last}\n{tail}", exit_code=rc)
     shutil.rmtree(workdir, ignore_errors=True)
     return {"stage": stage, "status": "ran (mapped)", "worker": C.worker_name(),
             "seconds": round(time.time() - t0, 1), **{k: v for k, v in info.items() if k != "stage"}}
@@ -111,13 +214,38 @@ def _gpu_annotation(enabled: bool):
     return dask.annotate(resources={C.GPU: 1}) if enabled else nullcontext()
 
 
-def _error_record(future) -> dict | None:
+def _submit_after(task_, parameters: dict, upstream: list, via: str):
+    """Submit ``task_`` with an edge from each of the ``upstream`` task runs (finished, failed ones
+    included) in the run graph, recorded as inputs of its parameter ``via``: Prefect's ``wait_for``
+    would refuse to start it after a failure."""
+    from prefect.client.schemas.objects import TaskRunResult
+    from prefect.context import FlowRunContext
+
+    runner = FlowRunContext.get().task_runner
+    deps = {via: {TaskRunResult(id=f.task_run_id) for f in upstream}} if upstream else None
+    return runner.submit(task_, parameters, wait_for=None, dependencies=deps)
+
+
+def _final_state(future):
+    """The final Prefect state of a finished future; a Failed state when its dask task was lost."""
     future.wait()
     state = future.state
+    if state.is_final():
+        return state
+    if state.name == "NotReady":  # Prefect did not start it: an upstream it waited for failed
+        return Failed(message=state.message or "not run: upstream failed")
+    try:
+        exc = future.wrapped_future.exception(timeout=1)
+    except Exception as e:  # noqa: BLE001 - whatever dask says about a lost task
+        exc = e
+    return Failed(message=f"task lost: {type(exc).__name__}: {exc}" if exc else "task lost")
+
+
+def _error_record(state) -> dict | None:
     if not (state.is_failed() or state.is_crashed()):
         return None
     try:
-        exc = future.result(raise_on_failure=False)
+        exc = state.result(raise_on_failure=False)
     except BaseException as e:  # noqa: BLE001 - a crashed task may raise here instead
         exc = e
     if isinstance(exc, BaseException):
@@ -125,86 +253,234 @@ def _error_record(future) -> dict | None:
     return {"type": "Failed", "message": str(state.message)}
 
 
-def _run_mapped(root: Path, params_file: str, stage, workdir: Path, use_gpu: bool, threads: dict) -> dict:
-    log = get_run_logger()
-    mapper = get_mapper(root, params_file, stage.name, stage.module)
-    items = mapper.items()
-    labels = [mapper.item_name(it) for it in items]
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    log.info("%s: %d per-video tasks%s", stage.name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
-    key = f"{stage.name.replace('_', '-').lower()}-videos"
-    progress = create_progress_artifact(0.0, key=key, description=f"{stage.name}: videos done")
-    with _gpu_annotation(use_gpu and stage.gpu):
-        futures = run_item.map(unmapped(str(root)), unmapped(params_file), unmapped(stage.name),
-                               unmapped(stage.module), items, labels, unmapped(str(workdir)))
-    label_of = {id(f): lab for f, lab in zip(futures, labels)}
-    errors: dict[str, dict] = {}
-    workers: set[str] = set()
-    for done, fut in enumerate(as_completed(futures), 1):
-        err = _error_record(fut)
-        if err:
-            errors[label_of[id(fut)]] = err
-            log.warning("%s[%s] failed: %s: %s", stage.name, label_of[id(fut)], err["type"], err["message"])
-        else:
-            workers.add(str((fut.result() or {}).get("worker", "?")))
-        if done % max(1, len(futures) // 20) == 0 or done == len(futures):
-            update_progress_artifact(progress, 100.0 * done / max(1, len(futures)))
-    fut = merge_stage.submit(str(root), params_file, stage.name, stage.module, items, errors, str(workdir), threads)
-    out = fut.result()
-    out.update(items=len(items), failed_items=len(errors), item_workers=sorted(workers))
-    return out
+class _Mapped:
+    """The per-video tasks of one mapped stage while they run."""
+
+    def __init__(self, stage, items, labels, futures, workdir: Path, progress):
+        self.stage, self.items, self.labels, self.workdir, self.progress = stage, items, labels, workdir, progress
+        self.futures = futures
+        self.label_of = {id(f): lab for f, lab in zip(futures, labels)}
+        self.errors: dict[str, dict] = {}
+        self.workers: set[str] = set()
+        self.done = 0
+
+
+def _flow_labels(root: Path, params_file: str) -> tuple[str | None, list[str]]:
+    """Flow run name and tags: git branch, short commit, and the params that differ from HEAD's."""
+    from flows.runinfo import run_labels
+
+    try:
+        return run_labels(root, params_file)
+    except Exception as exc:  # noqa: BLE001 - labels are a convenience; never fail a run over them
+        get_run_logger().warning("run name/tags from git not set: %s", exc)
+        return None, []
+
+
+def _label_run(root: Path, params_file: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    name, tags = _flow_labels(root, params_file)
+    ctx = FlowRunContext.get()
+    if not ctx or not ctx.flow_run or not (name or tags):
+        return
+    run = ctx.flow_run
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, name=name or run.name,
+                                   tags=list(dict.fromkeys([*(run.tags or []), *tags])))
+        get_run_logger().info("run %s, tags %s", name, ", ".join(tags) or "-")
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("run name/tags not set: %s", exc)
+
+
+def _detect_gpu() -> bool:
+    """Whether the flow's dask cluster has GPU workers (for a run started from a deployment)."""
+    client = dvcstate._dask_client()
+    if client is None:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        client = getattr(getattr(ctx, "task_runner", None), "client", None)
+    if client is None:
+        return False
+    info = client.scheduler_info(n_workers=-1) if C._accepts_n_workers(client) else client.scheduler_info()
+    return any((w.get("resources") or {}).get(C.GPU, 0) > 0 for w in info.get("workers", {}).values())
 
 
 @flow(name="actparse", log_prints=True, validate_parameters=False)
 def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[str] | None = None,
-             force: bool = False, single_item: bool = False, use_gpu: bool = False,
-             threads: dict | None = None) -> list[dict]:
-    """The dvc.yaml DAG, stage by stage in topological order; returns one summary row per stage."""
+             force: bool = False, single_item: bool = False, use_gpu: bool | None = None,
+             threads: dict | None = None):
+    """The dvc.yaml DAG: each stage is submitted as soon as its upstream stages are done (``wait_for``
+    edges), so independent stages run at once; a failed stage stops only its downstream stages. Returns
+    one summary row per stage, or a Failed state naming every failed stage."""
     log = get_run_logger()
     rootp = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else rootp / pfile, sections=FLOW_SECTIONS)
-    dag = load_dag(rootp, params_file=params_file)
+    dag = C.flow_dag(rootp, params)
     mapped = set(mapped_stages(params))
     unknown = mapped - set(dag.stages)
     if unknown:
         raise ValueError(f"{params.get('_path')}: flow.map_stages names unknown stage(s) {sorted(unknown)}")
+    _label_run(rootp, params_file)
+    if use_gpu is None:
+        use_gpu = _detect_gpu()
+    threads = dvcstate.launch_threads() if threads is None else threads
     workroot = rootp / get(params, "flow.workdir", str, default="artifacts/.flow")
     plan = dag.plan(targets, single_item)
-    log.info("plan: %s (GPU routing %s)", " -> ".join(plan), "on" if use_gpu else "off: no GPU workers")
-    status = dvcstate.stage_status(rootp, plan)
+    in_plan = set(plan)
+    ups = {n: [u for u in dag[n].upstream if u in in_plan] for n in plan}
+    log.info("plan: %d stages, %d edges (GPU routing %s)", len(plan), sum(map(len, ups.values())),
+             "on" if use_gpu else "off: no GPU workers")
     progress = create_progress_artifact(0.0, key="actparse-stages", description="pipeline: stages done")
-    summary: list[dict] = []
-    ran: set[str] = set()
+
+    done_q: queue.Queue = queue.Queue()
+    futures: dict[str, object] = {}  # stage -> the future its downstream stages wait for
+    outcome: dict[str, str] = {}  # stage -> ok | failed | not run
+    rows: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    watching: dict[int, tuple[str, str, object]] = {}  # id(future) -> (kind, stage, future)
+    maps: dict[str, _Mapped] = {}
+    pending = list(plan)
+
+    def watch(kind: str, name: str, fut) -> None:
+        watching[id(fut)] = (kind, name, fut)
+        fut.add_done_callback(done_q.put)
+
+    def finish(name: str, state) -> None:
+        if state.is_completed():
+            outcome[name] = "ok"
+            rows[name] = state.result(raise_on_failure=False) or {"stage": name, "status": "ran"}
+            if isinstance(rows[name], dict) and name in maps:
+                m = maps.pop(name)
+                rows[name].update(items=len(m.items), failed_items=len(m.errors), item_workers=sorted(m.workers))
+        elif state.is_cancelled():
+            outcome[name] = "not run"
+            rows[name] = {"stage": name, "status": "not run", "worker": "", "seconds": 0.0}
+        else:
+            err = _error_record(state) or {"type": "Failed", "message": str(state.message)}
+            outcome[name] = "failed"
+            failures[name] = err["message"].splitlines()[0] if err["message"] else err["type"]
+            rows[name] = {"stage": name, "status": f"FAILED: {err['type']}", "worker": "", "seconds": 0.0}
+            log.error("%s failed: %s", name, failures[name])
+        update_progress_artifact(progress, 100.0 * len(outcome) / len(plan))
+
+    def start(name: str) -> None:
+        stage = dag[name]
+        waits = [futures[u] for u in ups[name] if u in futures]
+        bad = [u for u in ups[name] if outcome[u] != "ok"]
+        if bad:
+            fut = _submit_after(stage_not_run, {"stage": name, "failed_upstream": bad}, waits, "failed_upstream")
+        elif name in mapped:
+            fut = _start_mapped(name, stage, waits)
+        else:
+            with _gpu_annotation(use_gpu and stage.gpu):
+                fut = run_stage.submit(str(rootp), name, force, threads, wait_for=waits)
+        if fut is not None:
+            futures[name] = fut
+            watch("stage", name, fut)
+
+    def _start_mapped(name: str, stage, waits):
+        with dvcstate.dvc_lock(rootp):
+            reason = dvcstate.stage_status(rootp, [name])[name]
+        if reason is None and not force:
+            return stage_up_to_date.submit(name, wait_for=waits)
+        log.info("%s: %s", name, "forced" if reason is None else reason)
+        mapper = get_mapper(rootp, params_file, name, stage.module)
+        items = mapper.items()
+        labels = [mapper.item_name(it) for it in items]
+        workdir = workroot / name
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        log.info("%s: %d per-video tasks%s", name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
+        bar = create_progress_artifact(0.0, key=_artifact_key(name, "videos"), description=f"{name}: videos done")
+        with _gpu_annotation(use_gpu and stage.gpu):
+            futs = run_item.map(unmapped(str(rootp)), unmapped(params_file), unmapped(name),
+                                unmapped(stage.module), items, labels, unmapped(str(workdir)),
+                                wait_for=waits)
+        maps[name] = _Mapped(stage, items, labels, list(futs), workdir, bar)
+        for f in futs:
+            watch("item", name, f)
+        if not futs:
+            return _merge(name)
+        return None
+
+    def _merge(name: str):
+        m = maps[name]
+        fut = _submit_after(merge_stage, {"root": str(rootp), "params_file": params_file, "stage": name,
+                                          "module": m.stage.module, "items": m.items, "errors": m.errors,
+                                          "workdir": str(m.workdir), "threads": threads}, m.futures, "items")
+        futures[name] = fut
+        watch("stage", name, fut)
+        return None
+
     try:
-        for i, name in enumerate(plan):
-            stage = dag[name]
-            if ran.intersection(stage.upstream):
-                status.update(dvcstate.stage_status(rootp, [name]))
-            reason = status[name]
-            if reason is None and not force:
-                stage_up_to_date(name)
-                summary.append({"stage": name, "status": "up to date", "worker": "", "seconds": 0.0})
-            else:
-                log.info("%s: %s", name, "forced" if force and reason is None else reason)
-                if name in mapped:
-                    row = _run_mapped(rootp, params_file, stage, workroot / name, use_gpu, threads or {})
+        while pending or watching:
+            for name in list(pending):
+                if all(u in outcome for u in ups[name]):
+                    pending.remove(name)
+                    try:
+                        start(name)
+                    except Exception as exc:  # noqa: BLE001 - a stage that cannot even start fails alone
+                        outcome[name] = "failed"
+                        failures[name] = f"{type(exc).__name__}: {exc}"
+                        rows[name] = {"stage": name, "status": f"FAILED: {type(exc).__name__}", "worker": "",
+                                      "seconds": 0.0}
+                        log.error("%s could not start: %s", name, failures[name])
+            if not watching:
+                if pending and all(any(u in pending for u in ups[n]) for n in pending):
+                    raise RuntimeError(f"stages {pending} wait on each other")  # cannot happen for a DAG
+                continue
+            fut = done_q.get()
+            kind, name, fut = watching.pop(id(fut), (None, None, None))
+            if kind is None:
+                continue
+            state = _final_state(fut)
+            if kind == "item":
+                m = maps[name]
+                err = _error_record(state)
+                m.done += 1
+                if err:
+                    m.errors[m.label_of[id(fut)]] = err
+                    log.warning("%s[%s] failed: %s: %s", name, m.label_of[id(fut)], err["type"], err["message"])
                 else:
-                    with _gpu_annotation(use_gpu and stage.gpu):
-                        fut = run_stage.submit(str(rootp), name, force, threads or {})
-                    row = fut.result()
-                summary.append(row)
-                ran.add(name)
-            update_progress_artifact(progress, 100.0 * (i + 1) / len(plan))
-    except BaseException as exc:
-        failed = plan[len(summary)] if len(summary) < len(plan) else "?"
-        summary.append({"stage": failed, "status": f"FAILED: {type(exc).__name__}", "worker": "", "seconds": 0.0})
-        log.error("stage %s failed; not run: %s", failed, ", ".join(plan[len(summary):]) or "-")
-        raise
+                    m.workers.add(str((state.result(raise_on_failure=False) or {}).get("worker", "?")))
+                if m.done % max(1, len(m.futures) // 20) == 0 or m.done == len(m.futures):
+                    update_progress_artifact(m.progress, 100.0 * m.done / max(1, len(m.futures)))
+                if m.done == len(m.futures):
+                    _merge(name)
+            else:
+                finish(name, state)
     finally:
+        summary = [rows.get(n) or {"stage": n, "status": "not run", "worker": "", "seconds": 0.0} for n in plan]
         create_table_artifact(summary, key="actparse-summary", description="actparse stages: what ran where")
+        _report_outputs(rootp, plan)
+    not_run = [n for n in plan if outcome.get(n) != "ok" and n not in failures]
+    if failures:
+        lines = [f"{n}: {m}" for n, m in failures.items()]
+        msg = (f"{len(failures)} stage(s) failed: " + "; ".join(lines)
+               + (f"; not run: {', '.join(not_run)}" if not_run else ""))
+        log.error(msg)
+        return Failed(message=msg, data=summary)
     return summary
+
+
+def _report_outputs(root: Path, plan: list[str]) -> None:
+    """The metrics table as a markdown artifact and link artifacts to the main outputs."""
+    from flows.runinfo import metrics_markdown, outputs
+
+    try:
+        outs = outputs(root, plan)
+        md = metrics_markdown(root, outs["metrics"])
+        if md:
+            create_markdown_artifact(md, key="actparse-metrics", description="metrics of this run (dvc.yaml metrics)")
+        for path in outs["main"]:
+            create_link_artifact(link=(root / path).as_uri(), link_text=path, key=_artifact_key("output", path),
+                                 description=f"output of the DAG: {path}")
+    except Exception as exc:  # noqa: BLE001 - reporting never fails a run
+        get_run_logger().warning("metrics/link artifacts not written: %s", exc)
 
 
 # ----------------------------------------------------------------------------------------------- launcher
@@ -254,14 +530,14 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     root = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=FLOW_SECTIONS)
-    load_dag(root, params_file=params_file).plan(targets, single_item)  # bad dvc.yaml / target: fail now
+    C.flow_dag(root, params).plan(targets, single_item)  # bad dvc.yaml / target / gpu_stages: fail now
     mapped_stages(params)
     security = C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
         if not url:
-            url = stack.enter_context(running_server(home=prefect_home, ui=False))
+            url = stack.enter_context(running_server(home=prefect_home, ui=False, scheduler=False))
             stack.callback(drain_prefect)  # runs before the server stops
         # Worker processes inherit the environment; in-process code reads the settings context.
         stack.enter_context(_environ(PREFECT_API_URL=url))
@@ -292,7 +568,7 @@ def main(argv=None) -> int:
     parser.add_argument("targets", nargs="*", help="stages to bring up to date (with their upstream); default all")
     parser.add_argument("--root", default=".", help="project root (holds dvc.yaml)")
     parser.add_argument("--params", default="params.yaml",
-                        help="params file for the flow section and dvc.yaml templating, relative to --root "
+                        help="params file of the flow section, relative to --root "
                              "(the stages themselves read params.yaml, as dvc.yaml says)")
     parser.add_argument("-f", "--force", action="store_true", help="rerun the planned stages even if up to date")
     parser.add_argument("-s", "--single-item", action="store_true", help="only the targets, not their upstream")
@@ -310,6 +586,12 @@ def main(argv=None) -> int:
     if state.is_completed():
         _print_summary(state.result())
         return 0
+    try:
+        rows = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a crashed run has no summary
+        rows = None
+    if isinstance(rows, list):
+        _print_summary(rows)
     print(f"flows.pipeline: flow run {state.name}: {state.message}", file=sys.stderr)
     return 1
 

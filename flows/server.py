@@ -9,7 +9,8 @@ then, in a second terminal, run the flow against it:
 
 The server binds to 127.0.0.1 unless --host says otherwise, keeps its SQLite database under
 PREFECT_HOME (--home; default: Prefect's own, ~/.prefect), and sends no telemetry. Defaults for
---host/--port come from params.yaml (flow.ui_host, flow.ui_port).
+--host/--port come from params.yaml (flow.ui_host, flow.ui_port). Its scheduler service is on, so the
+schedules of a deployment (``python -m flows.serve``) create runs.
 """
 
 from __future__ import annotations
@@ -104,15 +105,19 @@ _RUNNING: set[subprocess.Popen] = set()
 
 def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | os.PathLike | None = None,
                  ui: bool = True, log_file: str | os.PathLike | None = None,
-                 quiet: bool = True) -> subprocess.Popen:
+                 quiet: bool = True, scheduler: bool = True) -> subprocess.Popen:
     """Launch ``prefect server start`` as a child process (not waiting for it; see :func:`wait_healthy`).
 
     The server runs in its own process group (a Ctrl-C in the terminal reaches only this process, which
     then stops the server in order); it is stopped by :func:`stop_server`, at this process's exit, and,
-    on Linux, by the kernel when this process dies without cleaning up (SIGKILL).
+    on Linux, by the kernel when this process dies without cleaning up (SIGKILL). ``scheduler``: run
+    the services that turn deployment schedules into runs and mark late runs (off for the throw-away
+    API of a single flow run).
     """
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
-           "--analytics-off", "--no-scheduler", "--no-late-runs"]
+           "--analytics-off"]
+    if not scheduler:
+        cmd += ["--no-scheduler", "--no-late-runs"]
     if not ui:
         cmd.append("--no-ui")
     env = quiet_env(home)
@@ -197,7 +202,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 @contextmanager
 def running_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
-                   ui: bool = True, timeout: float = 180.0, log_file=None) -> Iterator[str]:
+                   ui: bool = True, timeout: float = 180.0, log_file=None, scheduler: bool = True) -> Iterator[str]:
     """A Prefect server for the duration of the ``with`` block; yields its API URL.
 
     The server is stopped when the block ends, when this process gets SIGINT or SIGTERM, at exit,
@@ -205,7 +210,7 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
     """
     port = port or free_port(host)
     with _exit_on_sigterm():
-        proc = start_server(host, port, home, ui=ui, log_file=log_file)
+        proc = start_server(host, port, home, ui=ui, log_file=log_file, scheduler=scheduler)
         try:
             url = api_url(host, port)
             wait_healthy(url, proc, timeout)
@@ -247,6 +252,8 @@ def main(argv=None) -> int:
         public = public_api_url(host, port)
         print(f"Prefect UI:  {public[:-len('/api')]}\n"
               f"run the flow into it:  python -m flows.pipeline --api-url {public}\n"
+              f"or serve it as a deployment to start from the UI or on a schedule:  "
+              f"python -m flows.serve --api-url {public}\n"
               f"(or export PREFECT_API_URL={public})", flush=True)
         return proc.wait()
     except KeyboardInterrupt:

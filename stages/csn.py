@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from actparse.clips import test_clips
 from actparse.csn import (clip_probs, ensemble, ensemble_search_enabled, ensemble_weights_from_params, load_model_dir,
@@ -37,7 +36,7 @@ from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import ParquetStreamWriter, from_columns, read_df
-from actparse.stage import SkipLedger, stage_log, stage_main
+from actparse.stage import SkipLedger, progress, stage_log, stage_main
 from actparse.video import LazyVideo, VideoError, decode_backend
 
 log = stage_log("csn")
@@ -108,7 +107,7 @@ def run(params: dict, root: Path) -> None:
             emit(name, probs)
 
     def predict(records, emit) -> None:
-        for rec in tqdm(records, desc="csn", unit="video", disable=None):
+        for rec in progress(records, "csn"):
             ledger.tried(rec["video"])
             try:
                 frames = LazyVideo(video_path(droot, rec["path"]), cache_side, backend=backend)  # the clips' frames

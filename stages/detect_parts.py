@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from actparse import yolo
 from actparse.boxes import clip
@@ -31,7 +30,7 @@ from actparse.paint import PaintConfig
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
+from actparse.stage import SkipLedger, new_columns, progress, row_groups, stage_log, stage_main
 
 log = stage_log("detect_parts")
 S = "parts"
@@ -101,7 +100,7 @@ def run(params: dict, root: Path) -> None:
     refined = refined_by_video(paths.refined)
     ledger = SkipLedger("detect_parts", root)
     with ParquetStreamWriter(paths.parts, "parts") as writer:
-        for video, table in tqdm(frames_by_video(paths.frames), desc="detect_parts", unit="video", disable=None):
+        for video, table in progress(frames_by_video(paths.frames), "detect_parts", total=row_groups(paths.frames)):
             persons = refined.get(video)
             if persons is None or not len(persons):
                 continue

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from actparse import yolo
 from actparse.boxes import clip
@@ -25,7 +24,7 @@ from actparse.detector_data import decode_frames, frames_by_video
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, new_columns, stage_log, stage_main
+from actparse.stage import SkipLedger, new_columns, progress, row_groups, stage_log, stage_main
 
 log = stage_log("detect_persons")
 S = "person_detector"
@@ -62,7 +61,7 @@ def run(params: dict, root: Path) -> None:
         raise FileNotFoundError(f"{paths.frames}: frames not found (run the decode stage first)")
     ledger = SkipLedger("detect_persons", root)
     with ParquetStreamWriter(paths.persons, "persons") as writer:
-        for video, table in tqdm(frames_by_video(paths.frames), desc="detect_persons", unit="video", disable=None):
+        for video, table in progress(frames_by_video(paths.frames), "detect_persons", total=row_groups(paths.frames)):
             ledger.tried(video)
             try:
                 images, frames, scales, orig_wh = decode_frames(table)

@@ -20,14 +20,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from actparse.hrnet import load_checkpoint
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.pose import PoseEstimator, input_size_param
 from actparse.schemas import ParquetStreamWriter, from_columns, iter_row_groups, read_df
-from actparse.stage import SkipLedger, stage_log, stage_main
+from actparse.stage import SkipLedger, progress, row_groups, stage_log, stage_main
 from actparse.video import decode_jpeg
 
 log = stage_log("keypoints")
@@ -93,7 +92,7 @@ def run(params: dict, root: Path) -> None:
     by_video = {v: g for v, g in persons.groupby("video", sort=False)}
     done, ledger = set(), SkipLedger("keypoints", root)
     with ParquetStreamWriter(paths.keypoints, "keypoints") as writer:
-        for frames in tqdm(iter_row_groups(paths.frames, "frames"), desc="keypoints", unit="video", disable=None):
+        for frames in progress(iter_row_groups(paths.frames, "frames"), "keypoints", total=row_groups(paths.frames)):
             if frames.num_rows == 0:
                 continue
             # a row group normally holds one video; be robust to several

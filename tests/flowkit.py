@@ -1,7 +1,14 @@
-"""Test helper (not a test module): a tiny git+dvc project with three stages a -> b -> c.
+"""Test helper (not a test module): tiny git+dvc projects for the flow.
 
-``b`` is mapped per item by the flow (its module defines FLOW_MAPPER) and marked as a GPU stage;
-items listed in ``b.bad`` fail. ``c`` exits 3 when ``c.offset`` is negative.
+:func:`make_fake_project`: three stages a -> b -> c. ``b`` is mapped per item by the flow (its module
+defines FLOW_MAPPER) and marked as a GPU stage; items listed in ``b.bad`` fail. ``c`` exits 3 when
+``c.offset`` is negative, and writes the metrics file metrics/c.json.
+
+:func:`make_diamond_project`: top -> (left, right) -> join, and top -> solo. ``left`` and ``right``
+each wait until the other has started (so they pass only when run at once; not with
+``DIAMOND_ALONE`` set); ``right`` fails with exit
+2 and a stage-style error line when ``right.fail`` is true; ``top`` is killed by SIGKILL once when the
+environment variable ``DIAMOND_DIE_ONCE`` names a marker file that does not exist yet.
 """
 
 from __future__ import annotations
@@ -83,7 +90,10 @@ if p["c"]["offset"] < 0:
     print("c: offset must be >= 0", file=sys.stderr)
     sys.exit(3)
 b = json.loads(Path("out/b.json").read_text())
-Path("out/c.txt").write_text(str(sum(b["values"].values()) + p["c"]["offset"]))
+total = sum(b["values"].values()) + p["c"]["offset"]
+Path("out/c.txt").write_text(str(total))
+Path("metrics").mkdir(exist_ok=True)
+Path("metrics/c.json").write_text(json.dumps({"total": total, "score": {"mean": total / 7}}))
 '''
 
 DVC_YAML = '''
@@ -103,6 +113,9 @@ stages:
     deps: [stages/c.py, "${data.dir}/b.json"]
     params: [c.offset]
     outs: [out/c.txt]
+    metrics:
+      - metrics/c.json:
+          cache: false
 '''
 
 PARAMS = {
@@ -116,6 +129,113 @@ PARAMS = {
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+DIAMOND_STAGE = '''
+"""Stages of the diamond project: python -m stages.diamond <name>."""
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+log = logging.getLogger("actparse." + sys.argv[1])
+name = sys.argv[1]
+p = yaml.safe_load(open("params.yaml"))
+out = Path("out")
+out.mkdir(exist_ok=True)
+
+
+def rendezvous(me, other, timeout=180):
+    if os.environ.get("DIAMOND_ALONE"):  # run by `dvc repro`, one stage after the other
+        return
+    (out / f"{me}.started").write_text("1")
+    t0 = time.time()
+    while not (out / f"{other}.started").exists():
+        if time.time() - t0 > timeout:
+            log.error("%s: %s never started while %s ran", me, other, me)
+            sys.exit(4)
+        time.sleep(0.05)
+
+
+if name == "top":
+    marker = os.environ.get("DIAMOND_DIE_ONCE")
+    if marker and not Path(marker).exists():
+        Path(marker).write_text("died once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    for f in out.glob("*.started"):
+        f.unlink()
+    (out / "top.txt").write_text(str(p["top"]["n"]))
+elif name in ("left", "right"):
+    rendezvous(name, "right" if name == "left" else "left")
+    n = int((out / "top.txt").read_text())
+    log.warning("%s: a warning for the log", name)
+    for i in range(1, 5):
+        log.info("progress: %d/4 videos", i)
+    if name == "right" and p["right"]["fail"]:
+        print(f"right: error: out/top.txt: right.fail is set", file=sys.stderr)
+        sys.exit(2)
+    (out / f"{name}.txt").write_text(str(n * (2 if name == "left" else 3)))
+elif name == "join":
+    total = int((out / "left.txt").read_text()) + int((out / "right.txt").read_text())
+    (out / "join.txt").write_text(str(total))
+elif name == "solo":
+    (out / "solo.txt").write_text(str(int((out / "top.txt").read_text()) + 100))
+'''
+
+DIAMOND_YAML = '''
+stages:
+  top:
+    cmd: python -m stages.diamond top
+    deps: [stages/diamond.py]
+    params: [top]
+    outs: [out/top.txt]
+  left:
+    cmd: python -m stages.diamond left
+    deps: [stages/diamond.py, out/top.txt]
+    outs: [out/left.txt]
+  right:
+    cmd: python -m stages.diamond right
+    deps: [stages/diamond.py, out/top.txt]
+    params: [right]
+    outs: [out/right.txt]
+  join:
+    cmd: python -m stages.diamond join
+    deps: [stages/diamond.py, out/left.txt, out/right.txt]
+    outs: [out/join.txt]
+  solo:
+    cmd: python -m stages.diamond solo
+    deps: [stages/diamond.py, out/top.txt]
+    outs: [out/solo.txt]
+'''
+
+DIAMOND_PARAMS = {
+    "top": {"n": 5},
+    "right": {"fail": False},
+    "flow": {"gpu_stages": [], "map_stages": [], "scheduler": None, "n_workers": 2, "processes": False,
+             "workdir": "work", "ui_host": "127.0.0.1", "ui_port": 4200},
+}
+
+
+def make_diamond_project(root: Path, init: bool = True) -> Path:
+    """top -> (left, right) -> join, top -> solo (see the module docstring); committed to git."""
+    if init:
+        init_repo(root)
+    (root / "stages").mkdir(parents=True, exist_ok=True)
+    (root / "stages/__init__.py").write_text("")
+    (root / "stages/diamond.py").write_text(textwrap.dedent(DIAMOND_STAGE))
+    (root / "dvc.yaml").write_text(DIAMOND_YAML)
+    (root / ".gitignore").write_text("/work/\n")
+    (root / "params.yaml").write_text(yaml.safe_dump(DIAMOND_PARAMS, sort_keys=False))
+    if init:
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-q", "-m", "diamond"], root)
+    return root
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -190,8 +310,10 @@ def shared_prefect_server() -> tuple[str, str]:
     home = Path(tempfile.mkdtemp(prefix="actparse-prefect-"))
     port = free_port()
     log = open(home / "server.log", "wb")
+    env = quiet_env(home)
+    env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"  # deployment schedules turn into runs sooner
     proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
-                            cwd=Path(__file__).resolve().parents[1], env=quiet_env(home),
+                            cwd=Path(__file__).resolve().parents[1], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
     def _stop():

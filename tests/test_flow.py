@@ -1,5 +1,5 @@
-"""The DAG comes from dvc.yaml (and agrees with DVC's own reading of it); the Prefect flow reruns exactly
-what DVC calls stale, maps per-item work with failures as failed tasks, and routes GPU stages."""
+"""The DAG is DVC's own reading of dvc.yaml; the Prefect flow reruns exactly what DVC calls stale, maps
+per-item work with failures as failed tasks, and routes GPU stages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actparse.dag import DEFAULT_GPU_STAGES, DagError, load_dag
+from actparse.dag import DagError, load_dag
 from actparse.params import ParamError
 from flowkit import dvc, dvc_status, make_fake_project, shared_prefect_server, write_params
 
@@ -19,57 +19,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------ the DAG
-def test_dag_matches_dvc_reading_of_project_dvc_yaml():
-    """actparse.dag and DVC agree on the project's stages, commands, deps, outs, params and edges."""
-    from dvc.repo import Repo
-
-    dag = load_dag(ROOT)
-    with Repo(str(ROOT)) as repo:
-        stages = {s.name: s for s in repo.index.stages}
-        edges = {(up.name, down.name) for down, up in repo.index.graph.edges}
-    assert list(dag.stages) == list(stages)
-    for name, ours in dag.stages.items():
-        theirs = stages[name]
-        assert ours.cmd == theirs.cmd
-        assert set(ours.deps) == {str(d.def_path) for d in theirs.deps if type(d).__name__ != "ParamsDependency"}
-        assert set(ours.outs) == {str(o.def_path) for o in theirs.outs}
-        dvc_params = {k for d in theirs.deps if type(d).__name__ == "ParamsDependency" for k in d.params}
-        assert set(ours.params) == dvc_params
-    assert dag.edges == edges
-    # The flow's GPU marker names real stages, and the order is a topological order.
-    assert {s.name for s in dag if s.gpu} <= set(dag.stages)
-    pos = {n: i for i, n in enumerate(dag.order)}
-    assert all(pos[u] < pos[d] for u, d in dag.edges)
-
-
 def test_dag_of_fake_project(tmp_path):
-    root = make_fake_project(tmp_path / "p", init=False)
+    """actparse.dag is DVC's own reading of dvc.yaml (its index): ${...} resolved by DVC, DVC's edges."""
+    root = make_fake_project(tmp_path / "p")
     dag = load_dag(root)
     assert dag.order == ["a", "b", "c"]
     assert dag.edges == {("a", "b"), ("b", "c")}
-    assert dag["c"].deps == ("stages/c.py", "out/b.json")  # ${data.dir} resolved from params.yaml
-    assert [s.name for s in dag if s.gpu] == ["b"]
+    assert dag["c"].deps == ("stages/c.py", "out/b.json")  # ${data.dir} resolved by DVC from params.yaml
+    assert dag["c"].outs == ("out/c.txt", "metrics/c.json") and dag["c"].params == ("c.offset",)
+    assert dag["c"].cmd == "python -m stages.c"
+    assert [s.name for s in dag if s.gpu] == []
+    assert [s.name for s in load_dag(root, gpu_stages=["b"]) if s.gpu] == ["b"]
     assert dag["b"].module == "stages.b"
     assert dag.plan(["b"]) == ["a", "b"] and dag.plan(["b"], single_item=True) == ["b"]
     assert dag.descendants("a") == {"b", "c"}
-    assert load_dag(root, gpu_stages=[]).stages["b"].gpu is False
+    # the flow marks its GPU stages from flow.gpu_stages (scheduling lives in flows/, not in the library)
+    from flows.cluster import DEFAULT_GPU_STAGES, flow_dag
+
+    params = {"flow": {"gpu_stages": ["b"]}, "_path": "params.yaml"}
+    assert [s.name for s in flow_dag(root, params) if s.gpu] == ["b"]
+    assert "train_pose" in DEFAULT_GPU_STAGES and "decode" not in DEFAULT_GPU_STAGES
+    with pytest.raises(ParamError, match="params.yaml: parameter 'flow.gpu_stages'.*nope"):
+        flow_dag(root, {"flow": {"gpu_stages": ["nope"]}, "_path": "params.yaml"})
 
 
 def test_dag_errors_name_the_problem(tmp_path):
-    root = make_fake_project(tmp_path / "p", init=False)
-    with pytest.raises(ParamError, match="flow.gpu_stages.*nope"):
+    root = make_fake_project(tmp_path / "p")
+    with pytest.raises(DagError, match="nope"):
         load_dag(root, gpu_stages=["nope"])
     text = (root / "dvc.yaml").read_text()
     (root / "dvc.yaml").write_text(text.replace("deps: [stages/a.py]", "deps: [stages/a.py, out/c.txt]"))
-    with pytest.raises(DagError, match="cycle"):
+    with pytest.raises(DagError, match="dvc.yaml: .*both a dependency and an output"):  # a cycle, in DVC's words
         load_dag(root)
     (root / "dvc.yaml").write_text(text.replace("${data.dir}", "${data.nowhere}"))
     with pytest.raises(DagError, match="data.nowhere"):
         load_dag(root)
-    (root / "dvc.yaml").write_text(text.replace("deps: [stages/a.py]", "deps: [stages/a.py, ${data.dir}]x"))
-    with pytest.raises(DagError, match="dvc.yaml"):
-        load_dag(root)
-    assert "train_pose" in DEFAULT_GPU_STAGES and "decode" not in DEFAULT_GPU_STAGES
+    with pytest.raises(FileNotFoundError, match="dvc.yaml"):
+        load_dag(tmp_path / "elsewhere")
 
 
 # ------------------------------------------------------------------------------------------ the flow
@@ -87,10 +73,12 @@ def test_pipeline_cli_help_and_errors(tmp_path):
         return code, out.getvalue(), err.getvalue()
 
     code, out, _ = run("--help")
-    assert code == 0 and "dvc repro --single-item" in out
-    root = make_fake_project(tmp_path / "p", init=False)
+    assert code == 0 and "dvc repro --single-item" in out and "wait_for" in out
+    root = make_fake_project(tmp_path / "p")
     code, _, err = run("nope", "--root", str(root))
     assert code == 2 and "unknown stage 'nope'" in err  # checked before any server or cluster starts
+    code, _, err = run("--root", str(make_fake_project(tmp_path / "nodvc", init=False)))
+    assert code == 2 and "not inside of a DVC repository" in err
     code, _, err = run("--root", str(tmp_path / "missing"))
     assert code == 2 and "params file not found" in err
 
@@ -129,6 +117,18 @@ def _task_runs(api: str, flow_run_id) -> dict[str, object]:
     return by_name
 
 
+def _artifacts(api: str, flow_run_id) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in arts if a.key}
+
+
 def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     from flows.pipeline import run_pipeline
 
@@ -151,6 +151,20 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     runs = _task_runs(api, state.state_details.flow_run_id)
     assert runs["b[v3]"].state.is_failed() and "item v3 is corrupt" in runs["b[v3]"].state.message
     assert runs["b[v0]"].state.is_completed() and runs["c"].state.is_completed()
+    # edges of the run graph: each item of b waited for a, the merge (task "b") for every item, c for b
+    parents = {n: {i.id for v in r.task_inputs.values() for i in v} for n, r in runs.items()}
+    assert parents["b[v0]"] == {runs["a"].id} and parents["c"] == {runs["b"].id}
+    assert parents["b"] == {runs[f"b[v{i}]"].id for i in range(6)}
+    # the metrics of dvc.yaml as a markdown artifact; the DAG's final outputs as link artifacts
+    arts = _artifacts(api, state.state_details.flow_run_id)
+    total = 2 * (0 + 1 + 2 + 4 + 5) + 1
+    assert arts["actparse-metrics"].type == "markdown"
+    assert f"| `metrics/c.json` | total | {total} |" in arts["actparse-metrics"].data
+    assert "| `metrics/c.json` | score.mean |" in arts["actparse-metrics"].data
+    # (Prefect stores a link artifact as a markdown link)
+    assert arts["output-out-c-txt"].data == f"[out/c.txt]({(root / 'out/c.txt').as_uri()})"
+    assert arts["output-metrics-c-json"].data.startswith("[metrics/c.json](file://")
+    assert arts["b-videos"].type == "progress" and float(arts["b-videos"].data) == 100.0
 
     # 2. Nothing changed: nothing runs.
     rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
@@ -174,5 +188,5 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     write_params(root, c__offset=-1)
     state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True)
     assert state.is_failed()
-    assert "stage 'c' failed" in state.message and "offset must be >= 0" in state.message
+    assert "stage 'c' failed with exit code 3" in state.message and "offset must be >= 0" in state.message
     assert set(dvc_status(root)) == {"c"}

@@ -119,7 +119,7 @@ def models_dir(tmp_path_factory) -> Path:
     params["parts"]["crop_size"] = CROP
     params["csn"]["train_workers"] = 1  # variants one after another in this process: no process start-up
     (run / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    names = load_dag(ROOT, params_file=run / "params.yaml").plan(TRAIN_STAGES)
+    names = load_dag(ROOT).plan(TRAIN_STAGES)
     run_stages(names, (run / "params.yaml").resolve(), run.resolve())
     return run / "artifacts" / "models"
 
