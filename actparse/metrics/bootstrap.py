@@ -183,7 +183,8 @@ def replicate(rec: Records, W: np.ndarray, videos: list[str] | None = None,
 
 
 # ---------------------------------------------------------------------------------------- intervals
-def _interval(x: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of replicates (NaN replicates left out)."""
     x = x[~np.isnan(x)]
     if not len(x):
         return float("nan"), float("nan")
@@ -199,7 +200,7 @@ def intervals(rec: Records, n_boot: int = 1000, seed: int = 0, level: float = 0.
     reps = replicate(rec, draw_weights(len(videos), n_boot, seed), videos)
     out = {}
     for m in METRICS:
-        lo, hi = _interval(reps[m], level)
+        lo, hi = percentile_interval(reps[m], level)
         out[m] = {"value": float(point[m][0]), "lo": lo, "hi": hi}
     return out
 
@@ -220,7 +221,7 @@ def paired(a: Records, b: Records, n_boot: int = 1000, seed: int = 0, level: flo
     ra, rb = replicate(a, W, videos), replicate(b, W, videos)
     out = {}
     for m in METRICS:
-        lo, hi = _interval(rb[m] - ra[m], level)
+        lo, hi = percentile_interval(rb[m] - ra[m], level)
         delta = float(pb[m][0] - pa[m][0])
         out[m] = {"a": float(pa[m][0]), "b": float(pb[m][0]), "delta": delta, "lo": lo, "hi": hi,
                   "verdict": verdict(lo, hi)}
