@@ -483,7 +483,9 @@ def _log_epoch(trainer) -> None:
     except (TypeError, ValueError):
         loss = None
     extra = "" if loss is None or not math.isfinite(loss) else f" loss={loss:.4g}"
-    fit = (getattr(trainer, "metrics", None) or {}).get("metrics/mAP50(B)")
+    # with val=False (how actparse trains) ultralytics keeps zeros in trainer.metrics: no val number then
+    validated = bool(getattr(getattr(trainer, "args", None), "val", False))
+    fit = (getattr(trainer, "metrics", None) or {}).get("metrics/mAP50(B)") if validated else None
     extra += f" val_map50={float(fit):.4g}" if fit is not None else ""
     log.info("progress: %d/%d epochs%s", done, trainer.epochs, extra)
 

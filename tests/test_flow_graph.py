@@ -259,10 +259,16 @@ def _progress_checks(records, monkeypatch):
     # YOLO training reports each epoch through the same line
     records.clear()
     trainer = SimpleNamespace(epoch=2, epochs=5, tloss={"box": torch.tensor(0.5), "cls": torch.tensor(0.25)},
-                              metrics={"metrics/mAP50(B)": 0.125})
+                              metrics={"metrics/mAP50(B)": 0.125}, args=SimpleNamespace(val=True))
     yolo._log_epoch(trainer)
     yolo._log_epoch(trainer)  # the same epoch again (ultralytics redoes an epoch after a NaN): one line
     trainer.epoch, trainer.tloss = 3, torch.tensor([float("nan")])
     yolo._log_epoch(trainer)
     lines = [r.getMessage() for r in records if r.name == "actparse.yolo"]
     assert lines == ["progress: 3/5 epochs loss=0.75 val_map50=0.125", "progress: 4/5 epochs val_map50=0.125"]
+    # trained with val=False (the project's YOLO trainings): ultralytics' zero metrics are not a val number
+    records.clear()
+    trainer = SimpleNamespace(epoch=0, epochs=5, tloss=torch.tensor([0.5]), metrics={"metrics/mAP50(B)": 0.0},
+                              args=SimpleNamespace(val=False))
+    yolo._log_epoch(trainer)
+    assert [r.getMessage() for r in records if r.name == "actparse.yolo"] == ["progress: 1/5 epochs loss=0.5"]
