@@ -358,7 +358,7 @@ def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, r
 def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarray, num_frames: int,
               s: GymSettings, seed: int = 0, device: str = "cpu", desc: str = "gym") -> dict:
     """Train one pathway with cross-entropy on its level's labels."""
-    from tqdm import tqdm
+    from .stage import Progress
 
     n = len(frames)
     if n == 0:
@@ -372,7 +372,8 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
     y_all = torch.as_tensor(labels, dtype=torch.long)
     hist = {"loss": [], "train_acc": []}
     step = 0
-    for epoch in tqdm(range(s.epochs), desc=desc, unit="epoch", disable=None):
+    bar = Progress(s.epochs, f"epochs ({desc})", "gym_train")
+    for epoch in range(s.epochs):
         order = np.concatenate([rng.permutation(n) for _ in range(s.views_per_clip)])
         tot, hits = 0.0, 0
         for it in range(iters):
@@ -393,6 +394,8 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
             hits += int((out.argmax(1) == y).sum())
         hist["loss"].append(tot / len(order))
         hist["train_acc"].append(hits / len(order))
+        bar.update(loss=round(tot / len(order), 4), train_acc=round(hits / len(order), 4))
+    bar.close()
     model.eval()
     return hist
 
@@ -559,7 +562,7 @@ def settings_from_params(params: dict) -> GymSettings:
 def load_split(params: dict, root, split: str):
     """(hierarchy, clips of ``split``, their frames (:class:`ElementFrames`, read on demand), skip rows)."""
     import pandas as pd
-    from tqdm import tqdm
+    from .stage import progress
 
     from .dataset import gt_persons_path, load_videos, video_path
     from .params import get
@@ -585,7 +588,7 @@ def load_split(params: dict, root, split: str):
         by_video.setdefault(c.video, []).append(i)
     frames: list = [None] * len(clips)
     skips = []
-    for v, idx in tqdm(list(by_video.items()), desc=f"gym {split} clips", unit="video", disable=None):
+    for v, idx in progress(list(by_video.items()), "gym", f"videos ({split} clips)"):
         path = video_path(droot, row_of[v].path)
         try:
             video = LazyVideo(path, backend=decode_backend(params))  # frames decoded when a clip needs them

@@ -203,7 +203,7 @@ def collate(videos: Sequence[np.ndarray], samples: Sequence[PersonSample], cfg: 
 def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Sequence[PersonSample]], s: PartAttnSettings,
         seed: int = 0, device: str = "cpu") -> dict:
     """Each epoch draws ``samples_per_video`` random person samples of every train video."""
-    from tqdm import tqdm
+    from .stage import Progress
 
     pools = [p for p in pools if len(p)]
     if not pools:
@@ -216,7 +216,8 @@ def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Seque
     total = iters * s.epochs
     hist = {"loss": []}
     step = 0
-    for epoch in tqdm(range(s.epochs), desc="partattn", unit="epoch", disable=None):
+    bar = Progress(s.epochs, "epochs", "partattn_train")
+    for epoch in range(s.epochs):
         chosen = [p[int(rng.integers(len(p)))] for p in pools for _ in range(s.samples_per_video)]
         order = rng.permutation(len(chosen))
         tot, n = 0.0, 0
@@ -236,6 +237,8 @@ def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Seque
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
         hist["loss"].append(tot / max(n, 1))
+        bar.update(loss=round(tot / max(n, 1), 4))
+    bar.close()
     model.eval()
     return hist
 

@@ -223,7 +223,7 @@ def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: S
 def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video: Sequence[Sequence[KeyframeSample]],
                s: STADSettings, seed: int = 0, device: str = "cpu") -> dict:
     """Standard sampling: every epoch takes ``samples_per_video`` random key frames of each train video."""
-    from tqdm import tqdm
+    from .stage import Progress
 
     pools = [list(p) for p in samples_by_video if len(p)]
     if not pools:
@@ -238,8 +238,8 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
     scales = list(s.train_scales or ())
     sizes = list(s.scale_batch_sizes or [s.batch_size] * len(scales))
     multi = len(scales) > 0
-    bar = tqdm(range(s.epochs), desc="stad phase 1", unit="epoch", disable=None)
-    for epoch in bar:
+    bar = Progress(s.epochs, "epochs", "stad_train")
+    for epoch in range(s.epochs):
         chosen = [pool[int(rng.integers(len(pool)))] for pool in pools for _ in range(s.samples_per_video)]
         order = rng.permutation(len(chosen))
         tot, n = 0.0, 0
@@ -268,7 +268,8 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
             n += len(idx)
         hist["loss"].append(tot / max(n, 1))
         hist["lr"].append(lr)
-        bar.set_postfix(loss=f"{tot / max(n, 1):.4f}")
+        bar.update(loss=round(tot / max(n, 1), 4))
+    bar.close()
     model.eval()
     return hist
 

@@ -31,7 +31,7 @@ from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import from_columns, from_rows, read_df, write_table
-from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
+from actparse.stage import SkipLedger, progress, seed_disabled, stage_log, stage_main
 
 log = stage_log("partattn_predict")
 
@@ -55,7 +55,6 @@ def run(params: dict, root: Path) -> None:
     if seed_disabled(params, "partattn", "partattn_predict", root, tables={out_pred: "part_states"},
                      json_files=[out_json], skips=True):
         return
-    from tqdm import tqdm
 
     from actparse.clips import load_video
     from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
@@ -97,7 +96,7 @@ def run(params: dict, root: Path) -> None:
 
     samples, keys, decoded = [], [], []
     ledger = SkipLedger("partattn_predict", root, what="test videos")
-    for row in tqdm(list(test.itertuples(index=False)), desc="partattn frames", unit="video", disable=None):
+    for row in progress(list(test.itertuples(index=False)), "partattn_predict"):
         pv = persons[persons["video"] == row.video]
         if pv.empty:
             continue

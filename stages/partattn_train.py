@@ -27,7 +27,7 @@ from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
-from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
+from actparse.stage import (SkipLedger, progress, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 
 log = stage_log("partattn_train")
@@ -60,7 +60,6 @@ def run(params: dict, root: Path) -> None:
         use_given_model(given, paths.models / "partattn", "partattn", "partattn_train", root, ["model.pt"],
                         lambda d: load_checkpoint(d / "model.pt", "cpu"))
         return
-    from tqdm import tqdm
 
     from actparse.constants import ACTIONS
     from actparse.dataset import gt_persons_path, load_videos, video_path
@@ -93,7 +92,7 @@ def run(params: dict, root: Path) -> None:
     t0, c0 = time.time(), time.process_time()
     decoded, pools = [], []
     ledger = SkipLedger("partattn_train", root, what="train videos")
-    for row in tqdm(list(train.itertuples(index=False)), desc="partattn decode", unit="video", disable=None):
+    for row in progress(list(train.itertuples(index=False)), "partattn_train", "videos decoded"):
         g = by_video.get(row.video)
         if g is None:
             ledger.skip(row.video, "train video has no ground truth")

@@ -25,7 +25,7 @@ import numpy as np
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.schemas import from_columns, from_rows, write_table
-from actparse.stage import SkipLedger, seed_disabled, stage_log, stage_main
+from actparse.stage import SkipLedger, progress, seed_disabled, stage_log, stage_main
 
 log = stage_log("stad_detect")
 COLUMNS = ("video", "frame", "person", "label", "box", "score")
@@ -53,7 +53,6 @@ def run(params: dict, root: Path) -> None:
                      tables={out_final: "action_detections", out_p1: "action_detections"}):
         return
     import pyarrow as pa
-    from tqdm import tqdm
 
     from actparse.clips import load_video
     from actparse.dataset import BOX_SOURCES, load_person_boxes, load_videos, video_path
@@ -89,7 +88,7 @@ def run(params: dict, root: Path) -> None:
     by_video = {v: g for v, g in boxes.groupby("video", sort=False)}
     tables = {"final": [], "phase1": []}
     ledger = SkipLedger("stad_detect", root, what="test videos")
-    for row in tqdm(list(test.itertuples(index=False)), desc="stad detect", unit="video", disable=None):
+    for row in progress(list(test.itertuples(index=False)), "stad_detect"):
         g = by_video.get(row.video)
         if g is None:
             continue

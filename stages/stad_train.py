@@ -35,7 +35,7 @@ from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
-from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
+from actparse.stage import (SkipLedger, progress, given_model, model_folder, seed_disabled, stage_log, stage_main,
                             use_given_model)
 
 log = stage_log("stad_train")
@@ -101,11 +101,10 @@ def run(params: dict, root: Path) -> None:
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
 
     t0, c0 = time.time(), time.process_time()
-    from tqdm import tqdm
 
     decoded, pools = [], []
     ledger = SkipLedger("stad_train", root, what="train videos")
-    for row in tqdm(list(train.itertuples(index=False)), desc="stad decode", unit="video", disable=None):
+    for row in progress(list(train.itertuples(index=False)), "stad_train", "videos decoded"):
         g = by_video.get(row.video)
         if g is None:
             ledger.skip(row.video, "train video has no ground truth")
