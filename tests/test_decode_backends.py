@@ -95,18 +95,31 @@ def _mp4v(path: Path) -> None:
     w.release()
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> dict[str, Path]:
+def write_videos(folder: Path) -> None:
     import av
 
-    folder = tmp_path_factory.mktemp("backend_videos")
-    out = {}
     for name, (enc, w, h, fps, n, rot, opts) in VIDEOS.items():
         if enc in av.codecs_available:
             _encode(folder / name, enc, w, h, fps, n, rot, opts)
-            out[Path(name).stem] = folder / name
     _vfr(folder / "vfr.mp4")
     _mp4v(folder / "mp4v.mp4")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    """The test videos, encoded in a fresh process: once decord is imported (earlier tests do), PyAV's
+    libvpx-vp9 encoder refuses its options (EINVAL) in that process, since decord's bundled FFmpeg
+    libraries are loaded first."""
+    folder = tmp_path_factory.mktemp("backend_videos")
+    code = ("import sys; from pathlib import Path; import test_decode_backends as t; "
+            "t.write_videos(Path(sys.argv[1]))")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    out = {Path(name).stem: folder / name for name in VIDEOS if (folder / name).exists()}
     out.update(vfr=folder / "vfr.mp4", mp4v=folder / "mp4v.mp4")
     assert {"h264_bframes", "rot90", "vfr", "mp4v"} <= set(out)
     return out

@@ -74,8 +74,8 @@ def write_videos(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory) -> Path:
-    """The videos, encoded in a fresh process: in this one, after the models' training, libvpx-vp9
-    refuses to open (EINVAL) for a reason not found; a child process is unaffected."""
+    """The videos, encoded in a fresh process: in this one decord is already imported, and with its
+    bundled FFmpeg libraries loaded first PyAV's libvpx-vp9 refuses its options (EINVAL)."""
     import av
 
     missing = [v[1] for v in VIDEOS if v[1] not in av.codecs_available]

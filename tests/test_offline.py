@@ -64,13 +64,13 @@ SCRIPT = textwrap.dedent('''
     from pathlib import Path
 
     from _detection_data import make_project, write_params
-    from stages import detect_parts, train_part_detector
+    from stages import detect_parts, part_train_persons, train_part_detector
 
     root = Path(sys.argv[1])
     make_project(root, n_videos=6, n_test=1, n_frames=4)
     p = write_params(root / "params.yaml", parts={"crop_size": 64, "imgsz": 64, "epochs": 1, "batch": 8})
     args = ["--params", str(p), "--root", str(root)]
-    rc = train_part_detector.main(args) or detect_parts.main(args)
+    rc = part_train_persons.main(args) or train_part_detector.main(args) or detect_parts.main(args)
     sys.exit(rc)
 ''')
 
