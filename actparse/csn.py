@@ -332,8 +332,13 @@ class TrainSettings:
 
 def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str, np.ndarray], spec,
         settings: TrainSettings, seed: int = 0, device: str = "cpu", desc: str = "train",
-        position: int | None = None) -> dict:
+        position: int | None = None, val: tuple[Sequence[np.ndarray], Mapping[str, np.ndarray]] | None = None
+        ) -> dict:
     """Train ``model`` on one random clip per video per epoch; returns the per-epoch history.
+
+    ``val`` (videos, targets; the held-out train videos of ``csn.val_fraction``): after every epoch,
+    the top-1 of each head on one centre clip per video goes into ``history["val_acc"]``. It only
+    watches (:func:`actparse.train.monitoring`): the weights are those of a training without it.
 
     On CUDA the forward pass runs under bf16 autocast (no loss scaling is needed for bf16); the
     losses are computed in float32. On the CPU everything stays float32.
@@ -360,6 +365,13 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
     model.to(device).to(memory_format=mem)
     tgt = {t: torch.as_tensor(np.asarray(v), dtype=torch.long) for t, v in targets.items()}
     history = {"loss": [], "train_acc": [], "lr": []}
+    val_clips = None
+    if val is not None and len(val[0]):
+        from .clips import test_clips
+
+        val_clips = torch.cat([test_clips(v, spec, 1) for v in val[0]])
+        val_tgt = {t: np.asarray(v) for t, v in val[1].items()}
+        history["val_acc"] = []
     it = 0
     bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=None, position=position)
     for epoch in bar:
@@ -402,10 +414,18 @@ def fit(model: MultiTaskCSN, videos: Sequence[np.ndarray], targets: Mapping[str,
         history["loss"].append(tot_loss / seen)
         history["train_acc"].append({t: hits[t] / seen for t in tgt})
         history["lr"].append(lr)
+        shown = ""
+        if val_clips is not None:
+            from .train import monitoring
+
+            with monitoring(model):
+                probs = clip_probs(model, val_clips, device, settings.batch_size)
+            history["val_acc"].append({t: float((probs[t].argmax(1) == val_tgt[t]).mean()) for t in val_tgt})
+            shown = f" val_action_acc={history['val_acc'][-1].get('action', float('nan')):.2f}"
         bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{hits.get('action', 0) / seen:.2f}")
         if bar.disable:  # the stage kit's progress line (the Prefect flow shows it as progress)
-            log.info("progress: %d/%d epochs loss=%.3f train_action_acc=%.2f lr=%.3g (%s)", epoch + 1,
-                     settings.epochs, tot_loss / seen, hits.get("action", 0) / seen, lr, desc)
+            log.info("progress: %d/%d epochs loss=%.3f train_action_acc=%.2f%s lr=%.3g (%s)", epoch + 1,
+                     settings.epochs, tot_loss / seen, hits.get("action", 0) / seen, shown, lr, desc)
     if maker is not None:
         maker.close()
     model.eval()

@@ -2,11 +2,14 @@
 ``train_info.json``, as small CSV files under ``plots/train/`` that dvc.yaml declares as DVC plots.
 
 One file per trained network, always with the same columns (a model that was not trained here, i.e.
-given by the user, or a seed system that is switched off, gets a file with the header only):
+given by the user, or a seed system that is switched off, gets a file with the header only; a ``val_``
+column is empty where the configuration holds out no validation videos, e.g. ``csn.val_fraction: 0``):
 
-    person_detector.csv, part_detector.csv   epoch, box_loss, cls_loss, dfl_loss   (ultralytics' train losses)
-    pose.csv                                  epoch, loss                          (HRNet heatmap MSE)
-    csn_ip.csv, csn_ir.csv                    epoch, loss, action_acc              (train loss, train top-1 of the action head)
+    person_detector.csv, part_detector.csv   epoch, box_loss, cls_loss, dfl_loss, val_map50
+                                              (ultralytics' train losses; val AP@0.5 on the held-out train videos)
+    pose.csv                                  epoch, loss, val_pck                 (HRNet heatmap MSE; PCK@0.2 on the held-out videos)
+    csn_ip.csv, csn_ir.csv                    epoch, loss, action_acc, val_action_acc
+                                              (train loss, train top-1 of the action head; top-1 on csn.val_fraction's videos)
     stad.csv                                  epoch, loss, phase                   (phase 1, then phase 2 continuing the count)
     gym_event.csv, gym_set.csv, gym_element.csv   epoch, loss, train_acc
     gym_joint.csv                             epoch, loss
@@ -25,11 +28,11 @@ import pandas as pd
 
 #: file stem -> (model folder under artifacts/models, columns after ``epoch``)
 CURVES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "person_detector": ("person_detector", ("box_loss", "cls_loss", "dfl_loss")),
-    "pose": ("pose", ("loss",)),
-    "part_detector": ("part_detector", ("box_loss", "cls_loss", "dfl_loss")),
-    "csn_ip": ("csn", ("loss", "action_acc")),
-    "csn_ir": ("csn", ("loss", "action_acc")),
+    "person_detector": ("person_detector", ("box_loss", "cls_loss", "dfl_loss", "val_map50")),
+    "pose": ("pose", ("loss", "val_pck")),
+    "part_detector": ("part_detector", ("box_loss", "cls_loss", "dfl_loss", "val_map50")),
+    "csn_ip": ("csn", ("loss", "action_acc", "val_action_acc")),
+    "csn_ir": ("csn", ("loss", "action_acc", "val_action_acc")),
     "stad": ("stad", ("loss", "phase")),
     "gym_event": ("gym", ("loss", "train_acc")),
     "gym_set": ("gym", ("loss", "train_acc")),
@@ -81,14 +84,12 @@ def curve(stem: str, info: dict, where: str = "train_info.json") -> pd.DataFrame
             raise ValueError(f"{where}: 'history' is not an object of per-epoch lists")
         data = {c: _series(hist, c, where) for c in columns} if hist else {}
     elif stem == "pose":
-        data = {"loss": _series(info, "loss", where)}
+        data = {"loss": _series(info, "loss", where), "val_pck": _series(info, "val_pck", where)}
     elif stem.startswith("csn_"):
         var = (info.get("variants") or {}).get(stem[4:])
         if var:
-            loss = _series(var, "loss", where)
-            acc = [a.get("action", math.nan) if isinstance(a, dict) else math.nan for a in var.get("train_acc") or []]
-            data = {"loss": loss, "action_acc": [_num(a, f"{where}: train_acc") for a in acc] if acc else
-                    [math.nan] * len(loss)}
+            data = {"loss": _series(var, "loss", where), "action_acc": _task_acc(var, "train_acc", where),
+                    "val_action_acc": _task_acc(var, "val_acc", where)}
     elif stem == "stad":
         p1, p2 = _series(info, "phase1_loss", where), _series(info, "phase2_loss", where)
         data = {"loss": p1 + p2, "phase": [1] * len(p1) + [2] * len(p2)}
@@ -98,7 +99,22 @@ def curve(stem: str, info: dict, where: str = "train_info.json") -> pd.DataFrame
             data = {c: _series(hist, c, where) for c in columns}
     elif stem == "partattn":
         data = {"loss": _series(info, "loss", where)}
-    return _frame(columns, data)
+    return _frame(columns, _pad_val(data))
+
+
+def _task_acc(var: dict, key: str, where: str) -> list[float]:
+    """The action head's per-epoch accuracy from a list of {task: accuracy} (NaN where absent)."""
+    acc = var.get(key) or []
+    if not isinstance(acc, list):
+        raise ValueError(f"{where}: {key!r} is not a list of per-epoch values")
+    return [_num(a.get("action", math.nan) if isinstance(a, dict) else math.nan, f"{where}: {key}[{i}]")
+            for i, a in enumerate(acc)]
+
+
+def _pad_val(data: dict[str, list]) -> dict[str, list]:
+    """Absent per-epoch columns (no validation videos, no train accuracy) as NaN, one per epoch."""
+    n = max((len(v) for v in data.values()), default=0)
+    return {k: (v if v else [math.nan] * n) for k, v in data.items()}
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -333,10 +333,16 @@ def train_step(model: "PoseHRNet", optimizer: "torch.optim.Optimizer", images: "
 def train(model: "PoseHRNet", samples: PoseSamples, epochs: int, input_size: tuple[int, int], *,
           batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0, sigma: float = 2.0,
           aug: AugmentConfig | None = None, seed: int = 0, device: str = "cpu",
-          progress: bool | None = None) -> list[float]:
-    """Adam + cosine decay (linear warm-up over the first 5% of steps); returns the mean loss per epoch."""
+          progress: bool | None = None, validate: Callable[[], float] | None = None) -> list[float]:
+    """Adam + cosine decay (linear warm-up over the first 5% of steps); returns the mean loss per epoch.
+
+    ``validate`` (e.g. PCK@0.2 on held-out videos) is called after every epoch, with the model in eval
+    mode and the random states put back afterwards (:func:`actparse.train.monitoring`), so it only
+    watches: the weights are those of a training without it. Its value goes into the progress line."""
     import torch
     from tqdm import tqdm
+
+    from .train import monitoring
 
     if epochs <= 0 or len(samples) == 0:
         return []
@@ -364,7 +370,12 @@ def train(model: "PoseHRNet", samples: PoseSamples, epochs: int, input_size: tup
             sched.step()
             bar.update(1)
         history.append(float(np.mean(losses)) if losses else float("nan"))
-        log.info("progress: %d/%d epochs loss=%.6f (%.0fs)", ep + 1, epochs, history[-1], time.time() - t0)
+        val = ""
+        if validate is not None:
+            with monitoring(model):
+                model.eval()
+                val = f" val_pck={validate():.4f}"
+        log.info("progress: %d/%d epochs loss=%.6f%s (%.0fs)", ep + 1, epochs, history[-1], val, time.time() - t0)
     bar.close()
     model.eval()
     return history

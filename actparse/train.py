@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -37,6 +38,27 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     deterministic_algorithms()
+
+
+@contextmanager
+def monitoring(model: nn.Module | None = None):
+    """Run a per-epoch validation that only watches the training: the Python, NumPy and torch random
+    states (CUDA's too) are put back afterwards and ``model`` (if given) goes back to its train/eval
+    mode, so the trained weights are the same with or without the validation (tested)."""
+    py, npst, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    was_training = model.training if model is not None else None
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npst)
+        torch.set_rng_state(th)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if model is not None:
+            model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -483,24 +483,46 @@ def _log_epoch(trainer) -> None:
     except (TypeError, ValueError):
         loss = None
     extra = "" if loss is None or not math.isfinite(loss) else f" loss={loss:.4g}"
-    # with val=False (how actparse trains) ultralytics keeps zeros in trainer.metrics: no val number then
-    validated = bool(getattr(getattr(trainer, "args", None), "val", False))
-    fit = (getattr(trainer, "metrics", None) or {}).get("metrics/mAP50(B)") if validated else None
-    extra += f" val_map50={float(fit):.4g}" if fit is not None else ""
+    fit = (getattr(trainer, "_actparse_val", None) or {}).get(done)
+    extra += f" val_map50={fit:.4g}" if fit is not None else ""
     log.info("progress: %d/%d epochs%s", done, trainer.epochs, extra)
+
+
+def _validate_epoch(trainer) -> None:
+    """ultralytics callback: the val AP@0.5 of this epoch's EMA model, kept in ``trainer._actparse_val``
+    ({epoch: mAP50}) for the training curves. actparse trains with ``val=False``, so ultralytics itself
+    validates only after the last epoch (and keeps that model); the other epochs are validated here,
+    outside the trainer's bookkeeping (its fitness, best.pt and early stopping are untouched) and with
+    the random states put back, so the weights are those of a run without it."""
+    from .train import monitoring
+
+    done = int(trainer.epoch) + 1
+    vals = trainer.__dict__.setdefault("_actparse_val", {})
+    validated = bool(trainer.args.val) or done >= int(trainer.epochs)
+    if validated:
+        metrics = trainer.metrics or {}
+    else:
+        with monitoring():
+            metrics = trainer.validator(trainer) or {}
+    fit = metrics.get("metrics/mAP50(B)")
+    if fit is not None and math.isfinite(float(fit)):
+        vals[done] = round(float(fit), 6)
 
 
 def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: str = "yolo11n.yaml",
           weights: str | os.PathLike | None = None, epochs: int = 10, imgsz: int = 160, batch: int = 16,
           lr0: float = 0.01, optimizer: str = "auto", device: str = "cpu", seed: int = 0, workers: int = 0,
-          patience: int = 100, threads: int = 0, amp: bool = False, **overrides) -> TrainResult:
+          patience: int = 100, threads: int = 0, amp: bool = False, monitor_val: bool = True,
+          **overrides) -> TrainResult:
     """Train a detector; ``weights`` (a ``.pt``) fine-tunes it, else a fresh ``model`` yaml is trained.
 
     The ultralytics run goes to ``run_dir/train`` (overwritten). Extra keyword arguments are
     passed on as ultralytics train arguments (e.g. ``mosaic=0.5``, ``hsv_h=0.0``, ``fliplr=0``).
     ``threads``: torch CPU threads (0 = the default), see :func:`set_threads`. ``amp``: bf16 autocast
     on a CUDA device that supports it (ultralytics' fp16 AMP self-check would download a checkpoint,
-    bf16 skips it); ignored on CPU.
+    bf16 skips it); ignored on CPU. ``monitor_val``: when the data set has its own val split, also
+    validate after every epoch (val AP@0.5 per epoch in ``history["val_map50"]``, the training curves);
+    the trained weights are the same either way.
     """
     set_threads(threads)
     data_yaml = Path(data_yaml).resolve()
@@ -525,6 +547,8 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
     cwd = os.getcwd()
     try:
         os.chdir(run_dir)  # anything ultralytics writes relative to the cwd stays in the run folder
+        if monitor_val and _has_val_split(data_yaml):
+            yolo.add_callback("on_fit_epoch_end", _validate_epoch)
         yolo.add_callback("on_fit_epoch_end", _log_epoch)
         yolo.train(**args)
     finally:
@@ -547,13 +571,31 @@ def train(data_yaml: str | os.PathLike, run_dir: str | os.PathLike, *, model: st
         map50=float(metrics.get("metrics/mAP50(B)", float("nan"))),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
         class_map50=_class_map50(getattr(trainer, "validator", None), data.get("names")),
-        history=_loss_history(Path(trainer.save_dir) / "results.csv"),
+        history=_with_val(_loss_history(Path(trainer.save_dir) / "results.csv"),
+                          getattr(trainer, "_actparse_val", None)),
     )
 
 
+def _has_val_split(data_yaml: Path) -> bool:
+    """Whether the data set's val images are not its train images (see :func:`export_dataset`)."""
+    import yaml
+
+    data = yaml.safe_load(Path(data_yaml).read_text())
+    return bool(data.get("val")) and data.get("val") != data.get("train")
+
+
+def _with_val(history: dict, vals: dict | None) -> dict:
+    """``history`` plus ``val_map50`` (one value per epoch) when every epoch was validated."""
+    n = len(next(iter(history.values()))) if history else 0
+    if vals and n and all(e in vals for e in range(1, n + 1)):
+        history = {**history, "val_map50": [vals[e] for e in range(1, n + 1)]}
+    return history
+
+
 #: the per-epoch columns of ultralytics' results.csv kept in train_info.json (its "time" column is left
-#: out so that the same training writes the same file; the val metrics are 0 on epochs without a
-#: validation, and training validates only after the last epoch)
+#: out so that the same training writes the same file; its val columns are 0 on epochs without a
+#: validation: ultralytics validates only after the last epoch, the per-epoch val AP@0.5 comes from
+#: :func:`_validate_epoch` instead)
 HISTORY_COLUMNS = {"train/box_loss": "box_loss", "train/cls_loss": "cls_loss", "train/dfl_loss": "dfl_loss"}
 
 

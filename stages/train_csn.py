@@ -108,7 +108,7 @@ def train_variant(job: dict) -> dict:
         log.info("%s-CSN: loaded %d pretrained tensors from %s", variant, n, pre)
     t1 = time.time()
     history = fit(model, job["clips"], job["targets"], job["spec"], settings, seed=job["seed"],
-                  device=job["device"], desc=f"train {variant}-CSN", position=job["position"])
+                  device=job["device"], desc=f"train {variant}-CSN", position=job["position"], val=job["val"])
     secs = time.time() - t1
     model.to("cpu").to(memory_format=torch.contiguous_format)
     extra = {"clip": job["clip_info"], "pretrained": str(pre) if pre else None}
@@ -122,7 +122,8 @@ def train_variant(job: dict) -> dict:
     return {"config": job["cfg"].to_dict(), "parameters": n_params, "seconds": round(secs, 2),
             "threads": job["threads"], "pretrained": str(pre) if pre else None,
             "final_loss": history["loss"][-1], "final_train_acc": history["train_acc"][-1],
-            "loss": history["loss"], "train_acc": history["train_acc"]}
+            "loss": history["loss"], "train_acc": history["train_acc"],
+            **({"val_acc": history["val_acc"]} if "val_acc" in history else {})}
 
 
 def use_given_model(paths: Paths, given: Path, variants: list[str]) -> None:
@@ -195,6 +196,14 @@ def run(params: dict, root: Path) -> None:
                          f"task {missing[0][1]!r}); rerun part_labels")
     targets = {t: np.array([index[t][lab[(n, t)]] for n in names], dtype=np.int64) for t in tasks}
     clips = [decoded[n] for n in names]
+    val = None
+    if val_videos:  # watched after every epoch (top-1 per head, one centre clip per video)
+        vrec = videos.set_index("video").loc[val_videos].reset_index().to_dict("records")
+        vdec = decode_videos(droot, vrec, spec.cache_short_side, ledger, "load validation videos",
+                             decode_backend(params))
+        kept = [n for n in val_videos if n in vdec and all((n, t) in lab.index and lab[(n, t)] in index[t]
+                                                           for t in tasks)]
+        val = ([vdec[n] for n in kept], {t: np.array([index[t][lab[(n, t)]] for n in kept], np.int64) for t in tasks})
     decode_s = time.time() - t0
     log.info("loaded %d train videos in %.1fs (%d skipped)", len(names), decode_s, ledger.n_failed)
 
@@ -208,7 +217,7 @@ def run(params: dict, root: Path) -> None:
                      pretrained=pretrained_path(params, variant), key_map=key_map, clips=clips, targets=targets,
                      spec=spec, settings=settings, seed=seed + 1000 * k, device=device, threads=threads,
                      out=out_dir / f"{variant}.pt", classes=classes, clip_info=info["clip"], position=k,
-                     val_videos=val_videos)
+                     val_videos=val_videos, val=val)
                 for k, variant in enumerate(variants)]
         if procs > 1:
             log.info("training %s in %d processes, %d torch thread(s) each", "+".join(variants), procs, threads)

@@ -3,8 +3,8 @@
 Reads:  artifacts/frames.parquet (JPEG frames), <data.root>/videos.parquet (splits) and
         <data.root>/gt_persons.parquet (GT person boxes + 17 COCO keypoints with visibility).
 Writes: artifacts/models/pose/model.pt (our checkpoint: arch, input_size, num_keypoints, state_dict) and
-        artifacts/models/pose/train_info.json (epochs, loss per epoch, time, PCK@0.2 / mean error / OKS
-        on held-out train videos, and on the test split with GT boxes when keypoints.eval_test).
+        artifacts/models/pose/train_info.json (epochs, loss and held-out PCK@0.2 per epoch, time, PCK@0.2 /
+        mean error / OKS on held-out train videos, and on the test split with GT boxes when keypoints.eval_test).
 Params: seed, device, keypoints.arch (hrnet_w18_small | hrnet_w18_small_v2 | hrnet_w18 | hrnet_w32 |
         hrnet_w48), keypoints.input_size [h, w], keypoints.checkpoint (optional: our or an mmpose HRNet
         .pth to start from; with keypoints.epochs 0 it is used as is, at its own input size, and no
@@ -120,6 +120,8 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
             log.warning("keypoints.epochs is 0 and no keypoints.checkpoint is given: the pose model is untrained")
 
     history: list[float] = []
+    val_pck: list[float] = []  # per epoch, when videos are held out
+    watched = None  # the held-out samples, once loaded
     n_fit = 0
     if epochs > 0:
         fit, stats = load_pose_samples(paths.frames, gt_path, fit_videos)
@@ -128,8 +130,16 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
             raise ValueError(f"{paths.frames} + {gt_path}: only {n_fit} GT persons on train-split frames; "
                              f"cannot train the pose model")
         log.info("training %s on %d persons (%d frames) for %d epochs", model.arch, n_fit, stats["frames"], epochs)
+        watch = None
+        if val_videos and has_gt and not no_kp_gt:  # PCK@0.2 on the held-out videos after every epoch
+            watched, _ = load_pose_samples(paths.frames, gt_path, val_videos)
+
+            def watch() -> float:
+                est = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
+                val_pck.append(round(float(evaluate_samples(est, watched)["pck"]), 6))
+                return val_pck[-1]
         history = train(model, fit, epochs, input_size, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                        sigma=sigma, aug=aug, seed=seed, device=device)
+                        sigma=sigma, aug=aug, seed=seed, device=device, validate=watch)
         del fit
     train_time = time.time() - t0
 
@@ -137,7 +147,8 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
 
     estimator = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
     result = {"arch": model.arch, "input_size": list(input_size), "start": start, "epochs": epochs,
-              "loss": history, "final_loss": history[-1] if history else None, "n_train_persons": n_fit,
+              "loss": history, "val_pck": val_pck, "final_loss": history[-1] if history else None,
+              "n_train_persons": n_fit,
               "train_videos": len(fit_videos), "val_videos": len(val_videos), "flip_test": flip_test,
               "train_time_s": round(train_time, 1), "device": device, "determinism": determinism.report()}
     if no_kp_gt:
@@ -147,7 +158,7 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
     elif not has_gt:
         log.info("%s: no ground truth: pose metrics skipped (checkpoint used as is)", gt_path)
     if val_videos and has_gt:
-        val, _ = load_pose_samples(paths.frames, gt_path, val_videos)
+        val = watched if watched is not None else load_pose_samples(paths.frames, gt_path, val_videos)[0]
         result["val"] = evaluate_samples(estimator, val)
         log.info("held-out train videos: PCK@0.2 %.3f, mean error %.2f px", result["val"]["pck"],
                  result["val"]["mean_error_px"])

@@ -457,6 +457,30 @@ def test_variants_in_parallel_processes_equal_one_after_another(tmp_path):
         train_csn.training_processes({"csn": {"train_workers": -1}}, 2, "cpu")
 
 
+def test_per_epoch_validation_only_watches():
+    """fit() with held-out videos records each head's top-1 per epoch; the weights (dropout on, so the
+    torch random stream matters) equal those of the same training without them."""
+    from actparse.csn import TrainSettings, fit
+
+    spec = C.ClipSpec(num_frames=4, interval=2, short_side=24, crop=(20, 20), train_short_side=(24, 30),
+                      flip=True, color_jitter=0.4, grayscale_prob=0.0, background="none", reverse_prob=0.0)
+    vids = [np.random.default_rng(k).integers(0, 255, (12, 24, 32, 3), dtype=np.uint8) for k in range(6)]
+    targets = {"action": np.array([0, 1, 2, 0]), "hand": np.array([1, 0, 1, 0])}
+    val = (vids[4:], {"action": np.array([1, 2]), "hand": np.array([0, 1])})
+    settings = TrainSettings(epochs=3, batch_size=2, lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True,
+                             warmup_iters=0, lr_steps=(2.0,), lr_gamma=0.1, mixup_alpha=0.0)
+    runs = []
+    for held in (val, None):
+        model = tiny("ir", dropout=0.5)
+        hist = fit(model, vids[:4], targets, spec, settings, seed=0, val=held)
+        runs.append((hist, model.state_dict()))
+    (watched, a), (plain, b) = runs
+    assert len(watched["val_acc"]) == 3 and "val_acc" not in plain
+    assert all(set(acc) == {"action", "hand"} and all(v in (0.0, 0.5, 1.0) for v in acc.values())
+               for acc in watched["val_acc"])
+    assert watched["loss"] == plain["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_threaded_clip_maker_gives_the_same_clips_whatever_the_threads():
     """The CUDA path's clip pool: clips depend on the seeds drawn in batch order, not on timing."""
     from actparse.csn import _ClipMaker

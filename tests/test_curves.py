@@ -15,10 +15,12 @@ from stages import training_curves
 INFOS = {
     "person_detector": {"trained": True, "epochs": 3, "history": {"box_loss": [2.0, 1.5, 1.2],
                                                                    "cls_loss": [3.0, 2.0, 1.0],
-                                                                   "dfl_loss": [1.1, 1.0, 0.9]}},
-    "pose": {"epochs": 2, "loss": [0.004, 0.002], "final_loss": 0.002},
+                                                                   "dfl_loss": [1.1, 1.0, 0.9],
+                                                                   "val_map50": [0.2, 0.5, 0.7]}},
+    "pose": {"epochs": 2, "loss": [0.004, 0.002], "val_pck": [0.6, 0.8], "final_loss": 0.002},
     "part_detector": {"trained": False, "skipped": "no parts in the ground truth; no parts.weights given"},
-    "csn": {"variants": {"ip": {"loss": [2.3, 2.1], "train_acc": [{"action": 0.1, "hand": 0.2}, {"action": 0.3}]},
+    "csn": {"variants": {"ip": {"loss": [2.3, 2.1], "train_acc": [{"action": 0.1, "hand": 0.2}, {"action": 0.3}],
+                                "val_acc": [{"action": 0.25, "hand": 0.5}, {"action": 0.5, "hand": 0.5}]},
                          "ir": {"loss": [2.2, 1.9], "train_acc": [{"action": 0.2}, {"action": 0.4}]}}},
     "stad": {"enabled": True, "phase1_loss": [1.0, 0.8, 0.7], "phase2_loss": [0.5, 0.4]},
     "gym": {"enabled": True, "history": {"event": {"loss": [1.0, 0.5], "train_acc": [0.5, 0.7]},
@@ -46,7 +48,11 @@ def test_training_curves_stage_writes_every_curve(tmp_path):
     for stem, (_, cols) in CURVES.items():
         assert list(read[stem].columns) == ["epoch", *cols], stem
     assert read["person_detector"].cls_loss.tolist() == [3.0, 2.0, 1.0]
+    assert read["person_detector"].val_map50.tolist() == [0.2, 0.5, 0.7]
     assert read["pose"].epoch.tolist() == [1, 2] and read["pose"].loss.tolist() == [0.004, 0.002]
+    assert read["pose"].val_pck.tolist() == [0.6, 0.8]
+    # validation per epoch where videos were held out (ip); none held out (ir): an empty column
+    assert read["csn_ip"].val_action_acc.tolist() == [0.25, 0.5] and read["csn_ir"].val_action_acc.isna().all()
     assert len(read["part_detector"]) == 0 and len(read["partattn"]) == 0  # not trained / switched off
     assert read["csn_ip"].action_acc.tolist() == [0.1, 0.3] and read["csn_ir"].loss.tolist() == [2.2, 1.9]
     assert read["stad"].phase.tolist() == [1, 1, 1, 2, 2] and read["stad"].epoch.tolist() == [1, 2, 3, 4, 5]
@@ -60,7 +66,7 @@ def test_training_curves_stage_writes_every_curve(tmp_path):
 def test_a_model_folder_without_train_info_gets_an_empty_curve(tmp_path):
     done = write_curves(_models(tmp_path, {"pose": INFOS["pose"]}) / "artifacts/models", tmp_path / "out")
     assert done["pose"] == 2 and done["csn_ip"] == 0
-    assert (tmp_path / "out/csn_ip.csv").read_text().strip() == "epoch,loss,action_acc"
+    assert (tmp_path / "out/csn_ip.csv").read_text().strip() == "epoch,loss,action_acc,val_action_acc"
 
 
 @pytest.mark.parametrize("info, msg", [

@@ -212,7 +212,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("det")
     truth = make_project(root)
-    params_path = write_params(root / "params.yaml")
+    params_path = write_params(root / "params.yaml", person={"val_fraction": 0.25})  # 1 of 4 train videos held out
     params = load_params(params_path)
     results = []
     real_train = yolo.train
@@ -255,7 +255,7 @@ def test_tiny_train_finds_the_obvious_person(trained):
     root, truth, _ = trained
     paths = Paths(root)
     info = json.loads((paths.models / "person_detector" / "train_info.json").read_text())
-    assert info["trained"] is True and info["epochs"] == 40 and info["train_images"] == 32
+    assert info["trained"] is True and info["epochs"] == 40 and info["train_images"] == 24
     assert not (paths.models / "person_detector" / "_work").exists()
     p = read_df(paths.persons, "persons")
     hits = 0
@@ -278,12 +278,15 @@ def test_training_records_per_epoch_losses_as_a_curve(trained, tmp_path):
     root, _, _ = trained
     info = json.loads((Paths(root).models / "person_detector" / "train_info.json").read_text())
     hist = info["history"]
+    val = hist.pop("val_map50")  # validated after every epoch on the held-out train videos
     assert set(hist) == {"box_loss", "cls_loss", "dfl_loss"}
-    assert all(len(v) == info["epochs"] == 40 for v in hist.values())
+    assert all(len(v) == info["epochs"] == 40 for v in [*hist.values(), val])
     assert all(np.isfinite(v).all() and min(v) > 0 for v in hist.values())
-    assert all(len(set(v)) > 10 for v in hist.values())  # one value per epoch, not a repeated summary
+    assert all(len(set(v)) > 5 for v in [*hist.values(), val])  # one value per epoch, not a repeated summary
+    assert val[-1] == pytest.approx(info["val_map50"], abs=1e-4) and max(val[:10]) < 0.5 < val[-1]  # it learns
     df = curve("person_detector", info)
-    assert list(df.columns) == ["epoch", "box_loss", "cls_loss", "dfl_loss"] and list(df.epoch) == list(range(1, 41))
+    assert list(df.columns) == ["epoch", "box_loss", "cls_loss", "dfl_loss", "val_map50"]
+    assert list(df.epoch) == list(range(1, 41)) and list(df.val_map50) == pytest.approx(val)
     done = write_curves(Paths(root).models, tmp_path / "train")
     assert done["person_detector"] == 40 and done["pose"] == 0  # no pose model in this project: header only
     assert (tmp_path / "train" / "pose.csv").read_text().strip() == "epoch,loss"
@@ -339,3 +342,32 @@ def test_detect_persons_needs_a_model(tmp_path):
     params = load_params(write_params(tmp_path / "params.yaml"))
     with pytest.raises(FileNotFoundError, match="model.pt"):
         detect_persons.run(params, tmp_path)
+
+
+def test_per_epoch_validation_watches_without_changing_the_weights(tmp_path):
+    """With a val split, every epoch gets its val AP@0.5 (the last one is ultralytics' own final
+    validation); the weights are bit for bit those of the same training without the per-epoch runs."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    images, boxes, classes = [], [], []
+    for i in range(16):
+        img = np.full((64, 64, 3), 40, np.uint8)
+        x, y = rng.integers(4, 30, 2)
+        img[y:y + 28, x:x + 20] = 220
+        images.append(img)
+        boxes.append(np.array([[x, y, x + 20, y + 28]], float))
+        classes.append(np.array([0]))
+    val = np.arange(16) % 4 == 0
+    data = yolo.export_dataset(tmp_path / "ds", images, boxes, classes, ["person"], val_mask=val)
+    common = dict(epochs=3, imgsz=32, batch=4, seed=0, mosaic=0.0, threads=1)
+    watched = yolo.train(data, tmp_path / "a", **common)
+    plain = yolo.train(data, tmp_path / "b", monitor_val=False, **common)
+    vals = watched.history["val_map50"]
+    assert len(vals) == 3 and all(0.0 <= v <= 1.0 for v in vals)
+    assert vals[-1] == pytest.approx(watched.map50, abs=1e-6)  # the last epoch: ultralytics' own validation
+    assert "val_map50" not in plain.history
+    assert watched.history["box_loss"] == plain.history["box_loss"]
+    a = torch.load(watched.weights, map_location="cpu", weights_only=False)["model"].state_dict()
+    b = torch.load(plain.weights, map_location="cpu", weights_only=False)["model"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -12,7 +12,8 @@ from actparse.constants import FLIP_PAIRS, NUM_KEYPOINTS, SKELETON
 from actparse.hrnet import (MMPOSE_BACKBONE_KEY, CheckpointError, build_pose_model, decode_heatmaps,
                             encode_heatmaps, flip_back, heatmap_loss, load_checkpoint, save_checkpoint)
 from actparse.pose import (AugmentConfig, PoseSamples, affine_matrices, apply_affine, back_project,
-                           box_to_center_size, crop_people, make_batch, pose_metrics, train_step)
+                           PoseEstimator, box_to_center_size, crop_people, evaluate_samples, make_batch, pose_metrics,
+                           train_step)
 
 torch.set_num_threads(1)
 
@@ -255,6 +256,31 @@ def test_one_training_step_decreases_the_loss():
     assert after < before
 
 
+def test_per_epoch_validation_only_watches():
+    """A per-epoch validation (that itself draws random numbers, as augmentations would) is called once
+    per epoch in eval mode, and the trained weights equal those of the same training without it."""
+    from actparse.pose import train
+
+    fit, held = _make_samples(4, seed=0), _make_samples(2, seed=1)
+    aug = AugmentConfig(scale=0.2, rotation=10.0, shift=0.05, flip=True)
+    calls = []
+
+    def watch():
+        calls.append(model.training)
+        torch.rand(5), np.random.rand(3)  # noqa: B018 - random draws the training must not see
+        est = PoseEstimator(model, (96, 64), "cpu", flip_test=False, batch_size=8)
+        return evaluate_samples(est, held)["pck"]
+
+    weights = []
+    for validate in (watch, None):
+        torch.manual_seed(0)
+        model = build_pose_model("hrnet_w18_small")
+        train(model, fit, 2, (96, 64), batch_size=4, aug=aug, seed=0, validate=validate)
+        weights.append(model.state_dict())
+    assert calls == [False, False]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_pose_metrics_perfect_and_shifted():
     gt = np.zeros((2, NUM_KEYPOINTS, 3))
     gt[..., :2] = np.random.default_rng(0).uniform(10, 50, (2, NUM_KEYPOINTS, 2))
@@ -331,6 +357,7 @@ def test_pose_stages_end_to_end(tmp_path):
     info = json.loads((paths.models / "pose" / "train_info.json").read_text())
     assert info["epochs"] == 2 and len(info["loss"]) == 2 and info["n_train_persons"] == 8
     assert 0 <= info["val"]["pck"] <= 1 and info["test_gt_boxes"]["n_persons"] == 4
+    assert len(info["val_pck"]) == 2 and info["val_pck"][-1] == pytest.approx(info["val"]["pck"], abs=1e-6)
     _, ck = load_checkpoint(paths.models / "pose" / "model.pt")
     assert tuple(ck["input_size"]) == (96, 64)
 

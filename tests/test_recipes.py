@@ -313,6 +313,14 @@ def test_search_end_to_end_on_tiny_videos(tmp_path):
     labels = read_df(paths.part_labels / "labels.parquet", "part_labels")
     act = dict(labels.loc[labels.task == "action", ["video", "label"]].itertuples(index=False))
     assert sorted(act[v] for v in val) == ["side", "updown"]
+    from actparse.curves import curve  # the held-out videos are also watched after every epoch
+
+    for variant in ("ip", "ir"):
+        var = info["variants"][variant]
+        assert len(var["val_acc"]) == len(var["loss"]) == params["csn"]["epochs"]
+        assert all(acc["action"] in (0.0, 0.5, 1.0) for acc in var["val_acc"])
+        df = curve(f"csn_{variant}", info)
+        assert df.val_action_acc.tolist() == [acc["action"] for acc in var["val_acc"]]
 
     csn_stage.run(params, tmp_path)
     rep = json.loads((paths.metrics / "ensemble.json").read_text())
