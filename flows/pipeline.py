@@ -311,10 +311,14 @@ def _detect_gpu() -> bool:
 @flow(name="actparse", log_prints=True, validate_parameters=False)
 def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[str] | None = None,
              force: bool = False, single_item: bool = False, use_gpu: bool | None = None,
-             threads: dict | None = None):
+             threads: dict | None = None, compare_to: str | None = None):
     """The dvc.yaml DAG: each stage is submitted as soon as its upstream stages are done (``wait_for``
     edges), so independent stages run at once; a failed stage stops only its downstream stages. Returns
-    one summary row per stage, or a Failed state naming every failed stage."""
+    one summary row per stage, or a Failed state naming every failed stage.
+
+    ``compare_to`` (a git revision, e.g. ``main``): at the end, ``actparse compare <rev> workspace``
+    is written as an HTML report under ``flow.workdir``/reports, linked from a link artifact
+    ``compare-report``, with its params and metrics as a markdown artifact ``compare-summary``."""
     log = get_run_logger()
     rootp = Path(root).resolve()
     pfile = Path(params_file)
@@ -457,6 +461,8 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
         summary = [rows.get(n) or {"stage": n, "status": "not run", "worker": "", "seconds": 0.0} for n in plan]
         create_table_artifact(summary, key="actparse-summary", description="actparse stages: what ran where")
         _report_outputs(rootp, plan)
+        if compare_to:
+            _report_compare(rootp, compare_to, workroot)
     not_run = [n for n in plan if outcome.get(n) != "ok" and n not in failures]
     if failures:
         lines = [f"{n}: {m}" for n, m in failures.items()]
@@ -481,6 +487,28 @@ def _report_outputs(root: Path, plan: list[str]) -> None:
                                  description=f"output of the DAG: {path}")
     except Exception as exc:  # noqa: BLE001 - reporting never fails a run
         get_run_logger().warning("metrics/link artifacts not written: %s", exc)
+
+
+def _report_compare(root: Path, rev: str, workroot: Path) -> Path | None:
+    """``actparse compare <rev> workspace`` as an HTML report (link artifact ``compare-report``) and a
+    markdown summary (``compare-summary``); returns the report's path (None when it could not be made)."""
+    from actparse.compare import compare, render_html, write_report
+    from flows.runinfo import compare_markdown
+
+    log = get_run_logger()
+    try:
+        cmp = compare(root, rev, "workspace")
+        out = write_report(workroot / "reports" / f"compare-{_artifact_key(rev) or 'rev'}.html",
+                           render_html(cmp, root=root))
+    except Exception as exc:  # noqa: BLE001 - reporting never fails a run
+        log.warning("compare report against %r not written: %s: %s", rev, type(exc).__name__, exc)
+        return None
+    create_link_artifact(link=out.as_uri(), link_text=f"{rev} vs this run", key="compare-report",
+                         description=f"actparse compare {rev} workspace: plots, models, changed rows (HTML)")
+    create_markdown_artifact(compare_markdown(cmp), key="compare-summary",
+                             description=f"params and metrics: {rev} vs this run")
+    log.info("compare report (%s vs this run): %s", rev, out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- launcher
@@ -513,13 +541,14 @@ def drain_prefect(timeout: float = 30.0) -> None:
 def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targets: list[str] | None = None,
                  force: bool = False, single_item: bool = False, api_url: str | None = None,
                  scheduler: str | None = None, prefect_home: str | Path | None = None,
-                 fake_gpus: int = 0, return_state: bool = False):
+                 fake_gpus: int = 0, return_state: bool = False, compare_to: str | None = None):
     """Launch :func:`pipeline` with its API and cluster; returns the summary (or the final state).
 
     ``api_url`` (else PREFECT_API_URL): report into that Prefect server; neither: a local API server
     is started for this run only. ``scheduler`` (else ACTPARSE_DASK_SCHEDULER, else flow.scheduler):
     an existing dask cluster; none: a local cluster (flow.n_workers CPU workers + a worker per CUDA
-    device; ``fake_gpus`` adds workers that only declare GPU=1, to try the routing).
+    device; ``fake_gpus`` adds workers that only declare GPU=1, to try the routing). ``compare_to``: see
+    :func:`pipeline`.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
@@ -553,7 +582,8 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
         runner = DaskTaskRunner(address=address, client_kwargs={"security": security} if security else None)
         return pipeline.with_options(task_runner=runner)(
             root=str(root), params_file=str(params_file), targets=list(targets or []) or None, force=force,
-            single_item=single_item, use_gpu=use_gpu, threads=threads, return_state=return_state)
+            single_item=single_item, use_gpu=use_gpu, threads=threads, compare_to=compare_to,
+            return_state=return_state)
 
 
 def _print_summary(rows: list[dict]) -> None:
@@ -576,10 +606,14 @@ def main(argv=None) -> int:
     parser.add_argument("--scheduler", default=None, help="dask scheduler address (default "
                         f"{C.SCHEDULER_ENV} or flow.scheduler; none: a local cluster)")
     parser.add_argument("--fake-gpus", type=int, default=0, help="extra local workers declaring GPU=1 (routing test)")
+    parser.add_argument("--compare-to", default=None, metavar="REV",
+                        help="at the end, compare this git revision (e.g. main) with the run's results: an HTML "
+                             "report under flow.workdir/reports, linked from the run's artifacts")
     args = parser.parse_args(argv)
     try:
         state = run_pipeline(args.root, args.params, args.targets, args.force, args.single_item, args.api_url,
-                             args.scheduler, fake_gpus=args.fake_gpus, return_state=True)
+                             args.scheduler, fake_gpus=args.fake_gpus, return_state=True,
+                             compare_to=args.compare_to)
     except (ValueError, FileNotFoundError) as exc:
         print(f"flows.pipeline: error: {exc}", file=sys.stderr)
         return 2

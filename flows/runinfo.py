@@ -134,3 +134,29 @@ def metrics_markdown(root: str | Path, files: Iterable[str], max_rows: int = 400
     if missing:
         md.append("\nnot written (yet): " + ", ".join(f"`{m}`" for m in missing))
     return "\n".join(md) + "\n"
+
+
+def compare_markdown(cmp, max_rows: int = 200) -> str:
+    """The params and metrics of an :class:`actparse.compare.Comparison` as markdown tables (A vs B), with
+    its problems (e.g. artifacts of a revision that are not in the DVC cache)."""
+    md = [f"# actparse compare: A = `{cmp.rev_a}`, B = `{cmp.rev_b}`", ""]
+    tables = (("Params changed", ["file", "key", "A", "B"],
+               [[p["file"], p["key"], p["old"], p["new"]] for p in cmp.params]),
+              ("Metrics", ["file", "metric", "A", "B", "change"],
+               [[m["file"], m["key"], m["old"], m["new"], m["diff"]] for m in cmp.metrics]),
+              ("Models", ["model", "stage", "status"],
+               [[m.path, m.stage, m.status] for m in cmp.models if m.status != "same"]))
+    for title, head, rows in tables:
+        md += [f"## {title}", ""]
+        if not rows:
+            md += ["(none)", ""]
+            continue
+        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(f"`{c}`" if i == 0 else _fmt(c) for i, c in enumerate(r)) + " |" for r in rows[:max_rows]]
+        if len(rows) > max_rows:
+            md.append(f"\n{len(rows) - max_rows} more rows not shown")
+        md.append("")
+    if cmp.errors:
+        md += ["## Problems", "", *[f"- {_fmt(e)}" for e in cmp.errors], ""]
+    return "\n".join(md)
+

@@ -7,8 +7,8 @@
 
 This registers the deployment ``actparse/<name>`` (default name: ``actparse``) and keeps running,
 polling the API for its runs (Ctrl-C or SIGTERM stops it and pauses the schedule, Prefect's default).
-In the UI: Deployments -> actparse -> Run (the parameters root, params_file, targets, force and
-single_item can be changed per run), or the schedule fires. Each run is the same flow as
+In the UI: Deployments -> actparse -> Run (the parameters root, params_file, targets, force,
+single_item and compare_to can be changed per run), or the schedule fires. Each run is the same flow as
 ``python -m flows.pipeline``: on a local dask cluster built from the ``flow`` section of the params
 file (flow.n_workers CPU workers plus a worker per visible CUDA device), or on the cluster named by
 --scheduler / ACTPARSE_DASK_SCHEDULER / flow.scheduler. Runs execute in this process's environment and
@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--start", default=None, help="anchor of --interval (ISO 8601 time, e.g. 2026-01-01T06:00:00Z)")
     parser.add_argument("--timezone", default=None, help="time zone of the schedule (default UTC)")
     parser.add_argument("--limit", type=int, default=1, help="runs at once (default 1: DVC runs one pipeline per repo)")
+    parser.add_argument("--compare-to", default=None, metavar="REV",
+                        help="default of the runs' compare_to parameter: each run ends with an `actparse compare "
+                             "REV workspace` report, linked from the run's artifacts (e.g. main)")
     args = parser.parse_args(argv)
 
     from actparse.cli import setup_offline_env
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
 
     with temporary_settings(updates={PREFECT_API_URL: url}):
         flow_.serve(name=args.name, schedules=schedules or None, limit=args.limit,
-                    parameters={"root": str(root), "params_file": args.params},
+                    parameters={"root": str(root), "params_file": args.params,
+                                **({"compare_to": args.compare_to} if args.compare_to else {})},
                     description="the actparse DAG of dvc.yaml (python -m flows.pipeline) as a deployment",
                     tags=["actparse"])
     return 0

@@ -13,7 +13,7 @@ import pytest
 
 from actparse.dag import DagError, load_dag
 from actparse.params import ParamError
-from flowkit import dvc, dvc_status, make_fake_project, shared_prefect_server, write_params
+from flowkit import dvc, dvc_status, make_fake_project, run, shared_prefect_server, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,12 +170,26 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
     assert _ran(rows) == [] and {r["status"] for r in rows.values()} == {"up to date"}
 
-    # 3. A param of the middle stage: it and everything downstream rerun, upstream does not.
+    # 3. A param of the middle stage: it and everything downstream rerun, upstream does not. The run is
+    # compared with the committed first run (compare_to): an HTML report behind a link artifact, and the
+    # changed params and metrics as markdown.
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "first run"], root)
     write_params(root, b__k=3)
-    rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
+    state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True, compare_to="main")
+    rows = _rows(state)
     assert _ran(rows) == ["b", "c"]
     assert (out / "c.txt").read_text() == str(3 * 12 + 1)
     assert dvc_status(root) == {}
+    arts = _artifacts(api, state.state_details.flow_run_id)
+    report = root / "work" / "reports" / "compare-main.html"
+    assert arts["compare-report"].type == "markdown"  # (a link artifact, stored as a markdown link)
+    assert arts["compare-report"].data == f"[main vs this run]({report.as_uri()})"
+    html = report.read_text()
+    assert html.lower().startswith("<!doctype html>") and "b.k" in html and "metrics/c.json" in html
+    md = arts["compare-summary"].data
+    assert "| `params.yaml` | b.k | 2 | 3 |" in md
+    assert "| `metrics/c.json` | total | 25 | 37 | 12 |" in md
 
     # 4. dvc repro and the flow agree the other way round too: after `dvc repro`, the flow has nothing to do.
     write_params(root, c__offset=5)
