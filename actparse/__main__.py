@@ -9,7 +9,7 @@
   actparse compare REV_A REV_B [--html report.html]   (params, metrics, plots, models and artifact diffs of two
       revisions; see actparse.compare)
   actparse metrics [FILE.json ...]   (the pipeline's metrics as one readable table; default metrics/*.json)
-  actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme README.md]   (seed 001 ablations as DVC
+  actparse ablate [--rows ...] [--dry-run] [--table-only] [--readme docs/results.md]   (seed 001 ablations as DVC
       experiments and their Table-1-shaped table; see actparse.ablation)
   actparse infer VIDEO_DIR --models MODELS_DIR --out OUT_DIR [--device auto|cpu|cuda]   (every output for a
       folder of videos from trained models; see actparse.infer and docs/infer.md)

@@ -22,9 +22,9 @@ BN while fine-tuning IG-65M / Sports-1M weights); the CPU default trains from sc
 statistics have nothing to keep, so "frozen BN" is its own row rather than part of row 2.
 
 ``actparse ablate`` runs the rows (``--dry-run`` prints the commands), collects each row's
-``metrics/metrics.json`` into ``metrics/ablation.json`` and prints the table; ``--readme`` also
-writes it into the README between the ``<!-- ablation:start -->`` / ``<!-- ablation:end -->``
-markers; ``--table-only`` rebuilds the table from ``metrics/ablation.json``.
+``metrics/metrics.json`` into ``metrics/ablation.json`` and prints the table; ``--readme FILE`` also
+writes it into a markdown file (docs/results.md) between the ``<!-- ablation:start -->`` /
+``<!-- ablation:end -->`` markers; ``--table-only`` rebuilds the table from ``metrics/ablation.json``.
 """
 
 from __future__ import annotations
