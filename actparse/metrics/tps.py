@@ -113,24 +113,19 @@ class TPSResult:
 # ----------------------------------------------------------------------------------- geometry
 def human_iou_matrix32(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.ndarray:
     """Official ``bbox_iou`` on float32 boxes, for aligned pairs (``gt[k]``, ``pred[k]``)."""
-    one = np.float32(1) if plus_one else np.float32(0)
-    xa = np.maximum(gt[:, 0], pred[:, 0])
-    ya = np.maximum(gt[:, 1], pred[:, 1])
-    xb = np.minimum(gt[:, 2], pred[:, 2])
-    yb = np.minimum(gt[:, 3], pred[:, 3])
-    iw = xb - xa + one
-    ih = yb - ya + one
-    inter = iw * ih
-    aa = (gt[:, 2] - gt[:, 0] + one) * (gt[:, 3] - gt[:, 1] + one)
-    ab = (pred[:, 2] - pred[:, 0] + one) * (pred[:, 3] - pred[:, 1] + one)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / (aa + ab - inter)
-    return np.where((iw <= 0) | (ih <= 0), np.float32(-1.0 if plus_one else 0.0), iou).astype(np.float32)
+    one, fill = (np.float32(1), np.float32(-1.0)) if plus_one else (np.float32(0), np.float32(0.0))
+    return _aligned_iou(gt, pred, one, fill).astype(np.float32)
 
 
 def part_iou64(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.ndarray:
     """Official ``bbox_iou`` on JSON numbers (Python floats = float64), aligned pairs."""
-    one = 1.0 if plus_one else 0.0
+    return _aligned_iou(gt, pred, *((1.0, -1.0) if plus_one else (0.0, 0.0)))
+
+
+def _aligned_iou(gt: np.ndarray, pred: np.ndarray, one, fill) -> np.ndarray:
+    """``bbox_iou`` of aligned pairs with ``one`` added to widths and heights (the official +1) and
+    ``fill`` where the boxes do not overlap; ``one`` and ``fill`` carry the arithmetic's type (NumPy
+    float32 scalars for the float32 variant, Python floats for float64), as the official code has it."""
     xa = np.maximum(gt[:, 0], pred[:, 0])
     ya = np.maximum(gt[:, 1], pred[:, 1])
     xb = np.minimum(gt[:, 2], pred[:, 2])
@@ -142,7 +137,7 @@ def part_iou64(gt: np.ndarray, pred: np.ndarray, plus_one: bool = True) -> np.nd
     ab = (pred[:, 2] - pred[:, 0] + one) * (pred[:, 3] - pred[:, 1] + one)
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = inter / (aa + ab - inter)
-    return np.where((iw <= 0) | (ih <= 0), -1.0 if plus_one else 0.0, iou)
+    return np.where((iw <= 0) | (ih <= 0), fill, iou)
 
 
 def _boxes(items, dtype, what: str, whole: bool = False, frame_counts=None) -> np.ndarray:
