@@ -258,15 +258,26 @@ def _progress_checks(records, monkeypatch):
         Progress(1)
     # YOLO training reports each epoch through the same line
     records.clear()
+    calls = []
+
+    def validator(tr):
+        calls.append(tr.epoch + 1)
+        torch.rand(3)  # a random draw the training must not see
+        return {"metrics/mAP50(B)": 0.125, "fitness": 0.5}
+    state = torch.get_rng_state()
     trainer = SimpleNamespace(epoch=2, epochs=5, tloss={"box": torch.tensor(0.5), "cls": torch.tensor(0.25)},
-                              metrics={"metrics/mAP50(B)": 0.125}, args=SimpleNamespace(val=True))
+                              metrics={}, args=SimpleNamespace(val=False), validator=validator)
+    yolo._validate_epoch(trainer)  # epochs 3 and 4 validated by actparse (ultralytics only after the last)
     yolo._log_epoch(trainer)
     yolo._log_epoch(trainer)  # the same epoch again (ultralytics redoes an epoch after a NaN): one line
     trainer.epoch, trainer.tloss = 3, torch.tensor([float("nan")])
+    yolo._validate_epoch(trainer)
     yolo._log_epoch(trainer)
     lines = [r.getMessage() for r in records if r.name == "actparse.yolo"]
     assert lines == ["progress: 3/5 epochs loss=0.75 val_map50=0.125", "progress: 4/5 epochs val_map50=0.125"]
-    # trained with val=False (the project's YOLO trainings): ultralytics' zero metrics are not a val number
+    assert calls == [3, 4]  # the validator ran once per epoch, under actparse.train.monitoring
+    assert torch.equal(torch.get_rng_state(), state) and trainer.metrics == {}  # trainer's own state untouched
+    # no val split (nothing validated per epoch): ultralytics' zero metrics are not a val number
     records.clear()
     trainer = SimpleNamespace(epoch=0, epochs=5, tloss=torch.tensor([0.5]), metrics={"metrics/mAP50(B)": 0.0},
                               args=SimpleNamespace(val=False))
