@@ -290,7 +290,7 @@ def test_training_records_per_epoch_losses_as_a_curve(trained, tmp_path):
     assert list(df.epoch) == list(range(1, 41)) and list(df.val_map50) == pytest.approx(val)
     done = write_curves(Paths(root).models, tmp_path / "train")
     assert done["person_detector"] == 40 and done["pose"] == 0  # no pose model in this project: header only
-    assert (tmp_path / "train" / "pose.csv").read_text().strip() == "epoch,loss"
+    assert (tmp_path / "train" / "pose.csv").read_text().strip() == "epoch,loss,val_pck"
 
 
 def test_user_weights_are_used_as_is(trained, tmp_path):
