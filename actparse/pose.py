@@ -36,10 +36,10 @@ COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1
 
 
 def input_size_param(params: dict) -> tuple[int, int]:
-    """params ``keypoints.input_size`` [h, w] (default 128x96), checked."""
+    """params ``keypoints.input_size`` [h, w], checked."""
     from .params import ParamError, get
 
-    size = get(params, "keypoints.input_size", list, default=list(CPU_INPUT_SIZE))
+    size = get(params, "keypoints.input_size", list)
     if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0
                                  for v in size):
         raise ParamError(f"{params.get('_path', 'params')}: parameter 'keypoints.input_size' must be [h, w], "
