@@ -313,16 +313,18 @@ def load_model_dir(model_dir: str | os.PathLike, device: str = "cpu",
 # --------------------------------------------------------------------------------------------
 @dataclass
 class TrainSettings:
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = True
-    warmup_iters: int = 10
-    lr_steps: tuple[float, ...] = (20.0, 26.0)
-    lr_gamma: float = 0.1
-    mixup_alpha: float = 0.0   # > 0: mix pairs of clips (and their targets) with Beta(a, a) weights
+    """Training settings: params section ``csn`` (:func:`train_settings_from_params`); no defaults here."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    warmup_iters: int
+    lr_steps: tuple[float, ...]
+    lr_gamma: float
+    mixup_alpha: float  # > 0: mix pairs of clips (and their targets) with Beta(a, a) weights
 
     def to_dict(self) -> dict:
         d = asdict(self)

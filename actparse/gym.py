@@ -325,26 +325,28 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, colo
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GymSettings:
-    num_frames: dict = None          # {level: T}
-    interval: int = 3
-    crop: int = 40                   # network input (random crop of the stored size when training)
-    epochs: int = 12
-    views_per_clip: int = 2          # random temporal views of each clip per epoch
-    batch_size: int = 16
-    lr: float = 6e-3                 # AdamW, cosine decay with 1-epoch warm-up
-    weight_decay: float = 1e-4
-    dropout: float = 0.5
-    color_aug: bool = True           # training: channel permutation + gain / brightness jitter
-    joint_epochs: int = 40
-    joint_views: int = 4             # cached frozen-pathway features per train clip for the joint stage
-    joint_hidden: int = 256
-    joint_lr: float = 2e-3
-    loss_weights: dict = None        # {level: weight}
-    input_norm: str = "kinetics"     # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
+    """Training settings: params section ``gym`` (:func:`settings_from_params`); no defaults here."""
+
+    num_frames: dict  # {level: T}
+    interval: int
+    crop: int  # network input (random crop of the stored size when training)
+    epochs: int
+    views_per_clip: int  # random temporal views of each clip per epoch
+    batch_size: int
+    lr: float  # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float
+    dropout: float
+    color_aug: bool  # training: channel permutation + gain / brightness jitter
+    joint_epochs: int
+    joint_views: int  # cached frozen-pathway features per train clip for the joint stage
+    joint_hidden: int
+    joint_lr: float
+    loss_weights: dict  # {level: weight}
+    input_norm: str  # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
 
     def __post_init__(self):
-        self.num_frames = dict(self.num_frames or {"event": 4, "set": 8, "element": 8})
-        self.loss_weights = dict(self.loss_weights or DEFAULT_LOSS_WEIGHTS)
+        self.num_frames = dict(self.num_frames)
+        self.loss_weights = dict(self.loss_weights)
 
     def to_dict(self) -> dict:
         return asdict(self)

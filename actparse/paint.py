@@ -133,13 +133,13 @@ def person_crop(image: np.ndarray, box, keypoints=None, *, crop_size: int = 96, 
 
 @dataclass(frozen=True)
 class PaintConfig:
-    """How person crops are made and painted (params section ``parts``)."""
+    """How person crops are made and painted (params section ``parts``, :meth:`from_params`; no defaults here)."""
 
-    paint: bool = True
-    crop_size: int = 96
-    margin: float = 0.1
-    kp_thr: float = 0.3
-    radius: float = 2.0
+    paint: bool
+    crop_size: int
+    margin: float
+    kp_thr: float
+    radius: float
 
     @classmethod
     def from_params(cls, params: dict, section: str = "parts") -> "PaintConfig":

@@ -156,15 +156,17 @@ def make_sample(video: np.ndarray, frame: int, crop_box: np.ndarray, part_boxes:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class PartAttnSettings:
-    num_frames: int = 4
-    interval: int = 2
-    epochs: int = 8
-    samples_per_video: int = 8     # random (frame, person) training samples per video per epoch
-    batch_size: int = 32
-    lr: float = 3e-3               # AdamW, cosine decay with 1-epoch warm-up
-    weight_decay: float = 1e-4
-    augment: bool = True
-    margin: float = 1.15
+    """Training settings: params section ``partattn`` (:func:`settings_from_params`); no defaults here."""
+
+    num_frames: int
+    interval: int
+    epochs: int
+    samples_per_video: int  # random (frame, person) training samples per video per epoch
+    batch_size: int
+    lr: float  # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float
+    augment: bool
+    margin: float
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -245,11 +245,13 @@ class PoseSamples:
 
 @dataclass
 class AugmentConfig:
-    scale: float = 0.25      # scale factor std (clipped to +-scale)
-    rotation: float = 30.0   # degrees std (clipped to +-2x), applied with probability rot_prob
-    rot_prob: float = 0.6
-    shift: float = 0.1       # centre shift, fraction of the box size (uniform)
-    flip: bool = True
+    """Training augmentation: params ``keypoints.aug_*`` (stages.train_pose); ``rot_prob`` is fixed."""
+
+    scale: float  # scale factor std (clipped to +-scale)
+    rotation: float  # degrees std (clipped to +-2x), applied with probability rot_prob
+    shift: float  # centre shift, fraction of the box size (uniform)
+    flip: bool
+    rot_prob: float = 0.6  # a constant of the recipe, not a parameter
 
 
 def make_batch(samples: PoseSamples, idx, input_size: tuple[int, int], sigma: float = 2.0,

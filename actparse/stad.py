@@ -152,31 +152,33 @@ class KeyframeSample:
 
 @dataclass
 class STADSettings:
-    epochs: int = 12
-    samples_per_video: int = 2      # random key frames per train video per epoch
-    batch_size: int = 8
-    optimizer: str = "adamw"        # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    lr_steps: tuple[float, ...] = (9.0, 11.0)
-    lr_gamma: float = 0.1
-    flip: bool = True
-    color_jitter: float = 0.2       # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
-    channel_shuffle: bool = True    # training: random RGB channel order (colours cannot identify a video)
-    num_frames: int = 8
-    interval: int = 4
+    """Training settings: params section ``stad`` (:func:`settings_from_params`); no defaults here."""
+
+    epochs: int
+    samples_per_video: int  # random key frames per train video per epoch
+    batch_size: int
+    optimizer: str  # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
+    lr: float
+    momentum: float
+    weight_decay: float
+    warmup_epochs: float
+    lr_steps: tuple[float, ...]
+    lr_gamma: float
+    flip: bool
+    color_jitter: float  # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
+    channel_shuffle: bool  # training: random RGB channel order (colours cannot identify a video)
+    num_frames: int
+    interval: int
     # multi-scale training (seed 003: short sides 256 and 360 with batch sizes 32 and 24): each batch
     # takes a random short side of train_scales and that scale's batch size (None: one scale, batch_size)
-    train_scales: tuple[int, ...] | None = None
-    scale_batch_sizes: tuple[int, ...] | None = None
-    input_norm: str = "kinetics"    # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
+    train_scales: tuple[int, ...] | None
+    scale_batch_sizes: tuple[int, ...] | None
+    input_norm: str  # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
     # phase 2 (decoupled)
-    decoupled_epochs: int = 10
-    decoupled_lr: float = 0.02
-    decoupled_reinit: bool = False
-    decoupled_keyframes: int = 6   # key frames per train video whose features are cached for phase 2
+    decoupled_epochs: int
+    decoupled_lr: float
+    decoupled_reinit: bool
+    decoupled_keyframes: int  # key frames per train video whose features are cached for phase 2
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -42,23 +42,25 @@ from .params import ParamError, get
 
 @dataclass(frozen=True)
 class SynthConfig:
-    seed: int = 0
-    n_train: int = 48
-    n_test: int = 24
-    width: int = 160
-    height: int = 120
-    fps: int = 25
-    min_seconds: float = 2.0
-    max_seconds: float = 3.0
-    max_people: int = 3
-    occluder_prob: float = 0.3
-    fourcc: str = "mp4v"
-    long_tail: float = 1.0  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
-    workers: int = 0  # processes rendering videos at once (0 = one per core); the output does not depend on it
+    """The synthetic set: params section ``synth`` (:meth:`from_params`); no defaults here."""
+
+    seed: int
+    n_train: int
+    n_test: int
+    width: int
+    height: int
+    fps: int
+    min_seconds: float
+    max_seconds: float
+    max_people: int
+    occluder_prob: float
+    fourcc: str
+    long_tail: float  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
+    workers: int  # processes rendering videos at once (0 = one per core); the output does not depend on it
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "SynthConfig":
-        """Read section ``synth`` of params (missing keys -> defaults); overrides win (None ignored)."""
+        """Read section ``synth`` of params (every key required); overrides win (None ignored)."""
         sec = params.get("synth")
         if sec is not None and not isinstance(sec, dict):
             raise ParamError(f"{params.get('_path', 'params')}: section 'synth' must be a mapping")

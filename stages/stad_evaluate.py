@@ -28,7 +28,6 @@ from actparse import safe_pickle
 from actparse.params import get
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
-from actparse.dataset import BOX_SOURCES
 from actparse.schemas import from_columns, from_rows, read_df, write_table
 from actparse.stage import seed_disabled, stage_log, stage_main
 
@@ -153,7 +152,7 @@ def run(params: dict, root: Path) -> None:
         return round(float(np.mean(d)), 4) if d else None
 
     metrics = {"enabled": True, "head": info.get("head", get(params, "stad.head", str, choices=("pcca", "linear"))),
-               "boxes": get(params, "stad.boxes", str, choices=BOX_SOURCES), "decoupled": bool(info.get("decoupled")),
+               "boxes": get(params, "stad.boxes", str, choices=("refined", "detected", "gt")), "decoupled": bool(info.get("decoupled")),
                **m_final, "phase1": m_p1,
                "decoupled_gain": {"frame_map@0.5": None if m_final["frame_map@0.5"] is None or m_p1["frame_map@0.5"] is None
                                   else round(m_final["frame_map@0.5"] - m_p1["frame_map@0.5"], 4),

@@ -33,7 +33,7 @@ from actparse.params import ParamError
 from actparse.partattn import config_from_params as partattn_config
 from actparse.stad import config_from_params as stad_config
 from actparse.weights.resnet3d import load_slowfast, load_slowonly, pretrained_from_params
-from _params import write_params
+from _params import overlaid, write_params
 
 torch.set_num_threads(2)
 R101_8x8 = dict(depth=101, stage_depths=None, stem_dim=64, beta_inv=8, alpha=4, fusion_kernel=5, output_stride=32)
@@ -524,8 +524,8 @@ def synth_root(tmp_path_factory):
     from actparse.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("seeds")
-    cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, root / "artifacts" / "synth", progress=False)
     return root
 
