@@ -195,7 +195,7 @@ def test_gym_element_frames_equal_the_cropped_whole_video(tmp_path):
         seed=11, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     droot = tmp_path / "synth"
     generate(cfg, droot, progress=False)
-    params = {"data": {"root": str(droot)}, "gym": {"size": 32}}
+    params = overlaid({"data": {"root": str(droot)}, "gym": {"size": 32}})
     hier, clips, frames, skips = load_split(params, tmp_path, "train")
     assert clips and not skips
 
