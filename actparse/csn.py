@@ -630,7 +630,8 @@ def val_fraction_from_params(params: dict) -> float:
 
     fraction = get(params, "csn.val_fraction", float, min_value=0.0)
     if fraction >= 1.0:  # the schema's bound: < 1 (at least one video of each class stays in training)
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.val_fraction' must be < 1.0, got {fraction!r}")
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.val_fraction' must be < 1.0, "
+                         f"got {fraction!r}")
     return fraction
 
 

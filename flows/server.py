@@ -220,6 +220,8 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
 
 
 def _defaults(params_file: str) -> tuple[str, int]:
+    """``flow.ui_host`` / ``flow.ui_port`` of ``params_file``; where that file is missing or unusable (the
+    server started outside a project), the Prefect server's usual 127.0.0.1:4200, as ``--help`` says."""
     try:
         from actparse.params import FLOW_SECTIONS, get, load_params
 
