@@ -157,18 +157,21 @@ def cmd_link(args) -> dict:
     import numpy as np
 
     from .formats import frame_detections_table, read_pickle, tubes_to_video_detections, write_pickle
-    from .link import link_moc_layout, link_table, params_from
+    from dataclasses import asdict
+
+    from .link import LinkParams, link_moc_layout, link_table, params_from
     from .params import load_params
 
-    section = {}
     if args.params:
         section = dict(load_params(args.params)["link"])
+    else:  # no params file: MOC's own linking values (LinkParams' defaults, the official code's)
+        section = asdict(LinkParams())
     flags = {}
     for key in ("nms_iou", "top_k", "link_iou", "min_score", "min_length", "k", "tube_nms_iou"):
         val = getattr(args, key)
         if val is not None:
             flags[key] = section[key] = val
-    # checked like params.yaml (types, bounds, NaN); keys neither file nor flag sets keep MOC's values
+    # checked like params.yaml (types, bounds, NaN)
     where = " + ".join(([args.params] if args.params else []) + (["options " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in flags.items())] if flags else [])) or "actparse link"
     params = params_from({"_path": where, "link": section})

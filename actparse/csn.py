@@ -313,16 +313,18 @@ def load_model_dir(model_dir: str | os.PathLike, device: str = "cpu",
 # --------------------------------------------------------------------------------------------
 @dataclass
 class TrainSettings:
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = True
-    warmup_iters: int = 10
-    lr_steps: tuple[float, ...] = (20.0, 26.0)
-    lr_gamma: float = 0.1
-    mixup_alpha: float = 0.0   # > 0: mix pairs of clips (and their targets) with Beta(a, a) weights
+    """Training settings: params section ``csn`` (:func:`train_settings_from_params`); no defaults here."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    warmup_iters: int
+    lr_steps: tuple[float, ...]
+    lr_gamma: float
+    mixup_alpha: float  # > 0: mix pairs of clips (and their targets) with Beta(a, a) weights
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -478,10 +480,10 @@ class _ClipMaker:
 # --------------------------------------------------------------------------------------------
 # params.yaml section ``csn``
 # --------------------------------------------------------------------------------------------
-def _int_list(params: dict, key: str, n: int | None = None, default=None) -> tuple[int, ...] | None:
+def _int_list(params: dict, key: str, n: int | None = None) -> tuple[int, ...] | None:
     from .params import ParamError, get
 
-    val = get(params, key, (list, int, type(None)), default=default)
+    val = get(params, key, (list, int, type(None)))
     if val is None:
         return None
     vals = [val] * (n or 1) if isinstance(val, int) and not isinstance(val, bool) else val
@@ -506,7 +508,7 @@ def model_config_from_params(params: dict, variant: str) -> CSNConfig:
     """The architecture of ``variant`` from ``csn.*`` (``freeze_bn: auto`` -> on iff pretrained)."""
     from .params import ParamError, get
 
-    freeze = get(params, "csn.freeze_bn", (bool, str), default="auto")
+    freeze = get(params, "csn.freeze_bn", (bool, str))
     if isinstance(freeze, str):
         if freeze != "auto":
             raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.freeze_bn' must be true, false "
@@ -515,11 +517,11 @@ def model_config_from_params(params: dict, variant: str) -> CSNConfig:
     try:
         return CSNConfig(variant=variant,
                          depth=get(params, "csn.depth", int, choices=tuple(DEPTHS)),
-                         stage_depths=_int_list(params, "csn.stage_depths", 4, default=None),
-                         stem_dim=get(params, "csn.stem_dim", int, default=64, min_value=4),
-                         stem_pool=get(params, "csn.stem_pool", bool, default=True),
-                         dropout=get(params, "csn.dropout", float, default=0.0, min_value=0.0, max_value=0.99),
-                         shared_backbone=get(params, "csn.shared_backbone", bool, default=True),
+                         stage_depths=_int_list(params, "csn.stage_depths", 4),
+                         stem_dim=get(params, "csn.stem_dim", int, min_value=4),
+                         stem_pool=get(params, "csn.stem_pool", bool),
+                         dropout=get(params, "csn.dropout", float, min_value=0.0, max_value=0.99),
+                         shared_backbone=get(params, "csn.shared_backbone", bool),
                          freeze_bn=bool(freeze))
     except ValueError as exc:
         if isinstance(exc, ParamError):
@@ -530,7 +532,7 @@ def model_config_from_params(params: dict, variant: str) -> CSNConfig:
 def pretrained_path(params: dict, variant: str) -> Path | None:
     from .params import get
 
-    p = get(params, f"csn.pretrained.{variant}", str, default=None)
+    p = get(params, f"csn.pretrained.{variant}", str)
     return Path(p) if p else None
 
 
@@ -538,7 +540,7 @@ def given_model_dir(params: dict, root: str | os.PathLike = ".") -> Path | None:
     """``csn.model``: a trained CSN model folder to use as is (no training), relative to ``root``."""
     from .params import get
 
-    p = get(params, "csn.model", str, default=None)
+    p = get(params, "csn.model", str)
     if not p:
         return None
     path = Path(p)
@@ -550,21 +552,21 @@ def clip_spec_from_params(params: dict):
     from .params import ParamError, get
 
     short = get(params, "csn.short_side", int, min_value=8)
-    crop = _int_list(params, "csn.crop", 2, default=short)
-    jitter = _int_list(params, "csn.train_short_side", 2, default=[short, short])
+    crop = _int_list(params, "csn.crop", 2)
+    jitter = _int_list(params, "csn.train_short_side", 2)
     try:
         return ClipSpec(num_frames=get(params, "csn.num_frames", int, min_value=1),
                         interval=get(params, "csn.interval", int, min_value=1),
                         short_side=short, crop=crop, train_short_side=jitter,
-                        flip=get(params, "csn.flip", bool, default=True),
-                        color_jitter=get(params, "csn.color_jitter", float, default=0.0, min_value=0.0, max_value=1.0),
-                        grayscale_prob=get(params, "csn.grayscale_prob", float, default=0.0, min_value=0.0,
+                        flip=get(params, "csn.flip", bool),
+                        color_jitter=get(params, "csn.color_jitter", float, min_value=0.0, max_value=1.0),
+                        grayscale_prob=get(params, "csn.grayscale_prob", float, min_value=0.0,
                                            max_value=1.0),
-                        background=get(params, "csn.background", str, default="none", choices=BACKGROUND_MODES),
-                        train_interval=_int_list(params, "csn.train_interval", 2, default=None),
-                        reverse_prob=get(params, "csn.reverse_prob", float, default=0.0, min_value=0.0,
+                        background=get(params, "csn.background", str, choices=BACKGROUND_MODES),
+                        train_interval=_int_list(params, "csn.train_interval", 2),
+                        reverse_prob=get(params, "csn.reverse_prob", float, min_value=0.0,
                                          max_value=1.0),
-                        input_norm=get(params, "csn.input_norm", str, default="vmz", choices=tuple(NORMS)))
+                        input_norm=get(params, "csn.input_norm", str, choices=tuple(NORMS)))
     except ValueError as exc:
         raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
 
@@ -573,19 +575,19 @@ def train_settings_from_params(params: dict) -> TrainSettings:
     from .params import ParamError, get
 
     epochs = get(params, "csn.epochs", int, min_value=1)
-    steps = get(params, "csn.lr_steps", list, default=[])
+    steps = get(params, "csn.lr_steps", list)
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in steps):
         raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.lr_steps' must be a list of epochs, got {steps!r}")
     return TrainSettings(epochs=epochs,
                          batch_size=get(params, "csn.batch_size", int, min_value=1),
                          lr=get(params, "csn.lr", float, min_value=0.0),
-                         momentum=get(params, "csn.momentum", float, default=0.9, min_value=0.0, max_value=1.0),
-                         weight_decay=get(params, "csn.weight_decay", float, default=1e-4, min_value=0.0),
-                         nesterov=get(params, "csn.nesterov", bool, default=True),
-                         warmup_iters=get(params, "csn.warmup_iters", int, default=0, min_value=0),
+                         momentum=get(params, "csn.momentum", float, min_value=0.0, max_value=1.0),
+                         weight_decay=get(params, "csn.weight_decay", float, min_value=0.0),
+                         nesterov=get(params, "csn.nesterov", bool),
+                         warmup_iters=get(params, "csn.warmup_iters", int, min_value=0),
                          lr_steps=tuple(float(s) for s in steps),
-                         lr_gamma=get(params, "csn.lr_gamma", float, default=0.1, min_value=0.0),
-                         mixup_alpha=get(params, "csn.mixup_alpha", float, default=0.0, min_value=0.0))
+                         lr_gamma=get(params, "csn.lr_gamma", float, min_value=0.0),
+                         mixup_alpha=get(params, "csn.mixup_alpha", float, min_value=0.0))
 
 
 SEARCH = "search"  # csn.ensemble_weights: search -> per-task weights chosen on the validation split
@@ -595,7 +597,7 @@ def ensemble_search_enabled(params: dict) -> bool:
     """``csn.ensemble_weights: search`` (weights chosen on the validation split); needs ``csn.val_fraction`` > 0."""
     from .params import ParamError, get
 
-    cfg = get(params, "csn.ensemble_weights", (dict, str), default={})
+    cfg = get(params, "csn.ensemble_weights", (dict, str))
     if not isinstance(cfg, str):
         return False
     where = params.get("_path", "params")
@@ -618,7 +620,7 @@ def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: I
     where = params.get("_path", "params")
     if ensemble_search_enabled(params):
         return {t: {v: 1.0 for v in variants} for t in tasks}
-    cfg = get(params, "csn.ensemble_weights", dict, default={}) or {}
+    cfg = get(params, "csn.ensemble_weights", dict) or {}
     unknown = [k for k in cfg if k != "default" and k not in TASKS]
     if unknown:
         raise ParamError(f"{where}: parameter 'csn.ensemble_weights' has unknown task(s) {unknown}; "
@@ -644,9 +646,13 @@ def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: I
 # Validation split of the train videos and the ensemble-weight search (seed 001 Table 2)
 # --------------------------------------------------------------------------------------------
 def val_fraction_from_params(params: dict) -> float:
-    from .params import get
+    from .params import ParamError, get
 
-    return get(params, "csn.val_fraction", float, default=0.0, min_value=0.0, max_value=0.9)
+    fraction = get(params, "csn.val_fraction", float, min_value=0.0)
+    if fraction >= 1.0:  # the schema's bound: < 1 (at least one video of each class stays in training)
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.val_fraction' must be < 1.0, "
+                         f"got {fraction!r}")
+    return fraction
 
 
 def val_split(videos: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0) -> list[str]:

@@ -325,26 +325,28 @@ def to_clip(frames: np.ndarray, crop: int, rng: np.random.Generator | None, colo
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GymSettings:
-    num_frames: dict = None          # {level: T}
-    interval: int = 3
-    crop: int = 40                   # network input (random crop of the stored size when training)
-    epochs: int = 12
-    views_per_clip: int = 2          # random temporal views of each clip per epoch
-    batch_size: int = 16
-    lr: float = 6e-3                 # AdamW, cosine decay with 1-epoch warm-up
-    weight_decay: float = 1e-4
-    dropout: float = 0.5
-    color_aug: bool = True           # training: channel permutation + gain / brightness jitter
-    joint_epochs: int = 40
-    joint_views: int = 4             # cached frozen-pathway features per train clip for the joint stage
-    joint_hidden: int = 256
-    joint_lr: float = 2e-3
-    loss_weights: dict = None        # {level: weight}
-    input_norm: str = "kinetics"     # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
+    """Training settings: params section ``gym`` (:func:`settings_from_params`); no defaults here."""
+
+    num_frames: dict  # {level: T}
+    interval: int
+    crop: int  # network input (random crop of the stored size when training)
+    epochs: int
+    views_per_clip: int  # random temporal views of each clip per epoch
+    batch_size: int
+    lr: float  # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float
+    dropout: float
+    color_aug: bool  # training: channel permutation + gain / brightness jitter
+    joint_epochs: int
+    joint_views: int  # cached frozen-pathway features per train clip for the joint stage
+    joint_hidden: int
+    joint_lr: float
+    loss_weights: dict  # {level: weight}
+    input_norm: str  # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
 
     def __post_init__(self):
-        self.num_frames = dict(self.num_frames or {"event": 4, "set": 8, "element": 8})
-        self.loss_weights = dict(self.loss_weights or DEFAULT_LOSS_WEIGHTS)
+        self.num_frames = dict(self.num_frames)
+        self.loss_weights = dict(self.loss_weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -501,21 +503,21 @@ def load_joint(path: str | os.PathLike, pathways: Sequence[LevelModel], device: 
 def config_from_params(params: dict) -> SlowOnlyConfig:
     from .params import ParamError, get
 
-    sd = get(params, "gym.stage_depths", (list, type(None)), default=[1, 1, 1, 1])
+    sd = get(params, "gym.stage_depths", (list, type(None)))
     try:
-        return SlowOnlyConfig(depth=get(params, "gym.depth", int, default=50, choices=tuple(DEPTHS)),
+        return SlowOnlyConfig(depth=get(params, "gym.depth", int, choices=tuple(DEPTHS)),
                               stage_depths=None if sd is None else tuple(sd),
-                              stem_dim=get(params, "gym.stem_dim", int, default=8, min_value=2))
+                              stem_dim=get(params, "gym.stem_dim", int, min_value=2))
     except ValueError as exc:
         if isinstance(exc, ParamError):
             raise
         raise ParamError(f"{params.get('_path', 'params')}: section 'gym': {exc}") from None
 
 
-def _level_dict(params: dict, key: str, default: dict, typ) -> dict:
+def _level_dict(params: dict, key: str, typ) -> dict:
     from .params import ParamError, get
 
-    val = get(params, key, (dict, int, float), default=default)
+    val = get(params, key, (dict, int, float))
     if not isinstance(val, dict):
         val = {lvl: val for lvl in LEVELS}
     bad = sorted(set(val) - set(LEVELS)) + sorted(set(LEVELS) - set(val))
@@ -532,28 +534,27 @@ def settings_from_params(params: dict) -> GymSettings:
     from .clips import NORMS
     from .params import ParamError, get
 
-    d = GymSettings()
     s = GymSettings(
-        num_frames=_level_dict(params, "gym.num_frames", d.num_frames, int),
-        interval=get(params, "gym.interval", int, default=d.interval, min_value=1),
-        crop=get(params, "gym.crop", int, default=d.crop, min_value=16),
-        epochs=get(params, "gym.epochs", int, default=d.epochs, min_value=0),
-        views_per_clip=get(params, "gym.views_per_clip", int, default=d.views_per_clip, min_value=1),
-        batch_size=get(params, "gym.batch_size", int, default=d.batch_size, min_value=1),
-        lr=get(params, "gym.lr", float, default=d.lr, min_value=0.0),
-        weight_decay=get(params, "gym.weight_decay", float, default=d.weight_decay, min_value=0.0),
-        dropout=get(params, "gym.dropout", float, default=d.dropout, min_value=0.0, max_value=0.95),
-        color_aug=get(params, "gym.color_aug", bool, default=d.color_aug),
-        joint_epochs=get(params, "gym.joint_epochs", int, default=d.joint_epochs, min_value=0),
-        joint_views=get(params, "gym.joint_views", int, default=d.joint_views, min_value=1),
-        joint_hidden=get(params, "gym.joint_hidden", int, default=d.joint_hidden, min_value=1),
-        joint_lr=get(params, "gym.joint_lr", float, default=d.joint_lr, min_value=0.0),
-        loss_weights=_level_dict(params, "gym.loss_weights", d.loss_weights, float),
-        input_norm=get(params, "gym.input_norm", str, default=d.input_norm, choices=tuple(NORMS)),
+        num_frames=_level_dict(params, "gym.num_frames", int),
+        interval=get(params, "gym.interval", int, min_value=1),
+        crop=get(params, "gym.crop", int, min_value=16),
+        epochs=get(params, "gym.epochs", int, min_value=0),
+        views_per_clip=get(params, "gym.views_per_clip", int, min_value=1),
+        batch_size=get(params, "gym.batch_size", int, min_value=1),
+        lr=get(params, "gym.lr", float, min_value=0.0),
+        weight_decay=get(params, "gym.weight_decay", float, min_value=0.0),
+        dropout=get(params, "gym.dropout", float, min_value=0.0, max_value=0.95),
+        color_aug=get(params, "gym.color_aug", bool),
+        joint_epochs=get(params, "gym.joint_epochs", int, min_value=0),
+        joint_views=get(params, "gym.joint_views", int, min_value=1),
+        joint_hidden=get(params, "gym.joint_hidden", int, min_value=1),
+        joint_lr=get(params, "gym.joint_lr", float, min_value=0.0),
+        loss_weights=_level_dict(params, "gym.loss_weights", float),
+        input_norm=get(params, "gym.input_norm", str, choices=tuple(NORMS)),
     )
     if min(s.num_frames.values()) < 1:
         raise ParamError(f"{params.get('_path', 'params')}: gym.num_frames must be >= 1 per level")
-    size = get(params, "gym.size", int, default=46, min_value=16)
+    size = get(params, "gym.size", int, min_value=16)
     if s.crop > size:
         raise ParamError(f"{params.get('_path', 'params')}: gym.crop ({s.crop}) must be <= gym.size ({size})")
     return s
@@ -576,8 +577,8 @@ def load_split(params: dict, root, split: str):
     fps = {r.video: float(r.fps or 25.0) for r in videos.itertuples(index=False)}
     hier, clips = load_annotations(folder, fps)
     clips = [c for c in clips if c.split == split]
-    size = get(params, "gym.size", int, default=46, min_value=16)
-    margin = get(params, "gym.margin", float, default=1.2, min_value=1.0)
+    size = get(params, "gym.size", int, min_value=16)
+    margin = get(params, "gym.margin", float, min_value=1.0)
     gtp = gt_persons_path(droot)
     gt = read_df(gtp, "gt_persons", columns=["video", "frame", "person", "box"]) if gtp.exists() else \
         pd.DataFrame({"video": [], "frame": [], "person": [], "box": []})

@@ -641,14 +641,14 @@ def params_from(params: dict) -> LinkParams:
     from .params import get
 
     return LinkParams(
-        nms_iou=get(params, "link.nms_iou", float, default=0.6, min_value=0.0, max_value=1.0),
-        top_k=get(params, "link.top_k", int, default=10, min_value=1),
-        link_iou=get(params, "link.link_iou", float, default=0.5, min_value=0.0, max_value=1.0),
-        min_score=get(params, "link.min_score", float, default=0.005, min_value=0.0),
-        min_length=get(params, "link.min_length", int, default=15, min_value=1),
-        k=get(params, "link.k", int, default=1, min_value=1),
-        tube_nms_iou=get(params, "link.tube_nms_iou", float, default=0.3, min_value=0.0, max_value=1.0),
-        interpolate=get(params, "link.interpolate", bool, default=True),
+        nms_iou=get(params, "link.nms_iou", float, min_value=0.0, max_value=1.0),
+        top_k=get(params, "link.top_k", int, min_value=1),
+        link_iou=get(params, "link.link_iou", float, min_value=0.0, max_value=1.0),
+        min_score=get(params, "link.min_score", float, min_value=0.0),
+        min_length=get(params, "link.min_length", int, min_value=1),
+        k=get(params, "link.k", int, min_value=1),
+        tube_nms_iou=get(params, "link.tube_nms_iou", float, min_value=0.0, max_value=1.0),
+        interpolate=get(params, "link.interpolate", bool),
     )
 
 
@@ -677,8 +677,8 @@ def frame_detections_from_artifacts(params: dict, root) -> tuple:
     from .schemas import read_table
 
     paths = Paths(root)
-    top_k = get(params, "link.top_k_classes", int, default=1, min_value=1)
-    min_score = get(params, "link.min_person_score", float, default=0.05, min_value=0.0)
+    top_k = get(params, "link.top_k_classes", int, min_value=1)
+    min_score = get(params, "link.min_person_score", float, min_value=0.0)
     classes = load_action_classes(paths.part_labels)
     persons = read_table(paths.refined, "keypoints", columns=["video", "frame", "person", "box", "score"])
     preds = read_table(paths.video_predictions, "video_predictions")

@@ -133,25 +133,24 @@ def person_crop(image: np.ndarray, box, keypoints=None, *, crop_size: int = 96, 
 
 @dataclass(frozen=True)
 class PaintConfig:
-    """How person crops are made and painted (params section ``parts``)."""
+    """How person crops are made and painted (params section ``parts``, :meth:`from_params`; no defaults here)."""
 
-    paint: bool = True
-    crop_size: int = 96
-    margin: float = 0.1
-    kp_thr: float = 0.3
-    radius: float = 2.0
+    paint: bool
+    crop_size: int
+    margin: float
+    kp_thr: float
+    radius: float
 
     @classmethod
     def from_params(cls, params: dict, section: str = "parts") -> "PaintConfig":
         from .params import get
 
-        d = cls()
         return cls(
-            paint=get(params, f"{section}.paint", bool, default=d.paint),
-            crop_size=get(params, f"{section}.crop_size", int, default=d.crop_size, min_value=16),
-            margin=get(params, f"{section}.crop_margin", float, default=d.margin, min_value=0.0, max_value=2.0),
-            kp_thr=get(params, f"{section}.kp_thr", float, default=d.kp_thr),
-            radius=get(params, f"{section}.dot_radius", float, default=d.radius, min_value=0.5),
+            paint=get(params, f"{section}.paint", bool),
+            crop_size=get(params, f"{section}.crop_size", int, min_value=16),
+            margin=get(params, f"{section}.crop_margin", float, min_value=0.0, max_value=2.0),
+            kp_thr=get(params, f"{section}.kp_thr", float),
+            radius=get(params, f"{section}.dot_radius", float, min_value=0.5),
         )
 
     def __call__(self, image: np.ndarray, box, keypoints=None) -> tuple[np.ndarray, CropTransform]:

@@ -259,7 +259,7 @@ class Flow(Section):
     gpu_stages: Optional[list[str]]
     map_stages: list[str]
     scheduler: Optional[str]
-    tls: Optional[dict[str, str]] = None  # {ca_file, cert, key}; flows/cluster.security checks the keys and files
+    tls: Optional[dict[str, str]]  # {ca_file, cert, key}; flows/cluster.security checks the keys and files
     n_workers: NonNegInt
     processes: bool
     workdir: str

@@ -317,18 +317,17 @@ def _lookup(data: dict, key: str) -> Any:
     return node
 
 
-_MISSING = object()
 
-
-def get(params: dict, key: str, typ: type | tuple[type, ...] | None = None, default: Any = _MISSING,
+def get(params: dict, key: str, typ: type | tuple[type, ...] | None = None,
         choices=None, min_value=None, max_value=None) -> Any:
-    """Fetch dotted ``key`` from ``params``, checking type / choices / range."""
+    """Fetch dotted ``key`` from ``params``, checking type / choices / range.
+
+    There is no default: the values live only in the params file (a missing key is a
+    :class:`ParamError` naming the file and the key)."""
     where = params.get("_path", "params")
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            if default is not _MISSING:
-                return default
             raise ParamError(f"{where}: missing parameter {key!r}")
         node = node[part]
     if typ is not None and node is not None:
@@ -352,7 +351,7 @@ def get(params: dict, key: str, typ: type | tuple[type, ...] | None = None, defa
 
 def resolve_device(params: dict) -> str:
     """``device: auto`` -> "cuda" when available, else "cpu"."""
-    dev = get(params, "device", str, default="auto", choices=("auto", "cpu", "cuda"))
+    dev = get(params, "device", str, choices=("auto", "cpu", "cuda"))
     if dev == "auto":
         import torch
 

@@ -156,15 +156,17 @@ def make_sample(video: np.ndarray, frame: int, crop_box: np.ndarray, part_boxes:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class PartAttnSettings:
-    num_frames: int = 4
-    interval: int = 2
-    epochs: int = 8
-    samples_per_video: int = 8     # random (frame, person) training samples per video per epoch
-    batch_size: int = 32
-    lr: float = 3e-3               # AdamW, cosine decay with 1-epoch warm-up
-    weight_decay: float = 1e-4
-    augment: bool = True
-    margin: float = 1.15
+    """Training settings: params section ``partattn`` (:func:`settings_from_params`); no defaults here."""
+
+    num_frames: int
+    interval: int
+    epochs: int
+    samples_per_video: int  # random (frame, person) training samples per video per epoch
+    batch_size: int
+    lr: float  # AdamW, cosine decay with 1-epoch warm-up
+    weight_decay: float
+    augment: bool
+    margin: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -332,24 +334,23 @@ def state_accuracy(pred: dict, gt, human_iou: float = 0.5) -> dict:
 def config_from_params(params: dict, num_actions: int) -> PartAttnConfig:
     from .params import ParamError, get
 
-    d = PartAttnConfig()
     try:
-        size = get(params, "partattn.input_size", list, default=list(d.input_size))
-        sd = get(params, "partattn.stage_depths", list, default=list(d.stage_depths))
+        size = get(params, "partattn.input_size", list)
+        sd = get(params, "partattn.stage_depths", list)
         if len(size) != 2 or len(sd) != 4:
             raise ValueError("input_size needs [h, w] and stage_depths 4 entries")
         return PartAttnConfig(
             num_actions=num_actions,
-            roi_mode=get(params, "partattn.roi_mode", str, default=d.roi_mode, choices=ROI_MODES),
-            use_action=get(params, "partattn.use_action", bool, default=d.use_action),
-            use_attention=get(params, "partattn.use_attention", bool, default=d.use_attention),
-            use_context=get(params, "partattn.use_context", bool, default=d.use_context),
-            dim=get(params, "partattn.dim", int, default=d.dim, min_value=8),
-            heads=get(params, "partattn.heads", int, default=d.heads, min_value=1),
-            roi_size=get(params, "partattn.roi_size", int, default=d.roi_size, min_value=1),
-            part_crop=get(params, "partattn.part_crop", int, default=d.part_crop, min_value=8),
-            dropout=get(params, "partattn.dropout", float, default=d.dropout, min_value=0.0, max_value=0.95),
-            stem_dim=get(params, "partattn.stem_dim", int, default=d.stem_dim, min_value=2),
+            roi_mode=get(params, "partattn.roi_mode", str, choices=ROI_MODES),
+            use_action=get(params, "partattn.use_action", bool),
+            use_attention=get(params, "partattn.use_attention", bool),
+            use_context=get(params, "partattn.use_context", bool),
+            dim=get(params, "partattn.dim", int, min_value=8),
+            heads=get(params, "partattn.heads", int, min_value=1),
+            roi_size=get(params, "partattn.roi_size", int, min_value=1),
+            part_crop=get(params, "partattn.part_crop", int, min_value=8),
+            dropout=get(params, "partattn.dropout", float, min_value=0.0, max_value=0.95),
+            stem_dim=get(params, "partattn.stem_dim", int, min_value=2),
             stage_depths=tuple(sd), input_size=tuple(size))
     except ValueError as exc:
         if isinstance(exc, ParamError):
@@ -360,14 +361,13 @@ def config_from_params(params: dict, num_actions: int) -> PartAttnConfig:
 def settings_from_params(params: dict) -> PartAttnSettings:
     from .params import get
 
-    d = PartAttnSettings()
     return PartAttnSettings(
-        num_frames=get(params, "partattn.num_frames", int, default=d.num_frames, min_value=1),
-        interval=get(params, "partattn.interval", int, default=d.interval, min_value=1),
-        epochs=get(params, "partattn.epochs", int, default=d.epochs, min_value=0),
-        samples_per_video=get(params, "partattn.samples_per_video", int, default=d.samples_per_video, min_value=1),
-        batch_size=get(params, "partattn.batch_size", int, default=d.batch_size, min_value=1),
-        lr=get(params, "partattn.lr", float, default=d.lr, min_value=0.0),
-        weight_decay=get(params, "partattn.weight_decay", float, default=d.weight_decay, min_value=0.0),
-        augment=get(params, "partattn.augment", bool, default=d.augment),
-        margin=get(params, "partattn.margin", float, default=d.margin, min_value=1.0))
+        num_frames=get(params, "partattn.num_frames", int, min_value=1),
+        interval=get(params, "partattn.interval", int, min_value=1),
+        epochs=get(params, "partattn.epochs", int, min_value=0),
+        samples_per_video=get(params, "partattn.samples_per_video", int, min_value=1),
+        batch_size=get(params, "partattn.batch_size", int, min_value=1),
+        lr=get(params, "partattn.lr", float, min_value=0.0),
+        weight_decay=get(params, "partattn.weight_decay", float, min_value=0.0),
+        augment=get(params, "partattn.augment", bool),
+        margin=get(params, "partattn.margin", float, min_value=1.0))

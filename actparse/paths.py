@@ -107,9 +107,10 @@ class Paths:
 
 
 def data_root(params: dict, root: Path | str = ".") -> Path:
-    """The data set folder: params ``data.root`` (default: the synthetic set)."""
-    rel = (params.get("data") or {}).get("root") or "artifacts/synth"
-    p = Path(rel)
+    """The data set folder: params ``data.root``, relative to ``root`` unless absolute."""
+    from .params import get
+
+    p = Path(get(params, "data.root", str))
     return p if p.is_absolute() else Path(root) / p
 
 

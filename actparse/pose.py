@@ -36,10 +36,10 @@ COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1
 
 
 def input_size_param(params: dict) -> tuple[int, int]:
-    """params ``keypoints.input_size`` [h, w] (default 128x96), checked."""
+    """params ``keypoints.input_size`` [h, w], checked."""
     from .params import ParamError, get
 
-    size = get(params, "keypoints.input_size", list, default=list(CPU_INPUT_SIZE))
+    size = get(params, "keypoints.input_size", list)
     if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0
                                  for v in size):
         raise ParamError(f"{params.get('_path', 'params')}: parameter 'keypoints.input_size' must be [h, w], "
@@ -245,11 +245,13 @@ class PoseSamples:
 
 @dataclass
 class AugmentConfig:
-    scale: float = 0.25      # scale factor std (clipped to +-scale)
-    rotation: float = 30.0   # degrees std (clipped to +-2x), applied with probability rot_prob
-    rot_prob: float = 0.6
-    shift: float = 0.1       # centre shift, fraction of the box size (uniform)
-    flip: bool = True
+    """Training augmentation: params ``keypoints.aug_*`` (stages.train_pose); ``rot_prob`` is fixed."""
+
+    scale: float  # scale factor std (clipped to +-scale)
+    rotation: float  # degrees std (clipped to +-2x), applied with probability rot_prob
+    shift: float  # centre shift, fraction of the box size (uniform)
+    flip: bool
+    rot_prob: float = 0.6  # a constant of the recipe, not a parameter
 
 
 def make_batch(samples: PoseSamples, idx, input_size: tuple[int, int], sigma: float = 2.0,

@@ -152,31 +152,33 @@ class KeyframeSample:
 
 @dataclass
 class STADSettings:
-    epochs: int = 12
-    samples_per_video: int = 2      # random key frames per train video per epoch
-    batch_size: int = 8
-    optimizer: str = "adamw"        # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    lr_steps: tuple[float, ...] = (9.0, 11.0)
-    lr_gamma: float = 0.1
-    flip: bool = True
-    color_jitter: float = 0.2       # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
-    channel_shuffle: bool = True    # training: random RGB channel order (colours cannot identify a video)
-    num_frames: int = 8
-    interval: int = 4
+    """Training settings: params section ``stad`` (:func:`settings_from_params`); no defaults here."""
+
+    epochs: int
+    samples_per_video: int  # random key frames per train video per epoch
+    batch_size: int
+    optimizer: str  # adamw | sgd (SGD + Nesterov: the seed's recipe, slow from scratch)
+    lr: float
+    momentum: float
+    weight_decay: float
+    warmup_epochs: float
+    lr_steps: tuple[float, ...]
+    lr_gamma: float
+    flip: bool
+    color_jitter: float  # training: random per-channel gain in [1 - j, 1 + j] and offset (0 = off)
+    channel_shuffle: bool  # training: random RGB channel order (colours cannot identify a video)
+    num_frames: int
+    interval: int
     # multi-scale training (seed 003: short sides 256 and 360 with batch sizes 32 and 24): each batch
     # takes a random short side of train_scales and that scale's batch size (None: one scale, batch_size)
-    train_scales: tuple[int, ...] | None = None
-    scale_batch_sizes: tuple[int, ...] | None = None
-    input_norm: str = "kinetics"    # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
+    train_scales: tuple[int, ...] | None
+    scale_batch_sizes: tuple[int, ...] | None
+    input_norm: str  # input mean / std by name (actparse.clips.NORMS): the loaded weights' own
     # phase 2 (decoupled)
-    decoupled_epochs: int = 10
-    decoupled_lr: float = 0.02
-    decoupled_reinit: bool = False
-    decoupled_keyframes: int = 6   # key frames per train video whose features are cached for phase 2
+    decoupled_epochs: int
+    decoupled_lr: float
+    decoupled_reinit: bool
+    decoupled_keyframes: int  # key frames per train video whose features are cached for phase 2
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -385,10 +387,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[STADModel,
 # --------------------------------------------------------------------------------------------
 # params.yaml section ``stad``
 # --------------------------------------------------------------------------------------------
-def _tuple(params: dict, key: str, default, n: int | None = None) -> tuple | None:
+def _tuple(params: dict, key: str, n: int | None = None) -> tuple | None:
     from .params import ParamError, get
 
-    val = get(params, key, (list, tuple, type(None)), default=default)
+    val = get(params, key, (list, tuple, type(None)))
     if val is None:
         return None
     if n is not None and len(val) != n:
@@ -401,14 +403,14 @@ def config_from_params(params: dict) -> SlowFastConfig:
 
     try:
         return SlowFastConfig(
-            depth=get(params, "stad.depth", int, default=50, choices=tuple(DEPTHS)),
-            stage_depths=_tuple(params, "stad.stage_depths", [1, 1, 1, 1], 4),
-            stem_dim=get(params, "stad.stem_dim", int, default=8, min_value=2),
-            beta_inv=get(params, "stad.beta_inv", int, default=4, min_value=1),
-            alpha=get(params, "stad.alpha", int, default=4, min_value=1),
-            output_stride=get(params, "stad.output_stride", int, default=16, choices=(16, 32)),
-            fusion_kernel=get(params, "stad.fusion_kernel", int, default=7, min_value=1),
-            lateral_norm=get(params, "stad.lateral_norm", bool, default=True),
+            depth=get(params, "stad.depth", int, choices=tuple(DEPTHS)),
+            stage_depths=_tuple(params, "stad.stage_depths", 4),
+            stem_dim=get(params, "stad.stem_dim", int, min_value=2),
+            beta_inv=get(params, "stad.beta_inv", int, min_value=1),
+            alpha=get(params, "stad.alpha", int, min_value=1),
+            output_stride=get(params, "stad.output_stride", int, choices=(16, 32)),
+            fusion_kernel=get(params, "stad.fusion_kernel", int, min_value=1),
+            lateral_norm=get(params, "stad.lateral_norm", bool),
         )
     except ValueError as exc:
         if isinstance(exc, ParamError):
@@ -419,19 +421,19 @@ def config_from_params(params: dict) -> SlowFastConfig:
 def head_kwargs_from_params(params: dict) -> dict:
     from .params import get
 
-    return {"dim": get(params, "stad.dim", int, default=128, min_value=8),
-            "heads": get(params, "stad.heads", int, default=4, min_value=1),
-            "roi_size": get(params, "stad.roi_size", int, default=7, min_value=1),
-            "context_scale": get(params, "stad.context_scale", float, default=2.0, min_value=1.0),
-            "dropout": get(params, "stad.dropout", float, default=0.3, min_value=0.0, max_value=0.95),
-            "layers": get(params, "stad.layers", int, default=1, min_value=1)}
+    return {"dim": get(params, "stad.dim", int, min_value=8),
+            "heads": get(params, "stad.heads", int, min_value=1),
+            "roi_size": get(params, "stad.roi_size", int, min_value=1),
+            "context_scale": get(params, "stad.context_scale", float, min_value=1.0),
+            "dropout": get(params, "stad.dropout", float, min_value=0.0, max_value=0.95),
+            "layers": get(params, "stad.layers", int, min_value=1)}
 
 
 def int_list(params: dict, key: str, min_value: int = 1) -> tuple[int, ...] | None:
     """A non-empty list of ints >= ``min_value`` at ``key``, or None (null / absent)."""
     from .params import ParamError, get
 
-    val = get(params, key, (list, type(None)), default=None)
+    val = get(params, key, (list, type(None)))
     if val is None:
         return None
     if not val or not all(isinstance(x, int) and not isinstance(x, bool) and x >= min_value for x in val):
@@ -445,34 +447,33 @@ def settings_from_params(params: dict) -> STADSettings:
 
     from .clips import NORMS
 
-    d = STADSettings()
     scales = int_list(params, "stad.train_scales", min_value=16)
     sizes = int_list(params, "stad.scale_batch_sizes", min_value=1)
     if sizes is not None and (scales is None or len(sizes) != len(scales)):
         raise ParamError(f"{params.get('_path', 'params')}: parameter 'stad.scale_batch_sizes' needs one batch size "
                          f"per entry of 'stad.train_scales', got {list(sizes)} for {scales and list(scales)}")
     return STADSettings(
-        epochs=get(params, "stad.epochs", int, default=d.epochs, min_value=0),
-        samples_per_video=get(params, "stad.samples_per_video", int, default=d.samples_per_video, min_value=1),
-        batch_size=get(params, "stad.batch_size", int, default=d.batch_size, min_value=1),
-        optimizer=get(params, "stad.optimizer", str, default=d.optimizer, choices=("adamw", "sgd")),
-        lr=get(params, "stad.lr", float, default=d.lr, min_value=0.0),
-        momentum=get(params, "stad.momentum", float, default=d.momentum, min_value=0.0),
-        weight_decay=get(params, "stad.weight_decay", float, default=d.weight_decay, min_value=0.0),
-        warmup_epochs=get(params, "stad.warmup_epochs", float, default=d.warmup_epochs, min_value=0.0),
-        lr_steps=tuple(float(x) for x in _tuple(params, "stad.lr_steps", list(d.lr_steps)) or ()),
-        lr_gamma=get(params, "stad.lr_gamma", float, default=d.lr_gamma, min_value=0.0),
-        flip=get(params, "stad.flip", bool, default=d.flip),
-        color_jitter=get(params, "stad.color_jitter", float, default=d.color_jitter, min_value=0.0, max_value=0.9),
-        channel_shuffle=get(params, "stad.channel_shuffle", bool, default=d.channel_shuffle),
-        num_frames=get(params, "stad.num_frames", int, default=d.num_frames, min_value=1),
-        interval=get(params, "stad.interval", int, default=d.interval, min_value=1),
-        decoupled_epochs=get(params, "stad.decoupled_epochs", int, default=d.decoupled_epochs, min_value=0),
-        decoupled_lr=get(params, "stad.decoupled_lr", float, default=d.decoupled_lr, min_value=0.0),
-        decoupled_reinit=get(params, "stad.decoupled_reinit", bool, default=d.decoupled_reinit),
-        decoupled_keyframes=get(params, "stad.decoupled_keyframes", int, default=d.decoupled_keyframes, min_value=1),
+        epochs=get(params, "stad.epochs", int, min_value=0),
+        samples_per_video=get(params, "stad.samples_per_video", int, min_value=1),
+        batch_size=get(params, "stad.batch_size", int, min_value=1),
+        optimizer=get(params, "stad.optimizer", str, choices=("adamw", "sgd")),
+        lr=get(params, "stad.lr", float, min_value=0.0),
+        momentum=get(params, "stad.momentum", float, min_value=0.0),
+        weight_decay=get(params, "stad.weight_decay", float, min_value=0.0),
+        warmup_epochs=get(params, "stad.warmup_epochs", float, min_value=0.0),
+        lr_steps=tuple(float(x) for x in _tuple(params, "stad.lr_steps") or ()),
+        lr_gamma=get(params, "stad.lr_gamma", float, min_value=0.0),
+        flip=get(params, "stad.flip", bool),
+        color_jitter=get(params, "stad.color_jitter", float, min_value=0.0, max_value=0.9),
+        channel_shuffle=get(params, "stad.channel_shuffle", bool),
+        num_frames=get(params, "stad.num_frames", int, min_value=1),
+        interval=get(params, "stad.interval", int, min_value=1),
+        decoupled_epochs=get(params, "stad.decoupled_epochs", int, min_value=0),
+        decoupled_lr=get(params, "stad.decoupled_lr", float, min_value=0.0),
+        decoupled_reinit=get(params, "stad.decoupled_reinit", bool),
+        decoupled_keyframes=get(params, "stad.decoupled_keyframes", int, min_value=1),
         train_scales=scales, scale_batch_sizes=sizes,
-        input_norm=get(params, "stad.input_norm", str, default=d.input_norm, choices=tuple(NORMS)),
+        input_norm=get(params, "stad.input_norm", str, choices=tuple(NORMS)),
     )
 
 

@@ -244,7 +244,7 @@ def seed_disabled(params: dict, system: str, stage: str, root: str | os.PathLike
     ``model_dir`` replaced by a folder holding only ``train_info.json`` ``{"enabled": false}``, and
     with ``skips`` an empty ``artifacts/skips/<stage>.parquet``.
     """
-    if get(params, f"{system}.enabled", bool, default=False):
+    if get(params, f"{system}.enabled", bool):
         return False
     from .atomic import write_json
     from .schemas import from_rows, write_table
@@ -265,7 +265,7 @@ def seed_disabled(params: dict, system: str, stage: str, root: str | os.PathLike
 # ------------------------------------------------------------------------------------------ given models
 def given_model(params: dict, system: str, root: str | os.PathLike = ".") -> Path | None:
     """``<system>.model``: a trained model folder to use as is instead of training (relative to ``root``)."""
-    p = get(params, f"{system}.model", str, default=None)
+    p = get(params, f"{system}.model", str)
     if not p:
         return None
     path = Path(p)

@@ -42,24 +42,25 @@ from .params import ParamError, get
 
 @dataclass(frozen=True)
 class SynthConfig:
-    seed: int = 0
-    n_train: int = 48
-    n_test: int = 24
-    width: int = 160
-    height: int = 120
-    fps: int = 25
-    min_seconds: float = 2.0
-    max_seconds: float = 3.0
-    max_people: int = 3
-    occluder_prob: float = 0.3
-    fourcc: str = "mp4v"
-    long_tail: float = 1.0  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
-    workers: int = 0  # processes rendering videos at once (0 = one per core); the output does not depend on it
+    """The synthetic set: params section ``synth`` (:meth:`from_params`); no defaults here."""
+
+    seed: int
+    n_train: int
+    n_test: int
+    width: int
+    height: int
+    fps: int
+    min_seconds: float
+    max_seconds: float
+    max_people: int
+    occluder_prob: float
+    fourcc: str
+    long_tail: float  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
+    workers: int  # processes rendering videos at once (0 = one per core); the output does not depend on it
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "SynthConfig":
-        """Read section ``synth`` of params (missing keys -> defaults); overrides win (None ignored)."""
-        d = cls()
+        """Read section ``synth`` of params (every key required); overrides win (None ignored)."""
         sec = params.get("synth")
         if sec is not None and not isinstance(sec, dict):
             raise ParamError(f"{params.get('_path', 'params')}: section 'synth' must be a mapping")
@@ -72,19 +73,19 @@ class SynthConfig:
             if v is not None:
                 p["synth"][k] = v
         cfg = cls(
-            seed=get(p, "synth.seed", int, default=d.seed),
-            n_train=get(p, "synth.n_train", int, default=d.n_train, min_value=0, max_value=100000),
-            n_test=get(p, "synth.n_test", int, default=d.n_test, min_value=0, max_value=100000),
-            width=get(p, "synth.width", int, default=d.width, min_value=48, max_value=4096),
-            height=get(p, "synth.height", int, default=d.height, min_value=48, max_value=4096),
-            fps=get(p, "synth.fps", int, default=d.fps, min_value=1, max_value=120),
-            min_seconds=get(p, "synth.min_seconds", float, default=d.min_seconds, min_value=0.4, max_value=600.0),
-            max_seconds=get(p, "synth.max_seconds", float, default=d.max_seconds, min_value=0.4, max_value=600.0),
-            max_people=get(p, "synth.max_people", int, default=d.max_people, min_value=1, max_value=12),
-            occluder_prob=get(p, "synth.occluder_prob", float, default=d.occluder_prob, min_value=0.0, max_value=1.0),
-            fourcc=get(p, "synth.fourcc", str, default=d.fourcc),
-            long_tail=get(p, "synth.long_tail", float, default=d.long_tail, min_value=1.0, max_value=1000.0),
-            workers=get(p, "synth.workers", int, default=d.workers, min_value=0, max_value=256),
+            seed=get(p, "synth.seed", int),
+            n_train=get(p, "synth.n_train", int, min_value=0, max_value=100000),
+            n_test=get(p, "synth.n_test", int, min_value=0, max_value=100000),
+            width=get(p, "synth.width", int, min_value=48, max_value=4096),
+            height=get(p, "synth.height", int, min_value=48, max_value=4096),
+            fps=get(p, "synth.fps", int, min_value=1, max_value=120),
+            min_seconds=get(p, "synth.min_seconds", float, min_value=0.4, max_value=600.0),
+            max_seconds=get(p, "synth.max_seconds", float, min_value=0.4, max_value=600.0),
+            max_people=get(p, "synth.max_people", int, min_value=1, max_value=12),
+            occluder_prob=get(p, "synth.occluder_prob", float, min_value=0.0, max_value=1.0),
+            fourcc=get(p, "synth.fourcc", str),
+            long_tail=get(p, "synth.long_tail", float, min_value=1.0, max_value=1000.0),
+            workers=get(p, "synth.workers", int, min_value=0, max_value=256),
         )
         where = p["_path"]
         if cfg.max_seconds < cfg.min_seconds:

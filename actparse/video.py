@@ -43,7 +43,7 @@ _INSTALL = {
 
 def decode_backend(params: dict) -> str:
     """``decode.backend`` of ``params``: which library decodes videos (the frames are the same)."""
-    return get(params, "decode.backend", str, default="decord", choices=BACKENDS)
+    return get(params, "decode.backend", str, choices=BACKENDS)
 
 
 def check_backend(backend: str) -> None:

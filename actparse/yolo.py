@@ -710,21 +710,21 @@ def train_args(params: dict, section: str) -> dict:
 
     s = section
     return dict(
-        model=get(params, f"{s}.model", str, default="yolo11n.yaml"),
+        model=get(params, f"{s}.model", str),
         imgsz=get(params, f"{s}.imgsz", int, min_value=32),
         epochs=get(params, f"{s}.epochs", int, min_value=1),
         batch=get(params, f"{s}.batch", int, min_value=1),
         lr0=get(params, f"{s}.lr0", float, min_value=0.0),
-        optimizer=get(params, f"{s}.optimizer", str, default="AdamW",
+        optimizer=get(params, f"{s}.optimizer", str,
                       choices=("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop")),
-        warmup_epochs=get(params, f"{s}.warmup_epochs", float, default=1.0, min_value=0.0),
-        mosaic=get(params, f"{s}.mosaic", float, default=1.0, min_value=0.0, max_value=1.0),
-        close_mosaic=get(params, f"{s}.close_mosaic", int, default=0, min_value=0),
-        fliplr=get(params, f"{s}.fliplr", float, default=0.5, min_value=0.0, max_value=1.0),
-        workers=get(params, f"{s}.workers", int, default=0, min_value=0),
-        threads=get(params, f"{s}.threads", int, default=0, min_value=0),
-        amp=get(params, f"{s}.amp", bool, default=False),
-        seed=get(params, "seed", int, default=0),
+        warmup_epochs=get(params, f"{s}.warmup_epochs", float, min_value=0.0),
+        mosaic=get(params, f"{s}.mosaic", float, min_value=0.0, max_value=1.0),
+        close_mosaic=get(params, f"{s}.close_mosaic", int, min_value=0),
+        fliplr=get(params, f"{s}.fliplr", float, min_value=0.0, max_value=1.0),
+        workers=get(params, f"{s}.workers", int, min_value=0),
+        threads=get(params, f"{s}.threads", int, min_value=0),
+        amp=get(params, f"{s}.amp", bool),
+        seed=get(params, "seed", int),
         device=resolve_device(params),
     )
 
@@ -736,7 +736,7 @@ def person_class_ids(params: dict, model, source: str | os.PathLike = "model") -
     from .params import ParamError, get
 
     key = "person_detector.classes"
-    wanted = get(params, key, (list, type(None)), default=None)
+    wanted = get(params, key, (list, type(None)))
     if wanted is not None and not all(isinstance(w, str) and w for w in wanted):
         raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be a list of class names "
                          f"or null, got {wanted!r}")

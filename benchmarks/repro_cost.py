@@ -83,7 +83,8 @@ def _hrnet(size: dict, steps: int, init: Path):
     times = []
     for i in range(steps):
         t, c = time.perf_counter(), time.process_time()
-        x, y, w = make_batch(samples, np.arange(b) + b * (i % 2), tuple(size["input_size"]), 2.0, AugmentConfig(), rng)
+        x, y, w = make_batch(samples, np.arange(b) + b * (i % 2), tuple(size["input_size"]), 2.0,
+                             AugmentConfig(scale=0.25, rotation=30.0, shift=0.1, flip=True), rng)
         train_step(model, opt, x.contiguous(memory_format=torch.channels_last), y, w)
         times.append((time.perf_counter() - t, time.process_time() - c))
     return model, times

@@ -194,8 +194,8 @@ def params_cluster(params_file: str = "params.yaml"):
     from actparse.params import FLOW_SECTIONS, get, load_params
 
     params = load_params(params_file, sections=FLOW_SECTIONS)
-    return make_local_cluster(get(params, "flow.n_workers", int, default=2, min_value=0), local_gpu_ids(params),
-                              processes=get(params, "flow.processes", bool, default=True),
+    return make_local_cluster(get(params, "flow.n_workers", int, min_value=0), local_gpu_ids(params),
+                              processes=get(params, "flow.processes", bool),
                               security=security(params))
 
 

@@ -96,7 +96,7 @@ BUILTIN = {"decode": DecodeMapper}
 
 
 def mapped_stages(params: dict) -> tuple[str, ...]:
-    names = get(params, "flow.map_stages", (list, tuple), default=["decode"])
+    names = get(params, "flow.map_stages", (list, tuple))
     if names is None:
         return ()
     if not all(isinstance(n, str) for n in names):

@@ -332,7 +332,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     if use_gpu is None:
         use_gpu = _detect_gpu()
     threads = dvcstate.launch_threads() if threads is None else threads
-    workroot = rootp / get(params, "flow.workdir", str, default="artifacts/.flow")
+    workroot = rootp / get(params, "flow.workdir", str)
     plan = dag.plan(targets, single_item)
     in_plan = set(plan)
     ups = {n: [u for u in dag[n].upstream if u in in_plan] for n in plan}
@@ -573,8 +573,8 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         address = C.scheduler_address(params, scheduler)
         if not address:
-            n_cpu = get(params, "flow.n_workers", int, default=2, min_value=0)
-            processes = get(params, "flow.processes", bool, default=True)
+            n_cpu = get(params, "flow.n_workers", int, min_value=0)
+            processes = get(params, "flow.processes", bool)
             cl = stack.enter_context(C.local_cluster(n_cpu, C.local_gpu_ids(params), fake_gpus, processes,
                                                      security=security))
             address = cl.scheduler_address

@@ -220,12 +220,14 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
 
 
 def _defaults(params_file: str) -> tuple[str, int]:
+    """``flow.ui_host`` / ``flow.ui_port`` of ``params_file``; where that file is missing or unusable (the
+    server started outside a project), the Prefect server's usual 127.0.0.1:4200, as ``--help`` says."""
     try:
         from actparse.params import FLOW_SECTIONS, get, load_params
 
         params = load_params(params_file, sections=FLOW_SECTIONS)
-        return (get(params, "flow.ui_host", str, default="127.0.0.1"),
-                get(params, "flow.ui_port", int, default=4200, min_value=1, max_value=65535))
+        return (get(params, "flow.ui_host", str),
+                get(params, "flow.ui_port", int, min_value=1, max_value=65535))
     except (OSError, ValueError):
         return "127.0.0.1", 4200
 

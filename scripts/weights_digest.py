@@ -75,7 +75,8 @@ def main() -> int:
         spec = ClipSpec(num_frames=4, interval=2, short_side=40, crop=(32, 32), train_short_side=(36, 44),
                         color_jitter=0.1)
         st = C.TrainSettings(epochs=2, batch_size=2, lr=0.01, warmup_iters=3, lr_steps=(1.0,),
-                             mixup_alpha=0.2 if variant == "ip" else 0.0)
+                             mixup_alpha=0.2 if variant == "ip" else 0.0, momentum=0.9, weight_decay=1e-4, nesterov=True,
+                             lr_gamma=0.1)
         C.fit(m, vids, {"action": np.array([0, 1, 2, 0]), "hand": np.array([0, 1, 1, 0])}, spec, st, seed=0)
         out[f"csn_{variant}"] = digest(m.state_dict())
 
@@ -86,7 +87,9 @@ def main() -> int:
         s = P.STADSettings(epochs=2, samples_per_video=2, batch_size=2, optimizer=opt, num_frames=4, interval=2,
                            warmup_epochs=1.0, lr_steps=(1.5,), decoupled_epochs=2, decoupled_keyframes=2,
                            train_scales=(40, 56) if opt == "sgd" else None,
-                           scale_batch_sizes=(2, 3) if opt == "sgd" else None)
+                           scale_batch_sizes=(2, 3) if opt == "sgd" else None, lr=0.002, momentum=0.9, weight_decay=1e-4,
+                           lr_gamma=0.1, flip=True, color_jitter=0.2, channel_shuffle=True, input_norm="kinetics",
+                           decoupled_lr=0.02, decoupled_reinit=False)
         samples = [[P.KeyframeSample(v, f, np.array([[5., 5., 30., 40.], [20., 4., 60., 44.]]),
                                      np.eye(3, dtype=np.float32)[[f % 3, (f + 1) % 3]], [str(f % 3), "none"])
                     for f in (4, 10, 16)] for v in range(4)]
@@ -98,7 +101,9 @@ def main() -> int:
 
     seed_everything(0)  # seed 004: three pathways, then the joint model
     gs = G.GymSettings(num_frames={"event": 2, "set": 4, "element": 4}, interval=1, crop=32, epochs=2, batch_size=2,
-                       joint_epochs=3, joint_views=1, joint_hidden=16)
+                       joint_epochs=3, joint_views=1, joint_hidden=16, views_per_clip=2, lr=6e-3, weight_decay=1e-4, dropout=0.5,
+                       color_aug=True, joint_lr=2e-3, loss_weights={"event": 1.0, "set": 2.0, "element": 4.0},
+                       input_norm="kinetics")
     frames = [rng.integers(0, 255, size=(10, 40, 40, 3), dtype=np.uint8) for _ in range(5)]
     paths = []
     for k, lvl in enumerate(G.LEVELS):
@@ -118,7 +123,8 @@ def main() -> int:
         seed_everything(0)
         m = PartStateNet(PartAttnConfig(num_actions=3, roi_mode=mode, dim=16, heads=2, input_size=(48, 32)))
         out[f"partattn_{mode}_init"] = digest(m.state_dict())
-        ps = A.PartAttnSettings(num_frames=2, interval=1, epochs=2, samples_per_video=2, batch_size=3)
+        ps = A.PartAttnSettings(num_frames=2, interval=1, epochs=2, samples_per_video=2, batch_size=3, lr=3e-3,
+                                weight_decay=1e-4, augment=True, margin=1.15)
         r2 = np.random.default_rng(3)
         pb = np.array([[10 + j, 10 + j, 20 + j, 22 + j] for j in range(NUM_PARTS)], np.float64)
         pools = [[A.PersonSample(v, f, np.array([5., 5., 40., 45.]), pb, np.ones(NUM_PARTS, bool), f % 3,

@@ -86,8 +86,8 @@ class Settings:
 
     def __init__(self, params: dict, root: Path):
         self.stride = get(params, "decode.stride", int, min_value=1)
-        self.short_side = get(params, "decode.short_side", int, default=0, min_value=0)
-        self.quality = get(params, "decode.jpeg_quality", int, default=90, min_value=1, max_value=100)
+        self.short_side = get(params, "decode.short_side", int, min_value=0)
+        self.quality = get(params, "decode.jpeg_quality", int, min_value=1, max_value=100)
         self.backend = decode_backend(params)
         self.droot = data_root(params, root)
 

@@ -80,10 +80,10 @@ def run(params: dict, root: Path) -> None:
     cfg = PaintConfig.from_params(params, S)
     imgsz = get(params, f"{S}.imgsz", int, min_value=32)
     conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
-    iou = get(params, f"{S}.iou", float, default=0.6, min_value=0.0, max_value=1.0)
-    batch = get(params, f"{S}.predict_batch", int, default=64, min_value=1)
+    iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
+    batch = get(params, f"{S}.predict_batch", int, min_value=1)
     device = resolve_device(params)
-    threads = get(params, f"{S}.threads", int, default=0, min_value=0)
+    threads = get(params, f"{S}.threads", int, min_value=0)
     model_path = paths.models / "part_detector" / "model.pt"
     skipped = _skipped_training(model_path.parent)
     if skipped and not model_path.exists():

@@ -52,9 +52,9 @@ def run(params: dict, root: Path) -> None:
     conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
     iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
     max_det = get(params, f"{S}.max_det", int, min_value=1)
-    batch = get(params, f"{S}.predict_batch", int, default=32, min_value=1)
+    batch = get(params, f"{S}.predict_batch", int, min_value=1)
     device = resolve_device(params)
-    threads = get(params, f"{S}.threads", int, default=0, min_value=0)
+    threads = get(params, f"{S}.threads", int, min_value=0)
     model = yolo.load_model(paths.models / S / "model.pt")
     keep = yolo.person_class_ids(params, model, paths.models / S / "model.pt")
     if not paths.frames.exists():

@@ -62,7 +62,7 @@ def run(params: dict, root: Path) -> None:
     pretrained, pre_format = pretrained_from_params(params, "gym")
     if pretrained is not None:  # fail fast on a bad file, before the videos are decoded
         load_slowonly(LevelModel(cfg, 2).backbone, pretrained, pre_format, "gym")
-    seed = get(params, "seed", int, default=0)
+    seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
     t0, c0 = time.time(), time.process_time()

@@ -34,17 +34,17 @@ log = stage_log("keypoints")
 
 def load_estimator(params: dict, root: Path) -> PoseEstimator:
     """The trained pose model of ``root`` wrapped for inference with the stage params."""
-    if get(params, "keypoints.backend", str, default="hrnet", choices=("hrnet", "mmpose")) == "mmpose":
+    if get(params, "keypoints.backend", str, choices=("hrnet", "mmpose")) == "mmpose":
         from actparse import mmpose_backend as mb
 
         return mb.MMPoseEstimator(mb.load_exported(Paths(root).models / "pose", resolve_device(params)),
-                                  flip_test=get(params, "keypoints.flip_test", bool, default=False),
-                                  batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
+                                  flip_test=get(params, "keypoints.flip_test", bool),
+                                  batch_size=get(params, "keypoints.infer_batch", int, min_value=1))
     model, info = load_checkpoint(Paths(root).models / "pose" / "model.pt")
     size = info["input_size"] or input_size_param(params)
     return PoseEstimator(model, tuple(size), resolve_device(params),
-                         flip_test=get(params, "keypoints.flip_test", bool, default=False),
-                         batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
+                         flip_test=get(params, "keypoints.flip_test", bool),
+                         batch_size=get(params, "keypoints.infer_batch", int, min_value=1))
 
 
 def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, int]:

@@ -32,8 +32,8 @@ log = stage_log("part_states")
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    mode = get(params, "part_labels.mode", str, default="video_label", choices=("video_label", "baseline"))
-    source = get(params, "part_labels.parts_source", str, default="detected", choices=("detected", "gt"))
+    mode = get(params, "part_labels.mode", str, choices=("video_label", "baseline"))
+    source = get(params, "part_labels.parts_source", str, choices=("detected", "gt"))
     if source == "gt":
         gt = read_df(gt_persons_path(data_root(params, root)), "gt_persons",
                      columns=["video", "frame", "person", "part_boxes", "part_visible"])

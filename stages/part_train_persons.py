@@ -32,10 +32,10 @@ log = logging.getLogger("actparse.part_train_persons")
 
 def needs_refined(params: dict, root: Path) -> bool:
     """Whether train_part_detector reads refined persons under these params and this data root."""
-    source = get(params, "parts.train_persons", str, default="detected", choices=("detected", "gt"))
+    source = get(params, "parts.train_persons", str, choices=("detected", "gt"))
     if source == "detected":
         return True
-    paint = get(params, "parts.paint", bool, default=True)
+    paint = get(params, "parts.paint", bool)
     return bool(paint) and not gt_has_keypoints(gt_persons_path(data_root(params, root)))
 
 

@@ -64,11 +64,11 @@ def run(params: dict, root: Path) -> None:
         state_accuracy
     from actparse.video import VideoError, decode_backend
 
-    persons_source = get(params, "partattn.persons_source", str, default="refined", choices=BOX_SOURCES)
-    parts_source = get(params, "partattn.parts_source", str, default="detected", choices=("detected", "gt"))
-    action_source = get(params, "partattn.action_source", str, default="predicted", choices=("predicted", "gt"))
-    min_score = get(params, "partattn.min_score", float, default=0.3, min_value=0.0)
-    stride = get(params, "partattn.stride", int, default=5, min_value=1)
+    persons_source = get(params, "partattn.persons_source", str, choices=BOX_SOURCES)
+    parts_source = get(params, "partattn.parts_source", str, choices=("detected", "gt"))
+    action_source = get(params, "partattn.action_source", str, choices=("predicted", "gt"))
+    min_score = get(params, "partattn.min_score", float, min_value=0.0)
+    stride = get(params, "partattn.stride", int, min_value=1)
     device = resolve_device(params)
     model, ck = load_checkpoint(paths.models / "partattn" / "model.pt", device)
     actions = ck["actions"]

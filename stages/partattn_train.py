@@ -70,7 +70,7 @@ def run(params: dict, root: Path) -> None:
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
-    seed = get(params, "seed", int, default=0)
+    seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
     droot = data_root(params, root)

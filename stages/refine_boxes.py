@@ -71,9 +71,9 @@ def refine_table(table: pa.Table, sizes: dict | None, thr: float, margin: float,
 
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
-    enabled = get(params, "keypoints.refine", bool, default=True)
-    thr = get(params, "keypoints.refine_thr", float, default=0.3, min_value=0.0)
-    margin = get(params, "keypoints.refine_margin", float, default=0.03, min_value=0.0)
+    enabled = get(params, "keypoints.refine", bool)
+    thr = get(params, "keypoints.refine_thr", float, min_value=0.0)
+    margin = get(params, "keypoints.refine_margin", float, min_value=0.0)
     table = read_table(paths.keypoints, "keypoints")
     sizes = frame_sizes(params, root, set(table.column("video").to_pylist())) if enabled and table.num_rows else {}
     out = refine_table(table, sizes, thr, margin, enabled)

@@ -59,10 +59,10 @@ def run(params: dict, root: Path) -> None:
     from actparse.stad import int_list, load_model, predict
     from actparse.video import VideoError, decode_backend
 
-    source = get(params, "stad.boxes", str, default="refined", choices=BOX_SOURCES)
-    min_score = get(params, "stad.min_score", float, default=0.6, min_value=0.0)
-    stride = get(params, "stad.stride", int, default=5, min_value=1)
-    short_side = get(params, "stad.short_side", int, default=64, min_value=16)
+    source = get(params, "stad.boxes", str, choices=BOX_SOURCES)
+    min_score = get(params, "stad.min_score", float, min_value=0.0)
+    stride = get(params, "stad.stride", int, min_value=1)
+    short_side = get(params, "stad.short_side", int, min_value=16)
     device = resolve_device(params)
     mdir = paths.models / "stad"
     final, ck = load_model(mdir / "model.pt", device)
@@ -76,7 +76,7 @@ def run(params: dict, root: Path) -> None:
 
     s = STADSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in ck["extra"]["settings"].items()})
     test_scales = int_list(params, "stad.test_scales", min_value=16) or (short_side,)
-    test_flip = get(params, "stad.test_flip", bool, default=False)
+    test_flip = get(params, "stad.test_flip", bool)
     decode_side = max(test_scales)
     if ck["extra"].get("short_side") and ck["extra"]["short_side"] != short_side:
         log.warning("stad: model trained at short side %s, running at %s", ck["extra"]["short_side"], short_side)

@@ -126,7 +126,7 @@ def run(params: dict, root: Path) -> None:
         return
     from actparse.link import params_from
 
-    stride = get(params, "stad.stride", int, default=5, min_value=1)
+    stride = get(params, "stad.stride", int, min_value=1)
     droot = data_root(params, root)
     pkl = droot / "annotations" / "multisports_gt.pkl"
     if not pkl.exists():
@@ -151,8 +151,8 @@ def run(params: dict, root: Path) -> None:
         d = [ap_final[c] - ap_p1[c] for c in cs if ap_final.get(c) is not None and ap_p1.get(c) is not None]
         return round(float(np.mean(d)), 4) if d else None
 
-    metrics = {"enabled": True, "head": info.get("head", get(params, "stad.head", str, default="pcca")),
-               "boxes": get(params, "stad.boxes", str, default="refined"), "decoupled": bool(info.get("decoupled")),
+    metrics = {"enabled": True, "head": info.get("head", get(params, "stad.head", str, choices=("pcca", "linear"))),
+               "boxes": get(params, "stad.boxes", str, choices=("refined", "detected", "gt")), "decoupled": bool(info.get("decoupled")),
                **m_final, "phase1": m_p1,
                "decoupled_gain": {"frame_map@0.5": None if m_final["frame_map@0.5"] is None or m_p1["frame_map@0.5"] is None
                                   else round(m_final["frame_map@0.5"] - m_p1["frame_map@0.5"], 4),

@@ -74,15 +74,15 @@ def run(params: dict, root: Path) -> None:
     from actparse.train import seed_everything
     from actparse.weights.resnet3d import load_slowfast, pretrained_from_params
 
-    head = get(params, "stad.head", str, default="pcca", choices=("pcca", "linear"))
+    head = get(params, "stad.head", str, choices=("pcca", "linear"))
     cfg = config_from_params(params)
     s = settings_from_params(params)
     if s.num_frames % cfg.alpha:
         raise ParamError(f"{params.get('_path', 'params')}: stad.num_frames ({s.num_frames}) must be a multiple "
                          f"of stad.alpha ({cfg.alpha})")
-    decoupled = get(params, "stad.decoupled", bool, default=True)
-    short_side = get(params, "stad.short_side", int, default=64, min_value=16)
-    seed = get(params, "seed", int, default=0)
+    decoupled = get(params, "stad.decoupled", bool)
+    short_side = get(params, "stad.short_side", int, min_value=16)
+    seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
 

@@ -53,6 +53,7 @@ from actparse.atomic import write_json
 from actparse.schemas import read_df
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
 from actparse.train import count_parameters, seed_everything
+from actparse.weights.csn import KEY_MAPS
 from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_backend, decode_budget_bytes, hold_in_memory
 
 log = stage_log("train_csn")
@@ -87,8 +88,8 @@ def training_processes(params: dict, n_variants: int, device: str) -> tuple[int,
     at most one per core; 1 = one after another); only on CPU, where one small 3D network keeps two
     cores only ~65% busy. ``csn.train_threads``: torch threads per process (0 = ACTPARSE_CPU_THREADS or 2, / processes).
     """
-    workers = get(params, "csn.train_workers", int, default=0, min_value=0, max_value=64)
-    threads = get(params, "csn.train_threads", int, default=0, min_value=0, max_value=256)
+    workers = get(params, "csn.train_workers", int, min_value=0, max_value=64)
+    threads = get(params, "csn.train_threads", int, min_value=0, max_value=256)
     cores = determinism.cores()
     procs = 1 if device != "cpu" else max(1, min(n_variants, workers or cores))
     return procs, threads or max(1, cores // procs)
@@ -151,13 +152,13 @@ def run(params: dict, root: Path) -> None:
         check_outside(given, paths.models / "csn", "csn.model")
         use_given_model(paths, given, variants_from_params(params))
         return
-    seed = get(params, "seed", int, default=0)
+    seed = get(params, "seed", int)
     device = resolve_device(params)
     variants = variants_from_params(params)
     spec = clip_spec_from_params(params)
     settings = train_settings_from_params(params)
     configs = {v: model_config_from_params(params, v) for v in variants}
-    key_map = get(params, "csn.pretrained.key_map", str, default="pytorchvideo")
+    key_map = get(params, "csn.pretrained.key_map", str, choices=tuple(KEY_MAPS))
     for v in variants:
         if configs[v].freeze_bn and pretrained_path(params, v) is None:
             log.warning("%s-CSN: csn.freeze_bn is true but csn.pretrained.%s is null: trained from scratch, a frozen "

@@ -65,7 +65,7 @@ def crop_labels(tf, gt_part_boxes, gt_part_visible, scale: float, crop_size: int
 
 
 def run(params: dict, root: Path) -> None:
-    weights = get(params, f"{S}.weights", str, default=None)
+    weights = get(params, f"{S}.weights", str)
     if weights:  # dvc repro removes the stage's outputs first: a model given from there would be lost
         check_outside(weights, Paths(root).models / NAME, f"{S}.weights")
     with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
@@ -74,10 +74,10 @@ def run(params: dict, root: Path) -> None:
 
 def train_into(model_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    weights = get(params, f"{S}.weights", str, default=None)
-    finetune = get(params, f"{S}.finetune", bool, default=False)
-    val_fraction = get(params, f"{S}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
-    frame_step = get(params, f"{S}.frame_step", int, default=1, min_value=1)
+    weights = get(params, f"{S}.weights", str)
+    finetune = get(params, f"{S}.finetune", bool)
+    val_fraction = get(params, f"{S}.val_fraction", float, min_value=0.0, max_value=0.9)
+    frame_step = get(params, f"{S}.frame_step", int, min_value=1)
     cfg = PaintConfig.from_params(params, S)
     yolo.configure()
     paint_info = {"paint": cfg.paint, "crop_size": cfg.crop_size, "crop_margin": cfg.margin, "kp_thr": cfg.kp_thr,
@@ -105,13 +105,13 @@ def train_into(model_dir: Path, params: dict, root: Path) -> None:
         return
     args = yolo.train_args(params, S)
     args["fliplr"] = 0.0  # a mirrored crop would need left/right labels swapped
-    args["hsv_h"] = get(params, f"{S}.hsv_h", float, default=0.0, min_value=0.0, max_value=0.5)
+    args["hsv_h"] = get(params, f"{S}.hsv_h", float, min_value=0.0, max_value=0.5)
 
     splits = split_of(load_videos(droot))
     train_videos = sorted(v for v, s in splits.items() if s == "train")
     if not train_videos:
         raise ValueError(f"{droot / 'videos.parquet'}: no videos in the train split")
-    source = get(params, f"{S}.train_persons", str, default="detected", choices=("detected", "gt"))
+    source = get(params, f"{S}.train_persons", str, choices=("detected", "gt"))
     if source == "gt":
         refined = gt_persons_by_video(gt_path, train_videos)
         if cfg.paint and not gt_has_keypoints(gt_path):

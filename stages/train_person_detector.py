@@ -38,7 +38,7 @@ NAME = "person_detector"
 
 
 def run(params: dict, root: Path) -> None:
-    weights = get(params, f"{NAME}.weights", str, default=None)
+    weights = get(params, f"{NAME}.weights", str)
     if weights:  # dvc repro removes the stage's outputs first: a model given from there would be lost
         check_outside(weights, Paths(root).models / NAME, f"{NAME}.weights")
     with model_folder(Paths(root).models / NAME) as model_dir:  # replaces the old folder only on success
@@ -47,10 +47,10 @@ def run(params: dict, root: Path) -> None:
 
 def train_into(model_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    weights = get(params, f"{NAME}.weights", str, default=None)
-    finetune = get(params, f"{NAME}.finetune", bool, default=False)
-    val_fraction = get(params, f"{NAME}.val_fraction", float, default=0.15, min_value=0.0, max_value=0.9)
-    frame_step = get(params, f"{NAME}.frame_step", int, default=1, min_value=1)
+    weights = get(params, f"{NAME}.weights", str)
+    finetune = get(params, f"{NAME}.finetune", bool)
+    val_fraction = get(params, f"{NAME}.val_fraction", float, min_value=0.0, max_value=0.9)
+    frame_step = get(params, f"{NAME}.frame_step", int, min_value=1)
     yolo.configure()
     if weights and not finetune:
         m = yolo.load_model(weights)  # clear error naming the file

@@ -49,7 +49,7 @@ BACKENDS = ("hrnet", "mmpose")
 
 def run(params: dict, root: Path) -> None:
     with model_folder(Paths(root).models / "pose") as out_dir:  # replaces the old folder only on success
-        if get(params, "keypoints.backend", str, default="hrnet", choices=BACKENDS) == "mmpose":
+        if get(params, "keypoints.backend", str, choices=BACKENDS) == "mmpose":
             export_mmpose_into(out_dir, params, root)
         else:
             train_into(out_dir, params, root)
@@ -57,23 +57,23 @@ def run(params: dict, root: Path) -> None:
 
 def train_into(out_dir: Path, params: dict, root: Path) -> None:
     paths = Paths(root)
-    seed = get(params, "seed", int, default=0)
-    arch = get(params, "keypoints.arch", str, default="hrnet_w18_small", choices=ARCHS)
+    seed = get(params, "seed", int)
+    arch = get(params, "keypoints.arch", str, choices=ARCHS)
     input_size = input_size_param(params)
-    checkpoint = get(params, "keypoints.checkpoint", str, default=None)
-    epochs = get(params, "keypoints.epochs", int, default=5, min_value=0)
-    batch_size = get(params, "keypoints.batch_size", int, default=32, min_value=2)
-    lr = get(params, "keypoints.lr", float, default=2e-3, min_value=0.0)
-    weight_decay = get(params, "keypoints.weight_decay", float, default=0.0, min_value=0.0)
-    sigma = get(params, "keypoints.sigma", float, default=2.0, min_value=0.1)
-    val_fraction = get(params, "keypoints.val_fraction", float, default=0.1, min_value=0.0, max_value=0.9)
-    aug = AugmentConfig(scale=get(params, "keypoints.aug_scale", float, default=0.25, min_value=0.0, max_value=0.9),
-                        rotation=get(params, "keypoints.aug_rotation", float, default=30.0, min_value=0.0),
-                        shift=get(params, "keypoints.aug_shift", float, default=0.1, min_value=0.0),
-                        flip=get(params, "keypoints.aug_flip", bool, default=True))
-    flip_test = get(params, "keypoints.flip_test", bool, default=False)
-    infer_batch = get(params, "keypoints.infer_batch", int, default=64, min_value=1)
-    eval_test = get(params, "keypoints.eval_test", bool, default=True)
+    checkpoint = get(params, "keypoints.checkpoint", str)
+    epochs = get(params, "keypoints.epochs", int, min_value=0)
+    batch_size = get(params, "keypoints.batch_size", int, min_value=2)
+    lr = get(params, "keypoints.lr", float, min_value=0.0)
+    weight_decay = get(params, "keypoints.weight_decay", float, min_value=0.0)
+    sigma = get(params, "keypoints.sigma", float, min_value=0.1)
+    val_fraction = get(params, "keypoints.val_fraction", float, min_value=0.0, max_value=0.9)
+    aug = AugmentConfig(scale=get(params, "keypoints.aug_scale", float, min_value=0.0, max_value=0.9),
+                        rotation=get(params, "keypoints.aug_rotation", float, min_value=0.0),
+                        shift=get(params, "keypoints.aug_shift", float, min_value=0.0),
+                        flip=get(params, "keypoints.aug_flip", bool))
+    flip_test = get(params, "keypoints.flip_test", bool)
+    infer_batch = get(params, "keypoints.infer_batch", int, min_value=1)
+    eval_test = get(params, "keypoints.eval_test", bool)
     device = resolve_device(params)
     seed_everything(seed)
     t0 = time.time()
@@ -181,8 +181,8 @@ def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
         if gt_path.exists():
             log.warning("%s has no keypoint ground truth: no PCK evaluation", gt_path)
         return {}
-    seed = get(params, "seed", int, default=0)
-    val_fraction = get(params, "keypoints.val_fraction", float, default=0.1, min_value=0.0, max_value=0.9)
+    seed = get(params, "seed", int)
+    val_fraction = get(params, "keypoints.val_fraction", float, min_value=0.0, max_value=0.9)
     splits = split_of(load_videos(droot))
     train_videos = sorted(v for v, s in splits.items() if s == "train")
     shuffled = list(np.random.default_rng(seed).permutation(train_videos)) if train_videos else []
@@ -191,7 +191,7 @@ def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
     if n_val:
         out["val"] = (paths.frames, gt_path, set(shuffled[:n_val]))
     test_videos = {v for v, s in splits.items() if s == "test"}
-    if get(params, "keypoints.eval_test", bool, default=True) and test_videos:
+    if get(params, "keypoints.eval_test", bool) and test_videos:
         out["test_gt_boxes"] = (paths.frames, gt_path, test_videos)
     return out
 
@@ -202,13 +202,13 @@ def export_mmpose_into(out_dir: Path, params: dict, root: Path) -> None:
     from actparse.params import ParamError
 
     where = params.get("_path", "params")
-    epochs = get(params, "keypoints.epochs", int, default=5, min_value=0)
+    epochs = get(params, "keypoints.epochs", int, min_value=0)
     if epochs != 0:
         raise ParamError(f"{where}: keypoints.backend 'mmpose' does not train: it uses keypoints.checkpoint as it "
                          f"is, so keypoints.epochs must be 0 (got {epochs}); fine-tune with mmpose's own tools "
                          f"(tools/train.py), or train here with keypoints.backend 'hrnet'")
-    config = get(params, "keypoints.mmpose_config", str, default=None)
-    checkpoint = get(params, "keypoints.checkpoint", str, default=None)
+    config = get(params, "keypoints.mmpose_config", str)
+    checkpoint = get(params, "keypoints.checkpoint", str)
     if not config or not checkpoint:
         raise ParamError(f"{where}: keypoints.backend 'mmpose' needs keypoints.mmpose_config (an mmpose top-down "
                          f"config) and keypoints.checkpoint (its .pth weights, a local path); got "
@@ -222,8 +222,8 @@ def export_mmpose_into(out_dir: Path, params: dict, root: Path) -> None:
     sd, _ = mb.load_weights(ck)
     model = mb.build_model(cfg, sd, ck, device)
     mb.export(cfg, model.state_dict(), out_dir, {"config": config, "checkpoint": ck.name})
-    estimator = mb.MMPoseEstimator(model, flip_test=get(params, "keypoints.flip_test", bool, default=False),
-                                   batch_size=get(params, "keypoints.infer_batch", int, default=64, min_value=1))
+    estimator = mb.MMPoseEstimator(model, flip_test=get(params, "keypoints.flip_test", bool),
+                                   batch_size=get(params, "keypoints.infer_batch", int, min_value=1))
     result = {"backend": "mmpose", "mmpose_config": config, "checkpoint": ck.name, "epochs": 0, "loss": [],
               "final_loss": None, "input_size": list(estimator.input_size) if estimator.input_size else None,
               "num_keypoints": estimator.num_keypoints, "flip_test": bool(model.test_cfg.get("flip_test", False)),

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from _params import overlaid
 from actparse import clips as C
-from actparse.csn import TrainSettings, _ClipMaker, fit
+from actparse.csn import _ClipMaker, fit, train_settings_from_params
 from actparse.models.csn import CSNConfig, MultiTaskCSN
 from actparse.video import LazyVideo, ReaderCache, VideoError
 
@@ -70,7 +71,8 @@ def test_training_clips_and_weights_equal_the_in_memory_path(videos):
     assert torch.equal(C.test_clips(full[1], spec, 3), C.test_clips(lazy[1], spec, 3))
 
     cfg = CSNConfig(variant="ir", depth=50, stage_depths=(1, 1, 1, 1), stem_dim=8)
-    settings = TrainSettings(epochs=2, batch_size=2, lr=0.05, warmup_iters=1, lr_steps=(1.0,), mixup_alpha=0.2)
+    settings = train_settings_from_params(overlaid({"csn": dict(epochs=2, batch_size=2, lr=0.05, warmup_iters=1,
+                                                                 lr_steps=[1.0], mixup_alpha=0.2)}))
     targets = {"action": np.array([0, 1, 0, 1]), "hand": np.array([1, 0, 2, 2])}
     states = []
     for vids in (full[:4], lazy[:4]):  # 4 videos: whole batches of 2 (batch norm needs 2 per batch)
@@ -136,7 +138,8 @@ def test_a_video_that_breaks_during_training_is_an_error_naming_it(tmp_path, vid
     cfg = CSNConfig(variant="ir", depth=50, stage_depths=(1, 1, 1, 1), stem_dim=8)
     with pytest.raises(VideoError, match=r"gone\.mp4: no such video file"):
         fit(MultiTaskCSN(cfg, {"action": 2}), vids, {"action": np.array([0, 1])}, spec,
-            TrainSettings(epochs=1, batch_size=2, warmup_iters=0, lr_steps=()), seed=0)
+            train_settings_from_params(overlaid({"csn": dict(epochs=1, batch_size=2, lr=0.05, warmup_iters=0, lr_steps=[],
+                                                              mixup_alpha=0.0)})), seed=0)
     (tmp_path / "gone.mp4").write_bytes(b"not a video")
     with pytest.raises(VideoError, match=r"gone\.mp4: cannot open video"):
         vids[0][np.array([0, 1])]
@@ -188,11 +191,11 @@ def test_gym_element_frames_equal_the_cropped_whole_video(tmp_path):
     from actparse.gym import crop_clips, load_split
     from actparse.synth import SynthConfig, generate
 
-    cfg = SynthConfig.from_params({"synth": dict(seed=11, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=11, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     droot = tmp_path / "synth"
     generate(cfg, droot, progress=False)
-    params = {"data": {"root": str(droot)}, "gym": {"size": 32}}
+    params = overlaid({"data": {"root": str(droot)}, "gym": {"size": 32}})
     hier, clips, frames, skips = load_split(params, tmp_path, "train")
     assert clips and not skips
 
@@ -218,7 +221,7 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
 
     from actparse.models.stad import STADModel
     from actparse.models.slowfast import SlowFastConfig
-    from actparse.stad import STADSettings, cache_features, fit_phase1, gt_samples
+    from actparse.stad import cache_features, fit_phase1, gt_samples, settings_from_params
 
     rng = np.random.default_rng(0)
     pools = []
@@ -226,8 +229,8 @@ def test_stad_training_and_cached_features_equal_the_in_memory_path(videos):
         rows = [{"frame": f, "person": p, "box": np.array([2 + p * 20, 4, 20 + p * 20, 20.]) + rng.uniform(0, 3, 4),
                  "action": ["a", "b", "none"][(f + p + k) % 3]} for f in range(0, 20, 3) for p in range(1 + k % 2)]
         pools.append(gt_samples(pd.DataFrame(rows), k, 1.0, ["a", "b", "c"]))
-    s = STADSettings(epochs=1, samples_per_video=2, batch_size=3, num_frames=4, interval=2, warmup_epochs=0,
-                     lr_steps=())
+    s = settings_from_params(overlaid({"stad": dict(epochs=1, samples_per_video=2, batch_size=3, num_frames=4, interval=2,
+                                                     warmup_epochs=0, lr_steps=[])}))
     full = [C.load_video(p) for p in videos[:4]]
     lazy = [LazyVideo(p, cache=ReaderCache(2)) for p in videos[:4]]
     cfg = SlowFastConfig(stem_dim=4, beta_inv=4, alpha=4)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _params import overlaid
 from actparse import clips as C
 from actparse.csn import (ensemble, ensemble_weights_from_params, load_checkpoint, load_pretrained, multitask_loss,
                           predict_clips, save_checkpoint, train_step)
@@ -387,13 +388,15 @@ def _tiny_csn_project(tmp_path):
     classes = {"action": ["side", "updown"], "hand": ["side_hand_none", "updown_hand_none"]}
     write_json(classes, paths.part_labels / "classes.json")
 
-    params = {"seed": 0, "device": "cpu", "data": {"root": str(droot)},
-              "csn": {"variants": ["ip", "ir"], "depth": 50, "stage_depths": [1, 1, 1, 1], "stem_dim": 8,
-                      "stem_pool": True, "dropout": 0.0, "shared_backbone": True, "freeze_bn": "auto",
-                      "pretrained": {"ip": None, "ir": None}, "num_frames": 4, "interval": 2,
-                      "short_side": 32, "crop": [32, 32], "train_short_side": [32, 36], "flip": True,
-                      "epochs": 2, "batch_size": 3, "lr": 0.05, "warmup_iters": 1, "lr_steps": [1],
-                      "test_clips": 2, "test_batch": 4, "ensemble_weights": {"default": {"ip": 2.0, "ir": 1.0}}}}
+    params = overlaid({"seed": 0, "device": "cpu", "data": {"root": str(droot)},
+                       "csn": {"variants": ["ip", "ir"], "depth": 50, "stage_depths": [1, 1, 1, 1], "stem_dim": 8,
+                               "stem_pool": True, "dropout": 0.0, "shared_backbone": True, "freeze_bn": "auto",
+                               "pretrained": {"ip": None, "ir": None}, "num_frames": 4, "interval": 2,
+                               "short_side": 32, "crop": [32, 32], "train_short_side": [32, 36], "flip": True,
+                               "color_jitter": 0.0, "grayscale_prob": 0.0, "background": "none", "reverse_prob": 0.0,
+                               "epochs": 2, "batch_size": 3, "lr": 0.05, "warmup_iters": 1, "lr_steps": [1],
+                               "mixup_alpha": 0.0, "test_clips": 2, "test_batch": 4}})
+    params["csn"]["ensemble_weights"] = {"default": {"ip": 2.0, "ir": 1.0}}  # replaces (not merges) the committed map
     return params, classes
 
 
@@ -451,10 +454,10 @@ def test_variants_in_parallel_processes_equal_one_after_another(tmp_path):
     # the stage's own choice here: on CPU one process per variant, at most one per (pinned) core
     from actparse.determinism import cores
 
-    assert train_csn.training_processes({"csn": {}}, 2, "cpu")[0] == min(2, cores())
-    assert train_csn.training_processes({"csn": {}}, 2, "cuda") == (1, cores())
+    assert train_csn.training_processes(overlaid({}), 2, "cpu")[0] == min(2, cores())
+    assert train_csn.training_processes(overlaid({}), 2, "cuda") == (1, cores())
     with pytest.raises(Exception, match="train_workers"):
-        train_csn.training_processes({"csn": {"train_workers": -1}}, 2, "cpu")
+        train_csn.training_processes(overlaid({"csn": {"train_workers": -1}}), 2, "cpu")
 
 
 def test_per_epoch_validation_only_watches():

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _detection_data import make_project, write_params  # noqa: E402
+from _params import overlaid  # noqa: E402
 
 from actparse import yolo  # noqa: E402
 from actparse.boxes import iou_matrix  # noqa: E402
@@ -172,7 +173,7 @@ def test_part_boxes_map_back_to_the_frame_exactly():
     _, parts = person_layout(box)
     scale = 0.5
     img = np.zeros((60, 80, 3), np.uint8)  # stored image, original is 160x120
-    cfg = PaintConfig(paint=True, crop_size=64, margin=0.1)
+    cfg = PaintConfig.from_params(overlaid({"parts": {"paint": True, "crop_size": 64, "crop_margin": 0.1}}))
     c, tf = cfg(img, box * scale, None)
     cb, k = crop_labels(tf, parts.reshape(-1), np.ones(10, bool), scale, 64)
     assert list(k) == list(range(10))

@@ -13,6 +13,7 @@ import yaml
 
 from _params import overlaid
 from actparse.schemas import from_rows, read_table, write_table
+from actparse.params import ParamError
 from flows.mapped import DecodeMapper, get_mapper, mapped_stages
 
 
@@ -92,7 +93,8 @@ def test_mapped_decode_fails_like_the_stage(tmp_path):
 
 
 def test_map_stage_names_and_missing_mapper(tmp_path):
-    assert mapped_stages({}) == ("decode",)
+    with pytest.raises(ParamError, match="p.yaml: missing parameter 'flow.map_stages'"):
+        mapped_stages({"_path": "p.yaml"})  # no default: the value lives only in the params file
     assert mapped_stages({"flow": {"map_stages": []}}) == ()
     (tmp_path / "params.yaml").write_text("x: 1\n")
     (tmp_path / "stages").mkdir()

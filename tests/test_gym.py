@@ -14,8 +14,9 @@ import yaml
 
 from _params import overlaid
 from actparse.constants import ACTIONS
-from actparse.gym import (LEVELS, GymSettings, crop_clips, fit_joint, hierarchical_loss, load_annotations,
-                              pathway_features, sample_indices, train_step)
+from actparse.gym import (LEVELS, crop_clips, fit_joint, hierarchical_loss, load_annotations, pathway_features,
+                          sample_indices, train_step)
+from actparse.gym import settings_from_params as gym_settings
 from actparse.models.gym import JointModel, LevelModel
 from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig
 from actparse.schemas import read_df
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("gym")
-    cfg = SynthConfig.from_params({"synth": dict(seed=11, n_train=3, n_test=2, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=11, n_train=3, n_test=2, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, root / "artifacts" / "synth", progress=False)
     return root
 
@@ -187,7 +188,8 @@ def test_joint_step_decreases_loss_and_keeps_pathways():
     assert after < before
     assert all(torch.equal(v, j.pathways.state_dict()[k]) for k, v in frozen.items())
     # fit_joint on cached features gives the same kind of improvement
-    s = GymSettings(batch_size=4, joint_epochs=3, joint_lr=1e-2, crop=32, num_frames={"event": 4, "set": 4, "element": 4})
+    s = gym_settings(overlaid({"gym": dict(batch_size=4, joint_epochs=3, joint_lr=1e-2, crop=32,
+                                           num_frames={"event": 4, "set": 4, "element": 4})}))
     frames = [np.random.default_rng(i).integers(0, 255, (12, 36, 36, 3), dtype=np.uint8) for i in range(4)]
     feats = pathway_features(list(j.pathways), frames, [4, 4, 4], s, None)
     assert feats.shape == (4, 3 * TINY_SO.out_channels)
@@ -205,8 +207,8 @@ def test_long_tail_counts():
 
 
 def test_long_tail_plan_keeps_test_balanced_and_default_unchanged():
-    base = SynthConfig.from_params({"synth": {"n_train": 30, "n_test": 10}})
-    lt = SynthConfig.from_params({"synth": {"n_train": 30, "n_test": 10, "long_tail": 10.0}})
+    base = SynthConfig.from_params(overlaid({"synth": {"n_train": 30, "n_test": 10}}))
+    lt = SynthConfig.from_params(overlaid({"synth": {"n_train": 30, "n_test": 10, "long_tail": 10.0}}))
     a, b = plan_videos(base), plan_videos(lt)
     assert [s.n_frames for s in a] == [s.n_frames for s in b]  # same random stream: only labels move
     assert [s.action for s in a if s.split == "test"] == [s.action for s in b if s.split == "test"]
@@ -214,7 +216,7 @@ def test_long_tail_plan_keeps_test_balanced_and_default_unchanged():
     assert [train[x] for x in ACTIONS] == long_tail_counts(30, 10.0)
     assert max(Counter(s.action for s in a if s.split == "train").values()) == 3
     with pytest.raises(ValueError, match="long_tail"):
-        SynthConfig.from_params({"synth": {"long_tail": 0.5}})
+        SynthConfig.from_params(overlaid({"synth": {"long_tail": 0.5}}))
 
 
 # ------------------------------------------------------------------------------ stages

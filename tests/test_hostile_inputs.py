@@ -35,7 +35,7 @@ import oracles as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fakes import make_ground_truth, make_predictions  # noqa: E402
-from _params import write_params  # noqa: E402
+from _params import overlaid, write_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def stage_root(tmp_path):
     make_predictions(tmp_path, jitter=1.0)
     params = tmp_path / "params.yaml"
     write_params(params, PARAMS)
-    link_tubes.run(dict(PARAMS), tmp_path)
+    link_tubes.run(overlaid(PARAMS), tmp_path)
     return tmp_path, params
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _params import overlaid
 from actparse.__main__ import main
 from actparse.constants import ACTIONS, NUM_PARTS, TPS_SAMPLING
 from actparse.dataset import load_videos, video_path
@@ -28,7 +29,7 @@ VIDEO_COLS = ["video", "split", "n_frames", "fps", "width", "height"]
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig.from_params({"synth": TINY}), out, progress=False)
+    generate(SynthConfig.from_params(overlaid({"synth": TINY})), out, progress=False)
     return out
 
 

@@ -65,7 +65,8 @@ def write_videos(folder: Path) -> None:
     (folder / "sub").mkdir()
     for k, (name, encoder, w, h, fps, n, rot) in enumerate(VIDEOS):
         cfg = SynthConfig(seed=k, n_train=0, n_test=1, width=160, height=120, fps=fps,
-                          min_seconds=n / fps, max_seconds=n / fps, max_people=2, occluder_prob=0.0)
+                          min_seconds=n / fps, max_seconds=n / fps, max_people=2, occluder_prob=0.0, fourcc="mp4v",
+                          long_tail=1.0, workers=0)
         spec = plan_videos(cfg)[0]
         frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f, _ in render_video(spec, cfg)][:n]
         encode(folder / ("sub" if k == 3 else ".") / name, frames, encoder, fps, rot)

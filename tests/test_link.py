@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _params import overlaid
 from actparse import __main__ as cli
 from actparse.link import (LinkParams, _nms_official, _soft_nms_sets, action_detections, link, link_moc_layout,
                            link_table)
@@ -204,7 +205,7 @@ def test_link_tubes_stage_on_fake_artifacts(tmp_path):
 
     make_ground_truth(tmp_path, n_videos=4, n_frames=40)
     make_predictions(tmp_path)
-    params = {"link": {"min_length": 15, "nms_iou": 0.6}, "_path": "params.yaml"}
+    params = overlaid({"link": {"min_length": 15, "nms_iou": 0.6}, "_path": "params.yaml"})
     link_tubes.run(params, tmp_path)
     t = read_df(tmp_path / "artifacts" / "tubes.parquet", "tubes")
     assert len(t) and t.groupby(["video", "tube"])["frame"].apply(lambda f: bool((np.diff(f) == 1).all())).all()
@@ -212,7 +213,7 @@ def test_link_tubes_stage_on_fake_artifacts(tmp_path):
     # every person track of the fake GT (a static action per video) becomes one tube
     assert t.groupby("video")["tube"].nunique().to_dict() == gt.groupby("video")["person"].nunique().to_dict()
     with pytest.raises(Exception, match="link.nms_iou"):
-        link_tubes.run({"link": {"nms_iou": "high"}, "_path": "params.yaml"}, tmp_path)
+        link_tubes.run(overlaid({"link": {"nms_iou": "high"}, "_path": "params.yaml"}), tmp_path)
 
 
 def test_cli_link_moc_layout_and_parquet(tmp_path, capsys):

@@ -15,8 +15,9 @@ from actparse.formats import read_pickle
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fakes import make_ground_truth, make_predictions  # noqa: E402
+from _params import overlaid  # noqa: E402
 
-PARAMS = {"data": {"root": "artifacts/synth"}, "link": {}, "evaluate": {}, "_path": "params.yaml"}
+PARAMS = overlaid({"data": {"root": "artifacts/synth"}, "_path": "params.yaml"})
 
 
 def run_stages(root: Path) -> dict:

@@ -363,11 +363,15 @@ def test_dvc_params_lists_name_schema_keys():
 
 def test_dvc_params_lists_cover_the_keys_each_stage_reads():
     """Each stage's `params:` list covers every key its code reads with get() (static scan of the
-    stage module and of the actparse functions it calls, transitively)."""
+    stage module and of the actparse functions it calls, transitively). ``data.root`` may instead be
+    covered by the data folder ``${data.root}`` among the stage's deps (its path, and so a change of
+    the value, is recorded in dvc.lock)."""
     from _params_scan import keys_read
 
     for name, stage in DVC.items():
         listed = [str(k) for k in stage.get("params", [])]
+        if "${data.root}" in stage.get("deps", []):
+            listed.append("data.root")
         read = keys_read(ROOT / "stages" / f"{name}.py")
         missing = sorted(k for k in read if not any(k == lst or k.startswith(lst + ".") for lst in listed))
         assert not missing, f"dvc.yaml stage {name} reads {missing} but its params list lacks them"
@@ -434,6 +438,88 @@ def test_params_errors_name_the_key(tmp_path):
         get(params, "decode.short_side", int)
     with pytest.raises(ParamError, match="missing parameter 'decode.jpeg'"):
         get(params, "decode.jpeg", int)
-    assert get(params, "decode.jpeg", int, default=90) == 90
+    with pytest.raises(TypeError, match="default"):  # no defaults in code: values live only in the file
+        get(params, "decode.jpeg", int, default=90)
     with pytest.raises(ParamError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+# ------------------------------------------------------------------------------ no defaults in code
+def _get_calls_with_default(path: Path) -> list[int]:
+    """Lines of ``path`` with a call named ``get`` (``get(...)`` or ``x.get(...)``) that passes ``default=``."""
+    return [n.lineno for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "get"
+            and any(k.arg == "default" for k in n.keywords)]
+
+
+def test_no_param_defaults_in_code():
+    """The values live only in params.yaml: no get(..., default=...) in the library, the stages or the flow,
+    and actparse.params.get takes no default."""
+    import inspect
+
+    found = [f"{f.relative_to(ROOT)}:{line}" for d in ("actparse", "stages", "flows")
+             for f in sorted((ROOT / d).rglob("*.py")) for line in _get_calls_with_default(f)]
+    assert not found, f"get(..., default=...) found (put the value in params.yaml instead): {found}"
+    assert "default" not in inspect.signature(get).parameters
+    assert _get_calls_with_default(Path(__file__))  # the scan sees one (test_params_errors_name_the_key's)
+
+
+def _stage_csn(p, root):
+    from stages import csn
+
+    csn.run(p, root)
+
+
+def _stage_link_tubes(p, root):
+    from stages import link_tubes
+
+    link_tubes.run(p, root)
+
+
+def _synth(p, root):
+    from actparse.synth import SynthConfig
+
+    SynthConfig.from_params(p)
+
+
+def _stad_settings(p, root):
+    from actparse.stad import settings_from_params
+
+    settings_from_params(p)
+
+
+def _paint(p, root):
+    from actparse.paint import PaintConfig
+
+    PaintConfig.from_params(p, "parts")
+
+
+def _device(p, root):
+    from actparse.params import resolve_device
+
+    resolve_device(p)
+
+
+@pytest.mark.parametrize("key,read", [
+    ("csn.test_batch", _stage_csn),  # the issue's case: 24 in params.yaml, 16 as the code's old default
+    ("link.min_length", _stage_link_tubes),
+    ("synth.fps", _synth),
+    ("stad.decoupled_lr", _stad_settings),
+    ("parts.dot_radius", _paint),
+    ("device", _device),
+])
+def test_a_key_missing_from_the_file_is_an_error_where_the_stage_reads_it(tmp_path, key, read):
+    """With no default in code, a key removed from the params file is an error naming the file and the
+    key in the stage's own read path too (a dict the loader has not checked), never a silent value."""
+    def drop(p):
+        *parents, name = key.split(".")
+        node = p
+        for part in parents:
+            node = node[part]
+        del node[name]
+
+    path = _write(tmp_path, yaml.safe_dump(_edit(drop), sort_keys=False))
+    params = {**yaml.safe_load(path.read_text()), "_path": str(path)}
+    with pytest.raises(ParamError) as err:
+        read(params, tmp_path)
+    assert str(err.value) == f"{path}: missing parameter {key!r}"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _params import overlaid
 from actparse.constants import PARTS
 from actparse.part_labels import (assign_part_states, baseline_states, class_lists, gt_parts, group_states,
                                   make_label, most_frequent, split_label, video_labels)
@@ -116,7 +117,7 @@ def test_part_labels_stage_end_to_end(tmp_path):
     gt += [gt_row("te1", f, 0, {"left_hand": "wave", "right_hand": "wave"}) for f in (0, 5, 10)]
     gt += [gt_row("te2", f, 0, {"left_hand": "punch", "right_hand": "punch"}) for f in (0, 5, 10)]
     _write_data_root(tmp_path, videos, gt)
-    part_labels.run({"data": {"root": "artifacts/synth"}}, tmp_path)
+    part_labels.run(overlaid({"data": {"root": "artifacts/synth"}}), tmp_path)
 
     paths = Paths(tmp_path)
     labels = read_df(paths.part_labels / "labels.parquet", "part_labels")
@@ -190,12 +191,12 @@ def test_part_states_stage_with_detected_and_gt_parts(tmp_path):
     write_table(from_rows(_parts([("v1", 0, 0, "right_hand", 0.5)]).assign(
         box=lambda d: d["box"].map(list)).to_dict("records"), "parts"), paths.parts, "parts")
 
-    part_states.run({"part_labels": {"mode": "video_label", "parts_source": "detected"}}, tmp_path)
+    part_states.run(overlaid({"part_labels": {"mode": "video_label", "parts_source": "detected"}}), tmp_path)
     out = read_df(paths.part_states, "part_states")
     assert out["state"].tolist() == ["wave"] and out["score"][0] == pytest.approx(0.35)
 
-    part_states.run({"data": {"root": "artifacts/synth"},
-                     "part_labels": {"mode": "video_label", "parts_source": "gt"}}, tmp_path)
+    part_states.run(overlaid({"data": {"root": "artifacts/synth"},
+                              "part_labels": {"mode": "video_label", "parts_source": "gt"}}), tmp_path)
     out = read_df(paths.part_states, "part_states")
     # GT frames 0, 5, 10; 9 visible parts each (hip hidden)
     assert len(out) == 3 * 9 and sorted(set(out["frame"])) == [0, 5, 10]

@@ -166,8 +166,8 @@ def tiny_root(tmp_path_factory):
     from actparse.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("partattn")
-    cfg = SynthConfig.from_params({"synth": dict(seed=7, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=7, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, root / "artifacts" / "synth", progress=False)
     return root
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _params import overlaid
 from actparse.constants import FLIP_PAIRS, NUM_KEYPOINTS, SKELETON
 from actparse.hrnet import (MMPOSE_BACKBONE_KEY, CheckpointError, build_pose_model, decode_heatmaps,
                             encode_heatmaps, flip_back, heatmap_loss, load_checkpoint, save_checkpoint)
@@ -341,7 +342,7 @@ def _params(**over):
           "lr": 0.002, "sigma": 1.5, "val_fraction": 0.34, "flip_test": True, "infer_batch": 16, "eval_test": True,
           "refine": True, "refine_thr": 0.0, "refine_margin": 0.0}
     kp.update(over)
-    return {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"}, "keypoints": kp}
+    return overlaid({"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"}, "keypoints": kp})
 
 
 def test_pose_stages_end_to_end(tmp_path):

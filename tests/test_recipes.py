@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from _params import overlaid
 from actparse import clips as C
 from actparse.csn import (clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
                           train_settings_from_params, val_split, weight_grid)
@@ -370,11 +371,11 @@ def test_default_run_writes_fixed_weights_report(tmp_path):
 
 # ------------------------------------------------------------------------------ seed 003 scales and flips
 def test_stad_multi_scale_batch_resizes_clips_and_boxes():
-    from actparse.stad import KeyframeSample, STADSettings, _batch
+    from actparse.stad import KeyframeSample, _batch, settings_from_params
 
     video = _frames()  # 40 x 48
     smp = KeyframeSample(0, 1, np.array([[4.0, 8.0, 20.0, 36.0]]), np.zeros((1, 3), np.float32), ["none"])
-    s = STADSettings(num_frames=4, interval=1, color_jitter=0.0, flip=False)
+    s = settings_from_params(overlaid({"stad": dict(num_frames=4, interval=1, color_jitter=0.0, flip=False)}))
     clip, rois, _ = _batch([video], [smp], s, None)
     small, rois_s, _ = _batch([video], [smp], s, None, short_side=20)
     assert clip.shape[-2:] == (40, 48) and small.shape[-2:] == (20, 24)
@@ -413,8 +414,8 @@ def test_stad_recipe_runs_end_to_end_with_scales_and_flips(tmp_path):
     from stages import stad_detect, stad_train
     from tests.test_stad import _params
 
-    cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, tmp_path / "artifacts" / "synth", progress=False)
     params = _params(tmp_path, train_scales=[40, 48], scale_batch_sizes=[2, 1], test_scales=[40, 48],
                      test_flip=True, short_side=48, optimizer="sgd", lr=0.01, warmup_epochs=0.5, lr_steps=[1])

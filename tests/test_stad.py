@@ -14,8 +14,8 @@ import yaml
 from _params import overlaid
 from actparse.models.stad import PCCAHead, STADModel, expand_rois
 from actparse.models.slowfast import SlowFastBackbone, SlowFastConfig
-from actparse.stad import (STADSettings, bce_loss, cache_features, class_balanced_weights, fit_classifier,
-                           freeze_for_decoupling, gt_samples, keyframe_indices, train_step)
+from actparse.stad import (bce_loss, cache_features, class_balanced_weights, fit_classifier, freeze_for_decoupling,
+                           gt_samples, keyframe_indices, settings_from_params, train_step)
 from actparse.schemas import read_df
 
 TINY_SF = SlowFastConfig(stem_dim=4, beta_inv=4, alpha=4)
@@ -131,7 +131,8 @@ def test_decoupled_phase_trains_only_the_classifier():
                                    "action": ["b", "none", "a"]}), 0, 1.0, ["a", "b", "c", "d", "e"])
     assert [s.frame for s in smp] == [3, 9]
     assert smp[0].targets.tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]] and smp[0].labels == ["b", "none"]
-    s = STADSettings(num_frames=8, interval=1, batch_size=2, decoupled_epochs=3, decoupled_lr=0.5)
+    s = settings_from_params(overlaid({"stad": dict(num_frames=8, interval=1, batch_size=2, decoupled_epochs=3,
+                                                     decoupled_lr=0.5)}))
     backbone_before = {k: v.clone() for k, v in m.backbone.state_dict().items()}
     clf_before = m.head.classifier.weight.detach().clone()
     feats, targets, labels = cache_features(m, [video], smp, s)
@@ -157,8 +158,8 @@ def tiny_root(tmp_path_factory):
     from actparse.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("stad")
-    cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, root / "artifacts" / "synth", progress=False)
     return root
 

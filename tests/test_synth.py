@@ -25,7 +25,7 @@ TINY = dict(seed=3, n_train=3, n_test=2, width=96, height=72, fps=25, min_second
 
 
 def tiny_cfg(**kw) -> SynthConfig:
-    return SynthConfig.from_params({"synth": {**TINY, **kw}})
+    return SynthConfig.from_params(overlaid({"synth": {**TINY, **kw}}))
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +279,7 @@ def test_class_balance():
 def test_bad_params_raise(bad):
     key = next(iter(bad))
     with pytest.raises(ParamError, match=key):
-        SynthConfig.from_params({"synth": {**TINY, **bad}, "_path": "p.yaml"})
+        SynthConfig.from_params(overlaid({"synth": {**TINY, **bad}, "_path": "p.yaml"}))
 
 
 def test_cli(tmp_path, capsys, caplog):

@@ -33,7 +33,7 @@ from actparse.params import ParamError
 from actparse.partattn import config_from_params as partattn_config
 from actparse.stad import config_from_params as stad_config
 from actparse.weights.resnet3d import load_slowfast, load_slowonly, pretrained_from_params
-from _params import write_params
+from _params import overlaid, write_params
 
 torch.set_num_threads(2)
 R101_8x8 = dict(depth=101, stage_depths=None, stem_dim=64, beta_inv=8, alpha=4, fusion_kernel=5, output_stride=32)
@@ -189,7 +189,7 @@ def test_a_detector_without_a_person_class_is_refused_naming_the_file(tmp_path):
     m = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
     m.names = {0: "cat", 1: "dog", 2: "bird"}
     path = save_ultralytics_checkpoint(m, tmp_path / "pets.pt")
-    params = {"_path": "params.yaml", "person_detector": {"weights": str(path), "finetune": False}}
+    params = overlaid({"_path": "params.yaml", "person_detector": {"weights": str(path), "finetune": False}})
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: detector has no class named 'person' "
                                          r"\(its classes: 'cat', 'dog', 'bird'\); set person_detector.classes"):
         train_person_detector.run(params, tmp_path)
@@ -373,7 +373,7 @@ def test_mmaction2_slowfast_loads_into_conv_only_laterals(slowfast_r101, tmp_pat
 
 def test_stad_params_build_the_published_shape_and_point_at_the_file(slowfast_r101, tmp_path):
     gpu = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "params.gpu.stad.yaml")))["stad"]
-    cfg = stad_config({"stad": gpu})
+    cfg = stad_config(overlaid({"stad": gpu}))  # the preset laid over the committed params
     assert (cfg.depth, cfg.stage_depths, cfg.stem_dim, cfg.beta_inv, cfg.alpha, cfg.fusion_kernel) == \
         (101, None, 64, 8, 4, 5)
     path = tmp_path / "sf.pyth"
@@ -443,11 +443,11 @@ def test_gym_and_partattn_params_take_slowonly_r50(slow_r50, tmp_path):
     torch.save({"model_state": slow_r50.state_dict()}, path)
     gpu = {s: yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", f"params.gpu.{s}.yaml")))[s]
            for s in ("gym", "partattn")}
-    level = LevelModel(gym_config({"gym": {**gpu["gym"], "depth": 50}}), 5)
-    pre, fmt = pretrained_from_params({"gym": {"pretrained": {"path": str(path)}}}, "gym")
+    level = LevelModel(gym_config(overlaid({"gym": {**gpu["gym"], "depth": 50}})), 5)
+    pre, fmt = pretrained_from_params({"gym": {"pretrained": {"path": str(path), "format": "pytorchvideo"}}}, "gym")
     assert fmt == "pytorchvideo"
     assert load_slowonly(level.backbone, pre, fmt) == len(_backbone_sd(slow_r50))
-    net = PartStateNet(partattn_config({"partattn": dict(gpu["partattn"], roi_mode="crop")}, 10))
+    net = PartStateNet(partattn_config(overlaid({"partattn": dict(gpu["partattn"], roi_mode="crop")}), 10))
     for bb in (net.backbone, net.part_backbone):  # output stride 8 (strides 1, 2, 1, 1): same tensors
         assert load_slowonly(bb, path, "pytorchvideo", "partattn") == len(_backbone_sd(slow_r50))
         assert assert_backbone_equals(bb, slow_r50.state_dict()) == len(bb.state_dict())
@@ -524,8 +524,8 @@ def synth_root(tmp_path_factory):
     from actparse.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("seeds")
-    cfg = SynthConfig.from_params({"synth": dict(seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0,
-                                                 max_seconds=1.2, max_people=2, occluder_prob=0.0)})
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=5, n_train=2, n_test=1, width=64, height=48, min_seconds=1.0, max_seconds=1.2, max_people=2, occluder_prob=0.0)}))
     generate(cfg, root / "artifacts" / "synth", progress=False)
     return root
 

@@ -304,6 +304,6 @@ def pretrained_from_params(params: dict, section: str) -> tuple[Path | None, str
     """(``<section>.pretrained.path`` or None, ``<section>.pretrained.format``) from params."""
     from ..params import get
 
-    p = get(params, f"{section}.pretrained.path", str, default=None)
-    fmt = get(params, f"{section}.pretrained.format", str, default="pytorchvideo", choices=tuple(FORMATS))
+    p = get(params, f"{section}.pretrained.path", str)
+    fmt = get(params, f"{section}.pretrained.format", str, choices=tuple(FORMATS))
     return (Path(p) if p else None), fmt
