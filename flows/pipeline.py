@@ -405,7 +405,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
         if not getattr(mapper, "resumable", False):  # a resumable mapper reuses the complete parts it finds
             shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        log.info("%s: %d per-video tasks%s", name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
+        log.info("%s: %d per-item tasks%s", name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
         bar = create_progress_artifact(0.0, key=_artifact_key(name, "videos"), description=f"{name}: videos done")
         retries = int(getattr(mapper, "retries", 0))
         item_task = run_item.with_options(retries=retries, retry_delay_seconds=ITEM_RETRY_DELAY_S) if retries \
