@@ -21,13 +21,15 @@ from .schemas import iter_row_groups, read_table
 from .video import decode_jpeg
 
 
-def frames_by_video(frames_path: str | Path, videos: Iterable[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
-    """Stream ``frames.parquet`` video by video: yields ``(video, table)``; ``videos`` filters."""
+def frames_by_video(frames_path: str | Path, videos: Iterable[str] | None = None,
+                    row_groups: Iterable[int] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """Stream ``frames.parquet`` video by video: yields ``(video, table)``; ``videos`` filters;
+    ``row_groups``: read only these row groups (those holding ``videos``)."""
     keep = None if videos is None else set(videos)
     pending: dict[str, list[pa.Table]] = {}
     order: list[str] = []
     done: set[str] = set()
-    for rg in iter_row_groups(frames_path, "frames"):
+    for rg in iter_row_groups(frames_path, "frames", row_groups):
         names = rg.column("video").to_pylist()
         for v in dict.fromkeys(names):
             if keep is not None and v not in keep:

@@ -258,6 +258,7 @@ class Evaluate(Section):
 class Flow(Section):
     gpu_stages: Optional[list[str]]
     map_stages: list[str]
+    shard_videos: PosInt
     scheduler: Optional[str]
     tls: Optional[dict[str, str]]  # {ca_file, cert, key}; flows/cluster.security checks the keys and files
     n_workers: NonNegInt

@@ -344,8 +344,9 @@ class ParquetStreamWriter:
             self.abort()
 
 
-def iter_row_groups(path: str | os.PathLike, name: str):
-    """Yield each row group of an artifact as a validated table (streaming read)."""
+def iter_row_groups(path: str | os.PathLike, name: str, row_groups: Iterable[int] | None = None):
+    """Yield each row group of an artifact (or those numbered ``row_groups``) as a validated table
+    (streaming read)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: artifact {name!r} not found (has its stage run?)")
@@ -353,7 +354,7 @@ def iter_row_groups(path: str | os.PathLike, name: str):
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise SchemaError(f"{path}: cannot read artifact {name!r}: {one_line(exc)}") from None
-    for i in range(pf.num_row_groups):
+    for i in (range(pf.num_row_groups) if row_groups is None else row_groups):
         try:
             group = pf.read_row_group(i)
         except (pa.ArrowException, OSError) as exc:

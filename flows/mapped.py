@@ -8,7 +8,13 @@ then commits the stage into dvc.lock, so ``dvc repro`` and the flow agree on wha
 
 Which stages are mapped: ``flow.map_stages`` in params.yaml. ``decode`` has a built-in mapper
 (:class:`DecodeMapper`); any other stage can opt in by defining a class ``FLOW_MAPPER`` with the same
-methods (constructor ``(root, params)``) in its stage module.
+methods (constructor ``(root, params)``) in its stage module. detect_persons, keypoints and detect_parts
+do, through :class:`actparse.shards.ShardMapper`: their items are shards of ``flow.shard_videos``
+consecutive videos that share the stage's per-video code.
+
+Optional attributes of a mapper: ``resumable`` (true: the flow keeps the stage's workdir between runs,
+so a rerun after a crash reuses the parts the mapper finds complete; the merge task removes it) and
+``retries`` (Prefect retries of a failed item task; default 0).
 """
 
 from __future__ import annotations

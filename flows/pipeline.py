@@ -17,7 +17,8 @@ run-cache and removal of old outputs, then the stage's own command from DVC's st
 dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
 commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
 decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
-error) and are then merged and committed.
+error), or for detect_persons, keypoints and detect_parts one task per shard of ``flow.shard_videos``
+videos (``<stage>[<first>..<last>]``, retried, reused after a crash), and are then merged and committed.
 
 A failed stage fails its task with the stage's own exit code and last error line; its downstream
 stages are marked NotRun, the independent stages go on, and the run ends Failed listing every failure
@@ -33,7 +34,7 @@ Runs are named ``<branch>@<commit>`` plus the params changed against the committ
 tagged ``branch:``, ``commit:`` and ``param:<key>=<value>``; the metrics files of dvc.yaml become a
 markdown artifact (``actparse-metrics``), the DAG's final outputs link artifacts.
 
-Params (section ``flow``): gpu_stages, map_stages, scheduler, n_workers, processes, workdir,
+Params (section ``flow``): gpu_stages, map_stages, shard_videos, scheduler, n_workers, processes, workdir,
 ui_host, ui_port. Environment: ACTPARSE_DASK_SCHEDULER (scheduler address), PREFECT_API_URL
 (report into an existing Prefect server), PREFECT_HOME (where a local server keeps its database).
 """
@@ -88,6 +89,10 @@ class StageKilled(StageFailed, dvcstate.TransientError):
 # dies mid-task is handled by dask itself, which reschedules its tasks on another worker.
 RETRIES = 2
 RETRY_DELAY_S = 5
+# A mapper's per-item tasks are retried ``mapper.retries`` times (default 0: decode's per-video tasks
+# fail on a bad video, which would fail again); a shard of a per-video stage catches its videos' skips
+# itself, so whatever it raises is worth another try (flows/mapped.py, actparse/shards.py).
+ITEM_RETRY_DELAY_S = 1
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -185,7 +190,8 @@ def run_stage(root: str, stage: str, force: bool = False, threads: dict | None =
 @task(name="stage-item", task_run_name="{stage}[{label}]", cache_policy=NO_CACHE, persist_result=False)
 def run_item(root: str, params_file: str, stage: str, module: str | None, item, label: str,
              workdir: str) -> dict:
-    """One video of a mapped stage; an exception fails this task (and only this task)."""
+    """One item (a video, or a shard of videos) of a mapped stage; an exception fails this task (and
+    only this task) once its retries (``mapper.retries``) are spent."""
     mapper = get_mapper(root, params_file, stage, module)
     out = mapper.run_item(item, Path(workdir))
     return dict(out or {}, worker=C.worker_name())
@@ -396,12 +402,16 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
         items = mapper.items()
         labels = [mapper.item_name(it) for it in items]
         workdir = workroot / name
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not getattr(mapper, "resumable", False):  # a resumable mapper reuses the complete parts it finds
+            shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        log.info("%s: %d per-video tasks%s", name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
+        log.info("%s: %d per-item tasks%s", name, len(items), " (GPU)" if use_gpu and stage.gpu else "")
         bar = create_progress_artifact(0.0, key=_artifact_key(name, "videos"), description=f"{name}: videos done")
+        retries = int(getattr(mapper, "retries", 0))
+        item_task = run_item.with_options(retries=retries, retry_delay_seconds=ITEM_RETRY_DELAY_S) if retries \
+            else run_item
         with _gpu_annotation(use_gpu and stage.gpu):
-            futs = run_item.map(unmapped(str(rootp)), unmapped(params_file), unmapped(name),
+            futs = item_task.map(unmapped(str(rootp)), unmapped(params_file), unmapped(name),
                                 unmapped(stage.module), items, labels, unmapped(str(workdir)),
                                 wait_for=waits)
         maps[name] = _Mapped(stage, items, labels, list(futs), workdir, bar)

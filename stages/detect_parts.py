@@ -25,12 +25,13 @@ import numpy as np
 from actparse import yolo
 from actparse.boxes import clip
 from actparse.constants import PARTS
-from actparse.detector_data import decode_frames, frames_by_video, person_crops, refined_by_video
+from actparse.detector_data import decode_frames, person_crops, refined_by_video
 from actparse.paint import PaintConfig
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, new_columns, progress, row_groups, stage_log, stage_main
+from actparse.shards import VideoSkipped, VideoWork, cached, frames_tables, frames_videos, mapper_of, run_videos
+from actparse.stage import SkipLedger, new_columns, row_groups, stage_log, stage_main
 
 log = stage_log("detect_parts")
 S = "parts"
@@ -75,52 +76,94 @@ def _skipped_training(model_dir: Path) -> str | None:
         return None
 
 
+class Work(VideoWork):
+    """detect_parts per video: the params and the part model read once, then :meth:`one` per video with
+    refined persons (the stage's run and the flow's shards, actparse/shards.py)."""
+
+    STAGE, SCHEMA, SECTIONS = "detect_parts", "parts", (S,)
+
+    def __init__(self, params: dict, root: Path):
+        super().__init__(params, root)
+        paths = Paths(root)
+        self.cfg = PaintConfig.from_params(params, S)
+        self.imgsz = get(params, f"{S}.imgsz", int, min_value=32)
+        self.conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
+        self.iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
+        self.batch = get(params, f"{S}.predict_batch", int, min_value=1)
+        self.device = resolve_device(params)
+        self.threads = get(params, f"{S}.threads", int, min_value=0)
+        self.frames, self.refined, self.output, self.where = paths.frames, paths.refined, paths.parts, paths.frames
+        self.model_path = paths.models / "part_detector" / "model.pt"
+        self.skipped = _skipped_training(self.model_path.parent)
+        self._refined: dict = {}
+
+    def no_model(self) -> bool:
+        """train_part_detector skipped training and left no model: the stage writes empty outputs."""
+        return bool(self.skipped) and not self.model_path.exists()
+
+    def inputs(self) -> list[Path]:
+        return [self.frames, self.refined, self.model_path.parent]
+
+    def check(self) -> None:
+        if not self.no_model() and not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: YOLO model file not found")
+
+    def setup(self) -> None:
+        def load():
+            model = yolo.load_model(self.model_path)
+            names = yolo.model_names(model)
+            unknown = sorted(set(names) - set(PARTS))
+            if unknown:
+                raise ValueError(f"{self.model_path}: classes {unknown} are not body parts {list(PARTS)}")
+            return model, names
+
+        self.model, self.names = cached(("yolo", S), [self.model_path], load)
+
+    def videos(self) -> list[str]:
+        if self.no_model():
+            return []
+        have = set(refined_by_video(self.refined))
+        return [v for v in frames_videos(self.frames) if v in have]
+
+    def total(self) -> int | None:
+        return row_groups(self.frames)
+
+    def tables(self, videos=None):
+        self._refined = refined_by_video(self.refined, videos)
+        for video, table in frames_tables(self.frames, videos):
+            persons = self._refined.get(video)
+            if persons is not None and len(persons):
+                yield video, table
+
+    def one(self, video: str, table):
+        persons = self._refined[video]
+        try:
+            images, frames, scales, orig_wh = decode_frames(table)
+        except ValueError as exc:
+            raise VideoSkipped(str(exc)) from None
+        crops = person_crops(images, frames, scales, persons, self.cfg)
+        missing = len(persons) - len(crops)
+        if missing:
+            log.warning("%s: %d refined persons on frames missing from %s", video, missing, self.frames)
+        dets = yolo.predict(self.model, [c["crop"] for c in crops], imgsz=self.imgsz, conf=self.conf, iou=self.iou,
+                            max_det=100, batch=self.batch, device=self.device, threads=self.threads)
+        wh = {int(f): tuple(x) for f, x in zip(frames, orig_wh)}
+        return parts_table(video, crops, dets, wh, self.names)
+
+
+FLOW_MAPPER = mapper_of(Work)  # the flow's shards of consecutive videos (flow.map_stages, flow.shard_videos)
+
+
 def run(params: dict, root: Path) -> None:
-    paths = Paths(root)
-    cfg = PaintConfig.from_params(params, S)
-    imgsz = get(params, f"{S}.imgsz", int, min_value=32)
-    conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
-    iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
-    batch = get(params, f"{S}.predict_batch", int, min_value=1)
-    device = resolve_device(params)
-    threads = get(params, f"{S}.threads", int, min_value=0)
-    model_path = paths.models / "part_detector" / "model.pt"
-    skipped = _skipped_training(model_path.parent)
-    if skipped and not model_path.exists():
-        log.warning("no part detector (train_part_detector: %s): writing an empty %s", skipped, paths.parts)
-        with ParquetStreamWriter(paths.parts, "parts"):
+    work = Work(params, root)
+    if work.no_model():
+        log.warning("no part detector (train_part_detector: %s): writing an empty %s", work.skipped, work.output)
+        with ParquetStreamWriter(work.output, "parts"):
             pass
         SkipLedger("detect_parts", root).write()
         return
-    model = yolo.load_model(model_path)
-    names = yolo.model_names(model)
-    unknown = sorted(set(names) - set(PARTS))
-    if unknown:
-        raise ValueError(f"{model_path}: classes {unknown} are not body parts {list(PARTS)}")
-    refined = refined_by_video(paths.refined)
-    ledger = SkipLedger("detect_parts", root)
-    with ParquetStreamWriter(paths.parts, "parts") as writer:
-        for video, table in progress(frames_by_video(paths.frames), "detect_parts", total=row_groups(paths.frames)):
-            persons = refined.get(video)
-            if persons is None or not len(persons):
-                continue
-            ledger.tried(video)
-            try:
-                images, frames, scales, orig_wh = decode_frames(table)
-            except ValueError as exc:
-                ledger.skip(video, exc)
-                continue
-            crops = person_crops(images, frames, scales, persons, cfg)
-            missing = len(persons) - len(crops)
-            if missing:
-                log.warning("%s: %d refined persons on frames missing from %s", video, missing, paths.frames)
-            dets = yolo.predict(model, [c["crop"] for c in crops], imgsz=imgsz, conf=conf, iou=iou, max_det=100,
-                                batch=batch, device=device, threads=threads)
-            wh = {int(f): tuple(x) for f, x in zip(frames, orig_wh)}
-            writer.write(parts_table(video, crops, dets, wh, names))
-        ledger.check(paths.frames)
-    ledger.write()
-    log.info("%d part boxes for %d videos (%d skipped)", writer.rows, len(refined), ledger.n_failed)
+    rows, ledger = run_videos(work)
+    log.info("%d part boxes for %d videos (%d skipped)", rows, ledger.n_tried, ledger.n_failed)
 
 
 def main(argv=None) -> int:

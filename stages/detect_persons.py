@@ -20,11 +20,12 @@ import numpy as np
 
 from actparse import yolo
 from actparse.boxes import clip
-from actparse.detector_data import decode_frames, frames_by_video
+from actparse.detector_data import decode_frames
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
-from actparse.schemas import ParquetStreamWriter, from_columns
-from actparse.stage import SkipLedger, new_columns, progress, row_groups, stage_log, stage_main
+from actparse.schemas import from_columns
+from actparse.shards import VideoSkipped, VideoWork, cached, frames_tables, frames_videos, mapper_of, run_videos
+from actparse.stage import new_columns, row_groups, stage_log, stage_main
 
 log = stage_log("detect_persons")
 S = "person_detector"
@@ -46,34 +47,70 @@ def detections_table(video: str, frames, dets, scales, orig_wh):
     return from_columns(cols, "persons")
 
 
+class Work(VideoWork):
+    """detect_persons per video: the params and the model read once, then :meth:`one` per video
+    (the stage's run and the flow's shards, actparse/shards.py)."""
+
+    STAGE, SCHEMA, SECTIONS = "detect_persons", "persons", (S,)
+
+    def __init__(self, params: dict, root: Path):
+        super().__init__(params, root)
+        paths = Paths(root)
+        self.imgsz = get(params, f"{S}.imgsz", int, min_value=32)
+        self.conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
+        self.iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
+        self.max_det = get(params, f"{S}.max_det", int, min_value=1)
+        self.batch = get(params, f"{S}.predict_batch", int, min_value=1)
+        self.device = resolve_device(params)
+        self.threads = get(params, f"{S}.threads", int, min_value=0)
+        self.frames, self.output, self.where = paths.frames, paths.persons, paths.frames
+        self.model_path = paths.models / S / "model.pt"
+
+    def inputs(self) -> list[Path]:
+        return [self.frames, self.model_path]
+
+    def _need_frames(self) -> None:
+        if not self.frames.exists():
+            raise FileNotFoundError(f"{self.frames}: frames not found (run the decode stage first)")
+
+    def check(self) -> None:
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: YOLO model file not found")
+        self._need_frames()
+
+    def setup(self) -> None:
+        def load():
+            model = yolo.load_model(self.model_path)
+            return model, yolo.person_class_ids(self.params, model, self.model_path)
+
+        self.model, self.keep = cached(("yolo", S, repr(self.params.get(S))), [self.model_path], load)
+        self._need_frames()
+
+    def videos(self) -> list[str]:
+        return frames_videos(self.frames)
+
+    def total(self) -> int | None:
+        return row_groups(self.frames)
+
+    def tables(self, videos=None):
+        return frames_tables(self.frames, videos)
+
+    def one(self, video: str, table):
+        try:
+            images, frames, scales, orig_wh = decode_frames(table)
+        except ValueError as exc:
+            raise VideoSkipped(str(exc)) from None
+        dets = yolo.predict(self.model, images, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det,
+                            batch=self.batch, device=self.device, threads=self.threads, classes=self.keep)
+        return detections_table(video, frames, dets, scales, orig_wh)
+
+
+FLOW_MAPPER = mapper_of(Work)  # the flow's shards of consecutive videos (flow.map_stages, flow.shard_videos)
+
+
 def run(params: dict, root: Path) -> None:
-    paths = Paths(root)
-    imgsz = get(params, f"{S}.imgsz", int, min_value=32)
-    conf = get(params, f"{S}.conf", float, min_value=0.0, max_value=1.0)
-    iou = get(params, f"{S}.iou", float, min_value=0.0, max_value=1.0)
-    max_det = get(params, f"{S}.max_det", int, min_value=1)
-    batch = get(params, f"{S}.predict_batch", int, min_value=1)
-    device = resolve_device(params)
-    threads = get(params, f"{S}.threads", int, min_value=0)
-    model = yolo.load_model(paths.models / S / "model.pt")
-    keep = yolo.person_class_ids(params, model, paths.models / S / "model.pt")
-    if not paths.frames.exists():
-        raise FileNotFoundError(f"{paths.frames}: frames not found (run the decode stage first)")
-    ledger = SkipLedger("detect_persons", root)
-    with ParquetStreamWriter(paths.persons, "persons") as writer:
-        for video, table in progress(frames_by_video(paths.frames), "detect_persons", total=row_groups(paths.frames)):
-            ledger.tried(video)
-            try:
-                images, frames, scales, orig_wh = decode_frames(table)
-            except ValueError as exc:
-                ledger.skip(video, exc)
-                continue
-            dets = yolo.predict(model, images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, batch=batch,
-                                device=device, threads=threads, classes=keep)
-            writer.write(detections_table(video, frames, dets, scales, orig_wh))
-        ledger.check(paths.frames)
-    ledger.write()
-    log.info("%d person boxes in %d videos (%d skipped)", writer.rows, ledger.n_tried, ledger.n_failed)
+    rows, ledger = run_videos(Work(params, root))
+    log.info("%d person boxes in %d videos (%d skipped)", rows, ledger.n_tried, ledger.n_failed)
 
 
 def main(argv=None) -> int:

@@ -25,8 +25,9 @@ from actparse.hrnet import load_checkpoint
 from actparse.params import get, resolve_device
 from actparse.paths import Paths
 from actparse.pose import PoseEstimator, input_size_param
-from actparse.schemas import ParquetStreamWriter, from_columns, iter_row_groups, read_df
-from actparse.stage import SkipLedger, progress, row_groups, stage_log, stage_main
+from actparse.schemas import from_columns, read_df, read_table
+from actparse.shards import VideoWork, cached, frames_tables, frames_videos, mapper_of, run_videos
+from actparse.stage import SkipLedger, row_groups, stage_log, stage_main
 from actparse.video import decode_jpeg
 
 log = stage_log("keypoints")
@@ -85,35 +86,72 @@ def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, in
     return cols, int((~have).sum())
 
 
+class Work(VideoWork):
+    """keypoints per video: the estimator loaded once, then :meth:`one` per video with detected persons
+    (the stage's run and the flow's shards, actparse/shards.py)."""
+
+    STAGE, SCHEMA, SECTIONS = "keypoints", "keypoints", ("keypoints",)
+
+    def __init__(self, params: dict, root: Path):
+        super().__init__(params, root)
+        paths = Paths(root)
+        self.frames, self.persons, self.output, self.where = paths.frames, paths.persons, paths.keypoints, paths.persons
+        self.model_dir = paths.models / "pose"
+        self._by_video: dict | None = None
+
+    def inputs(self) -> list[Path]:
+        return [self.frames, self.persons, self.model_dir]
+
+    def check(self) -> None:
+        if not self.model_dir.is_dir():
+            raise FileNotFoundError(f"{self.model_dir}: pose model folder not found (run train_pose first)")
+
+    def setup(self) -> None:
+        self.estimator = cached(("pose", repr(self.params.get("keypoints")), repr(self.params.get("device"))),
+                                [self.model_dir], lambda: load_estimator(self.params, self.root))
+
+    def _persons(self, videos=None) -> dict:
+        """Detected persons by video (those of ``videos``; None: all), in persons.parquet order."""
+        filters = None if videos is None else [("video", "in", sorted(set(videos)))]
+        persons = read_df(self.persons, "persons", filters=filters)
+        return {v: g for v, g in persons.groupby("video", sort=False)}
+
+    def _person_videos(self) -> list[str]:
+        return list(dict.fromkeys(read_table(self.persons, "persons", columns=["video"]).column("video").to_pylist()))
+
+    def videos(self) -> list[str]:
+        have = set(self._person_videos())
+        return [v for v in frames_videos(self.frames) if v in have]
+
+    def total(self) -> int | None:
+        return row_groups(self.frames)
+
+    def tables(self, videos=None):
+        self._by_video = self._persons(videos)
+        for video, frames in frames_tables(self.frames, videos):
+            if video in self._by_video:
+                yield video, frames
+
+    def one(self, video: str, table):
+        cols, missing = video_keypoints(self.estimator, table, self._by_video[video])
+        note = f"{missing} person box(es) on frames not in {self.frames.name}" if missing else None
+        return from_columns(cols, "keypoints"), note
+
+    def finish(self, ledger: SkipLedger, tried: set[str]) -> None:
+        counts = read_df(self.persons, "persons", columns=["video"])["video"].value_counts(sort=False)
+        for video in self._person_videos():
+            if video not in tried:
+                ledger.skip(video, f"no decoded frames in {self.frames.name} for {int(counts[video])} person box(es)")
+
+
+FLOW_MAPPER = mapper_of(Work)  # the flow's shards of consecutive videos (flow.map_stages, flow.shard_videos)
+
+
 def run(params: dict, root: Path) -> None:
-    paths = Paths(root)
-    estimator = load_estimator(params, root)
-    persons = read_df(paths.persons, "persons")
-    by_video = {v: g for v, g in persons.groupby("video", sort=False)}
-    done, ledger = set(), SkipLedger("keypoints", root)
-    with ParquetStreamWriter(paths.keypoints, "keypoints") as writer:
-        for frames in progress(iter_row_groups(paths.frames, "frames"), "keypoints", total=row_groups(paths.frames)):
-            if frames.num_rows == 0:
-                continue
-            # a row group normally holds one video; be robust to several
-            vids = frames.column("video").to_pylist()
-            for video in dict.fromkeys(vids):
-                if video not in by_video or video in done:
-                    continue
-                ledger.tried(video)
-                sub = frames.filter(np.asarray([v == video for v in vids]))
-                cols, missing = video_keypoints(estimator, sub, by_video[video])
-                if missing:
-                    ledger.note(video, f"{missing} person box(es) on frames not in {paths.frames.name}")
-                writer.write(from_columns(cols, "keypoints"))
-                done.add(video)
-        for video in by_video:
-            if video not in done:
-                ledger.skip(video, f"no decoded frames in {paths.frames.name} for {len(by_video[video])} person box(es)")
-        ledger.check(paths.persons)
-    ledger.write()
-    log.info("keypoints for %d persons in %d videos (%d skipped)", writer.rows, len(done),
-             len(by_video) - len(done))
+    work = Work(params, root)
+    rows, ledger = run_videos(work)
+    log.info("keypoints for %d persons in %d videos (%d skipped)", rows, ledger.n_tried - ledger.n_failed,
+             ledger.n_failed)
 
 
 def main(argv=None) -> int:

@@ -123,7 +123,8 @@ PARAMS = {
     "a": {"n": 6},
     "b": {"k": 2, "bad": ["v3"]},
     "c": {"offset": 1},
-    "flow": {"gpu_stages": ["b"], "map_stages": ["b"], "scheduler": None, "tls": None, "n_workers": 1, "processes": False,
+    "flow": {"gpu_stages": ["b"], "map_stages": ["b"], "shard_videos": 8, "scheduler": None, "tls": None,
+             "n_workers": 1, "processes": False,
              "workdir": "work", "ui_host": "127.0.0.1", "ui_port": 4200},
 }
 
@@ -217,7 +218,8 @@ stages:
 DIAMOND_PARAMS = {
     "top": {"n": 5},
     "right": {"fail": False},
-    "flow": {"gpu_stages": [], "map_stages": [], "scheduler": None, "tls": None, "n_workers": 2, "processes": False,
+    "flow": {"gpu_stages": [], "map_stages": [], "shard_videos": 8, "scheduler": None, "tls": None,
+             "n_workers": 2, "processes": False,
              "workdir": "work", "ui_host": "127.0.0.1", "ui_port": 4200},
 }
 
