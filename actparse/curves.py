@@ -17,7 +17,8 @@ column is empty where the configuration holds out no validation videos, e.g. ``c
                                               (the pathway's top-1 on gym.val_fraction's clips)
     gym_joint.csv                             epoch, loss, val_event_acc, val_set_acc, val_element_acc
                                               (the joint model's heads on the same clips)
-    partattn.csv                              epoch, loss, val_acc                 (part-state accuracy on partattn.val_fraction's videos)
+    partattn.csv                              epoch, loss, val_acc
+                                              (part-state accuracy on partattn.val_fraction's videos)
 
 Nothing here is timed: the files are the same for the same training, so a fresh clone that
 reproduces the models reproduces the curves.

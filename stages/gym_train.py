@@ -91,7 +91,8 @@ def run(params: dict, root: Path) -> None:
 
         held = set(val_split([c.clip for c in clips], [str(c.label) for c in clips], val_fraction, seed))
         val_clips = [(c, f) for c, f in zip(clips, frames) if c.clip in held]
-        clips, frames = [c for c in clips if c.clip not in held], [f for c, f in zip(clips, frames) if c.clip not in held]
+        keep = [k for k, c in enumerate(clips) if c.clip not in held]
+        clips, frames = [clips[k] for k in keep], [frames[k] for k in keep]
         val = ([f for _, f in val_clips], {lvl: np.array([hier.labels_of(c.label)[lvl] for c, _ in val_clips])
                                            for lvl in LEVELS})
         log.info("held out %d of %d train element clips for validation (gym.val_fraction %s)", len(val_clips),
@@ -114,8 +115,8 @@ def run(params: dict, root: Path) -> None:
             m = LevelModel(cfg, len(classes[lvl]), s.dropout)
             if pretrained is not None:
                 load_slowonly(m.backbone, pretrained, pre_format, "gym")
-            hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}",
-                             val=None if val is None else (val[0], val[1][lvl]))
+            hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device,
+                             desc=f"gym {lvl}", val=None if val is None else (val[0], val[1][lvl]))
             save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
                              "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},
                             out / f"{lvl}.pt")

@@ -26,7 +26,8 @@ INFOS = {
              "phase1_val_top1": [0.2, 0.4, 0.5], "phase2_val_top1": [0.6, 0.6]},
     "gym": {"enabled": True, "history": {"event": {"loss": [1.0, 0.5], "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]},
                                          "set": {"loss": [2.0, 1.5], "train_acc": [0.2, 0.4], "val_acc": [0.1, 0.3]},
-                                         "element": {"loss": [3.0, 2.5], "train_acc": [0.1, 0.2], "val_acc": [0.0, 0.1]},
+                                         "element": {"loss": [3.0, 2.5], "train_acc": [0.1, 0.2],
+                                                     "val_acc": [0.0, 0.1]},
                                          "joint": {"loss": [4.0, 3.0, 2.0],
                                                    "val_acc": [{"event": 0.5, "set": 0.3, "element": 0.1}] * 3}}},
     "partattn": {"enabled": False},
@@ -75,7 +76,8 @@ def test_seed_curves_without_validation_have_empty_val_columns():
     assert len(stad) == 3 and stad.val_top1.isna().all()
     stad = curve("stad", {"enabled": True, "phase1_loss": [1.0, 0.8], "phase2_loss": None, "phase1_val_top1": [0.5, 1]})
     assert stad.val_top1.tolist() == [0.5, 1.0]
-    gym = {"enabled": True, "history": {"element": {"loss": [3.0, 2.5], "train_acc": [0.1, 0.2]}, "joint": {"loss": [4.0]}}}
+    gym = {"enabled": True, "history": {"element": {"loss": [3.0, 2.5], "train_acc": [0.1, 0.2]},
+                                        "joint": {"loss": [4.0]}}}
     assert curve("gym_element", gym).val_acc.isna().all() and len(curve("gym_element", gym)) == 2
     joint = curve("gym_joint", gym)
     assert len(joint) == 1 and joint[["val_event_acc", "val_set_acc", "val_element_acc"]].isna().all().all()

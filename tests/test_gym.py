@@ -200,8 +200,9 @@ def test_joint_step_decreases_loss_and_keeps_pathways():
 def test_per_epoch_validation_only_watches():
     """fit_level / fit_joint with held-out clips record their top-1 after every epoch; the weights (dropout
     on, so the torch random stream matters) equal those of the same training without the validation."""
-    s = gym_settings(overlaid({"gym": dict(batch_size=2, epochs=2, views_per_clip=1, crop=32, interval=2, joint_epochs=3,
-                                           joint_lr=1e-2, num_frames={"event": 4, "set": 4, "element": 4})}))
+    s = gym_settings(overlaid({"gym": dict(batch_size=2, epochs=2, views_per_clip=1, crop=32, interval=2,
+                                           joint_epochs=3, joint_lr=1e-2,
+                                           num_frames={"event": 4, "set": 4, "element": 4})}))
     frames = [np.random.default_rng(i).integers(0, 255, (12, 36, 36, 3), dtype=np.uint8) for i in range(6)]
     labels, val = np.array([0, 1, 2, 0]), (frames[4:], np.array([1, 2]))
     runs = []
@@ -228,7 +229,8 @@ def test_per_epoch_validation_only_watches():
         runs.append((fit_joint(j, feats, tg, s, seed=0, val=held), j.state_dict()))
     (watched, a), (plain, b) = runs
     assert len(watched["val_acc"]) == 3 and "val_acc" not in plain
-    assert all(set(acc) == set(LEVELS) and all(v in (0.0, 0.5, 1.0) for v in acc.values()) for acc in watched["val_acc"])
+    assert all(set(acc) == set(LEVELS) and all(v in (0.0, 0.5, 1.0) for v in acc.values())
+               for acc in watched["val_acc"])
     assert watched["loss"] == plain["loss"] and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -301,7 +301,8 @@ def test_partattn_train_holds_out_videos_and_watches_them(val_root, caplog):
     # one of the two train videos of the long tail's first action is held out (an action keeps one)
     (held,) = info["val_videos"]
     action = dict(zip(videos.video, videos.action))
-    assert info["train_videos"] == 2 and [action[v] for v in videos.video[videos.split == "train"]].count(action[held]) == 2
+    train_actions = [action[v] for v in videos.video[videos.split == "train"]]
+    assert info["train_videos"] == 2 and train_actions.count(action[held]) == 2
     assert info["val_persons"] == int((gt[gt.video == held].frame % 5 == 0).sum())  # its GT persons, every 5th frame
     assert len(info["val_acc"]) == len(info["loss"]) == 2 and all(0.0 <= v <= 1.0 for v in info["val_acc"])
     assert curve("partattn", info).val_acc.tolist() == info["val_acc"]

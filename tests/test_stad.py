@@ -160,8 +160,9 @@ def test_per_epoch_validation_only_watches():
 
     pools = [samples(0, ["a", "none", "b", "a"]), samples(1, ["c", "b", "none", "c"])]
     val = (videos[2:], samples(0, ["a", "b", "c", "none"]))
-    s = settings_from_params(overlaid({"stad": dict(num_frames=4, interval=2, batch_size=2, epochs=2, samples_per_video=2,
-                                                     decoupled_epochs=3, decoupled_lr=0.5, flip=True, color_jitter=0.2)}))
+    s = settings_from_params(overlaid({"stad": dict(num_frames=4, interval=2, batch_size=2, epochs=2,
+                                                     samples_per_video=2, decoupled_epochs=3, decoupled_lr=0.5,
+                                                     flip=True, color_jitter=0.2)}))
     runs = []
     for held in (val, None):
         torch.manual_seed(3)
@@ -271,7 +272,8 @@ def test_stad_train_holds_out_videos_and_watches_them(val_root, caplog):
     assert len(info["phase1_val_top1"]) == 2 and len(info["phase2_val_top1"]) == 2
     assert all(0.0 <= v <= 1.0 for v in info["phase1_val_top1"] + info["phase2_val_top1"])
     df = curve("stad", info)
-    assert df.val_top1.tolist() == info["phase1_val_top1"] + info["phase2_val_top1"] and df.phase.tolist() == [1, 1, 2, 2]
+    assert df.phase.tolist() == [1, 1, 2, 2]
+    assert df.val_top1.tolist() == info["phase1_val_top1"] + info["phase2_val_top1"]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
     assert any("2/2 epochs " in ln and "val_top1=" in ln for ln in lines)
     assert any("(phase 2)" in ln and "val_top1=" in ln for ln in lines)
