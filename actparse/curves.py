@@ -10,10 +10,15 @@ column is empty where the configuration holds out no validation videos, e.g. ``c
     pose.csv                                  epoch, loss, val_pck                 (HRNet heatmap MSE; PCK@0.2 on the held-out videos)
     csn_ip.csv, csn_ir.csv                    epoch, loss, action_acc, val_action_acc
                                               (train loss, train top-1 of the action head; top-1 on csn.val_fraction's videos)
-    stad.csv                                  epoch, loss, phase                   (phase 1, then phase 2 continuing the count)
-    gym_event.csv, gym_set.csv, gym_element.csv   epoch, loss, train_acc
-    gym_joint.csv                             epoch, loss
-    partattn.csv                              epoch, loss
+    stad.csv                                  epoch, loss, phase, val_top1
+                                              (phase 1, then phase 2 continuing the count; action top-1 of the
+                                              persons of stad.val_fraction's videos)
+    gym_event.csv, gym_set.csv, gym_element.csv   epoch, loss, train_acc, val_acc
+                                              (the pathway's top-1 on gym.val_fraction's clips)
+    gym_joint.csv                             epoch, loss, val_event_acc, val_set_acc, val_element_acc
+                                              (the joint model's heads on the same clips)
+    partattn.csv                              epoch, loss, val_acc
+                                              (part-state accuracy on partattn.val_fraction's videos)
 
 Nothing here is timed: the files are the same for the same training, so a fresh clone that
 reproduces the models reproduces the curves.
@@ -33,12 +38,12 @@ CURVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "part_detector": ("part_detector", ("box_loss", "cls_loss", "dfl_loss", "val_map50")),
     "csn_ip": ("csn", ("loss", "action_acc", "val_action_acc")),
     "csn_ir": ("csn", ("loss", "action_acc", "val_action_acc")),
-    "stad": ("stad", ("loss", "phase")),
-    "gym_event": ("gym", ("loss", "train_acc")),
-    "gym_set": ("gym", ("loss", "train_acc")),
-    "gym_element": ("gym", ("loss", "train_acc")),
-    "gym_joint": ("gym", ("loss",)),
-    "partattn": ("partattn", ("loss",)),
+    "stad": ("stad", ("loss", "phase", "val_top1")),
+    "gym_event": ("gym", ("loss", "train_acc", "val_acc")),
+    "gym_set": ("gym", ("loss", "train_acc", "val_acc")),
+    "gym_element": ("gym", ("loss", "train_acc", "val_acc")),
+    "gym_joint": ("gym", ("loss", "val_event_acc", "val_set_acc", "val_element_acc")),
+    "partattn": ("partattn", ("loss", "val_acc")),
 }
 
 #: the model folders whose train_info.json the curves come from
@@ -92,22 +97,30 @@ def curve(stem: str, info: dict, where: str = "train_info.json") -> pd.DataFrame
                     "val_action_acc": _task_acc(var, "val_acc", where)}
     elif stem == "stad":
         p1, p2 = _series(info, "phase1_loss", where), _series(info, "phase2_loss", where)
-        data = {"loss": p1 + p2, "phase": [1] * len(p1) + [2] * len(p2)}
+        v1, v2 = _series(info, "phase1_val_top1", where), _series(info, "phase2_val_top1", where)
+        val = (v1 or [math.nan] * len(p1)) + (v2 or [math.nan] * len(p2)) if v1 or v2 else []
+        data = {"loss": p1 + p2, "phase": [1] * len(p1) + [2] * len(p2), "val_top1": val}
+    elif stem == "gym_joint":
+        hist = (info.get("history") or {}).get("joint")
+        if hist:
+            data = {"loss": _series(hist, "loss", where),
+                    **{f"val_{lvl}_acc": _task_acc(hist, "val_acc", where, lvl) for lvl in ("event", "set", "element")}}
     elif stem.startswith("gym_"):
         hist = (info.get("history") or {}).get(stem[4:])
         if hist:
             data = {c: _series(hist, c, where) for c in columns}
     elif stem == "partattn":
-        data = {"loss": _series(info, "loss", where)}
+        data = {"loss": _series(info, "loss", where), "val_acc": _series(info, "val_acc", where)}
     return _frame(columns, _pad_val(data))
 
 
-def _task_acc(var: dict, key: str, where: str) -> list[float]:
-    """The action head's per-epoch accuracy from a list of {task: accuracy} (NaN where absent)."""
+def _task_acc(var: dict, key: str, where: str, task: str = "action") -> list[float]:
+    """One head's per-epoch accuracy (the action head's by default) from a list of {task: accuracy}
+    (NaN where absent)."""
     acc = var.get(key) or []
     if not isinstance(acc, list):
         raise ValueError(f"{where}: {key!r} is not a list of per-epoch values")
-    return [_num(a.get("action", math.nan) if isinstance(a, dict) else math.nan, f"{where}: {key}[{i}]")
+    return [_num(a.get(task, math.nan) if isinstance(a, dict) else math.nan, f"{where}: {key}[{i}]")
             for i, a in enumerate(acc)]
 
 

@@ -358,9 +358,15 @@ def _batch(frames: Sequence[np.ndarray], idx, num_frames: int, s: GymSettings, r
 
 
 def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarray, num_frames: int,
-              s: GymSettings, seed: int = 0, device: str = "cpu", desc: str = "gym") -> dict:
-    """Train one pathway with cross-entropy on its level's labels."""
+              s: GymSettings, seed: int = 0, device: str = "cpu", desc: str = "gym",
+              val: tuple[Sequence[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Train one pathway with cross-entropy on its level's labels.
+
+    ``val`` (frames, labels of this level; the element clips held out by ``gym.val_fraction``): after
+    every epoch the top-1 of :func:`predict_level` on them goes into ``history["val_acc"]``. It only
+    watches (:func:`actparse.train.monitoring`): the weights are those of a training without it."""
     from .stage import Progress
+    from .train import monitoring
 
     n = len(frames)
     if n == 0:
@@ -373,6 +379,9 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
     total = iters * s.epochs
     y_all = torch.as_tensor(labels, dtype=torch.long)
     hist = {"loss": [], "train_acc": []}
+    watch = val is not None and len(val[0]) > 0
+    if watch:
+        hist["val_acc"] = []
     step = 0
     bar = Progress(s.epochs, f"epochs ({desc})", "gym_train")
     for epoch in range(s.epochs):
@@ -396,7 +405,13 @@ def fit_level(model: LevelModel, frames: Sequence[np.ndarray], labels: np.ndarra
             hits += int((out.argmax(1) == y).sum())
         hist["loss"].append(tot / len(order))
         hist["train_acc"].append(hits / len(order))
-        bar.update(loss=round(tot / len(order), 4), train_acc=round(hits / len(order), 4))
+        shown = {}
+        if watch:
+            with monitoring(model):
+                probs = predict_level(model, val[0], num_frames, s, device)
+            hist["val_acc"].append(_top1(probs, val[1]))
+            shown = {"val_acc": round(hist["val_acc"][-1], 4)}
+        bar.update(loss=round(tot / len(order), 4), train_acc=round(hits / len(order), 4), **shown)
     bar.close()
     model.eval()
     return hist
@@ -422,8 +437,15 @@ def pathway_features(pathways: Sequence[LevelModel], frames: Sequence[np.ndarray
 
 
 def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.ndarray], s: GymSettings,
-              seed: int = 0) -> dict:
-    """Train the fusion layer and the three classifiers on cached frozen-pathway features."""
+              seed: int = 0, val: tuple[torch.Tensor, Mapping[str, np.ndarray]] | None = None) -> dict:
+    """Train the fusion layer and the three classifiers on cached frozen-pathway features.
+
+    ``val`` (features of the centred view of each held-out clip, :func:`pathway_features` with no
+    ``rng``, and their labels per level): after every epoch the top-1 of each head
+    (:func:`predict_joint`) goes into ``history["val_acc"]`` as {level: top-1}; it only watches."""
+    from .stage import Progress
+    from .train import monitoring
+
     g = torch.Generator().manual_seed(int(seed))
     opt = adamw(model, s.joint_lr, s.weight_decay)
     tg = {lvl: torch.as_tensor(np.asarray(v), dtype=torch.long) for lvl, v in targets.items()}
@@ -431,6 +453,10 @@ def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.n
     iters = math.ceil(n / s.batch_size)
     total = iters * s.joint_epochs
     hist = {"loss": []}
+    watch = val is not None and len(val[0]) > 0
+    if watch:
+        hist["val_acc"] = []
+    bar = Progress(s.joint_epochs, "epochs (gym joint)", "gym_train")
     step = 0
     for _ in range(s.joint_epochs):
         order = torch.randperm(n, generator=g)
@@ -446,8 +472,22 @@ def fit_joint(model: JointModel, feats: torch.Tensor, targets: Mapping[str, np.n
             step += 1
             tot += float(loss.detach()) * len(j)
         hist["loss"].append(tot / n)
+        shown = {}
+        if watch:
+            with monitoring(model):
+                probs = predict_joint(model, val[0])
+            hist["val_acc"].append({lvl: _top1(probs[lvl], val[1][lvl]) for lvl in val[1]})
+            shown = {f"val_{lvl}_acc": round(a, 4) for lvl, a in hist["val_acc"][-1].items()}
+        bar.update(loss=round(tot / n, 4), **shown)
+    bar.close()
     model.eval()
     return hist
+
+
+def _top1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose highest probability is at the label."""
+    labels = np.asarray(labels)
+    return float((np.asarray(probs).argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
 @torch.no_grad()

@@ -323,6 +323,7 @@ class Stad(Section):
     decoupled_lr: NonNegFloat
     decoupled_reinit: bool
     decoupled_keyframes: PosInt
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 def _levels(v, positive: bool):
@@ -362,6 +363,7 @@ class Gym(Section):
     joint_hidden: PosInt
     joint_lr: NonNegFloat
     loss_weights: Union[float, dict[str, float]]
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
 
     @field_validator("num_frames")
     @classmethod
@@ -410,6 +412,7 @@ class PartAttn(Section):
     batch_size: PosInt
     lr: NonNegFloat
     weight_decay: NonNegFloat
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Params(Section):

@@ -25,7 +25,7 @@ The network is in :mod:`actparse.models.partattn` (:class:`~actparse.models.part
 
 Public API: :func:`part_state_loss`, :func:`train_step`,
 :func:`state_targets`, :func:`person_crop_box`, :func:`make_sample`, :class:`PartAttnSettings`,
-:func:`fit`, :func:`predict`, checkpoints.
+:func:`fit`, :func:`predict`, :func:`part_accuracy`, checkpoints.
 """
 
 from __future__ import annotations
@@ -203,9 +203,16 @@ def collate(videos: Sequence[np.ndarray], samples: Sequence[PersonSample], cfg: 
 
 
 def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Sequence[PersonSample]], s: PartAttnSettings,
-        seed: int = 0, device: str = "cpu") -> dict:
-    """Each epoch draws ``samples_per_video`` random person samples of every train video."""
+        seed: int = 0, device: str = "cpu",
+        val: tuple[Sequence[np.ndarray], Sequence[PersonSample]] | None = None) -> dict:
+    """Each epoch draws ``samples_per_video`` random person samples of every train video.
+
+    ``val`` (decoded videos and person samples with targets; the persons of the train videos held out
+    by ``partattn.val_fraction``): after every epoch the part-state accuracy of :func:`predict` on them
+    (:func:`part_accuracy`) goes into ``history["val_acc"]``. It only watches
+    (:func:`actparse.train.monitoring`): the weights are those of a training without it."""
     from .stage import Progress
+    from .train import monitoring
 
     pools = [p for p in pools if len(p)]
     if not pools:
@@ -217,6 +224,10 @@ def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Seque
     iters = math.ceil(per_epoch / s.batch_size)
     total = iters * s.epochs
     hist = {"loss": []}
+    watch = val is not None and len(val[1]) > 0
+    if watch:
+        hist["val_acc"] = []
+        val_targets = np.stack([smp.targets for smp in val[1]])
     step = 0
     bar = Progress(s.epochs, "epochs", "partattn_train")
     for epoch in range(s.epochs):
@@ -239,7 +250,13 @@ def fit(model: PartStateNet, videos: Sequence[np.ndarray], pools: Sequence[Seque
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
         hist["loss"].append(tot / max(n, 1))
-        bar.update(loss=round(tot / max(n, 1), 4))
+        shown = {}
+        if watch:
+            with monitoring(model):
+                states, _ = predict(model, val[0], val[1], s, device)
+            hist["val_acc"].append(part_accuracy(states, val_targets))
+            shown = {"val_acc": round(hist["val_acc"][-1], 4)}
+        bar.update(loss=round(tot / max(n, 1), 4), **shown)
     bar.close()
     model.eval()
     return hist
@@ -261,6 +278,14 @@ def predict(model: PartStateNet, videos: Sequence[np.ndarray], samples: Sequence
             states[i:i + len(arg), j] = arg.numpy()
             probs[i:i + len(arg), j] = conf.numpy()
     return states, probs
+
+
+def part_accuracy(states: np.ndarray, targets: np.ndarray) -> float:
+    """Part-state accuracy: the share of (person, part) pairs with a target (>= 0, a visible part of a
+    known state) whose predicted state is that target; NaN without any."""
+    states, targets = np.asarray(states), np.asarray(targets)
+    known = targets >= 0
+    return float((states[known] == targets[known]).mean()) if known.any() else float("nan")
 
 
 def save_checkpoint(model: PartStateNet, path: str | os.PathLike, actions: Sequence[str], extra: dict | None = None) -> Path:

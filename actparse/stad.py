@@ -24,7 +24,8 @@ The networks are in :mod:`actparse.models.slowfast` (backbone) and :mod:`actpars
 
 Public API: :func:`bce_loss`, :func:`train_step`, :func:`freeze_for_decoupling`,
 :func:`class_balanced_weights`, clip helpers :func:`keyframe_indices` / :func:`make_clip`,
-:class:`STADSettings`, :func:`fit_phase1`, :func:`fit_classifier`, checkpoints
+:class:`STADSettings`, :func:`fit_phase1`, :func:`fit_classifier`, the per-epoch validation
+:func:`validate` / :func:`roi_top1`, checkpoints
 :func:`save_model` / :func:`load_model`.
 """
 
@@ -223,9 +224,16 @@ def _batch(videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: S
 
 
 def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video: Sequence[Sequence[KeyframeSample]],
-               s: STADSettings, seed: int = 0, device: str = "cpu") -> dict:
-    """Standard sampling: every epoch takes ``samples_per_video`` random key frames of each train video."""
+               s: STADSettings, seed: int = 0, device: str = "cpu",
+               val: tuple[Sequence[np.ndarray], Sequence[KeyframeSample]] | None = None) -> dict:
+    """Standard sampling: every epoch takes ``samples_per_video`` random key frames of each train video.
+
+    ``val`` (decoded videos and their key-frame samples; the train videos held out by
+    ``stad.val_fraction``): after every epoch :func:`validate` scores them with :func:`predict` and its
+    top-1 goes into ``history["val_top1"]``. It only watches (:func:`actparse.train.monitoring`): the
+    weights are those of a training without it."""
     from .stage import Progress
+    from .train import monitoring
 
     pools = [list(p) for p in samples_by_video if len(p)]
     if not pools:
@@ -235,6 +243,9 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
         adamw(model, s.lr, s.weight_decay)
     model.to(device)
     hist = {"loss": [], "lr": []}
+    watch = val is not None and len(val[1]) > 0
+    if watch:
+        hist["val_top1"] = []
     per_epoch = len(pools) * s.samples_per_video
     iters = math.ceil(per_epoch / s.batch_size)
     scales = list(s.train_scales or ())
@@ -270,7 +281,12 @@ def fit_phase1(model: STADModel, videos: Sequence[np.ndarray], samples_by_video:
             n += len(idx)
         hist["loss"].append(tot / max(n, 1))
         hist["lr"].append(lr)
-        bar.update(loss=round(tot / max(n, 1), 4))
+        shown = {}
+        if watch:
+            with monitoring(model):
+                hist["val_top1"].append(validate(model, val[0], val[1], s, device))
+            shown = {"val_top1": round(hist["val_top1"][-1], 4)}
+        bar.update(loss=round(tot / max(n, 1), 4), **shown)
     bar.close()
     model.eval()
     return hist
@@ -305,8 +321,16 @@ def cache_features(model: STADModel, videos: Sequence[np.ndarray], samples: Sequ
 
 
 def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor, labels: Sequence[str],
-                   s: STADSettings, seed: int = 0) -> dict:
-    """Phase 2: class-balanced sampling, only the classifier trains (on cached frozen features)."""
+                   s: STADSettings, seed: int = 0, val: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Phase 2: class-balanced sampling, only the classifier trains (on cached frozen features).
+
+    ``val`` (RoI features and targets of the held-out key frames, :func:`cache_features` of the frozen
+    model, whose features phase 2 does not change): after every epoch the classifier's top-1 on them
+    (:func:`roi_top1` of its sigmoid scores, as :func:`predict` scores) goes into
+    ``history["val_top1"]``; it only watches."""
+    from .stage import Progress
+    from .train import monitoring
+
     params = freeze_for_decoupling(model, s.decoupled_reinit)
     clf = model.head.classifier.cpu()
     g = torch.Generator().manual_seed(int(seed))
@@ -316,6 +340,10 @@ def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor,
     bs = max(8, s.batch_size * 2)
     iters = math.ceil(n / bs)
     hist = {"loss": []}
+    watch = val is not None and len(val[0]) > 0
+    if watch:
+        hist["val_top1"] = []
+    bar = Progress(s.decoupled_epochs, "epochs (phase 2)", "stad_train")
     for epoch in range(s.decoupled_epochs):
         set_lr(opt, s.decoupled_lr * cosine(epoch, s.decoupled_epochs))
         idx = torch.multinomial(w, n, replacement=True, generator=g)
@@ -328,8 +356,43 @@ def fit_classifier(model: STADModel, feats: torch.Tensor, targets: torch.Tensor,
             opt.step()
             tot += float(loss.detach()) * len(j)
         hist["loss"].append(tot / n)
+        shown = {}
+        if watch:
+            with monitoring(model):
+                hist["val_top1"].append(roi_top1(torch.sigmoid(clf(val[0])).numpy(), val[1].numpy()))
+            shown = {"val_top1": round(hist["val_top1"][-1], 4)}
+        bar.update(loss=round(tot / n, 4), **shown)
+    bar.close()
     model.eval()
     return hist
+
+
+def roi_top1(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Action top-1 of person RoIs: the share of the persons with an action (a positive in their
+    target row) whose highest-scoring class is that action; NaN without such persons."""
+    scores, targets = np.asarray(scores), np.asarray(targets)
+    acting = targets.max(axis=1) > 0 if len(targets) else np.zeros(0, bool)
+    if not acting.any():
+        return float("nan")
+    best = scores[acting].argmax(axis=1)
+    return float((targets[acting][np.arange(len(best)), best] > 0).mean())
+
+
+def validate(model: STADModel, videos: Sequence[np.ndarray], samples: Sequence[KeyframeSample], s: STADSettings,
+             device: str = "cpu") -> float:
+    """:func:`roi_top1` of :func:`predict`'s scores of the person boxes of ``samples`` (key frames of
+    ``videos``, boxes in their pixels), video by video."""
+    scores, targets = [], []
+    by_video: dict[int, list[KeyframeSample]] = {}
+    for smp in samples:
+        by_video.setdefault(smp.video, []).append(smp)
+    for v, smps in sorted(by_video.items()):
+        out = predict(model, videos[v], [smp.frame for smp in smps], [smp.boxes for smp in smps], s, device)
+        scores.extend(out)
+        targets.extend(smp.targets for smp in smps)
+    if not scores:
+        return float("nan")
+    return roi_top1(np.concatenate(scores), np.concatenate(targets))
 
 
 @torch.no_grad()

@@ -8,13 +8,19 @@ Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly networ
           on the element clips with that level's labels
         artifacts/models/gym/joint.pt   stage 2: the three pathways frozen, features concatenated,
           shared linear layer + three classifiers, loss gym.loss_weights (seed 004: 1, 2, 4)
-        artifacts/models/gym/train_info.json   loss histories, class counts, timings
+        artifacts/models/gym/train_info.json   loss histories (with gym.val_fraction > 0 also the
+          top-1 per epoch on the held-out clips), class counts, timings
         artifacts/skips/gym_train.parquet      videos that could not be decoded
 With gym.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
         epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
-        joint_hidden, joint_lr, loss_weights, input_norm, pretrained.path / pretrained.format: SlowOnly weights each
-        pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
+        joint_hidden, joint_lr, loss_weights, input_norm, val_fraction, pretrained.path / pretrained.format:
+        SlowOnly weights each pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
+With gym.val_fraction > 0 a seeded share of the train element clips, per element class (a class keeps
+at least one clip in training), is held out: after every epoch each pathway's top-1 on them, and after
+every joint epoch the top-1 of the joint model's event / set / element heads (centred views, as
+gym_evaluate predicts), go into train_info.json and the progress lines. The validation only watches:
+the weights are those of a training on the same clips without it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.params import get, resolve_device
+from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths
 from actparse.atomic import write_json
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
@@ -62,6 +68,10 @@ def run(params: dict, root: Path) -> None:
     pretrained, pre_format = pretrained_from_params(params, "gym")
     if pretrained is not None:  # fail fast on a bad file, before the videos are decoded
         load_slowonly(LevelModel(cfg, 2).backbone, pretrained, pre_format, "gym")
+    val_fraction = get(params, "gym.val_fraction", float, min_value=0.0)
+    if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one clip in training
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'gym.val_fraction' must be < 1.0, "
+                         f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
@@ -75,6 +85,18 @@ def run(params: dict, root: Path) -> None:
     ledger.check()
     if not clips:
         raise ValueError("gym: no train element clips could be loaded")
+    val = None
+    if val_fraction > 0:  # held-out element clips, watched after every epoch
+        from actparse.csn import val_split
+
+        held = set(val_split([c.clip for c in clips], [str(c.label) for c in clips], val_fraction, seed))
+        val_clips = [(c, f) for c, f in zip(clips, frames) if c.clip in held]
+        keep = [k for k, c in enumerate(clips) if c.clip not in held]
+        clips, frames = [clips[k] for k in keep], [frames[k] for k in keep]
+        val = ([f for _, f in val_clips], {lvl: np.array([hier.labels_of(c.label)[lvl] for c, _ in val_clips])
+                                           for lvl in LEVELS})
+        log.info("held out %d of %d train element clips for validation (gym.val_fraction %s)", len(val_clips),
+                 len(clips) + len(val_clips), val_fraction)
     t_load = time.time() - t0
     targets = {lvl: np.array([hier.labels_of(c.label)[lvl] for c in clips]) for lvl in LEVELS}
     classes = {lvl: hier.classes(lvl) for lvl in LEVELS}
@@ -83,6 +105,8 @@ def run(params: dict, root: Path) -> None:
             "class_counts": {lvl: {classes[lvl][k]: int(n) for k, n in sorted(Counter(targets[lvl].tolist()).items())}
                              for lvl in LEVELS},
             "history": {}, "seconds": {"load": round(t_load, 1)}, "device": device}
+    if val is not None:
+        info["val_clips"] = [c.clip for c, _ in val_clips]
     with model_folder(paths.models / "gym") as out:  # replaces the old folder only on success
         pathways = []
         for k, lvl in enumerate(LEVELS):
@@ -91,7 +115,8 @@ def run(params: dict, root: Path) -> None:
             m = LevelModel(cfg, len(classes[lvl]), s.dropout)
             if pretrained is not None:
                 load_slowonly(m.backbone, pretrained, pre_format, "gym")
-            hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device, desc=f"gym {lvl}")
+            hist = fit_level(m, frames, targets[lvl], s.num_frames[lvl], s, seed=seed + k, device=device,
+                             desc=f"gym {lvl}", val=None if val is None else (val[0], val[1][lvl]))
             save_checkpoint({"backbone": cfg.to_dict(), "classes": classes[lvl], "level": lvl, "dropout": s.dropout,
                              "num_frames": s.num_frames[lvl], "settings": s.to_dict(), "state": m.state_dict()},
                             out / f"{lvl}.pt")
@@ -103,10 +128,17 @@ def run(params: dict, root: Path) -> None:
         feats = torch.cat([pathway_features(pathways, frames, [s.num_frames[lvl] for lvl in LEVELS], s, rng, device)
                            for _ in range(s.joint_views)])
         rep = {lvl: np.tile(targets[lvl], s.joint_views) for lvl in LEVELS}
+        joint_val = None
+        if val is not None and len(val[0]):  # the centred view of each held-out clip, as gym_evaluate
+            from actparse.train import monitoring
+
+            with monitoring():
+                joint_val = (pathway_features(pathways, val[0], [s.num_frames[lvl] for lvl in LEVELS], s, None, device),
+                             val[1])
         torch.manual_seed(seed + 20)
         joint = JointModel(pathways, [m.classifier.in_features for m in pathways], {lvl: len(classes[lvl]) for lvl in LEVELS},
                            s.joint_hidden, s.dropout)
-        hist = fit_joint(joint, feats, rep, s, seed=seed + 20)
+        hist = fit_joint(joint, feats, rep, s, seed=seed + 20, val=joint_val)
         save_checkpoint({"classes": classes, "hidden": s.joint_hidden, "dropout": s.dropout, "settings": s.to_dict(),
                          "loss_weights": s.loss_weights, "state": joint.state_dict()}, out / "joint.pt")
         info["history"]["joint"] = hist

@@ -3,16 +3,22 @@
 Reads:  <data.root>/videos.parquet (train split, video actions), the train videos and
         <data.root>/gt_persons.parquet (person boxes, part boxes, part visibility and states).
 Writes: artifacts/models/partattn/model.pt         weights, architecture, action list
-        artifacts/models/partattn/train_info.json  loss history, ablation switches, timings
+        artifacts/models/partattn/train_info.json  loss history (with partattn.val_fraction > 0 also the
+          held-out part-state accuracy per epoch), ablation switches, timings
         artifacts/skips/partattn_train.parquet     train videos without ground truth or not decodable
 Training samples are ground-truth persons on random frames of the train videos (every frame is a
 candidate key frame); the action input is the video's action class; visible parts are the targets.
 With partattn.enabled false it only writes train_info.json {"enabled": false}.
 Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_context, augment,
         input_size, num_frames, interval, dim, heads, roi_size, part_crop, dropout, stem_dim,
-        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin, pretrained.path /
-        pretrained.format: SlowOnly R50 weights the person (and part) backbone start from,
-        pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
+        stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin, val_fraction,
+        stride (the validation's key frames), pretrained.path / pretrained.format: SlowOnly R50 weights
+        the person (and part) backbone start from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
+With partattn.val_fraction > 0 a seeded share of the train videos, per action (an action keeps at
+least one video in training), is held out: after every epoch the part-state accuracy of the
+ground-truth persons of those videos on every partattn.stride-th frame (visible parts with a known
+state; ground-truth part boxes and video action as inputs) goes into train_info.json and the progress
+lines. The validation only watches: the weights are those of a training without it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.params import get, resolve_device
+from actparse.params import ParamError, get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
@@ -70,6 +76,10 @@ def run(params: dict, root: Path) -> None:
     from actparse.video import VideoError
     from actparse.weights.resnet3d import load_slowonly, pretrained_from_params
 
+    val_fraction = get(params, "partattn.val_fraction", float, min_value=0.0)
+    if val_fraction >= 1.0:  # the schema's bound: an action keeps at least one video in training
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'partattn.val_fraction' must be < 1.0, "
+                         f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
@@ -89,10 +99,19 @@ def run(params: dict, root: Path) -> None:
     gt = read_df(gt_persons_path(droot), "gt_persons",
                  columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
+    held: list[str] = []
+    if val_fraction > 0:  # held-out train videos, watched after every epoch
+        from actparse.csn import val_split
+
+        labelled = train[train["video"].isin(by_video)]
+        held = val_split(list(labelled["video"]), [str(a) for a in labelled["action"]], val_fraction, seed)
+        log.info("held out %d of %d train videos for validation (partattn.val_fraction %s)", len(held), len(train),
+                 val_fraction)
     t0, c0 = time.time(), time.process_time()
     decoded, pools = [], []
     ledger = SkipLedger("partattn_train", root, what="train videos")
-    for row in progress(list(train.itertuples(index=False)), "partattn_train", "videos decoded"):
+    for row in progress(list(train[~train["video"].isin(held)].itertuples(index=False)), "partattn_train",
+                        "videos decoded"):
         g = by_video.get(row.video)
         if g is None:
             ledger.skip(row.video, "train video has no ground truth")
@@ -105,10 +124,31 @@ def run(params: dict, root: Path) -> None:
             continue
         pools.append(gt_person_samples(g, len(decoded), actions.index(row.action)))
         decoded.append(v)
+    val = None
+    if held:  # the ground-truth persons on every partattn.stride-th frame of the held-out videos
+        stride = get(params, "partattn.stride", int, min_value=1)
+        vvideos, vsamples, vnames = [], [], []
+        for row in train[train["video"].isin(held)].itertuples(index=False):
+            ledger.tried(row.video)
+            try:
+                v = LazyVideo(video_path(droot, row.path), backend=decode_backend(params))
+            except (VideoError, ValueError) as exc:
+                ledger.skip(row.video, exc)
+                continue
+            g = by_video[row.video]
+            frames = [f for f in sorted(set(g["frame"].astype(int))) if f % stride == 0]
+            vsamples.extend(gt_person_samples(g, len(vvideos), actions.index(row.action), frames=frames))
+            vvideos.append(v)
+            vnames.append(row.video)
+        if any((smp.targets >= 0).any() for smp in vsamples):
+            val = (vvideos, vsamples)
+        else:
+            log.warning("partattn: the %d held-out videos have no visible part with a known state on their key "
+                        "frames; no per-epoch validation", len(held))
     ledger.check(droot)
     t_load = time.time() - t0
     t1 = time.time()
-    hist = fit(model, decoded, pools, s, seed=seed, device=device)
+    hist = fit(model, decoded, pools, s, seed=seed, device=device, val=val)
     t_fit = time.time() - t1
     with model_folder(paths.models / "partattn") as out:  # replaces the old folder only on success
         save_checkpoint(model, out / "model.pt", actions, extra={"settings": s.to_dict()})
@@ -116,6 +156,8 @@ def run(params: dict, root: Path) -> None:
                     "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format,
                     "train_videos": len(decoded), "train_persons": int(sum(len(p) for p in pools)),
                     "parameters": int(sum(p.numel() for p in model.parameters())), "loss": hist["loss"],
+                    **({"val_videos": vnames, "val_persons": len(val[1]), "val_acc": hist["val_acc"]}
+                       if val is not None else {}),
                     "seconds": {"load": round(t_load, 1), "train": round(t_fit, 1)},
                     "cpu_seconds": round(time.process_time() - c0, 1), "device": device}, out / "train_info.json")
     ledger.write()

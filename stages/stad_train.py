@@ -4,7 +4,8 @@ Reads:  <data.root>/videos.parquet, the train-split videos, <data.root>/gt_perso
         boxes and per-frame actions) and <data.root>/annotations/multisports_gt.pkl (class list).
 Writes: artifacts/models/stad/phase1.pt   after phase 1 (standard sampling, whole network)
         artifacts/models/stad/model.pt     the final model (after phase 2 when stad.decoupled)
-        artifacts/models/stad/train_info.json   loss history, class counts, timings
+        artifacts/models/stad/train_info.json   loss history (with stad.val_fraction > 0 also the
+          held-out top-1 per epoch of both phases), class counts, timings
         artifacts/skips/stad_train.parquet      train videos without ground truth or not decodable
 Trains on every frame of the train videos as a key frame (ground-truth boxes, sigmoid + BCE on the
 person's current action). Phase 2 (decoupled learning) freezes everything but the classifier and
@@ -16,7 +17,13 @@ Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, al
         num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
         epochs, samples_per_video, batch_size, lr, momentum, weight_decay, warmup_epochs, lr_steps,
         lr_gamma, flip, decoupled, decoupled_epochs, decoupled_lr, decoupled_reinit,
-        decoupled_keyframes, train_scales, scale_batch_sizes).
+        decoupled_keyframes, train_scales, scale_batch_sizes, val_fraction; stride: the validation's
+        key frames).
+With stad.val_fraction > 0 a seeded share of the train videos (per video action where videos.parquet
+gives one; a class keeps at least one video in training) is held out: after every epoch of both
+phases, the action top-1 of the ground-truth persons with an action on every stad.stride-th frame of
+those videos (scored as stad_detect scores, at stad.short_side) goes into train_info.json and the
+progress lines. The validation only watches: the weights are those of a training without it.
 stad.train_scales (seed 003: [256, 360]): videos are decoded at the largest short side and each
 phase-1 batch is resized to a random one of them (batch size from stad.scale_batch_sizes).
 """
@@ -82,6 +89,10 @@ def run(params: dict, root: Path) -> None:
                          f"of stad.alpha ({cfg.alpha})")
     decoupled = get(params, "stad.decoupled", bool)
     short_side = get(params, "stad.short_side", int, min_value=16)
+    val_fraction = get(params, "stad.val_fraction", float, min_value=0.0)
+    if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one video in training
+        raise ParamError(f"{params.get('_path', 'params')}: parameter 'stad.val_fraction' must be < 1.0, "
+                         f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)
     seed_everything(seed)
@@ -99,12 +110,23 @@ def run(params: dict, root: Path) -> None:
         raise ValueError(f"{droot / 'videos.parquet'}: no train-split videos to train stad on")
     gt = read_df(gt_persons_path(droot), "gt_persons", columns=["video", "frame", "person", "box", "action"])
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
+    held: list[str] = []
+    if val_fraction > 0:  # held-out train videos, watched after every epoch of both phases
+        from actparse.csn import val_split
+
+        labelled = train[train["video"].isin(by_video)]
+        acts = labelled["action"] if "action" in labelled else [None] * len(labelled)
+        held = val_split(list(labelled["video"]), ["" if a is None or a != a else str(a) for a in acts],
+                         val_fraction, seed)
+        log.info("held out %d of %d train videos for validation (stad.val_fraction %s)", len(held), len(train),
+                 val_fraction)
 
     t0, c0 = time.time(), time.process_time()
 
     decoded, pools = [], []
     ledger = SkipLedger("stad_train", root, what="train videos")
-    for row in progress(list(train.itertuples(index=False)), "stad_train", "videos decoded"):
+    for row in progress(list(train[~train["video"].isin(held)].itertuples(index=False)), "stad_train",
+                        "videos decoded"):
         g = by_video.get(row.video)
         if g is None:
             ledger.skip(row.video, "train video has no ground truth")
@@ -119,13 +141,34 @@ def run(params: dict, root: Path) -> None:
         scale = v.shape[1] / float(row.height or v.shape[1])
         pools.append(gt_samples(g, len(decoded), scale, classes))
         decoded.append(v)
+    val = None
+    if held:  # every stad.stride-th frame, decoded at short_side as stad_detect scores it
+        stride = get(params, "stad.stride", int, min_value=1)
+        vvideos, vsamples, vnames = [], [], []
+        for row in train[train["video"].isin(held)].itertuples(index=False):
+            ledger.tried(row.video)
+            try:
+                v = LazyVideo(video_path(droot, row.path), short_side, backend=decode_backend(params))
+            except (VideoError, ValueError) as exc:
+                ledger.skip(row.video, exc)
+                continue
+            g = by_video[row.video]
+            frames = [f for f in sorted(set(g["frame"].astype(int))) if f % stride == 0 and f < len(v)]
+            vsamples.extend(gt_samples(g, len(vvideos), v.shape[1] / float(row.height or v.shape[1]), classes, frames))
+            vvideos.append(v)
+            vnames.append(row.video)
+        if any(smp.targets.any() for smp in vsamples):
+            val = (vvideos, vsamples)
+        else:
+            log.warning("stad: the %d held-out videos have no person with an action on their key frames; "
+                        "no per-epoch validation", len(held))
     ledger.check(droot)
     t_decode = time.time() - t0
     counts = Counter(lab for pool in pools for smp in pool for lab in smp.labels)
 
     with model_folder(paths.models / "stad") as out:  # replaces the old folder only on success
         t1 = time.time()
-        hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device)
+        hist1 = fit_phase1(model, decoded, pools, s, seed=seed, device=device, val=val)
         t_phase1 = time.time() - t1
         meta = {"classes": classes, "head": head, "settings": s.to_dict(), "short_side": short_side,
                 "pretrained": str(pretrained) if pretrained else None, "pretrained_format": pre_format}
@@ -139,7 +182,14 @@ def run(params: dict, root: Path) -> None:
                 cache.extend(pool[i] for i in pick)
             feats, targets, labels = cache_features(model, decoded, cache, s, device,
                                                     short_side if s.train_scales else None)
-            hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed)
+            val2 = None
+            if val is not None:  # the frozen model's RoI features of the held-out key frames (fixed in phase 2)
+                from actparse.train import monitoring
+
+                with monitoring(model):
+                    vf, vt, _ = cache_features(model, val[0], val[1], s, device)
+                val2 = (vf, vt)
+            hist2 = fit_classifier(model, feats, targets, labels, s, seed=seed, val=val2)
             t_phase2 = time.time() - t2
         save_model(model, out / "model.pt", classes, extra={**meta, "phase": 2 if hist2 else 1})
         with torch.no_grad():
@@ -149,6 +199,9 @@ def run(params: dict, root: Path) -> None:
                     "backbone": cfg.to_dict(), "pretrained": meta["pretrained"], "pretrained_format": pre_format,
                     "settings": s.to_dict(), "parameters": int(n_params),
                     "phase1_loss": hist1["loss"], "phase2_loss": hist2["loss"] if hist2 else None,
+                    **({"val_videos": vnames, "val_persons": int(sum(len(smp.boxes) for smp in val[1])),
+                        "phase1_val_top1": hist1["val_top1"],
+                        "phase2_val_top1": hist2.get("val_top1") if hist2 else None} if val is not None else {}),
                     "seconds": {"decode": round(t_decode, 1), "phase1": round(t_phase1, 1), "phase2": round(t_phase2, 1)},
                     "cpu_seconds": round(time.process_time() - c0, 1),
                     "device": device}, out / "train_info.json")

@@ -14,8 +14,8 @@ import yaml
 
 from _params import overlaid
 from actparse.constants import ACTIONS
-from actparse.gym import (LEVELS, crop_clips, fit_joint, hierarchical_loss, load_annotations, pathway_features,
-                          sample_indices, train_step)
+from actparse.gym import (LEVELS, crop_clips, fit_joint, fit_level, hierarchical_loss, load_annotations,
+                          pathway_features, sample_indices, train_step)
 from actparse.gym import settings_from_params as gym_settings
 from actparse.models.gym import JointModel, LevelModel
 from actparse.models.slowonly import SlowOnlyBackbone, SlowOnlyConfig
@@ -197,6 +197,43 @@ def test_joint_step_decreases_loss_and_keeps_pathways():
     assert hist["loss"][-1] < hist["loss"][0]
 
 
+def test_per_epoch_validation_only_watches():
+    """fit_level / fit_joint with held-out clips record their top-1 after every epoch; the weights (dropout
+    on, so the torch random stream matters) equal those of the same training without the validation."""
+    s = gym_settings(overlaid({"gym": dict(batch_size=2, epochs=2, views_per_clip=1, crop=32, interval=2,
+                                           joint_epochs=3, joint_lr=1e-2,
+                                           num_frames={"event": 4, "set": 4, "element": 4})}))
+    frames = [np.random.default_rng(i).integers(0, 255, (12, 36, 36, 3), dtype=np.uint8) for i in range(6)]
+    labels, val = np.array([0, 1, 2, 0]), (frames[4:], np.array([1, 2]))
+    runs = []
+    for held in (val, None):
+        torch.manual_seed(0)
+        m = LevelModel(TINY_SO, 3, dropout=0.5)
+        runs.append((fit_level(m, frames[:4], labels, 4, s, seed=0, val=held), m.state_dict()))
+    (watched, a), (plain, b) = runs
+    assert len(watched["val_acc"]) == 2 and "val_acc" not in plain
+    assert all(v in (0.0, 0.5, 1.0) for v in watched["val_acc"])
+    assert watched["loss"] == plain["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+    # the joint model on cached features, its three heads watched on the held-out clips' centred views
+    torch.manual_seed(1)
+    paths = [LevelModel(TINY_SO, n, dropout=0.0) for n in (3, 5, 7)]
+    feats = pathway_features(paths, frames[:4], [4, 4, 4], s, np.random.default_rng(0))
+    vfeats = pathway_features(paths, frames[4:], [4, 4, 4], s, None)
+    tg = {"event": np.array([0, 1, 2, 0]), "set": np.array([0, 1, 2, 3]), "element": np.array([6, 5, 4, 3])}
+    vtg = {"event": np.array([1, 2]), "set": np.array([4, 0]), "element": np.array([0, 1])}
+    runs = []
+    for held in ((vfeats, vtg), None):
+        torch.manual_seed(2)
+        j = JointModel(paths, [p.classifier.in_features for p in paths], dict(zip(LEVELS, (3, 5, 7))), hidden=16,
+                       dropout=0.5)
+        runs.append((fit_joint(j, feats, tg, s, seed=0, val=held), j.state_dict()))
+    (watched, a), (plain, b) = runs
+    assert len(watched["val_acc"]) == 3 and "val_acc" not in plain
+    assert all(set(acc) == set(LEVELS) and all(v in (0.0, 0.5, 1.0) for v in acc.values())
+               for acc in watched["val_acc"])
+    assert watched["loss"] == plain["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ------------------------------------------------------------------------------ long tail
 def test_long_tail_counts():
     c = long_tail_counts(48, 10.0)
@@ -242,5 +279,41 @@ def test_gym_stages_end_to_end(tiny_root):
     info = json.loads((tiny_root / "artifacts" / "models" / "gym" / "train_info.json").read_text())
     assert set(info["history"]) == {"event", "set", "element", "joint"}
     p["gym"]["num_frames"] = {"event": 2}
+    params.write_text(yaml.safe_dump(p))
+    assert gym_train.main(["--params", str(params), "--root", str(tiny_root)]) == 2
+
+
+def test_gym_train_holds_out_clips_and_watches_them(tiny_root, caplog):
+    """gym.val_fraction > 0: element clips held out per class; each pathway's and the joint heads' top-1 on
+    them per epoch in train_info.json, the training curves and the progress lines."""
+    import logging
+
+    from actparse.curves import curve
+    from stages import gym_train
+
+    p = overlaid({"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+                  "gym": {"enabled": True, "stem_dim": 4, "size": 36, "crop": 32, "interval": 2, "epochs": 2,
+                          "num_frames": {"event": 2, "set": 4, "element": 4}, "views_per_clip": 1, "batch_size": 4,
+                          "joint_epochs": 2, "joint_views": 1, "joint_hidden": 16, "val_fraction": 0.5}})
+    params = tiny_root / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    with caplog.at_level(logging.INFO, logger="actparse"):
+        assert gym_train.main(["--params", str(params), "--root", str(tiny_root)]) == 0
+    info = json.loads((tiny_root / "artifacts" / "models" / "gym" / "train_info.json").read_text())
+    # 5 train clips: two of element 0, two of element 4, one of element 6 (stays: one clip)
+    assert len(info["val_clips"]) == 2 and info["train_clips"] == 3
+    assert {c.split("_E_")[0] for c in info["val_clips"]} == {"synth_00000", "synth_00001"}  # one clip of each pair
+    assert sum(info["class_counts"]["element"].values()) == 3
+    for lvl in LEVELS:
+        hist = info["history"][lvl]
+        assert len(hist["val_acc"]) == len(hist["loss"]) == 2 and all(v in (0.0, 0.5, 1.0) for v in hist["val_acc"])
+        assert curve(f"gym_{lvl}", info).val_acc.tolist() == hist["val_acc"]
+    joint = info["history"]["joint"]
+    assert len(joint["val_acc"]) == 2 and all(set(a) == set(LEVELS) for a in joint["val_acc"])
+    assert curve("gym_joint", info).val_element_acc.tolist() == [a["element"] for a in joint["val_acc"]]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert any("(gym element)" in ln and "val_acc=" in ln for ln in lines)
+    assert any("(gym joint)" in ln and "val_element_acc=" in ln for ln in lines)
+    p["gym"]["val_fraction"] = 1.0
     params.write_text(yaml.safe_dump(p))
     assert gym_train.main(["--params", str(params), "--root", str(tiny_root)]) == 2

@@ -13,7 +13,8 @@ import yaml
 from _params import overlaid
 from actparse.constants import NUM_PARTS, PART_INDEX, PART_STATES, PARTS
 from actparse.models.partattn import PartAttnConfig, PartStateNet
-from actparse.partattn import make_sample, part_state_loss, person_crop_box, state_accuracy, state_targets, train_step
+from actparse.partattn import (PersonSample, fit, make_sample, part_accuracy, part_state_loss, person_crop_box,
+                               settings_from_params, state_accuracy, state_targets, train_step)
 from actparse.schemas import read_df
 
 SMALL = dict(stem_dim=4, dim=16, heads=2, dropout=0.0, part_crop=16)
@@ -160,6 +161,35 @@ def test_state_accuracy_counts_matched_visible_parts():
     assert state_accuracy(pred, gt)["per_group"]["head"] == 50.0
 
 
+def test_per_epoch_validation_only_watches():
+    """fit() with held-out persons records their part-state accuracy after every epoch; the weights
+    (dropout and augmentation on) equal those of the same training without it."""
+    rng = np.random.default_rng(6)
+    videos = [rng.integers(0, 255, size=(10, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    pb = np.tile(np.array([20.0, 10.0, 30.0, 22.0]), (NUM_PARTS, 1)) + rng.uniform(-4, 4, (NUM_PARTS, 4))
+    vis = np.ones(NUM_PARTS, bool)
+    vis[3] = False
+
+    def person(v, frame, states):
+        return PersonSample(v, frame, np.array([12.0, 4, 44, 46]), pb, vis, v % 10, state_targets(states, vis))
+
+    pools = [[person(v, f, ["none"] * NUM_PARTS) for f in (2, 6)] for v in range(2)]
+    val = (videos[2:], [person(0, 4, ["none"] * NUM_PARTS), person(0, 8, ["nod"] + ["none"] * 9)])
+    s = settings_from_params(overlaid({"partattn": dict(num_frames=2, interval=1, epochs=2, samples_per_video=2,
+                                                         batch_size=2, augment=True)}))
+    runs = []
+    for held in (val, None):
+        torch.manual_seed(0)
+        m = PartStateNet(PartAttnConfig(**{**SMALL, "dropout": 0.5, "input_size": (48, 32)}))
+        runs.append((fit(m, videos[:2], pools, s, seed=0, val=held), m.state_dict()))
+    (watched, a), (plain, b) = runs
+    assert len(watched["val_acc"]) == 2 and "val_acc" not in plain
+    assert all(any(np.isclose(v, k / 18) for k in range(19)) for v in watched["val_acc"])  # 2 persons x 9 visible
+    assert watched["loss"] == plain["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+    assert part_accuracy(np.array([[1, 2, 0]]), np.array([[1, 0, -1]])) == 0.5
+    assert np.isnan(part_accuracy(np.zeros((1, 2)), np.full((1, 2), -1)))
+
+
 # ------------------------------------------------------------------------------ stages
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
@@ -237,3 +267,44 @@ def test_a_given_partattn_model_is_used_as_is(tiny_root, tmp_path):
         params.write_text(yaml.safe_dump(overlaid(overlay)))
         assert partattn_train.main(["--params", str(params), "--root", str(tiny_root)]) == 2
         assert (models / "model.pt").read_bytes() == (given / "model.pt").read_bytes()  # the model stays
+
+
+@pytest.fixture(scope="module")
+def val_root(tmp_path_factory):
+    """Three train videos, two of one action (the long tail), so partattn.val_fraction 0.5 holds one out."""
+    from actparse.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("partattn_val")
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=7, n_train=3, n_test=1, long_tail=1000.0, width=64, height=48, min_seconds=1.0, max_seconds=1.2,
+        max_people=2, occluder_prob=0.0)}))
+    generate(cfg, root / "artifacts" / "synth", progress=False)
+    return root
+
+
+def test_partattn_train_holds_out_videos_and_watches_them(val_root, caplog):
+    import logging
+
+    from actparse.curves import curve
+    from stages import partattn_train
+
+    overlay = {"seed": 0, "device": "cpu", "data": {"root": "artifacts/synth"},
+               "partattn": {"enabled": True, "stride": 5, "input_size": [48, 32], "num_frames": 2, "epochs": 2,
+                            "samples_per_video": 2, "batch_size": 4, "val_fraction": 0.5, **SMALL}}
+    params = val_root / "params.yaml"
+    params.write_text(yaml.safe_dump(overlaid(overlay)))
+    with caplog.at_level(logging.INFO, logger="actparse"):
+        assert partattn_train.main(["--params", str(params), "--root", str(val_root)]) == 0
+    info = json.loads((val_root / "artifacts" / "models" / "partattn" / "train_info.json").read_text())
+    gt = read_df(val_root / "artifacts" / "synth" / "gt_persons.parquet", "gt_persons")
+    videos = read_df(val_root / "artifacts" / "synth" / "videos.parquet", "videos")
+    # one of the two train videos of the long tail's first action is held out (an action keeps one)
+    (held,) = info["val_videos"]
+    action = dict(zip(videos.video, videos.action))
+    train_actions = [action[v] for v in videos.video[videos.split == "train"]]
+    assert info["train_videos"] == 2 and train_actions.count(action[held]) == 2
+    assert info["val_persons"] == int((gt[gt.video == held].frame % 5 == 0).sum())  # its GT persons, every 5th frame
+    assert len(info["val_acc"]) == len(info["loss"]) == 2 and all(0.0 <= v <= 1.0 for v in info["val_acc"])
+    assert curve("partattn", info).val_acc.tolist() == info["val_acc"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert any("2/2 epochs" in ln and "val_acc=" in ln for ln in lines)

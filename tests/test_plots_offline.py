@@ -30,7 +30,7 @@ def _trained_infos(scale: float) -> dict:
     """Every network trained (the seed systems too), losses scaled by ``scale``."""
     infos = json.loads(json.dumps(INFOS))
     infos["part_detector"] = json.loads(json.dumps(INFOS["person_detector"]))
-    infos["partattn"] = {"enabled": True, "loss": [1.2, 0.9, 0.7]}
+    infos["partattn"] = {"enabled": True, "loss": [1.2, 0.9, 0.7], "val_acc": [0.5, 0.6, 0.7]}
 
     def scale_losses(obj):
         if isinstance(obj, dict):

@@ -14,8 +14,9 @@ import yaml
 from _params import overlaid
 from actparse.models.stad import PCCAHead, STADModel, expand_rois
 from actparse.models.slowfast import SlowFastBackbone, SlowFastConfig
-from actparse.stad import (bce_loss, cache_features, class_balanced_weights, fit_classifier, freeze_for_decoupling,
-                           gt_samples, keyframe_indices, settings_from_params, train_step)
+from actparse.stad import (bce_loss, cache_features, class_balanced_weights, fit_classifier, fit_phase1,
+                           freeze_for_decoupling, gt_samples, keyframe_indices, roi_top1, settings_from_params,
+                           train_step)
 from actparse.schemas import read_df
 
 TINY_SF = SlowFastConfig(stem_dim=4, beta_inv=4, alpha=4)
@@ -146,6 +147,40 @@ def test_decoupled_phase_trains_only_the_classifier():
     assert not torch.equal(clf_before, m.head.classifier.weight)
 
 
+def test_per_epoch_validation_only_watches():
+    """Both phases with held-out key frames record the action top-1 of their persons after every epoch;
+    the weights (dropout, flips and colour jitter on) equal those of the same training without it."""
+    rng = np.random.default_rng(4)
+    videos = [rng.integers(0, 255, size=(16, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = [np.array([2, 4, 20, 40.]), np.array([30, 2, 60, 44.])]
+
+    def samples(video, actions):
+        return gt_samples(pd.DataFrame({"frame": [3, 3, 9, 9], "person": [0, 1, 0, 1], "box": boxes * 2,
+                                        "action": actions}), video, 1.0, ["a", "b", "c"])
+
+    pools = [samples(0, ["a", "none", "b", "a"]), samples(1, ["c", "b", "none", "c"])]
+    val = (videos[2:], samples(0, ["a", "b", "c", "none"]))
+    s = settings_from_params(overlaid({"stad": dict(num_frames=4, interval=2, batch_size=2, epochs=2,
+                                                     samples_per_video=2, decoupled_epochs=3, decoupled_lr=0.5,
+                                                     flip=True, color_jitter=0.2)}))
+    runs = []
+    for held in (val, None):
+        torch.manual_seed(3)
+        m = STADModel(TINY_SF, 3, head="pcca", dim=16, heads=2, roi_size=3, dropout=0.5)
+        h1 = fit_phase1(m, videos[:2], pools, s, seed=0, val=held)
+        feats, targets, labels = cache_features(m, videos[:2], [x for p in pools for x in p], s)
+        vf = None if held is None else cache_features(m, *held, s)[:2]
+        h2 = fit_classifier(m, feats, targets, labels, s, seed=0, val=vf)
+        runs.append((h1, h2, m.state_dict()))
+    (w1, w2, a), (p1, p2, b) = runs
+    assert len(w1["val_top1"]) == 2 and len(w2["val_top1"]) == 3 and "val_top1" not in p1 and "val_top1" not in p2
+    # three acting persons held out: top-1 in thirds
+    assert all(any(math.isclose(v, k / 3) for k in range(4)) for v in w1["val_top1"] + w2["val_top1"])
+    assert w1["loss"] == p1["loss"] and w2["loss"] == p2["loss"] and all(torch.equal(a[k], b[k]) for k in a)
+    assert roi_top1(np.array([[0.9, 0.1], [0.2, 0.7], [0.5, 0.4]]), np.array([[1, 0], [1, 0], [0, 0]])) == 0.5
+    assert math.isnan(roi_top1(np.zeros((1, 2)), np.zeros((1, 2))))
+
+
 def test_keyframe_indices_centred_and_clamped():
     assert keyframe_indices(100, 50, 8, 2).tolist() == [42, 44, 46, 48, 50, 52, 54, 56]
     assert keyframe_indices(10, 0, 4, 3).tolist() == [0, 0, 0, 3]
@@ -206,3 +241,40 @@ def test_stad_disabled_and_bad_params(tiny_root, tmp_path):
     assert stad_train.main(["--params", bad, "--root", str(tiny_root)]) == 2
     bad = _params(tiny_root, head="mlp")
     assert stad_train.main(["--params", bad, "--root", str(tiny_root)]) == 2
+
+
+@pytest.fixture(scope="module")
+def val_root(tmp_path_factory):
+    """Three train videos, two of one action (the long tail), so stad.val_fraction 0.5 holds one out."""
+    from actparse.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("stad_val")
+    cfg = SynthConfig.from_params(overlaid({"synth": dict(
+        seed=5, n_train=3, n_test=1, long_tail=1000.0, width=64, height=48, min_seconds=1.0, max_seconds=1.2,
+        max_people=2, occluder_prob=0.0)}))
+    generate(cfg, root / "artifacts" / "synth", progress=False)
+    return root
+
+
+def test_stad_train_holds_out_videos_and_watches_them(val_root, caplog):
+    import logging
+
+    from actparse.curves import curve
+    from stages import stad_train
+
+    params = _params(val_root, epochs=2, val_fraction=0.5)
+    with caplog.at_level(logging.INFO, logger="actparse"):
+        assert stad_train.main(["--params", params, "--root", str(val_root)]) == 0
+    info = json.loads((val_root / "artifacts" / "models" / "stad" / "train_info.json").read_text())
+    (held,) = info["val_videos"]
+    gt = read_df(val_root / "artifacts" / "synth" / "gt_persons.parquet", "gt_persons")
+    assert info["train_videos"] == 2 and info["val_persons"] == int((gt[gt.video == held].frame % 5 == 0).sum())
+    assert len(info["phase1_val_top1"]) == 2 and len(info["phase2_val_top1"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in info["phase1_val_top1"] + info["phase2_val_top1"])
+    df = curve("stad", info)
+    assert df.phase.tolist() == [1, 1, 2, 2]
+    assert df.val_top1.tolist() == info["phase1_val_top1"] + info["phase2_val_top1"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert any("2/2 epochs " in ln and "val_top1=" in ln for ln in lines)
+    assert any("(phase 2)" in ln and "val_top1=" in ln for ln in lines)
+    assert stad_train.main(["--params", _params(val_root, val_fraction=-0.1), "--root", str(val_root)]) == 2
