@@ -655,31 +655,6 @@ def val_fraction_from_params(params: dict) -> float:
     return fraction
 
 
-def val_split(videos: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
-    """The validation videos: per class (``labels[i]`` is the class of ``videos[i]``), a seeded random
-    ``round(fraction * n)`` of its ``n`` videos, keeping at least one of each class for training
-    (a class with one video stays in training). Deterministic in (videos, labels, fraction, seed)
-    and independent of the input order; returned sorted. ``fraction`` 0 -> no validation videos."""
-    if len(videos) != len(labels):
-        raise ValueError(f"val_split: {len(videos)} videos but {len(labels)} labels")
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_split: fraction must be in [0, 1), got {fraction}")
-    if fraction == 0 or not len(videos):
-        return []
-    by_class: dict[str, list[str]] = {}
-    for v, c in zip(videos, labels):
-        by_class.setdefault(str(c), []).append(str(v))
-    out: list[str] = []
-    for k, c in enumerate(sorted(by_class)):
-        names = sorted(by_class[c])
-        n_val = min(int(round(fraction * len(names))), len(names) - 1)
-        if n_val <= 0:
-            continue
-        rng = np.random.default_rng([int(seed) % 2**32, k])
-        out.extend(names[i] for i in rng.permutation(len(names))[:n_val])
-    return sorted(out)
-
-
 def weight_grid(variants: Sequence[str], steps: int) -> list[dict[str, float]]:
     """Weight vectors on the simplex with ``steps`` points per axis (for ip + ir: ip share 0, 1/(steps-1),
     ..., 1), scaled so that the largest weight is 1.0 (seed 001 writes its weights as ip:ir = w:1)."""

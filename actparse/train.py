@@ -1,4 +1,5 @@
-"""What every training shares: seeding, optimizers, learning-rate schedules, checkpoint files.
+"""What every training shares: seeding, optimizers, learning-rate schedules, checkpoint files, the
+held-out validation split and the per-epoch validation that only watches (:func:`monitoring`).
 
 Used by the CSN trainer (:mod:`actparse.csn`), the seed systems (:mod:`actparse.stad`,
 :mod:`actparse.gym`, :mod:`actparse.partattn`) and the pose trainer (``stages/train_pose.py``).
@@ -18,7 +19,7 @@ import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +60,31 @@ def monitoring(model: nn.Module | None = None):
             torch.cuda.set_rng_state_all(cuda)
         if model is not None:
             model.train(was_training)
+
+
+def val_split(videos: Sequence[str], labels: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
+    """The validation videos (or clips) held out of a training set: per class (``labels[i]`` is the class of ``videos[i]``), a seeded random
+    ``round(fraction * n)`` of its ``n`` videos, keeping at least one of each class for training
+    (a class with one video stays in training). Deterministic in (videos, labels, fraction, seed)
+    and independent of the input order; returned sorted. ``fraction`` 0 -> no validation videos."""
+    if len(videos) != len(labels):
+        raise ValueError(f"val_split: {len(videos)} videos but {len(labels)} labels")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_split: fraction must be in [0, 1), got {fraction}")
+    if fraction == 0 or not len(videos):
+        return []
+    by_class: dict[str, list[str]] = {}
+    for v, c in zip(videos, labels):
+        by_class.setdefault(str(c), []).append(str(v))
+    out: list[str] = []
+    for k, c in enumerate(sorted(by_class)):
+        names = sorted(by_class[c])
+        n_val = min(int(round(fraction * len(names))), len(names) - 1)
+        if n_val <= 0:
+            continue
+        rng = np.random.default_rng([int(seed) % 2**32, k])
+        out.extend(names[i] for i in rng.permutation(len(names))[:n_val])
+    return sorted(out)
 
 
 def count_parameters(model: nn.Module) -> int:

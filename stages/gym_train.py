@@ -87,7 +87,7 @@ def run(params: dict, root: Path) -> None:
         raise ValueError("gym: no train element clips could be loaded")
     val = None
     if val_fraction > 0:  # held-out element clips, watched after every epoch
-        from actparse.csn import val_split
+        from actparse.train import val_split
 
         held = set(val_split([c.clip for c in clips], [str(c.label) for c in clips], val_fraction, seed))
         val_clips = [(c, f) for c, f in zip(clips, frames) if c.clip in held]

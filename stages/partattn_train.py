@@ -101,7 +101,7 @@ def run(params: dict, root: Path) -> None:
     by_video = {v: g for v, g in gt.groupby("video", sort=False)}
     held: list[str] = []
     if val_fraction > 0:  # held-out train videos, watched after every epoch
-        from actparse.csn import val_split
+        from actparse.train import val_split
 
         labelled = train[train["video"].isin(by_video)]
         held = val_split(list(labelled["video"]), [str(a) for a in labelled["action"]], val_fraction, seed)

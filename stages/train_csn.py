@@ -42,7 +42,7 @@ from actparse import determinism
 from actparse.clips import load_video
 from actparse.csn import (clip_spec_from_params, fit, given_model_dir, load_model_dir, load_pretrained,
                           model_config_from_params, pretrained_path, save_checkpoint, train_settings_from_params,
-                          val_fraction_from_params, val_split, variants_from_params, write_model_manifest)
+                          val_fraction_from_params, variants_from_params, write_model_manifest)
 from actparse.dataset import load_videos, video_path
 from actparse.models.csn import MultiTaskCSN
 from actparse.params import get, resolve_device
@@ -52,7 +52,7 @@ from actparse.paths import Paths, check_outside, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
 from actparse.stage import SkipLedger, configure_logging, model_folder, stage_log, stage_main
-from actparse.train import count_parameters, seed_everything
+from actparse.train import count_parameters, seed_everything, val_split
 from actparse.weights.csn import KEY_MAPS
 from actparse.video import DECODE_BUDGET_ENV, LazyVideo, VideoError, decode_backend, decode_budget_bytes, hold_in_memory
 

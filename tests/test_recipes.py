@@ -15,9 +15,10 @@ import yaml
 from _params import overlaid
 from actparse import clips as C
 from actparse.csn import (clip_spec_from_params, ensemble_weights_from_params, search_ensemble_weights,
-                          train_settings_from_params, val_split, weight_grid)
+                          train_settings_from_params, weight_grid)
 from actparse.models.csn import TASKS
 from actparse.params import ParamError, apply_preset, load_params
+from actparse.train import val_split
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
