@@ -481,14 +481,14 @@ class _ClipMaker:
 # params.yaml section ``csn``
 # --------------------------------------------------------------------------------------------
 def _int_list(params: dict, key: str, n: int | None = None) -> tuple[int, ...] | None:
-    from .params import ParamError, get
+    from .params import ParamError, get, where_of
 
     val = get(params, key, (list, int, type(None)))
     if val is None:
         return None
     vals = [val] * (n or 1) if isinstance(val, int) and not isinstance(val, bool) else val
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals) or (n and len(vals) != n):
-        where = params.get("_path", "params")
+        where = where_of(params)
         raise ParamError(f"{where}: parameter {key!r} must be {'an int or ' if n == 2 else ''}a list of "
                          f"{n or 'some'} ints, got {val!r}")
     return tuple(vals)
@@ -499,7 +499,7 @@ def variants_from_params(params: dict) -> list[str]:
 
     vs = get(params, "csn.variants", list)
     if not vs or any(v not in VARIANTS for v in vs) or len(set(vs)) != len(vs):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.variants' must be a non-empty list of "
+        raise ParamError.of(params, f"parameter 'csn.variants' must be a non-empty list of "
                          f"distinct names from {list(VARIANTS)}, got {vs!r}")
     return list(vs)
 
@@ -511,7 +511,7 @@ def model_config_from_params(params: dict, variant: str) -> CSNConfig:
     freeze = get(params, "csn.freeze_bn", (bool, str))
     if isinstance(freeze, str):
         if freeze != "auto":
-            raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.freeze_bn' must be true, false "
+            raise ParamError.of(params, f"parameter 'csn.freeze_bn' must be true, false "
                              f"or auto, got {freeze!r}")
         freeze = pretrained_path(params, variant) is not None
     try:
@@ -526,7 +526,7 @@ def model_config_from_params(params: dict, variant: str) -> CSNConfig:
     except ValueError as exc:
         if isinstance(exc, ParamError):
             raise
-        raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
+        raise ParamError.of(params, f"csn: {exc}") from None
 
 
 def pretrained_path(params: dict, variant: str) -> Path | None:
@@ -568,7 +568,7 @@ def clip_spec_from_params(params: dict):
                                          max_value=1.0),
                         input_norm=get(params, "csn.input_norm", str, choices=tuple(NORMS)))
     except ValueError as exc:
-        raise ParamError(f"{params.get('_path', 'params')}: csn: {exc}") from None
+        raise ParamError.of(params, f"csn: {exc}") from None
 
 
 def train_settings_from_params(params: dict) -> TrainSettings:
@@ -577,7 +577,7 @@ def train_settings_from_params(params: dict) -> TrainSettings:
     epochs = get(params, "csn.epochs", int, min_value=1)
     steps = get(params, "csn.lr_steps", list)
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in steps):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.lr_steps' must be a list of epochs, got {steps!r}")
+        raise ParamError.of(params, f"parameter 'csn.lr_steps' must be a list of epochs, got {steps!r}")
     return TrainSettings(epochs=epochs,
                          batch_size=get(params, "csn.batch_size", int, min_value=1),
                          lr=get(params, "csn.lr", float, min_value=0.0),
@@ -595,12 +595,12 @@ SEARCH = "search"  # csn.ensemble_weights: search -> per-task weights chosen on 
 
 def ensemble_search_enabled(params: dict) -> bool:
     """``csn.ensemble_weights: search`` (weights chosen on the validation split); needs ``csn.val_fraction`` > 0."""
-    from .params import ParamError, get
+    from .params import ParamError, get, where_of
 
     cfg = get(params, "csn.ensemble_weights", (dict, str))
     if not isinstance(cfg, str):
         return False
-    where = params.get("_path", "params")
+    where = where_of(params)
     if cfg != SEARCH:
         raise ParamError(f"{where}: parameter 'csn.ensemble_weights' must be a mapping of per-task weights or "
                          f"{SEARCH!r}, got {cfg!r}")
@@ -615,9 +615,9 @@ def ensemble_weights_from_params(params: dict, variants: Sequence[str], tasks: I
 
     With ``csn.ensemble_weights: search`` this returns equal weights (the starting point); the
     searched weights come from :func:`search_ensemble_weights` on the validation split."""
-    from .params import ParamError, get
+    from .params import ParamError, get, where_of
 
-    where = params.get("_path", "params")
+    where = where_of(params)
     if ensemble_search_enabled(params):
         return {t: {v: 1.0 for v in variants} for t in tasks}
     cfg = get(params, "csn.ensemble_weights", dict) or {}
@@ -650,7 +650,7 @@ def val_fraction_from_params(params: dict) -> float:
 
     fraction = get(params, "csn.val_fraction", float, min_value=0.0)
     if fraction >= 1.0:  # the schema's bound: < 1 (at least one video of each class stays in training)
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'csn.val_fraction' must be < 1.0, "
+        raise ParamError.of(params, f"parameter 'csn.val_fraction' must be < 1.0, "
                          f"got {fraction!r}")
     return fraction
 

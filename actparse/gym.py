@@ -551,7 +551,7 @@ def config_from_params(params: dict) -> SlowOnlyConfig:
     except ValueError as exc:
         if isinstance(exc, ParamError):
             raise
-        raise ParamError(f"{params.get('_path', 'params')}: section 'gym': {exc}") from None
+        raise ParamError.of(params, f"section 'gym': {exc}") from None
 
 
 def _level_dict(params: dict, key: str, typ) -> dict:
@@ -562,12 +562,12 @@ def _level_dict(params: dict, key: str, typ) -> dict:
         val = {lvl: val for lvl in LEVELS}
     bad = sorted(set(val) - set(LEVELS)) + sorted(set(LEVELS) - set(val))
     if bad:
-        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} needs exactly the levels "
+        raise ParamError.of(params, f"parameter {key!r} needs exactly the levels "
                          f"{list(LEVELS)}, got {sorted(val)}")
     try:
         return {lvl: typ(val[lvl]) for lvl in LEVELS}
     except (TypeError, ValueError):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must map levels to numbers, got {val!r}") from None
+        raise ParamError.of(params, f"parameter {key!r} must map levels to numbers, got {val!r}") from None
 
 
 def settings_from_params(params: dict) -> GymSettings:
@@ -593,10 +593,10 @@ def settings_from_params(params: dict) -> GymSettings:
         input_norm=get(params, "gym.input_norm", str, choices=tuple(NORMS)),
     )
     if min(s.num_frames.values()) < 1:
-        raise ParamError(f"{params.get('_path', 'params')}: gym.num_frames must be >= 1 per level")
+        raise ParamError.of(params, "gym.num_frames must be >= 1 per level")
     size = get(params, "gym.size", int, min_value=16)
     if s.crop > size:
-        raise ParamError(f"{params.get('_path', 'params')}: gym.crop ({s.crop}) must be <= gym.size ({size})")
+        raise ParamError.of(params, f"gym.crop ({s.crop}) must be <= gym.size ({size})")
     return s
 
 

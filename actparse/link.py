@@ -211,7 +211,6 @@ def link_groups(group: np.ndarray, step: np.ndarray, boxes: np.ndarray, scores: 
     next_id = 0
     fin_id, fin_k1, fin_k2 = [], [], []
     rec_t, rec_s, rec_d, rec_sc = [], [], [], []
-    hist_cache: list = []
 
     def exact_means(ids: np.ndarray) -> np.ndarray:
         t = np.concatenate(rec_t) if rec_t else np.zeros(0, np.int64)

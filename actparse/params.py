@@ -21,6 +21,16 @@ import yaml
 class ParamError(ValueError):
     """A bad or missing parameter."""
 
+    @classmethod
+    def of(cls, params: dict, message: str) -> "ParamError":
+        """``<params file>: message`` (the file a loaded params dict came from, else "params")."""
+        return cls(f"{where_of(params)}: {message}")
+
+
+def where_of(params: dict) -> str:
+    """The params file a params dict was loaded from (its ``_path``), for error messages."""
+    return str(where_of(params))
+
 
 class InputError(RuntimeError):
     """Bad input found while a stage runs (e.g. a video that breaks mid-training): the stages' command
@@ -100,7 +110,7 @@ def validate_params(params: dict, where: str | None = None, sections: tuple[str,
 
     from .param_models import Params
 
-    where = where or params.get("_path", "params")
+    where = where or where_of(params)
     data = {k: v for k, v in params.items() if not str(k).startswith("_")}
     if not data:
         raise ParamError(f"{where}: the params file is empty")
@@ -324,7 +334,7 @@ def get(params: dict, key: str, typ: type | tuple[type, ...] | None = None,
 
     There is no default: the values live only in the params file (a missing key is a
     :class:`ParamError` naming the file and the key)."""
-    where = params.get("_path", "params")
+    where = where_of(params)
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:

@@ -380,7 +380,7 @@ def config_from_params(params: dict, num_actions: int) -> PartAttnConfig:
     except ValueError as exc:
         if isinstance(exc, ParamError):
             raise
-        raise ParamError(f"{params.get('_path', 'params')}: section 'partattn': {exc}") from None
+        raise ParamError.of(params, f"section 'partattn': {exc}") from None
 
 
 def settings_from_params(params: dict) -> PartAttnSettings:

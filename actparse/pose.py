@@ -42,7 +42,7 @@ def input_size_param(params: dict) -> tuple[int, int]:
     size = get(params, "keypoints.input_size", list)
     if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0
                                  for v in size):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'keypoints.input_size' must be [h, w], "
+        raise ParamError.of(params, f"parameter 'keypoints.input_size' must be [h, w], "
                          f"two positive multiples of 32 (HRNet's coarsest branch is 1/32), got {size!r}")
     return int(size[0]), int(size[1])
 

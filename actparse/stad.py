@@ -457,7 +457,7 @@ def _tuple(params: dict, key: str, n: int | None = None) -> tuple | None:
     if val is None:
         return None
     if n is not None and len(val) != n:
-        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must have {n} entries, got {val!r}")
+        raise ParamError.of(params, f"parameter {key!r} must have {n} entries, got {val!r}")
     return tuple(val)
 
 
@@ -478,7 +478,7 @@ def config_from_params(params: dict) -> SlowFastConfig:
     except ValueError as exc:
         if isinstance(exc, ParamError):
             raise
-        raise ParamError(f"{params.get('_path', 'params')}: section 'stad': {exc}") from None
+        raise ParamError.of(params, f"section 'stad': {exc}") from None
 
 
 def head_kwargs_from_params(params: dict) -> dict:
@@ -500,7 +500,7 @@ def int_list(params: dict, key: str, min_value: int = 1) -> tuple[int, ...] | No
     if val is None:
         return None
     if not val or not all(isinstance(x, int) and not isinstance(x, bool) and x >= min_value for x in val):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be null or a non-empty list of "
+        raise ParamError.of(params, f"parameter {key!r} must be null or a non-empty list of "
                          f"ints >= {min_value}, got {val!r}")
     return tuple(val)
 
@@ -513,7 +513,7 @@ def settings_from_params(params: dict) -> STADSettings:
     scales = int_list(params, "stad.train_scales", min_value=16)
     sizes = int_list(params, "stad.scale_batch_sizes", min_value=1)
     if sizes is not None and (scales is None or len(sizes) != len(scales)):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'stad.scale_batch_sizes' needs one batch size "
+        raise ParamError.of(params, f"parameter 'stad.scale_batch_sizes' needs one batch size "
                          f"per entry of 'stad.train_scales', got {list(sizes)} for {scales and list(scales)}")
     return STADSettings(
         epochs=get(params, "stad.epochs", int, min_value=0),

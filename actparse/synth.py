@@ -33,7 +33,7 @@ import numpy as np
 
 from .constants import ACTIONS, GROUP_OF_PART, KP, NUM_KEYPOINTS, NUM_PARTS, PART_INDEX, PART_STATES, PARTS, \
     TPS_SAMPLING, tps_frame_name
-from .params import ParamError, get
+from .params import ParamError, get, where_of
 
 # ----------------------------------------------------------------------------------------------
 # configuration and plan
@@ -63,8 +63,8 @@ class SynthConfig:
         """Read section ``synth`` of params (every key required); overrides win (None ignored)."""
         sec = params.get("synth")
         if sec is not None and not isinstance(sec, dict):
-            raise ParamError(f"{params.get('_path', 'params')}: section 'synth' must be a mapping")
-        p = {"_path": params.get("_path", "params"), "synth": dict(sec or {})}
+            raise ParamError.of(params, "section 'synth' must be a mapping")
+        p = {"_path": where_of(params), "synth": dict(sec or {})}
         unknown = sorted(set(p["synth"]) - set(cls.__dataclass_fields__))
         if unknown:
             raise ParamError(f"{p['_path']}: unknown parameter(s) {['synth.' + k for k in unknown]}; "

@@ -738,7 +738,7 @@ def person_class_ids(params: dict, model, source: str | os.PathLike = "model") -
     key = "person_detector.classes"
     wanted = get(params, key, (list, type(None)))
     if wanted is not None and not all(isinstance(w, str) and w for w in wanted):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter {key!r} must be a list of class names "
+        raise ParamError.of(params, f"parameter {key!r} must be a list of class names "
                          f"or null, got {wanted!r}")
     ids = class_ids(model, wanted, source)
     names = model_names(model)

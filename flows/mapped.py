@@ -106,7 +106,7 @@ def mapped_stages(params: dict) -> tuple[str, ...]:
     if names is None:
         return ()
     if not all(isinstance(n, str) for n in names):
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'flow.map_stages' must list stage names")
+        raise ParamError.of(params, "parameter 'flow.map_stages' must list stage names")
     return tuple(names)
 
 

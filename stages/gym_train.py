@@ -70,7 +70,7 @@ def run(params: dict, root: Path) -> None:
         load_slowonly(LevelModel(cfg, 2).backbone, pretrained, pre_format, "gym")
     val_fraction = get(params, "gym.val_fraction", float, min_value=0.0)
     if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one clip in training
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'gym.val_fraction' must be < 1.0, "
+        raise ParamError.of(params, f"parameter 'gym.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)

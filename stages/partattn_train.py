@@ -78,7 +78,7 @@ def run(params: dict, root: Path) -> None:
 
     val_fraction = get(params, "partattn.val_fraction", float, min_value=0.0)
     if val_fraction >= 1.0:  # the schema's bound: an action keeps at least one video in training
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'partattn.val_fraction' must be < 1.0, "
+        raise ParamError.of(params, f"parameter 'partattn.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)

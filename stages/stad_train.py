@@ -85,13 +85,13 @@ def run(params: dict, root: Path) -> None:
     cfg = config_from_params(params)
     s = settings_from_params(params)
     if s.num_frames % cfg.alpha:
-        raise ParamError(f"{params.get('_path', 'params')}: stad.num_frames ({s.num_frames}) must be a multiple "
+        raise ParamError.of(params, f"stad.num_frames ({s.num_frames}) must be a multiple "
                          f"of stad.alpha ({cfg.alpha})")
     decoupled = get(params, "stad.decoupled", bool)
     short_side = get(params, "stad.short_side", int, min_value=16)
     val_fraction = get(params, "stad.val_fraction", float, min_value=0.0)
     if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one video in training
-        raise ParamError(f"{params.get('_path', 'params')}: parameter 'stad.val_fraction' must be < 1.0, "
+        raise ParamError.of(params, f"parameter 'stad.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
     seed = get(params, "seed", int)
     device = resolve_device(params)

@@ -130,16 +130,16 @@ def train_into(out_dir: Path, params: dict, root: Path) -> None:
             raise ValueError(f"{paths.frames} + {gt_path}: only {n_fit} GT persons on train-split frames; "
                              f"cannot train the pose model")
         log.info("training %s on %d persons (%d frames) for %d epochs", model.arch, n_fit, stats["frames"], epochs)
-        watch = None
-        if val_videos and has_gt and not no_kp_gt:  # PCK@0.2 on the held-out videos after every epoch
-            watched, _ = load_pose_samples(paths.frames, gt_path, val_videos)
+        def watch() -> float:  # PCK@0.2 on the held-out videos after every epoch
+            est = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
+            val_pck.append(round(float(evaluate_samples(est, watched)["pck"]), 6))
+            return val_pck[-1]
 
-            def watch() -> float:
-                est = PoseEstimator(model, input_size, device, flip_test=flip_test, batch_size=infer_batch)
-                val_pck.append(round(float(evaluate_samples(est, watched)["pck"]), 6))
-                return val_pck[-1]
+        if val_videos and has_gt and not no_kp_gt:
+            watched, _ = load_pose_samples(paths.frames, gt_path, val_videos)
         history = train(model, fit, epochs, input_size, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                        sigma=sigma, aug=aug, seed=seed, device=device, validate=watch)
+                        sigma=sigma, aug=aug, seed=seed, device=device,
+                        validate=watch if watched is not None else None)
         del fit
     train_time = time.time() - t0
 
@@ -199,9 +199,9 @@ def _eval_sets(params: dict, root: Path) -> dict[str, tuple]:
 def export_mmpose_into(out_dir: Path, params: dict, root: Path) -> None:
     """keypoints.backend 'mmpose': check the config + checkpoint, export them into ``out_dir``, evaluate."""
     from actparse import mmpose_backend as mb
-    from actparse.params import ParamError
+    from actparse.params import ParamError, where_of
 
-    where = params.get("_path", "params")
+    where = where_of(params)
     epochs = get(params, "keypoints.epochs", int, min_value=0)
     if epochs != 0:
         raise ParamError(f"{where}: keypoints.backend 'mmpose' does not train: it uses keypoints.checkpoint as it "
