@@ -17,8 +17,10 @@ repro: setup
 metrics:
 	@$(ENV) actparse metrics
 
+# Two test processes (pytest-xdist), each test file in one of them: many tests wait on subprocesses
+# (dvc, the Prefect server, dask workers), so two processes finish the suite well before one would.
 test: setup
-	@$(ENV) python -m pytest -q
+	@$(ENV) python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf artifacts metrics plots
