@@ -29,7 +29,7 @@ class ParamError(ValueError):
 
 def where_of(params: dict) -> str:
     """The params file a params dict was loaded from (its ``_path``), for error messages."""
-    return str(where_of(params))
+    return str(params.get("_path", "params"))
 
 
 class InputError(RuntimeError):
