@@ -13,6 +13,12 @@ module, a :class:`VideoWork`:
   video the stage records as a skip;
 * ``finish(ledger, tried)`` (optional) records skips that only the whole run can see, after the loop.
 
+Optional, for stages with more than a single per-video table: ``outputs()`` lists several ``(path,
+schema)`` outputs (``one()`` then returns a list of tables, one per output, each written as that
+video's row group); ``enabled()`` / ``placeholder()`` switch a seed system off (its placeholder outputs
+are written instead of any video); ``after()`` makes the whole-run outputs (e.g. a metrics file) from
+the written per-video outputs, after the stage's loop or the flow's merge.
+
 :func:`run_videos` is the stage's own loop (``python -m stages.<name>``): one row group per video,
 the skip ledger, the all-failed check. :class:`ShardMapper` is the same work cut into the Prefect flow's
 per-item tasks (``FLOW_MAPPER`` of the stage module, see flows/mapped.py): each shard of
@@ -55,6 +61,7 @@ class VideoWork:
     STAGE: str = ""
     SCHEMA: str = ""
     SECTIONS: tuple[str, ...] = ()
+    WHAT = "videos"  # what the skip ledger counts (its all-failed message)
 
     def __init__(self, params: dict, root: str | os.PathLike):
         self.params = params
@@ -87,20 +94,66 @@ class VideoWork:
     def finish(self, ledger: SkipLedger, tried: set[str]) -> None:
         """Skips recorded after the loop (default none)."""
 
+    def outputs(self) -> list[tuple[Path, str]]:
+        """``(path, schema)`` of each per-video output, in the order of the tables :meth:`one` returns."""
+        return [(self.output, self.SCHEMA)]
 
-def _split(result) -> tuple[pa.Table, str | None]:
-    if isinstance(result, tuple):
-        return result[0], result[1]
-    return result, None
+    def enabled(self) -> bool:
+        """False: the stage is switched off (no video runs; :meth:`placeholder` writes its outputs)."""
+        return True
+
+    def placeholder(self) -> None:
+        """The outputs of a switched-off stage."""
+
+    def after(self) -> None:
+        """Whole-run outputs made from the written per-video outputs (default none)."""
+
+
+def _split(result) -> tuple[list[pa.Table], str | None]:
+    out, note = result if isinstance(result, tuple) else (result, None)
+    return (out if isinstance(out, list) else [out]), note
+
+
+class _Writers:
+    """One :class:`ParquetStreamWriter` per output; a video's tables are written together."""
+
+    def __init__(self, outputs: Sequence[tuple[Path, str]]):
+        self.writers: list[ParquetStreamWriter] = []
+        try:
+            for path, name in outputs:
+                self.writers.append(ParquetStreamWriter(path, name))
+        except BaseException:
+            self.__exit__(RuntimeError, None, None)
+            raise
+
+    @property
+    def rows(self) -> int:
+        return self.writers[0].rows
+
+    def write(self, tables: Sequence[pa.Table]) -> None:
+        if len(tables) != len(self.writers):
+            raise ValueError(f"{len(tables)} tables for {len(self.writers)} outputs")
+        for writer, table in zip(self.writers, tables):
+            writer.write(table)
+
+    def __enter__(self) -> "_Writers":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for writer in self.writers:
+            writer.__exit__(exc_type, exc, tb)
 
 
 def run_videos(work: VideoWork) -> tuple[int, SkipLedger]:
     """The stage's own loop over every video: returns (rows written, ledger). The ledger has been
     checked (:class:`actparse.stage.AllFailed` when every video failed) and written."""
+    ledger = SkipLedger(work.STAGE, work.root, what=work.WHAT)
+    if not work.enabled():
+        work.placeholder()
+        return 0, ledger
     work.setup()
-    ledger = SkipLedger(work.STAGE, work.root)
     tried: set[str] = set()
-    with ParquetStreamWriter(work.output, work.SCHEMA) as writer:
+    with _Writers(work.outputs()) as writer:
         for video, table in progress(work.tables(), work.STAGE, total=work.total()):
             ledger.tried(video)
             tried.add(video)
@@ -114,6 +167,7 @@ def run_videos(work: VideoWork) -> tuple[int, SkipLedger]:
             writer.write(out)
         work.finish(ledger, tried)
         ledger.check(work.where)
+    work.after()
     ledger.write()
     return writer.rows, ledger
 
@@ -150,6 +204,25 @@ def frames_tables(path: str | os.PathLike, videos: Sequence[str] | None = None) 
     wanted = set(videos)
     groups = [i for i, names in enumerate(video_row_groups(path)) if wanted & set(names)]
     yield from frames_by_video(path, wanted, row_groups=groups)
+
+
+def video_tables(path: str | os.PathLike, name: str, videos: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """``(video, table)`` of an artifact written a video at a time (e.g. parts.parquet), in file order,
+    for ``videos`` (None: all), reading only the row groups that hold them."""
+    import pyarrow.compute as pc
+
+    groups = video_row_groups(path)
+    wanted = None if videos is None else set(videos)
+    read = [i for i, names in enumerate(groups) if wanted is None or wanted & set(names)]
+    last = {v: i for i, names in enumerate(groups) for v in names}  # a video is complete after its last group
+    pending: dict[str, list[pa.Table]] = {}
+    for i, group in zip(read, iter_row_groups(path, name, read)):
+        column = group.column("video")
+        for v in dict.fromkeys(column.to_pylist()):
+            if wanted is None or v in wanted:
+                pending.setdefault(v, []).append(group.filter(pc.equal(column, v)))
+        for v in [v for v in pending if last[v] <= i]:
+            yield v, pa.concat_tables(pending.pop(v))
 
 
 # ------------------------------------------------------------------------------------------ model cache
@@ -221,6 +294,8 @@ class ShardMapper:
 
     # -- items
     def items(self) -> list[list]:
+        if not self.work.enabled():
+            return []
         self.work.check()
         videos = self.work.videos()
         return [[i, videos[s:s + self.size]] for i, s in enumerate(range(0, len(videos), self.size))]
@@ -241,6 +316,11 @@ class ShardMapper:
     def part_paths(workdir: Path, index: int) -> tuple[Path, Path]:
         return workdir / f"{index:05d}.parquet", workdir / f"{index:05d}.json"
 
+    def output_parts(self, workdir: Path, index: int) -> list[Path]:
+        """The part of each output of the shard (the first is :meth:`part_paths`' Parquet)."""
+        first = self.part_paths(workdir, index)[0]
+        return [first] + [workdir / f"{index:05d}.{k}.parquet" for k in range(1, len(self.work.outputs()))]
+
     def complete(self, item, workdir: str | os.PathLike) -> dict | None:
         """The sidecar of a shard whose part is complete and computed from the same inputs, else None."""
         index, videos = item
@@ -249,7 +329,8 @@ class ShardMapper:
             meta = json.loads(side.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint(videos) or not part.is_file():
+        if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint(videos) or \
+                not all(p.is_file() for p in self.output_parts(Path(workdir), index)):
             return None
         return meta
 
@@ -271,7 +352,8 @@ class ShardMapper:
         self.work.setup()
         events: list[list] = []  # [video, "skip" | "note", message] in the order the stage records them
         tried: list[str] = []
-        with ParquetStreamWriter(part, self.work.SCHEMA) as writer:
+        parts = self.output_parts(workdir, index)
+        with _Writers([(p, name) for p, (_, name) in zip(parts, self.work.outputs())]) as writer:
             for video, table in self.work.tables(videos):
                 tried.append(video)
                 try:
@@ -291,7 +373,10 @@ class ShardMapper:
         has all its videos recorded as skips with its error. The all-failed check applies."""
         workdir = Path(workdir)
         work = self.work
-        ledger = SkipLedger(work.STAGE, work.root)
+        ledger = SkipLedger(work.STAGE, work.root, what=work.WHAT)
+        if not work.enabled():
+            work.placeholder()
+            return {"videos": 0, "rows": 0, "skipped": 0, "shards": len(items)}
         tried: set[str] = set()
         parts: list[Path] = []
         for item in items:
@@ -310,13 +395,16 @@ class ShardMapper:
                 tried.add(video)
             for video, kind, message in meta["events"]:
                 (ledger.skip if kind == "skip" else ledger.note)(video, message)
-            parts.append(self.part_paths(workdir, index)[0])
-        with ParquetStreamWriter(work.output, work.SCHEMA) as writer:
-            for part in parts:
-                for group in iter_row_groups(part, work.SCHEMA):
-                    writer.write(group)
+            parts.append(self.output_parts(workdir, index))
+        outputs = work.outputs()
+        with _Writers(outputs) as writer:
+            for k, (_, name) in enumerate(outputs):
+                for part in parts:
+                    for group in iter_row_groups(part[k], name):
+                        writer.writers[k].write(group)
             work.finish(ledger, tried)
             ledger.check(work.where)
+        work.after()
         ledger.write()
         return {"videos": ledger.n_tried - ledger.n_failed, "rows": writer.rows, "skipped": ledger.n_failed,
                 "shards": len(items)}
