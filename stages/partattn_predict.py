@@ -30,8 +30,10 @@ import numpy as np
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
-from actparse.schemas import from_columns, from_rows, read_df, write_table
-from actparse.stage import SkipLedger, progress, seed_disabled, stage_log, stage_main
+from actparse.schemas import from_columns, from_rows, read_df
+from actparse.shards import VideoSkipped, VideoWork, cached, mapper_of, run_videos
+from actparse.stage import seed_disabled, stage_log, stage_main
+from actparse.video import decode_backend
 
 log = stage_log("partattn_predict")
 
@@ -48,82 +50,152 @@ def predicted_actions(paths: Paths) -> dict[str, str]:
     return dict(zip(ens["video"], ens["label"]))
 
 
-def run(params: dict, root: Path) -> None:
-    paths = Paths(root)
-    out_json = paths.metrics / "partattn.json"
-    out_pred = paths.partattn / "part_states.parquet"
-    if seed_disabled(params, "partattn", "partattn_predict", root, tables={out_pred: "part_states"},
-                     json_files=[out_json], skips=True):
-        return
+class Work(VideoWork):
+    """partattn_predict per test video: params, model and action inputs read once, then :meth:`one`
+    per video (the stage's run and the flow's shards, actparse/shards.py); :meth:`after` scores the
+    written predictions (metrics/partattn.json) over the whole run."""
 
-    from actparse.clips import load_video
-    from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
-    from actparse.dataset import BOX_SOURCES, gt_persons_path, load_person_boxes, load_videos, video_path
-    from actparse.part_labels import baseline_states
-    from actparse.partattn import PersonSample, load_checkpoint, match_persons, predict, settings_from_params, \
-        state_accuracy
-    from actparse.video import VideoError, decode_backend
+    STAGE, SCHEMA, SECTIONS = "partattn_predict", "part_states", ("partattn", "data.root", "decode.backend")
+    WHAT = "test videos"
 
-    persons_source = get(params, "partattn.persons_source", str, choices=BOX_SOURCES)
-    parts_source = get(params, "partattn.parts_source", str, choices=("detected", "gt"))
-    action_source = get(params, "partattn.action_source", str, choices=("predicted", "gt"))
-    min_score = get(params, "partattn.min_score", float, min_value=0.0)
-    stride = get(params, "partattn.stride", int, min_value=1)
-    device = resolve_device(params)
-    model, ck = load_checkpoint(paths.models / "partattn" / "model.pt", device)
-    actions = ck["actions"]
-    s = settings_from_params(params)
-    saved = ck["extra"].get("settings", {})
-    s.num_frames, s.interval, s.margin = saved.get("num_frames", s.num_frames), saved.get("interval", s.interval), \
-        saved.get("margin", s.margin)
+    def __init__(self, params: dict, root: Path):
+        from actparse.dataset import BOX_SOURCES
 
-    droot = data_root(params, root)
-    videos = load_videos(droot).to_pandas()
-    test = videos[videos["split"] == "test"].reset_index(drop=True)
-    vids = test["video"].tolist()
-    act_of = predicted_actions(paths) if action_source == "predicted" else dict(zip(videos["video"], videos["action"]))
-    gt = read_df(gt_persons_path(droot), "gt_persons",
-                 columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"])
-    gt_test = gt[gt["video"].isin(set(vids)) & (gt["frame"] % stride == 0)]
-    gt_by = {k: g for k, g in gt_test.groupby(["video", "frame"], sort=False)}
-    persons = load_person_boxes(persons_source, root, droot, vids, stride, min_score)
-    parts_by = {}
-    if parts_source == "detected":
-        parts = read_df(paths.parts, "parts", columns=["video", "frame", "person", "part", "box"])
-        parts = parts[parts["video"].isin(set(vids))]
-        for r in parts.itertuples(index=False):
-            parts_by.setdefault((r.video, int(r.frame), int(r.person)), {})[r.part] = np.asarray(r.box, np.float64)
+        super().__init__(params, root)
+        paths = self.paths = Paths(root)
+        self.out_json = paths.metrics / "partattn.json"
+        self.output = paths.partattn / "part_states.parquet"
+        self.model_path = paths.models / "partattn" / "model.pt"
+        if not self.enabled():
+            return
+        self.persons_source = get(params, "partattn.persons_source", str, choices=BOX_SOURCES)
+        self.parts_source = get(params, "partattn.parts_source", str, choices=("detected", "gt"))
+        self.action_source = get(params, "partattn.action_source", str, choices=("predicted", "gt"))
+        self.min_score = get(params, "partattn.min_score", float, min_value=0.0)
+        self.stride = get(params, "partattn.stride", int, min_value=1)
+        self.device = resolve_device(params)
+        self.droot = self.where = data_root(params, root)
 
-    samples, keys, decoded = [], [], []
-    ledger = SkipLedger("partattn_predict", root, what="test videos")
-    for row in progress(list(test.itertuples(index=False)), "partattn_predict"):
-        pv = persons[persons["video"] == row.video]
-        if pv.empty:
-            continue
-        action = act_of.get(row.video)
-        a_idx = actions.index(action) if action in actions else 0
-        if action not in actions:
-            log.warning("partattn: no known action for %s (%r); using %r", row.video, action, actions[0])
-        ledger.tried(row.video)
+    def enabled(self) -> bool:
+        return get(self.params, "partattn.enabled", bool)
+
+    def placeholder(self) -> None:
+        seed_disabled(self.params, "partattn", "partattn_predict", self.root, tables={self.output: "part_states"},
+                      json_files=[self.out_json], skips=True)
+
+    def inputs(self) -> list[Path]:
+        from actparse.dataset import gt_persons_path
+
+        persons = {"refined": self.paths.refined, "detected": self.paths.persons}.get(self.persons_source)
+        return [p for p in (self.droot / "videos.parquet", gt_persons_path(self.droot), self.model_path, persons,
+                            self.paths.parts if self.parts_source == "detected" else None,
+                            self.paths.video_predictions if self.action_source == "predicted" else None) if p]
+
+    def check(self) -> None:
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: part-state model not found (has partattn_train run?)")
+
+    def _videos(self):
+        from actparse.dataset import load_videos
+
+        return load_videos(self.droot).to_pandas()
+
+    def _acts(self, videos) -> dict:
+        return predicted_actions(self.paths) if self.action_source == "predicted" else \
+            dict(zip(videos["video"], videos["action"]))
+
+    def _load(self):
+        from actparse.partattn import load_checkpoint
+
+        return cached(("partattn", str(self.model_path), self.device), [self.model_path],
+                      lambda: load_checkpoint(self.model_path, self.device))
+
+    def setup(self) -> None:
+        from actparse.partattn import settings_from_params
+
+        self.model, ck = self._load()
+        self.actions = ck["actions"]
+        s = self.s = settings_from_params(self.params)
+        saved = ck["extra"].get("settings", {})
+        s.num_frames, s.interval, s.margin = saved.get("num_frames", s.num_frames), saved.get("interval", s.interval), \
+            saved.get("margin", s.margin)
+        self.act_of = self._acts(self._videos())
+        self.backend = decode_backend(self.params)
+
+    def _test(self):
+        videos = self._videos()
+        return videos[videos["split"] == "test"].reset_index(drop=True)
+
+    def videos(self) -> list[str]:
+        return self._test()["video"].tolist()
+
+    def total(self) -> int | None:
+        return len(self._test())
+
+    def _gt(self, vids=None):
+        """The GT rows (of ``vids``; None: all)."""
+        from actparse.dataset import gt_persons_path
+
+        return read_df(gt_persons_path(self.droot), "gt_persons",
+                       columns=["video", "frame", "person", "box", "part_boxes", "part_visible", "part_states"],
+                       filters=[("video", "in", list(vids))] if vids else None)
+
+    def _key_frames(self, gt, vids):
+        """The scored GT rows: ``vids``' key frames."""
+        return gt[gt["video"].isin(set(vids)) & (gt["frame"] % self.stride == 0)]
+
+    def tables(self, videos=None):
+        """(video, (its row of videos.parquet, its persons, its GT / detected parts by key)) for the test
+        videos with persons."""
+        from actparse.dataset import load_person_boxes
+
+        test = self._test()
+        if videos is not None:
+            test = test[test["video"].isin(set(videos))]
+        vids = test["video"].tolist()
+        persons = load_person_boxes(self.persons_source, self.root, self.droot, vids, self.stride, self.min_score)
+        by_video = {v: g for v, g in persons.groupby("video", sort=False)}
+        gt_by, parts_by = {}, {}
+        if self.parts_source == "gt":
+            gt_by = {k: g for k, g in self._key_frames(self._gt(vids), vids).groupby(["video", "frame"], sort=False)}
+        else:
+            parts = read_df(self.paths.parts, "parts", columns=["video", "frame", "person", "part", "box"],
+                            filters=[("video", "in", vids)] if vids else None)
+            for r in parts[parts["video"].isin(set(vids))].itertuples(index=False):
+                parts_by.setdefault((r.video, int(r.frame), int(r.person)), {})[r.part] = np.asarray(r.box, np.float64)
+        for row in test.itertuples(index=False):
+            if row.video in by_video:
+                yield row.video, (row, by_video[row.video], gt_by, parts_by)
+
+    def one(self, video: str, table):
+        from actparse.clips import load_video
+        from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
+        from actparse.dataset import video_path
+        from actparse.partattn import PersonSample, match_persons, predict
+        from actparse.video import VideoError
+
+        row, pv, gt_by, parts_by = table
+        action = self.act_of.get(video)
+        a_idx = self.actions.index(action) if action in self.actions else 0
+        if action not in self.actions:
+            log.warning("partattn: no known action for %s (%r); using %r", video, action, self.actions[0])
         try:
-            v = load_video(video_path(droot, row.path), backend=decode_backend(params))
+            v = load_video(video_path(self.droot, row.path), backend=self.backend)
         except (VideoError, ValueError) as exc:
-            ledger.skip(row.video, exc)
-            continue
-        vi = len(decoded)
-        decoded.append(v)
+            raise VideoSkipped(str(exc)) from None
+        samples, keys = [], []
         for fr, gf in pv.groupby("frame", sort=True):
             boxes = np.stack(gf["box"].to_numpy()).astype(np.float64)
             pids = gf["person"].to_numpy()
-            if parts_source == "gt":
-                g = gt_by.get((row.video, int(fr)))
+            if self.parts_source == "gt":
+                g = gt_by.get((video, int(fr)))
                 pairs = dict(match_persons(boxes, np.stack(g["box"].to_numpy()) if g is not None else np.zeros((0, 4))))
             for k, pid in enumerate(pids):
                 pb = np.zeros((NUM_PARTS, 4))
                 valid = np.zeros(NUM_PARTS, bool)
-                if parts_source == "detected":
+                if self.parts_source == "detected":
                     for j, part in enumerate(PARTS):
-                        b = parts_by.get((row.video, int(fr), int(pid)), {}).get(part)
+                        b = parts_by.get((video, int(fr), int(pid)), {}).get(part)
                         if b is not None:
                             pb[j], valid[j] = b, True
                 elif k in pairs:
@@ -132,55 +204,76 @@ def run(params: dict, root: Path) -> None:
                     valid = np.asarray(gr["part_visible"], bool)
                 if not valid.any():
                     continue
-                samples.append(PersonSample(vi, int(fr), boxes[k], pb, valid, a_idx))
-                keys.append((row.video, int(fr), int(pid)))
-    ledger.check(droot)
-    states, probs = predict(model, decoded, samples, s, device) if samples else (np.zeros((0, NUM_PARTS), int), None)
+                samples.append(PersonSample(0, int(fr), boxes[k], pb, valid, a_idx))
+                keys.append((int(fr), int(pid)))
+        cols = {k: [] for k in ("video", "frame", "person", "part", "box", "state", "score")}
+        if samples:
+            states, probs = predict(self.model, [v], samples, self.s, self.device)
+        for i, (smp, (fr, pid)) in enumerate(zip(samples, keys)):
+            for j, part in enumerate(PARTS):
+                if smp.part_valid[j]:
+                    cols["video"].append(video)
+                    cols["frame"].append(fr)
+                    cols["person"].append(pid)
+                    cols["part"].append(part)
+                    cols["box"].append(smp.part_boxes[j].astype(np.float32))
+                    cols["state"].append(PART_STATES[GROUP_OF_PART[part]][states[i, j]])
+                    cols["score"].append(float(probs[i, j]))
+        return from_columns(cols, "part_states") if cols["video"] else from_rows([], "part_states")
 
-    cols = {k: [] for k in ("video", "frame", "person", "part", "box", "state", "score")}
-    pred_eval: dict = {}
-    for i, (smp, (v, fr, pid)) in enumerate(zip(samples, keys)):
-        st = {}
-        for j, part in enumerate(PARTS):
-            if not smp.part_valid[j]:
-                continue
-            name = PART_STATES[GROUP_OF_PART[part]][states[i, j]]
-            st[part] = name
-            cols["video"].append(v)
-            cols["frame"].append(fr)
-            cols["person"].append(pid)
-            cols["part"].append(part)
-            cols["box"].append(smp.part_boxes[j].astype(np.float32))
-            cols["state"].append(name)
-            cols["score"].append(float(probs[i, j]))
-        pred_eval.setdefault((v, fr), []).append((smp.box, st))
-    table = from_columns(cols, "part_states") if cols["video"] else from_rows([], "part_states")
-    write_table(table, out_pred, "part_states")
+    def after(self) -> None:
+        """metrics/partattn.json from the written predictions: each predicted person (its box from the
+        person source, its parts' states) scored against the GT, with the prior and seed 001 alongside."""
+        from actparse.dataset import load_person_boxes
+        from actparse.part_labels import baseline_states
+        from actparse.partattn import state_accuracy
 
-    # the same persons and parts with the most-frequent-state prior (seed 001 submission 1)
-    train_actions = dict(zip(videos.loc[videos["split"] == "train", "video"], videos.loc[videos["split"] == "train", "action"]))
-    prior = baseline_states(gt, {v: a for v, a in train_actions.items() if isinstance(a, str)})
-    prior_eval: dict = {}
-    for smp, (v, fr, pid) in zip(samples, keys):
-        table_a = prior.get(act_of.get(v), {})
-        prior_eval.setdefault((v, fr), []).append(
-            (smp.box, {p: table_a.get(p, "none") for j, p in enumerate(PARTS) if smp.part_valid[j]}))
-    metrics = {"enabled": True, "config": {k: ck["config"][k] for k in ("roi_mode", "use_action", "use_attention", "use_context")},
-               "augment": bool(saved.get("augment", True)), "persons_source": persons_source,
-               "parts_source": parts_source, "action_source": action_source,
-               "model": state_accuracy(pred_eval, gt_test), "prior": state_accuracy(prior_eval, gt_test)}
-    if paths.part_states.exists() and persons_source == "refined":
-        ps = read_df(paths.part_states, "part_states", columns=["video", "frame", "person", "part", "state"])
+        videos = self._videos()
+        vids = videos.loc[videos["split"] == "test", "video"].tolist()
+        gt = self._gt()
+        gt_test = self._key_frames(gt, vids)
+        persons = load_person_boxes(self.persons_source, self.root, self.droot, vids, self.stride, self.min_score)
         box_of = {(r.video, int(r.frame), int(r.person)): np.asarray(r.box) for r in persons.itertuples(index=False)}
-        s001: dict = {}
-        for (v, fr, pid), g in ps[ps["video"].isin(set(vids))].groupby(["video", "frame", "person"], sort=False):
-            if (v, int(fr), int(pid)) in box_of:
-                s001.setdefault((v, int(fr)), []).append((box_of[(v, int(fr), int(pid))], dict(zip(g["part"], g["state"]))))
-        metrics["seed001_part_states"] = state_accuracy(s001, gt_test)
-    write_json(metrics, out_json)
-    ledger.write()
-    log.info(f"{len(samples)} persons, state top-1 {metrics['model']['top1']} "
-             f"(prior {metrics['prior']['top1']}) -> {out_json}")
+        act_of = self._acts(videos)
+        train = videos[videos["split"] == "train"]
+        prior = baseline_states(gt, {v: a for v, a in zip(train["video"], train["action"]) if isinstance(a, str)})
+        pred = read_df(self.output, "part_states", columns=["video", "frame", "person", "part", "state"])
+        pred_eval: dict = {}
+        prior_eval: dict = {}
+        for (v, fr, pid), g in pred.groupby(["video", "frame", "person"], sort=False):
+            box = box_of[(v, int(fr), int(pid))].astype(np.float64)
+            pred_eval.setdefault((v, int(fr)), []).append((box, dict(zip(g["part"], g["state"]))))
+            table_a = prior.get(act_of.get(v), {})
+            prior_eval.setdefault((v, int(fr)), []).append((box, {p: table_a.get(p, "none") for p in g["part"]}))
+        _, ck = self._load()
+        config, saved = ck["config"], ck["extra"].get("settings", {})
+        metrics = {"enabled": True, "config": {k: config[k] for k in ("roi_mode", "use_action", "use_attention",
+                                                                      "use_context")},
+                   "augment": bool(saved.get("augment", True)), "persons_source": self.persons_source,
+                   "parts_source": self.parts_source, "action_source": self.action_source,
+                   "model": state_accuracy(pred_eval, gt_test), "prior": state_accuracy(prior_eval, gt_test)}
+        if self.paths.part_states.exists() and self.persons_source == "refined":
+            ps = read_df(self.paths.part_states, "part_states", columns=["video", "frame", "person", "part", "state"])
+            s001: dict = {}
+            for (v, fr, pid), g in ps[ps["video"].isin(set(vids))].groupby(["video", "frame", "person"], sort=False):
+                if (v, int(fr), int(pid)) in box_of:
+                    s001.setdefault((v, int(fr)), []).append((box_of[(v, int(fr), int(pid))],
+                                                              dict(zip(g["part"], g["state"]))))
+            metrics["seed001_part_states"] = state_accuracy(s001, gt_test)
+        write_json(metrics, self.out_json)
+        self.n_persons = sum(len(persons) for persons in pred_eval.values())
+        self.metrics = metrics
+
+
+FLOW_MAPPER = mapper_of(Work)  # the flow's shards of consecutive videos (flow.map_stages, flow.shard_videos)
+
+
+def run(params: dict, root: Path) -> None:
+    work = Work(params, root)
+    run_videos(work)
+    if work.enabled():
+        log.info(f"{work.n_persons} persons, state top-1 {work.metrics['model']['top1']} "
+                 f"(prior {work.metrics['prior']['top1']}) -> {work.out_json}")
 
 
 def main(argv=None):
