@@ -73,6 +73,11 @@ class VideoWork:
     def inputs(self) -> list[Path]:
         raise NotImplementedError
 
+    def video_inputs(self, videos: Sequence[str]) -> list[Path]:
+        """Files of these videos the results depend on besides :meth:`inputs` (e.g. the video files a
+        stage decodes itself): fingerprinted per shard (default none)."""
+        return []
+
     def check(self) -> None:
         """Cheap checks before any shard runs (e.g. the model file exists); raise a clear error."""
 
@@ -307,7 +312,7 @@ class ShardMapper:
     def fingerprint(self, videos: Sequence[str]) -> str:
         work = self.work
         what = {"stage": work.STAGE, "videos": list(videos),
-                "inputs": [[str(p), file_state(p)] for p in work.inputs()],
+                "inputs": [[str(p), file_state(p)] for p in (*work.inputs(), *work.video_inputs(videos))],
                 "params": {k: _param(self.params, k) for k in (*work.SECTIONS, "device")},
                 "code": [_digest(inspect.getfile(type(work))), _digest(__file__)]}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()

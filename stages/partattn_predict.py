@@ -91,6 +91,12 @@ class Work(VideoWork):
                             self.paths.parts if self.parts_source == "detected" else None,
                             self.paths.video_predictions if self.action_source == "predicted" else None) if p]
 
+    def video_inputs(self, videos) -> list[Path]:
+        from actparse.dataset import video_path
+
+        test = self._test()
+        return [video_path(self.droot, p) for p in test.loc[test["video"].isin(set(videos)), "path"]]
+
     def check(self) -> None:
         if not self.model_path.is_file():
             raise FileNotFoundError(f"{self.model_path}: part-state model not found (has partattn_train run?)")

@@ -88,6 +88,12 @@ class Work(VideoWork):
                                                                                     gt_persons_path(self.droot))
         return [self.droot / "videos.parquet", boxes, self.mdir / "model.pt", self.mdir / "phase1.pt"]
 
+    def video_inputs(self, videos) -> list[Path]:
+        from actparse.dataset import video_path
+
+        test = self._test()
+        return [video_path(self.droot, p) for p in test.loc[test["video"].isin(set(videos)), "path"]]
+
     def check(self) -> None:
         if not (self.mdir / "model.pt").is_file():
             raise FileNotFoundError(f"{self.mdir / 'model.pt'}: STAD model not found (has stad_train run?)")

@@ -6,6 +6,7 @@ trained STAD and part-state models and one corrupt test video."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,13 @@ def test_rerun_after_a_crash_reuses_complete_parts(project, tmp_path, monkeypatc
     finally:
         _write(project)
     assert sorted(seen) == sorted(v for _, vs in items for v in vs)
+    _mapped(project, "stad_detect", tmp_path)  # back to the committed params: recomputed again
+    seen.clear()
+    droot = project / "artifacts" / "synth"
+    video = droot / read_df(droot / "videos.parquet", "videos").set_index("video").loc[items[2][1][0], "path"]
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))  # a replaced video file
+    _mapped(project, "stad_detect", tmp_path)
+    assert seen == items[2][1]
 
 
 @pytest.mark.parametrize("stage", ["part_states", "partattn_predict"])
