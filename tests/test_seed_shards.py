@@ -221,3 +221,54 @@ def test_switched_off_seed_stage_merges_its_placeholders(project, tmp_path):
         assert json.loads((project / "metrics/partattn.json").read_text()) == {"enabled": False}
     finally:
         _write(project)
+
+
+def test_the_real_flow_runs_the_seed_stages_as_shards(project, tmp_path):
+    """The real flow on a local cluster of two thread workers: stad_detect (two tables) and
+    partattn_predict (a table and a metrics file) as shards, merged into what the stages write; DVC
+    then finds both stages up to date."""
+    pytest.importorskip("prefect_dask")
+    import shutil
+
+    from flowkit import dvc_status, init_repo, run, shared_prefect_server
+
+    from flows.pipeline import run_pipeline
+
+    want = {}
+    for stage in ("stad_detect", "partattn_predict"):
+        _module(stage).run(load_params(project / "params.yaml"), project)
+        want[stage] = _outputs(project, stage)
+    root = init_repo(tmp_path / "p")
+    shutil.copytree(project / "artifacts", root / "artifacts")
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["flow"].update(map_stages=["stad_detect", "partattn_predict"], gpu_stages=["stad_detect", "partattn_predict"],
+                     n_workers=2, processes=False, workdir="work")
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    (root / "stages").symlink_to(Path(__file__).resolve().parents[1] / "stages")  # the project's own stage code
+    stages = {"stad_detect": {"cmd": "python -m stages.stad_detect",
+                              "deps": ["artifacts/synth", "artifacts/models/stad"], "params": ["stad"],
+                              "outs": [f"artifacts/{o}" for o in OUTS["stad_detect"]] +
+                                      ["artifacts/skips/stad_detect.parquet"]},
+              "partattn_predict": {"cmd": "python -m stages.partattn_predict",
+                                   "deps": ["artifacts/synth", "artifacts/models/partattn"], "params": ["partattn"],
+                                   "outs": ["artifacts/partattn", "artifacts/skips/partattn_predict.parquet"],
+                                   "metrics": [{"metrics/partattn.json": {"cache": False}}]}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    for stage in want:
+        for out in (*OUTS[stage], f"skips/{stage}.parquet"):
+            (root / "artifacts" / out).unlink(missing_ok=True)
+    (root / ".gitignore").write_text("/work/\n/stages\n")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny"], root)
+    state = run_pipeline(root, api_url=shared_prefect_server()[1], return_state=True)
+    assert state.is_completed(), state.message
+    rows = {r["stage"]: r for r in state.result()}
+    for stage in want:
+        assert rows[stage]["status"] == "ran (mapped)" and rows[stage]["items"] == 3
+        got = _outputs(root, stage)
+        skips = f"skips/{stage}.parquet"
+        assert {k: v for k, v in got.items() if k != skips} == {k: v for k, v in want[stage].items() if k != skips}
+        # the skip names the corrupt video file, under the other project here
+        assert [{**r, "error": r["error"].replace(str(root), str(project))} for r in _skips(root, stage)] == \
+            _skips(project, stage) and len(_skips(project, stage)) == 1
+    assert dvc_status(root) == {}
