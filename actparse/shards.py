@@ -1,7 +1,7 @@
 """Per-video inference stages, run whole or in shards of consecutive videos.
 
-A per-video stage (detect_persons, keypoints, detect_parts) describes its work as a small class in its
-module, a :class:`VideoWork`:
+A per-video stage (detect_persons, keypoints, detect_parts, part_states, stad_detect, partattn_predict)
+describes its work as a small class in its module, a :class:`VideoWork`:
 
 * ``Work(params, root)`` reads the params and paths (cheap: no model yet);
 * ``setup()`` loads the model (through :func:`cached`, so a dask worker that runs many shards loads it
@@ -211,7 +211,8 @@ def frames_tables(path: str | os.PathLike, videos: Sequence[str] | None = None) 
     yield from frames_by_video(path, wanted, row_groups=groups)
 
 
-def video_tables(path: str | os.PathLike, name: str, videos: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+def video_tables(path: str | os.PathLike, name: str,
+                 videos: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
     """``(video, table)`` of an artifact written a video at a time (e.g. parts.parquet), in file order,
     for ``videos`` (None: all), reading only the row groups that hold them."""
     import pyarrow.compute as pc

@@ -8,9 +8,12 @@ then commits the stage into dvc.lock, so ``dvc repro`` and the flow agree on wha
 
 Which stages are mapped: ``flow.map_stages`` in params.yaml. ``decode`` has a built-in mapper
 (:class:`DecodeMapper`); any other stage can opt in by defining a class ``FLOW_MAPPER`` with the same
-methods (constructor ``(root, params)``) in its stage module. detect_persons, keypoints and detect_parts
-do, through :class:`actparse.shards.ShardMapper`: their items are shards of ``flow.shard_videos``
-consecutive videos that share the stage's per-video code.
+methods (constructor ``(root, params)``) in its stage module. detect_persons, keypoints, detect_parts,
+part_states, stad_detect and partattn_predict do, through :class:`actparse.shards.ShardMapper`: their
+items are shards of ``flow.shard_videos`` consecutive videos that share the stage's per-video code (a
+shard writes one part per per-video output, e.g. stad_detect's final and phase-1 tables); the merge
+also writes the whole-run outputs (partattn_predict's metrics/partattn.json, computed from the merged
+predictions) and, for a switched-off seed system, the placeholder outputs.
 
 Optional attributes of a mapper: ``resumable`` (true: the flow keeps the stage's workdir between runs,
 so a rerun after a crash reuses the parts the mapper finds complete; the merge task removes it) and

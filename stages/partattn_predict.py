@@ -9,7 +9,8 @@ Reads:  artifacts/models/partattn/model.pt; the test videos of <data.root>/video
           task "action", the ensemble's label) or gt (the video's label);
         <data.root>/gt_persons.parquet (scoring) and, when present, artifacts/part_states.parquet
           (seed 001's video-label states, scored alongside).
-Writes: artifacts/partattn/part_states.parquet (schema "part_states"): a state per predicted part
+Writes: artifacts/partattn/part_states.parquet (schema "part_states"): a state per predicted part,
+          one row group per test video (predicted video by video)
         metrics/partattn.json: part-state top-1 accuracy (x100) over the visible ground-truth parts of
           the test key frames (persons matched at IoU >= 0.5; missed persons / parts count as wrong),
           per part group, for this model, for the most-frequent-state prior per (action, part) (seed
