@@ -37,6 +37,12 @@ Environment (read at stage start-up):
     across CPUs); the thread count is then every core unless ``ACTPARSE_CPU_THREADS`` is set.
 ``ACTPARSE_CPU_THREADS``
     torch threads of a stage whose params say 0 (default 2 when pinned).
+``OMP_WAIT_POLICY``
+    ``PASSIVE`` unless already set: an OpenMP thread that waits at a barrier sleeps instead of
+    spinning. With two torch threads on two cores and one other busy process, spinning threads take
+    the core from the thread they wait for: an HRNet training step then took 2.4x to 7x its idle time,
+    against 1.2x passive, for 6% more time idle (``python -m benchmarks.contention``,
+    docs/benchmarks.md). The wait policy changes no result, only who holds a core.
 
 The pins (and ``OMP_NUM_THREADS``) overwrite any value already in the environment; with ``native``
 they are left as they are.
@@ -85,6 +91,8 @@ OPENCV_ABOVE = {"avx2": [t for t in OPENCV_TARGETS if t.startswith("AVX512")], "
 CAPABILITY = {"avx2": "AVX2", "sse41": "DEFAULT"}
 #: cuBLAS needs a fixed workspace for deterministic matrix products on CUDA
 CUDA_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+#: how idle OpenMP threads wait (not a numeric setting: any value gives the same bits)
+SCHEDULING_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def level(environ: MutableMapping[str, str] | None = None) -> str:
@@ -123,7 +131,8 @@ def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str
     sets the variables, for the processes this one starts.
     ``OMP_NUM_THREADS`` (torch's and MKL's thread count at start-up) becomes :func:`cores`; with
     ``native`` only if ``ACTPARSE_CPU_THREADS`` is set. ``CUBLAS_WORKSPACE_CONFIG`` (deterministic
-    cuBLAS) is set unless already set.
+    cuBLAS) and ``OMP_WAIT_POLICY`` (``PASSIVE``: no spinning at barriers, see above) are set unless
+    already set.
     """
     environ = os.environ if environ is None else environ
     lvl = level(environ)
@@ -131,7 +140,7 @@ def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str
     if lvl != "native" or environ.get(THREADS_ENV, "").strip():
         out["OMP_NUM_THREADS"] = str(cores(environ))
     environ.update(out)
-    for key, value in CUDA_ENV.items():
+    for key, value in {**CUDA_ENV, **SCHEDULING_ENV}.items():
         environ.setdefault(key, value)
     if environ is os.environ and any(m in sys.modules for m in ("torch", "numpy", "cv2")):
         log.debug("torch, numpy or OpenCV was imported before the CPU caps were set; this process may not "
@@ -190,7 +199,7 @@ def report() -> dict:
            "threads": torch.get_num_threads(),
            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     for key in ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
-                "OPENCV_CPU_DISABLE"):
+                "OPENCV_CPU_DISABLE", "OMP_WAIT_POLICY"):
         out[key.lower()] = os.environ.get(key)
     expected = CAPABILITY.get(lvl)
     if expected and out["aten_capability"] != expected:

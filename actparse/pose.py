@@ -181,6 +181,11 @@ class PoseEstimator:
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per image, keypoints (N_i, K, 3) for its boxes (N_i, 4) (boxes in that image's pixels)."""
+        return self.predict_cropped(self.crop(images, boxes))
+
+    def crop(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> tuple:
+        """The model's input crops of :meth:`predict` (no model needed: the keypoints stage makes
+        them on its prefetch thread): ``(crops (N, h, w, 3) or None, affine matrices, boxes per image)``."""
         crops, mats, counts = [], [], []
         for img, bx in zip(images, boxes):
             bx = np.asarray(bx, np.float64).reshape(-1, 4)
@@ -189,10 +194,16 @@ class PoseEstimator:
                 c, m = crop_people(img, bx, self.input_size, self.padding)
                 crops.append(c)
                 mats.append(m)
-        k = self.model.num_keypoints
         if not crops:
-            return [np.zeros((0, k, 3), np.float32) for _ in counts]
-        kps = self.predict_crops(np.concatenate(crops), np.concatenate(mats))
+            return None, None, counts
+        return np.concatenate(crops), np.concatenate(mats), counts
+
+    def predict_cropped(self, cropped: tuple) -> list[np.ndarray]:
+        """:meth:`predict` from the output of :meth:`crop`."""
+        crops, mats, counts = cropped
+        if crops is None:
+            return [np.zeros((0, self.model.num_keypoints, 3), np.float32) for _ in counts]
+        kps = self.predict_crops(crops, mats)
         return list(np.split(kps, np.cumsum(counts)[:-1]))
 
 

@@ -8,7 +8,10 @@ describes its work as a small class in its module, a :class:`VideoWork`:
   once per process and thread);
 * ``videos()`` lists the videos it processes, in the order of its output;
 * ``tables(videos)`` yields ``(video, input table)`` for those videos (``None``: all), in that order;
-* ``one(video, table)`` returns the video's output table (or ``(table, note)``: a note is recorded in
+* ``prepare(video, table)`` (optional; default: the table itself) does the video's CPU work that needs
+  no model (JPEG decoding, crops): it runs on a prefetch thread, one video ahead of the model (see
+  :func:`results`), and may raise :class:`VideoSkipped`;
+* ``one(video, prepared)`` returns the video's output table (or ``(table, note)``: a note is recorded in
   the skips table while the video still counts as processed); it raises :class:`VideoSkipped` for a
   video the stage records as a skip;
 * ``finish(ledger, tried)`` (optional) records skips that only the whole run can see, after the loop.
@@ -36,6 +39,7 @@ import hashlib
 import inspect
 import json
 import os
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -93,7 +97,11 @@ class VideoWork:
     def total(self) -> int | None:
         return None
 
-    def one(self, video: str, table) -> pa.Table | tuple[pa.Table, str | None]:
+    def prepare(self, video: str, table) -> Any:
+        """CPU work of one video that needs no model; runs on the prefetch thread (see :func:`results`)."""
+        return table
+
+    def one(self, video: str, prepared) -> pa.Table | tuple[pa.Table, str | None]:
         raise NotImplementedError
 
     def finish(self, ledger: SkipLedger, tried: set[str]) -> None:
@@ -149,6 +157,79 @@ class _Writers:
             writer.__exit__(exc_type, exc, tb)
 
 
+PREFETCH = 2  # videos prepared ahead of the model at most
+
+
+def results(work: VideoWork, items: Iterable[tuple[str, Any]], prefetch: bool = True
+            ) -> Iterator[tuple[str, list[pa.Table] | VideoSkipped, str | None]]:
+    """``(video, output tables, note)`` per ``(video, input table)`` of ``items``, in order; a skipped
+    video gives ``(video, VideoSkipped(...), None)``.
+
+    With ``prefetch`` a second thread reads the items and runs :meth:`VideoWork.prepare` up to
+    :data:`PREFETCH` videos ahead, while this thread runs the model (:meth:`VideoWork.one`): JPEG
+    decoding and crops (OpenCV and NumPy release the GIL) overlap the forward pass. Every result is
+    the same as without it: each step runs the same code on the same inputs; only the order in time
+    changes. Any other error of ``prepare`` is raised here, for its video.
+    """
+    if not prefetch:
+        for video, table in items:
+            try:
+                out, note = _split(work.one(video, work.prepare(video, table)))
+            except VideoSkipped as exc:
+                yield video, exc, None
+                continue
+            yield video, out, note
+        return
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for video, table in items:
+                try:
+                    entry = (video, work.prepare(video, table), None)
+                except VideoSkipped as exc:
+                    entry = (video, None, exc)
+                if not put(entry):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
+            put((None, None, exc))
+            return
+        put((done, None, None))
+
+    thread = threading.Thread(target=produce, name=f"{work.STAGE}-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            video, prepared, exc = q.get()
+            if video is done:
+                return
+            if video is None:
+                raise exc
+            if exc is not None:
+                yield video, exc, None
+                continue
+            try:
+                out, note = _split(work.one(video, prepared))
+            except VideoSkipped as skip:
+                yield video, skip, None
+                continue
+            yield video, out, note
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_videos(work: VideoWork) -> tuple[int, SkipLedger]:
     """The stage's own loop over every video: returns (rows written, ledger). The ledger has been
     checked (:class:`actparse.stage.AllFailed` when every video failed) and written."""
@@ -159,13 +240,11 @@ def run_videos(work: VideoWork) -> tuple[int, SkipLedger]:
     work.setup()
     tried: set[str] = set()
     with _Writers(work.outputs()) as writer:
-        for video, table in progress(work.tables(), work.STAGE, total=work.total()):
+        for video, out, note in progress(results(work, work.tables()), work.STAGE, total=work.total()):
             ledger.tried(video)
             tried.add(video)
-            try:
-                out, note = _split(work.one(video, table))
-            except VideoSkipped as exc:
-                ledger.skip(video, exc)
+            if isinstance(out, VideoSkipped):
+                ledger.skip(video, out)
                 continue
             if note:
                 ledger.note(video, note)
@@ -360,12 +439,10 @@ class ShardMapper:
         tried: list[str] = []
         parts = self.output_parts(workdir, index)
         with _Writers([(p, name) for p, (_, name) in zip(parts, self.work.outputs())]) as writer:
-            for video, table in self.work.tables(videos):
+            for video, out, note in results(self.work, self.work.tables(videos)):
                 tried.append(video)
-                try:
-                    out, note = _split(self.work.one(video, table))
-                except VideoSkipped as exc:
-                    events.append([video, "skip", str(exc) or type(exc).__name__])
+                if isinstance(out, VideoSkipped):
+                    events.append([video, "skip", str(out) or type(out).__name__])
                     continue
                 if note:
                     events.append([video, "note", note])

@@ -135,7 +135,8 @@ class Work(VideoWork):
             if persons is not None and len(persons):
                 yield video, table
 
-    def one(self, video: str, table):
+    def prepare(self, video: str, table):
+        """Decoded frames and the (painted) person crops: on the prefetch thread."""
         persons = self._refined[video]
         try:
             images, frames, scales, orig_wh = decode_frames(table)
@@ -145,6 +146,10 @@ class Work(VideoWork):
         missing = len(persons) - len(crops)
         if missing:
             log.warning("%s: %d refined persons on frames missing from %s", video, missing, self.frames)
+        return crops, frames, orig_wh
+
+    def one(self, video: str, prepared):
+        crops, frames, orig_wh = prepared
         dets = yolo.predict(self.model, [c["crop"] for c in crops], imgsz=self.imgsz, conf=self.conf, iou=self.iou,
                             max_det=100, batch=self.batch, device=self.device, threads=self.threads)
         wh = {int(f): tuple(x) for f, x in zip(frames, orig_wh)}

@@ -95,11 +95,14 @@ class Work(VideoWork):
     def tables(self, videos=None):
         return frames_tables(self.frames, videos)
 
-    def one(self, video: str, table):
+    def prepare(self, video: str, table):
         try:
-            images, frames, scales, orig_wh = decode_frames(table)
+            return decode_frames(table)  # on the prefetch thread, while the model runs the previous video
         except ValueError as exc:
             raise VideoSkipped(str(exc)) from None
+
+    def one(self, video: str, prepared):
+        images, frames, scales, orig_wh = prepared
         dets = yolo.predict(self.model, images, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det,
                             batch=self.batch, device=self.device, threads=self.threads, classes=self.keep)
         return detections_table(video, frames, dets, scales, orig_wh)

@@ -53,6 +53,13 @@ def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, in
 
     Returns (columns of schema "keypoints", number of person rows whose frame is not in ``frames``).
     """
+    return video_keypoints_of(estimator, prepare_video(estimator, frames, persons))
+
+
+def prepare_video(estimator, frames, persons) -> dict:
+    """The part of :func:`video_keypoints` that needs no model (decoded frames, the person crops when
+    the estimator makes its own, :meth:`actparse.pose.PoseEstimator.crop`): the stage runs it on its
+    prefetch thread."""
     index = {int(f): j for j, f in enumerate(frames.column("frame").to_pylist())}
     scales = frames.column("scale").to_pylist()
     jpegs = frames.column("jpeg")
@@ -72,7 +79,21 @@ def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, in
         images.append(decode_jpeg(jpegs[j].as_py()))
         img_boxes.append(boxes[pf == f] * s)
         img_scales.append(s)
-    kps = estimator.predict(images, img_boxes)
+    out = {"persons": persons, "pf": pf, "boxes": boxes, "images": images, "img_boxes": img_boxes,
+           "img_scales": img_scales, "missing": int((~have).sum()), "cropped": None}
+    if hasattr(estimator, "crop"):
+        out["cropped"] = estimator.crop(images, img_boxes)
+    return out
+
+
+def video_keypoints_of(estimator, prepared: dict) -> tuple[dict, int]:
+    """:func:`video_keypoints` from the output of :func:`prepare_video` (the model's part)."""
+    persons, pf, boxes = prepared["persons"], prepared["pf"], prepared["boxes"]
+    img_boxes, img_scales = prepared["img_boxes"], prepared["img_scales"]
+    if prepared["cropped"] is not None:
+        kps = estimator.predict_cropped(prepared["cropped"])
+    else:
+        kps = estimator.predict(prepared["images"], img_boxes)
     k_dim = getattr(estimator, "num_keypoints", None) or estimator.model.num_keypoints
     kp = np.concatenate([k.copy() for k in kps]) if kps else np.zeros((0, k_dim, 3))
     if len(kp):
@@ -83,7 +104,7 @@ def video_keypoints(estimator: PoseEstimator, frames, persons) -> tuple[dict, in
             "det_box": boxes.astype(np.float32), "box": boxes.astype(np.float32),
             "score": persons["score"].astype(np.float32).to_numpy(),
             "keypoints": kp.reshape(len(kp), kp.shape[1] * 3).astype(np.float32)}
-    return cols, int((~have).sum())
+    return cols, prepared["missing"]
 
 
 class Work(VideoWork):
@@ -132,8 +153,11 @@ class Work(VideoWork):
             if video in self._by_video:
                 yield video, frames
 
-    def one(self, video: str, table):
-        cols, missing = video_keypoints(self.estimator, table, self._by_video[video])
+    def prepare(self, video: str, table):
+        return prepare_video(self.estimator, table, self._by_video[video])  # on the prefetch thread
+
+    def one(self, video: str, prepared):
+        cols, missing = video_keypoints_of(self.estimator, prepared)
         note = f"{missing} person box(es) on frames not in {self.frames.name}" if missing else None
         return from_columns(cols, "keypoints"), note
 

@@ -156,13 +156,13 @@ def test_rerun_after_a_crash_reuses_complete_parts(project, tmp_path, monkeypatc
     mtimes = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
 
     seen = []
-    real = mod.Work.one
+    real = mod.Work.prepare  # every video passes here first (a corrupt one stops here)
 
     def counting(self, video, table):
         seen.append(video)
         return real(self, video, table)
 
-    monkeypatch.setattr(mod.Work, "one", counting)
+    monkeypatch.setattr(mod.Work, "prepare", counting)
     mapper, items, errors = _mapped(project, "detect_persons", work)  # the rerun: every item again
     assert seen == ["vid03", "vid04"] and errors == {}  # only shard 2 computed
     assert {n: (work / n).stat().st_mtime_ns for n in ("00000.parquet", "00000.json", "00001.parquet")} == \
