@@ -1,6 +1,6 @@
 """Per-video inference stages, run whole or in shards of consecutive videos.
 
-A per-video stage (detect_persons, keypoints, detect_parts) describes its work as a small class in its
+A per-video stage (detect_persons, keypoints, detect_parts, csn) describes its work as a small class in its
 module, a :class:`VideoWork`:
 
 * ``Work(params, root)`` reads the params and paths (cheap: no model yet);
@@ -22,6 +22,9 @@ row groups in video order into the stage's output and replays the skips into the
 merged artifacts are the ones the stage writes. A part whose sidecar fingerprint matches (input files'
 size and mtime, model files', the params the stage reads, the stage code, the shard's videos) is reused
 on a rerun after a crash instead of recomputed; any other part is recomputed.
+
+A stage whose output needs more than the concatenation of its videos' rows (csn: ensemble weights
+searched across videos) subclasses :class:`ShardMapper` with its own ``merge``, built on :meth:`ShardMapper.replay`.
 """
 
 from __future__ import annotations
@@ -286,9 +289,11 @@ class ShardMapper:
                     "rows": writer.rows}, side)
         return {"shard": index, "videos": len(videos), "rows": writer.rows, "resumed": False}
 
-    def merge(self, items, errors: dict[str, dict], workdir: str | os.PathLike) -> dict:
-        """The stage's outputs from the parts, in video order; a shard that failed (after its retries)
-        has all its videos recorded as skips with its error. The all-failed check applies."""
+    def replay(self, items, errors: dict[str, dict],
+               workdir: str | os.PathLike) -> tuple[SkipLedger, set[str], list[Path]]:
+        """(the stage's skip ledger, videos tried, complete parts in item order) from the sidecars: each
+        shard's skips and notes replayed in order; a shard that failed (after its retries), or whose
+        part is missing or stale, has all its videos recorded as skips with its error."""
         workdir = Path(workdir)
         work = self.work
         ledger = SkipLedger(work.STAGE, work.root)
@@ -311,6 +316,13 @@ class ShardMapper:
             for video, kind, message in meta["events"]:
                 (ledger.skip if kind == "skip" else ledger.note)(video, message)
             parts.append(self.part_paths(workdir, index)[0])
+        return ledger, tried, parts
+
+    def merge(self, items, errors: dict[str, dict], workdir: str | os.PathLike) -> dict:
+        """The stage's outputs from the parts, in video order; a shard that failed (after its retries)
+        has all its videos recorded as skips with its error. The all-failed check applies."""
+        work = self.work
+        ledger, tried, parts = self.replay(items, errors, workdir)
         with ParquetStreamWriter(work.output, work.SCHEMA) as writer:
             for part in parts:
                 for group in iter_row_groups(part, work.SCHEMA):

@@ -10,7 +10,10 @@ Which stages are mapped: ``flow.map_stages`` in params.yaml. ``decode`` has a bu
 (:class:`DecodeMapper`); any other stage can opt in by defining a class ``FLOW_MAPPER`` with the same
 methods (constructor ``(root, params)``) in its stage module. detect_persons, keypoints and detect_parts
 do, through :class:`actparse.shards.ShardMapper`: their items are shards of ``flow.shard_videos``
-consecutive videos that share the stage's per-video code.
+consecutive videos that share the stage's per-video code. csn's mapper (``stages.csn.Shards``) is one
+too, with its own merge: its shards write each video's per-variant probabilities (a shard holds whole
+batch groups of csn, so its forward passes are the stage's) and the merge searches the ensemble weights
+on the validation videos, makes the ensemble rows and writes the stage's outputs.
 
 Optional attributes of a mapper: ``resumable`` (true: the flow keeps the stage's workdir between runs,
 so a rerun after a crash reuses the parts the mapper finds complete; the merge task removes it) and
