@@ -23,8 +23,9 @@ merged artifacts are the ones the stage writes. A part whose sidecar fingerprint
 size and mtime, model files', the params the stage reads, the stage code, the shard's videos) is reused
 on a rerun after a crash instead of recomputed; any other part is recomputed.
 
-A stage whose output needs more than the concatenation of its videos' rows (csn: ensemble weights
-searched across videos) subclasses :class:`ShardMapper` with its own ``merge``, built on :meth:`ShardMapper.replay`.
+A stage whose output needs more than the concatenation of its videos' rows subclasses :class:`ShardMapper`
+with its own ``merge``, built on :meth:`ShardMapper.replay` (csn: its ``tables`` yields each video's
+probabilities from forward passes batched across videos, and its merge searches the ensemble weights).
 """
 
 from __future__ import annotations

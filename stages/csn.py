@@ -247,11 +247,14 @@ class Shards(ShardMapper):
 
     def __init__(self, root, params: dict):
         super().__init__(root, params)
-        group = self.work.group
+        self.asked, group = self.size, self.work.group
         self.size = -(-self.size // group) * group
 
     def items(self) -> list[list]:
         self.work.check()
+        if self.size != self.asked:
+            log.info("shards of %d videos: flow.shard_videos %d rounded up to whole batch groups of %d videos "
+                     "(csn.test_batch // csn.test_clips)", self.size, self.asked, self.work.group)
         chunks = [names[s:s + self.size] for names in self.work.lists() for s in range(0, len(names), self.size)]
         return [[i, c] for i, c in enumerate(chunks) if c]
 
