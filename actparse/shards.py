@@ -1,7 +1,7 @@
 """Per-video inference stages, run whole or in shards of consecutive videos.
 
-A per-video stage (detect_persons, keypoints, detect_parts, part_states, stad_detect, partattn_predict)
-describes its work as a small class in its module, a :class:`VideoWork`:
+A per-video stage (detect_persons, keypoints, detect_parts, csn, part_states, stad_detect,
+partattn_predict) describes its work as a small class in its module, a :class:`VideoWork`:
 
 * ``Work(params, root)`` reads the params and paths (cheap: no model yet);
 * ``setup()`` loads the model (through :func:`cached`, so a dask worker that runs many shards loads it
@@ -31,6 +31,10 @@ row groups in video order into the stage's output and replays the skips into the
 merged artifacts are the ones the stage writes. A part whose sidecar fingerprint matches (input files'
 size and mtime, model files', the params the stage reads, the stage code, the shard's videos) is reused
 on a rerun after a crash instead of recomputed; any other part is recomputed.
+
+A stage whose output needs more than the concatenation of its videos' rows subclasses :class:`ShardMapper`
+with its own ``merge``, built on :meth:`ShardMapper.replay` (csn: its ``tables`` yields each video's
+probabilities from forward passes batched across videos, and its merge searches the ensemble weights).
 """
 
 from __future__ import annotations
@@ -451,17 +455,17 @@ class ShardMapper:
                     "rows": writer.rows}, side)
         return {"shard": index, "videos": len(videos), "rows": writer.rows, "resumed": False}
 
-    def merge(self, items, errors: dict[str, dict], workdir: str | os.PathLike) -> dict:
-        """The stage's outputs from the parts, in video order; a shard that failed (after its retries)
-        has all its videos recorded as skips with its error. The all-failed check applies."""
+    def replay(self, items, errors: dict[str, dict],
+               workdir: str | os.PathLike) -> tuple[SkipLedger, set[str], list[list[Path]]]:
+        """(the stage's skip ledger, videos tried, the complete shards' parts in item order: one path per
+        output) from the sidecars: each shard's skips and notes replayed in order; a shard that failed
+        (after its retries), or whose part is missing or stale, has all its videos recorded as skips with
+        its error."""
         workdir = Path(workdir)
         work = self.work
         ledger = SkipLedger(work.STAGE, work.root, what=work.WHAT)
-        if not work.enabled():
-            work.placeholder()
-            return {"videos": 0, "rows": 0, "skipped": 0, "shards": len(items)}
         tried: set[str] = set()
-        parts: list[Path] = []
+        parts: list[list[Path]] = []
         for item in items:
             index, videos = item
             err = errors.get(self.item_name(item))
@@ -479,6 +483,16 @@ class ShardMapper:
             for video, kind, message in meta["events"]:
                 (ledger.skip if kind == "skip" else ledger.note)(video, message)
             parts.append(self.output_parts(workdir, index))
+        return ledger, tried, parts
+
+    def merge(self, items, errors: dict[str, dict], workdir: str | os.PathLike) -> dict:
+        """The stage's outputs from the parts, in video order; a shard that failed (after its retries)
+        has all its videos recorded as skips with its error. The all-failed check applies."""
+        work = self.work
+        if not work.enabled():
+            work.placeholder()
+            return {"videos": 0, "rows": 0, "skipped": 0, "shards": len(items)}
+        ledger, tried, parts = self.replay(items, errors, workdir)
         outputs = work.outputs()
         with _Writers(outputs) as writer:
             for k, (_, name) in enumerate(outputs):

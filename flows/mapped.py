@@ -13,7 +13,11 @@ part_states, stad_detect and partattn_predict do, through :class:`actparse.shard
 items are shards of ``flow.shard_videos`` consecutive videos that share the stage's per-video code (a
 shard writes one part per per-video output, e.g. stad_detect's final and phase-1 tables); the merge
 also writes the whole-run outputs (partattn_predict's metrics/partattn.json, computed from the merged
-predictions) and, for a switched-off seed system, the placeholder outputs.
+predictions) and, for a switched-off seed system, the placeholder outputs. csn's mapper
+(``stages.csn.Shards``) is one too, with its own merge: its shards write each video's per-variant
+probabilities (a shard holds whole batch groups of csn, so its forward passes are the stage's) and the
+merge searches the ensemble weights on the validation videos, makes the ensemble rows and writes the
+stage's outputs.
 
 Optional attributes of a mapper: ``resumable`` (true: the flow keeps the stage's workdir between runs,
 so a rerun after a crash reuses the parts the mapper finds complete; the merge task removes it) and

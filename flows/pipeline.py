@@ -17,8 +17,8 @@ run-cache and removal of old outputs, then the stage's own command from DVC's st
 dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
 commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
 decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
-error), or for detect_persons, keypoints, detect_parts, part_states, stad_detect and partattn_predict one
-task per shard of ``flow.shard_videos`` videos (``<stage>[<first>..<last>]``, retried, reused after a
+error), or for detect_persons, keypoints, detect_parts, csn, part_states, stad_detect and partattn_predict
+one task per shard of ``flow.shard_videos`` videos (``<stage>[<first>..<last>]``, retried, reused after a
 crash), and are then merged and committed.
 
 A failed stage fails its task with the stage's own exit code and last error line; its downstream

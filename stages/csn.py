@@ -11,15 +11,21 @@ Writes: artifacts/video_predictions.parquet (schema "video_predictions"): one ro
           also the validation accuracies of each variant and of the chosen weights, beside the test
           accuracies (seed 001 Table 2).
 Params: device, csn.variants, csn.test_clips (clips per video, uniformly spaced; softmax averaged),
-        csn.test_batch, csn.ensemble_weights ({default: {ip: w, ir: w}, <task>: {...}} overrides, or
+        csn.test_batch (clips per forward pass; the clips of max(1, test_batch // test_clips) consecutive
+        videos are batched together), csn.ensemble_weights ({default: {ip: w, ir: w}, <task>: {...}} overrides, or
         "search": per task, the weights on a grid of csn.ensemble_grid points per variant that
         maximise top-1 accuracy on the validation videos train_csn held out, csn.val_fraction).
 Clip length, interval, resize, crop and background removal are those the models were trained with
 (stored in the checkpoints). Per-split, per-model, per-task top-1 accuracies are logged.
+
+In the Prefect flow (``flow.map_stages: [..., csn]``) the videos run in shards (:class:`Shards`): each
+shard writes its videos' probabilities of every variant, and the merge searches the weights, makes the
+ensemble and writes these same files, byte for byte.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -29,14 +35,15 @@ import torch
 
 from actparse.clips import test_clips
 from actparse.csn import (clip_probs, ensemble, ensemble_search_enabled, ensemble_weights_from_params, load_model_dir,
-                          memory_format, search_ensemble_weights, variants_from_params)
+                          memory_format, read_model_manifest, search_ensemble_weights, variants_from_params)
 from actparse.dataset import load_videos, video_path
 from actparse.params import get, resolve_device
 from actparse.part_labels import accuracy, read_classes
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
-from actparse.schemas import ParquetStreamWriter, from_columns, read_df
-from actparse.stage import SkipLedger, progress, stage_log, stage_main
+from actparse.schemas import ParquetStreamWriter, from_columns, iter_row_groups, read_df
+from actparse.shards import ShardMapper, VideoSkipped, VideoWork, cached, file_state
+from actparse.stage import Progress, SkipLedger, stage_log, stage_main
 from actparse.video import LazyVideo, VideoError, decode_backend
 
 log = stage_log("csn")
@@ -71,79 +78,238 @@ def prediction_table(video: str, probs: dict[str, dict[str, np.ndarray]], classe
     return from_columns(cols, "video_predictions")
 
 
+class Work(VideoWork):
+    """csn's per-video work (the stage's run and the flow's shards, actparse/shards.py): each video's
+    probabilities of every variant and task. Clips of consecutive videos are batched in fixed *batch
+    groups*: ``max(1, csn.test_batch // csn.test_clips)`` videos of the list being processed, counted from
+    its start (a video that cannot be decoded keeps its place). A video's probabilities depend on which
+    other clips share its forward pass (last-bit float differences), so the shards of the flow are made of
+    whole batch groups: they run the very batches the stage runs and get the very same numbers."""
+
+    STAGE, SCHEMA = "csn", "video_predictions"
+    SECTIONS = ("csn.variants", "csn.test_clips", "csn.test_batch", "decode.backend", "data.root")
+
+    def __init__(self, params: dict, root: Path):
+        super().__init__(params, root)
+        self.paths = Paths(root)
+        self.device = resolve_device(params)
+        self.variants = variants_from_params(params)
+        self.n_clips = get(params, "csn.test_clips", int, min_value=1)
+        self.batch = get(params, "csn.test_batch", int, min_value=1)
+        self.group = max(1, self.batch // self.n_clips)  # videos per batch group
+        self.search = ensemble_search_enabled(params)
+        self.droot = data_root(params, root)
+        self.backend = decode_backend(params)
+        self.model_dir = self.paths.models / "csn"
+        self.output, self.where = self.paths.video_predictions, self.droot
+        self._records: dict[str, dict] | None = None
+
+    def inputs(self) -> list[Path]:
+        return [self.droot / "videos.parquet", self.model_dir, self.paths.part_labels / "classes.json"]
+
+    def check(self) -> None:
+        read_classes(self.paths.part_labels)
+        read_model_manifest(self.model_dir)
+
+    def setup_classes(self) -> None:
+        """The class lists and the fixed ensemble weights / search grid (what the merge needs; no model)."""
+        self.classes = read_classes(self.paths.part_labels)
+        self.tasks = list(self.classes)
+        self.fixed = ensemble_weights_from_params(self.params, self.variants, self.tasks)
+        self.steps = get(self.params, "csn.ensemble_grid", int, min_value=2, max_value=1001)
+
+    def setup(self) -> None:
+        self.setup_classes()
+
+        def load():
+            extras: dict = {}
+            models, specs = load_models(self.paths, self.variants, self.classes, self.device, extras)
+            return models, specs, extras
+
+        self.models, self.specs, self.extras = cached(("csn", self.device, tuple(self.variants)),
+                                                      [self.model_dir, self.paths.part_labels / "classes.json"], load)
+        self.cache_side = max(s.short_side for s in self.specs.values())
+
+    def records(self) -> dict[str, dict]:
+        """{video: its videos.parquet record}, in data-set order."""
+        if self._records is None:
+            self._records = {r["video"]: r for r in load_videos(self.droot).to_pylist()}
+        return self._records
+
+    def val_names(self) -> set[str]:
+        """The validation videos of the ensemble search (empty without it), from the checkpoints (read on
+        the CPU: the flow plans its shards where there may be no GPU)."""
+        if not self.search:
+            return set()
+        extras = getattr(self, "extras", None)
+        if extras is None:
+            extras = cached(("csn extras", tuple(self.variants)), [self.model_dir],
+                            lambda: load_model_dir(self.model_dir, "cpu", self.variants).extras)
+        return validation_videos(self.paths, self.variants, extras)
+
+    def lists(self) -> list[list[str]]:
+        """The videos in the order they are processed: with the ensemble search the validation videos
+        first (their scores choose the weights), then the others; each in data-set order. Batch groups
+        and shards never span two lists."""
+        names = list(self.records())
+        if not self.search:
+            return [names]
+        val = self.val_names()
+        return [[n for n in names if n in val], [n for n in names if n not in val]]
+
+    def videos(self) -> list[str]:
+        return [n for names in self.lists() for n in names]
+
+    def total(self) -> int | None:
+        return len(self.records())
+
+    def tables(self, videos=None):
+        """``(video, {variant: {task: probs}})`` per video of ``videos`` (None: all, in processing order),
+        in that order; ``(video, VideoSkipped)`` for a video that cannot be decoded."""
+        names = self.videos() if videos is None else list(videos)
+        records = self.records()
+        for s in range(0, len(names), self.group):
+            group = names[s:s + self.group]
+            clips: dict[str, dict] = {}
+            skipped: dict[str, VideoSkipped] = {}
+            for name in group:
+                if name not in records:
+                    raise ValueError(f"{self.droot / 'videos.parquet'}: no video {name!r} (the data set changed "
+                                     f"while the stage ran)")
+                try:
+                    frames = LazyVideo(video_path(self.droot, records[name]["path"]), self.cache_side,
+                                       backend=self.backend)  # the clips' frames
+                    clips[name] = {sp: test_clips(frames, sp, self.n_clips) for sp in set(self.specs.values())}
+                except (VideoError, ValueError) as exc:
+                    skipped[name] = VideoSkipped(str(exc) or type(exc).__name__)
+            probs = self.forward(clips)
+            for name in group:
+                yield name, probs[name] if name in probs else skipped[name]
+
+    def forward(self, clips: dict[str, dict]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+        """One batch group: {video: {spec: clips}} -> {video: {variant: {task: probs averaged over clips}}}."""
+        out: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in clips}
+        if not clips:
+            return out
+        n = self.n_clips
+        for v, model in self.models.items():
+            probs = clip_probs(model, torch.cat([c[self.specs[v]] for c in clips.values()]), self.device, self.batch)
+            for k, name in enumerate(clips):
+                out[name][v] = {t: p[k * n:(k + 1) * n].mean(0) for t, p in probs.items()}
+        return out
+
+    def one(self, video: str, probs):
+        """A video's part of a shard: its rows of every variant (the ensemble is made at the merge)."""
+        if isinstance(probs, VideoSkipped):
+            raise probs
+        return prediction_table(video, probs, self.classes)
+
+    def write(self, probs: dict, ledger: SkipLedger, weights: dict, report: dict | None, t0: float) -> int:
+        """The stage's outputs from every video's probabilities ({video: {variant: {task: probs}}}): the
+        predictions with the ensemble rows, in processing order, the skips, metrics/ensemble.json."""
+        classes, tasks, variants = self.classes, self.tasks, self.variants
+        preds = {}
+        with ParquetStreamWriter(self.output, "video_predictions") as writer:
+            for name in self.videos():
+                if name not in probs:
+                    continue
+                p = probs[name]
+                p[ENSEMBLE] = {t: ensemble({v: p[v][t] for v in variants}, weights[t]).astype(np.float32)
+                               for t in tasks}
+                writer.write(prediction_table(name, p, classes))
+                preds[name] = {m: {t: classes[t][int(np.argmax(x))] for t, x in pt.items()} for m, pt in p.items()}
+            ledger.check(self.droot)
+        ledger.write()
+        log.info("predicted %d videos x %d clips x %d models in %.1fs (%d skipped)", len(preds), self.n_clips,
+                 len(variants), time.time() - t0, ledger.n_failed)
+        accs = log_accuracy(self.paths, preds, tasks, list(variants) + [ENSEMBLE])
+        write_json(ensemble_report(self.search, weights, report, accs, tasks), self.paths.metrics / "ensemble.json")
+        return writer.rows
+
+    def weights(self, probs: dict) -> tuple[dict, dict | None]:
+        """(per-task ensemble weights, search report or None): csn.ensemble_weights, or searched on the
+        probabilities of the validation videos in ``probs``."""
+        if not self.search:
+            return self.fixed, None
+        val = self.val_names()
+        return choose_weights(self.paths, {n: p for n, p in probs.items() if n in val}, self.variants, self.tasks,
+                              self.classes, self.steps)
+
+
+class Shards(ShardMapper):
+    """The flow's shards of csn (``flow.map_stages``): each shard writes its videos' probabilities of every
+    variant; the merge searches the ensemble weights on the validation videos' (csn.ensemble_weights:
+    search), makes the ensemble rows and writes the stage's outputs. A shard holds whole batch groups
+    (``flow.shard_videos`` rounded up to a multiple of ``max(1, csn.test_batch // csn.test_clips)``), and
+    never mixes validation and other videos, so that it runs exactly the batches the stage runs."""
+
+    WORK = Work
+
+    def __init__(self, root, params: dict):
+        super().__init__(root, params)
+        self.asked, group = self.size, self.work.group
+        self.size = -(-self.size // group) * group
+
+    def items(self) -> list[list]:
+        self.work.check()
+        if self.size != self.asked:
+            log.info("shards of %d videos: flow.shard_videos %d rounded up to whole batch groups of %d videos "
+                     "(csn.test_batch // csn.test_clips)", self.size, self.asked, self.work.group)
+        chunks = [names[s:s + self.size] for names in self.work.lists() for s in range(0, len(names), self.size)]
+        return [[i, c] for i, c in enumerate(chunks) if c]
+
+    def fingerprint(self, videos) -> str:
+        """The base fingerprint plus the size and mtime of the shard's own video files."""
+        records = self.work.records()
+        files = [[n, file_state(video_path(self.work.droot, records[n]["path"])) if n in records else None]
+                 for n in videos]
+        return hashlib.sha256((super().fingerprint(videos) + repr(files)).encode()).hexdigest()
+
+    def merge(self, items, errors: dict[str, dict], workdir) -> dict:
+        """The stage's outputs from the parts: the ensemble weights (searched on the validation videos'
+        probabilities), the ensemble rows, the skips (a shard that failed after its retries has its
+        videos recorded as skips with its error)."""
+        t0 = time.time()
+        work = self.work
+        ledger, _, parts = self.replay(items, errors, workdir)
+        work.setup_classes()
+        probs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        for part in parts:
+            for group in iter_row_groups(part[0], "video_predictions"):
+                for r in group.select(["video", "model", "task", "probs"]).to_pylist():
+                    probs.setdefault(r["video"], {}).setdefault(r["model"], {})[r["task"]] = \
+                        np.asarray(r["probs"], dtype=np.float32)
+        weights, report = work.weights(probs)
+        rows = work.write(probs, ledger, weights, report, t0)
+        return {"videos": ledger.n_tried - ledger.n_failed, "rows": rows, "skipped": ledger.n_failed,
+                "shards": len(items)}
+
+
+FLOW_MAPPER = Shards  # the flow's shards of consecutive videos (flow.map_stages, flow.shard_videos)
+
+
 def run(params: dict, root: Path) -> None:
-    paths = Paths(root)
-    device = resolve_device(params)
-    variants = variants_from_params(params)
-    n_clips = get(params, "csn.test_clips", int, min_value=1)
-    batch = get(params, "csn.test_batch", int, min_value=1)
-    classes = read_classes(paths.part_labels)
-    tasks = list(classes)
-    weights = ensemble_weights_from_params(params, variants, tasks)
-    search = ensemble_search_enabled(params)
-    steps = get(params, "csn.ensemble_grid", int, min_value=2, max_value=1001)
-    extras: dict = {}
-    models, specs = load_models(paths, variants, classes, device, extras)
-    cache_side = max(s.short_side for s in specs.values())
-
-    droot = data_root(params, root)
-    backend = decode_backend(params)
-    videos = load_videos(droot).to_pylist()
-    ledger, preds = SkipLedger("csn", root), {}
-    pending: list[tuple[str, dict]] = []  # (video, {spec: clips}) waiting for a full batch
+    work = Work(params, root)
+    work.setup()
+    ledger = SkipLedger("csn", root)
+    probs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     t0 = time.time()
+    with Progress(work.total(), "videos", "csn") as bar:
+        def predict(names: list[str]) -> None:
+            for name, result in work.tables(names):
+                ledger.tried(name)
+                bar.update()
+                if isinstance(result, VideoSkipped):
+                    ledger.skip(name, result)
+                else:
+                    probs[name] = result
 
-    def flush(emit) -> None:
-        if not pending:
-            return
-        per_video: dict[str, dict[str, dict[str, np.ndarray]]] = {v: {} for v, _ in pending}
-        for v, model in models.items():
-            clips = torch.cat([c[specs[v]] for _, c in pending])
-            probs = clip_probs(model, clips, device, batch)
-            for k, (name, _) in enumerate(pending):
-                per_video[name][v] = {t: p[k * n_clips:(k + 1) * n_clips].mean(0) for t, p in probs.items()}
-        pending.clear()
-        for name, probs in per_video.items():
-            emit(name, probs)
-
-    def predict(records, emit) -> None:
-        for rec in progress(records, "csn"):
-            ledger.tried(rec["video"])
-            try:
-                frames = LazyVideo(video_path(droot, rec["path"]), cache_side, backend=backend)  # the clips' frames
-                clips = {sp: test_clips(frames, sp, n_clips) for sp in set(specs.values())}
-            except (VideoError, ValueError) as exc:
-                ledger.skip(rec["video"], exc)
-                continue
-            pending.append((rec["video"], clips))
-            if len(pending) * n_clips >= batch:
-                flush(emit)
-        flush(emit)
-
-    val_probs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    report = None
-    if search:  # the held-out train videos first: their scores choose the weights of every task
-        val_names = validation_videos(paths, variants, extras)
-        predict([r for r in videos if r["video"] in val_names], lambda n, p: val_probs.__setitem__(n, p))
-        weights, report = choose_weights(paths, val_probs, variants, tasks, classes, steps)
-
-    def write(writer: ParquetStreamWriter, name: str, probs: dict) -> None:
-        probs[ENSEMBLE] = {t: ensemble({v: probs[v][t] for v in variants}, weights[t]).astype(np.float32)
-                           for t in tasks}
-        writer.write(prediction_table(name, probs, classes))
-        preds[name] = {m: {t: classes[t][int(np.argmax(p))] for t, p in pt.items()} for m, pt in probs.items()}
-
-    with ParquetStreamWriter(paths.video_predictions, "video_predictions") as writer:
-        for name in [r["video"] for r in videos if r["video"] in val_probs]:
-            write(writer, name, val_probs[name])
-        predict([r for r in videos if r["video"] not in val_probs and not ledger.failed(r["video"])],
-                lambda n, p: write(writer, n, p))
-        ledger.check(droot)
-    ledger.write()
-    log.info("predicted %d videos x %d clips x %d models in %.1fs (%d skipped)", len(preds), n_clips,
-             len(models), time.time() - t0, ledger.n_failed)
-    accs = log_accuracy(paths, preds, tasks, list(models) + [ENSEMBLE])
-    write_json(ensemble_report(search, weights, report, accs, tasks), paths.metrics / "ensemble.json")
+        *first, rest = work.lists()
+        for names in first:  # the search's validation videos: their scores choose the weights of every task
+            predict(names)
+        weights, report = work.weights(probs)
+        predict(rest)
+    work.write(probs, ledger, weights, report, t0)
 
 
 def validation_videos(paths: Paths, variants: list[str], extras: dict) -> set[str]:

@@ -52,16 +52,19 @@ def parts_table(video: str, crops: list[dict], dets, orig_wh: dict, names: list[
     cols = new_columns("parts")
     for c, (boxes, scores, classes) in zip(crops, dets):
         best = top1_per_class(boxes, scores, classes, len(names))
+        if not best:
+            continue
         w, h = orig_wh[c["frame"]]
-        for k in sorted(best):
-            b, s = best[k]
-            fb = clip(c["tf"].boxes_to_frame(b) / c["scale"], w, h)[0]
-            cols["video"].append(video)
-            cols["frame"].append(c["frame"])
-            cols["person"].append(c["person"])
-            cols["part"].append(names[k])
-            cols["box"].append(fb.astype(np.float32))
-            cols["score"].append(s)
+        ks = sorted(best)
+        # element-wise, so the same values as box by box
+        fbs = clip(c["tf"].boxes_to_frame(np.stack([best[k][0] for k in ks])) / c["scale"], w, h).astype(np.float32)
+        n = len(ks)
+        cols["video"] += [video] * n
+        cols["frame"] += [c["frame"]] * n
+        cols["person"] += [c["person"]] * n
+        cols["part"] += [names[k] for k in ks]
+        cols["box"] += list(fbs)
+        cols["score"] += [best[k][1] for k in ks]
     return from_columns(cols, "parts")
 
 

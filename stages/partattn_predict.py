@@ -174,22 +174,26 @@ class Work(VideoWork):
             if row.video in by_video:
                 yield row.video, (row, by_video[row.video], gt_by, parts_by)
 
-    def one(self, video: str, table):
+    def prepare(self, video: str, table):
+        """The decoded video (on the prefetch thread, while the model runs the previous one)."""
         from actparse.clips import load_video
-        from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
         from actparse.dataset import video_path
-        from actparse.partattn import PersonSample, match_persons, predict
         from actparse.video import VideoError
 
-        row, pv, gt_by, parts_by = table
+        try:
+            return (*table, load_video(video_path(self.droot, table[0].path), backend=self.backend))
+        except (VideoError, ValueError) as exc:
+            raise VideoSkipped(str(exc)) from None
+
+    def one(self, video: str, prepared):
+        from actparse.constants import GROUP_OF_PART, NUM_PARTS, PART_STATES, PARTS
+        from actparse.partattn import PersonSample, match_persons, predict
+
+        row, pv, gt_by, parts_by, v = prepared
         action = self.act_of.get(video)
         a_idx = self.actions.index(action) if action in self.actions else 0
         if action not in self.actions:
             log.warning("partattn: no known action for %s (%r); using %r", video, action, self.actions[0])
-        try:
-            v = load_video(video_path(self.droot, row.path), backend=self.backend)
-        except (VideoError, ValueError) as exc:
-            raise VideoSkipped(str(exc)) from None
         samples, keys = [], []
         for fr, gf in pv.groupby("frame", sort=True):
             boxes = np.stack(gf["box"].to_numpy()).astype(np.float64)

@@ -150,17 +150,22 @@ class Work(VideoWork):
             if row.video in by_video:
                 yield row.video, (row, by_video[row.video])
 
-    def one(self, video: str, table):
+    def prepare(self, video: str, table):
+        """The decoded video (on the prefetch thread, while the model runs the previous one)."""
         from actparse.clips import load_video
         from actparse.dataset import video_path
-        from actparse.stad import predict
         from actparse.video import VideoError
 
         row, g = table
         try:
-            v = load_video(video_path(self.droot, row.path), max(self.test_scales), self.backend)
+            return row, g, load_video(video_path(self.droot, row.path), max(self.test_scales), self.backend)
         except (VideoError, ValueError) as exc:
             raise VideoSkipped(str(exc)) from None
+
+    def one(self, video: str, prepared):
+        from actparse.stad import predict
+
+        row, g, v = prepared
         scale = v.shape[1] / float(row.height or v.shape[1])
         frames, persons, obox = [], [], []
         for fr, gf in g.groupby("frame", sort=True):

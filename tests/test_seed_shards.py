@@ -156,8 +156,8 @@ def test_rerun_after_a_crash_reuses_complete_parts(project, tmp_path, monkeypatc
     _mapped(project, "stad_detect", tmp_path, only={0, 2})  # "crash": shard 1 and the merge never ran
     (tmp_path / "00002.1.parquet").unlink()  # a shard missing one of its two parts is not complete
     seen = []
-    real = mod.Work.one
-    monkeypatch.setattr(mod.Work, "one", lambda self, video, table: seen.append(video) or real(self, video, table))
+    real = mod.Work.prepare  # every video passes here first (the corrupt one stops here)
+    monkeypatch.setattr(mod.Work, "prepare", lambda self, video, table: seen.append(video) or real(self, video, table))
     mapper, items, errors = _mapped(project, "stad_detect", tmp_path)
     assert seen == [*items[2][1], *items[1][1]] and errors == {}  # only shards 2 (incomplete) and 1 computed
     mapper.merge(items, errors, tmp_path)
