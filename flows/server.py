@@ -27,7 +27,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # Telemetry off and nothing fetched from the internet, for the server and for flow runs.
 QUIET_ENV = {
@@ -201,6 +201,22 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 
 @contextmanager
+def starting_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
+                    ui: bool = True, timeout: float = 180.0, log_file=None,
+                    scheduler: bool = True) -> Iterator[tuple[str, Callable[[], None]]]:
+    """:func:`running_server` that does not wait for the server: yields (API URL, ``wait``); call
+    ``wait()`` (it blocks until the API answers) before using the URL, and do other work meanwhile."""
+    port = port or free_port(host)
+    with _exit_on_sigterm():
+        proc = start_server(host, port, home, ui=ui, log_file=log_file, scheduler=scheduler)
+        try:
+            url = api_url(host, port)
+            yield url, lambda: wait_healthy(url, proc, timeout)
+        finally:
+            stop_server(proc)
+
+
+@contextmanager
 def running_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
                    ui: bool = True, timeout: float = 180.0, log_file=None, scheduler: bool = True) -> Iterator[str]:
     """A Prefect server for the duration of the ``with`` block; yields its API URL.
@@ -208,15 +224,9 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
     The server is stopped when the block ends, when this process gets SIGINT or SIGTERM, at exit,
     and (Linux) when this process is killed outright.
     """
-    port = port or free_port(host)
-    with _exit_on_sigterm():
-        proc = start_server(host, port, home, ui=ui, log_file=log_file, scheduler=scheduler)
-        try:
-            url = api_url(host, port)
-            wait_healthy(url, proc, timeout)
-            yield url
-        finally:
-            stop_server(proc)
+    with starting_server(host, port, home, ui, timeout, log_file, scheduler) as (url, wait):
+        wait()
+        yield url
 
 
 def _defaults(params_file: str) -> tuple[str, int]:
