@@ -1,6 +1,7 @@
 """Run the actparse DAG of dvc.yaml as a Prefect flow on a dask.distributed cluster.
 
     python -m flows.pipeline                        # whole DAG, local cluster, throw-away local API
+                                                    # (or the running `python -m flows.server` of PREFECT_HOME)
     python -m flows.pipeline --api-url http://127.0.0.1:4200/api   # report into `python -m flows.server`
     python -m flows.pipeline --scheduler tcp://head:8786           # an existing multi-node cluster
     python -m flows.pipeline evaluate --force                      # a target and its upstream, rerun all
@@ -8,13 +9,14 @@
 The stages, their commands, dependencies and order come from DVC's own reading of dvc.yaml (its index,
 actparse.dag), never from a second list. Each
 stage is a Prefect task named after it, submitted as soon as its upstream stages are done (``wait_for``:
-the Prefect UI draws the edges), so independent stages run at once on different workers. Each stage
-task asks DVC (``dvc status``) whether it is stale; an up-to-date stage finishes at once in state
-"Cached", so a second run with nothing changed does nothing, and a changed param reruns exactly the
-stages ``dvc repro`` would. A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split
-so that DVC's one repository lock is held only for its bookkeeping (flows/dvcstate.py): status,
-run-cache and removal of old outputs, then the stage's own command from DVC's stage definition on a
-dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
+the Prefect UI draws the edges), so independent stages run at once on different workers. The flow asks
+DVC (``dvc status``, one pass over the plan) what is stale: a stage up to date with no stale upstream
+stage in the plan finishes at once in state "Cached"; any other stage asks DVC again when its upstream
+stages are done. So a second run with nothing changed does nothing (and starts no dask cluster), and a
+changed param reruns exactly the stages ``dvc repro`` would.
+A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split so that DVC's one
+repository lock is held only for its bookkeeping (flows/dvcstate.py): status, run-cache and removal
+of old outputs, then the stage's own command from DVC's stage definition on a dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
 commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
 decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
 error), or for detect_persons, keypoints and detect_parts one task per shard of ``flow.shard_videos``
@@ -585,16 +587,19 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
                  fake_gpus: int = 0, return_state: bool = False, compare_to: str | None = None):
     """Launch :func:`pipeline` with its API and cluster; returns the summary (or the final state).
 
-    ``api_url`` (else PREFECT_API_URL): report into that Prefect server; neither: a local API server
-    is started for this run only. ``scheduler`` (else ACTPARSE_DASK_SCHEDULER, else flow.scheduler):
-    an existing dask cluster; none: a local cluster (flow.n_workers CPU workers + a worker per CUDA
-    device; ``fake_gpus`` adds workers that only declare GPU=1, to try the routing). ``compare_to``: see
-    :func:`pipeline`.
+    ``api_url`` (else PREFECT_API_URL): report into that Prefect server; neither: into the
+    ``python -m flows.server`` running on the database of ``prefect_home`` (else PREFECT_HOME, else
+    ~/.prefect) if there is one, else into a local API server started for this run only (it starts while
+    DVC is asked what is stale). ``scheduler`` (else ACTPARSE_DASK_SCHEDULER, else flow.scheduler): an
+    existing dask cluster; none: a local cluster (flow.n_workers CPU workers + a worker per CUDA device;
+    ``fake_gpus`` adds workers that only declare GPU=1, to try the routing), started only when DVC
+    reports a stage of the plan stale or with ``force``: with everything up to date the flow records
+    its Cached stages from its own threads. ``compare_to``: see :func:`pipeline`.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.server import starting_server
+    from flows.server import find_running, home_dir, starting_server
 
     setup_offline_env()
     root = Path(root).resolve()
@@ -608,6 +613,11 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
+        if not url:
+            url = find_running(prefect_home)  # a `python -m flows.server` on the same database
+            if url:
+                print(f"flows.pipeline: reporting into the running Prefect server at {url} "
+                      f"(python -m flows.server of {home_dir(prefect_home)})", file=sys.stderr)
         wait_api = None
         if not url:  # a throw-away API: it starts while DVC is asked what is stale
             url, wait_api = stack.enter_context(starting_server(home=prefect_home, ui=False, scheduler=False))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -278,3 +280,32 @@ def test_noop_run_starts_no_cluster_and_records_every_stage_cached(tmp_path, api
     assert _ran(rows) == ["c"] and rows["a"]["status"] == rows["b"]["status"] == "up to date"
     assert rows["c"]["worker"] in ("cpu0", "gpu0")
     assert dvc_status(root) == {}
+
+
+def test_run_without_api_url_reports_into_the_running_flows_server(tmp_path, api, monkeypatch):
+    """`python -m flows.server` announces itself in its PREFECT_HOME; a flow run without --api-url on that
+    database reports into it instead of starting a throw-away server (a dead or silent one is ignored)."""
+    import flows.server as S
+    from flowkit import _SERVER
+    from flows.pipeline import run_pipeline
+
+    home = _SERVER["home"]
+    assert S.find_running(home) == api
+    assert S.find_running(tmp_path / "elsewhere") is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / S.SERVER_FILE).write_text(json.dumps({"api_url": api, "pid": int(dead.stdout)}))
+    assert S.find_running(tmp_path / "stale") is None  # its process is gone
+
+    root = make_fake_project(tmp_path / "p")
+    dvc(root, "repro")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a throw-away server was started")
+
+    monkeypatch.setattr(S, "starting_server", no_server)
+    state = run_pipeline(root, prefect_home=home, return_state=True)
+    assert {r["status"] for r in _rows(state).values()} == {"up to date"}
+    runs = _task_runs(api, state.state_details.flow_run_id, expect=3)
+    assert {n: r.state.name for n, r in runs.items()} == {"a": "Cached", "b": "Cached", "c": "Cached"}
