@@ -18,8 +18,13 @@ other work hits them alike):
 * ``dvc`` : ``python -m dvc repro`` (nothing to do);
 * ``flow_api`` : ``python -m flows.pipeline --api-url URL`` into a Prefect server that the benchmark
   started once beforehand with ``python -m flows.server`` (the documented way to watch runs in the UI);
-* ``flow_temp`` : ``python -m flows.pipeline`` with its throw-away local API server (started and stopped
-  by the run itself, as without ``--api-url``).
+* ``flow_found`` : ``python -m flows.pipeline`` without ``--api-url``, with that server running on the
+  run's PREFECT_HOME (the run finds it and reports into it);
+* ``flow_temp`` : ``python -m flows.pipeline`` without ``--api-url`` and no server on its PREFECT_HOME: it
+  starts and stops a throw-away local API server itself;
+* with ``--baseline REV``, ``base_api`` and ``base_temp``: the first and the last, run by the ``flows``
+  and ``actparse`` packages of git revision REV (exported with ``git archive`` into the temporary
+  folder, first on PYTHONPATH): before and after a change, in the same rounds.
 
 Each flow run must exit 0 and report every stage "up to date". One warm-up round (not counted) comes
 first. The JSON report: seconds per round, their median and fastest per command, the ratios of the
@@ -112,10 +117,10 @@ def dvc_clean(root: Path) -> bool:
     return json.loads(out.stdout or "{}") == {}
 
 
-def _timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
+def _timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
     out = _run(cmd, cwd, env)
-    return time.perf_counter() - t, out.stdout
+    return time.perf_counter() - t, out
 
 
 def _check_flow(stdout: str, n_stages: int, what: str) -> None:
@@ -130,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=None, help="an up-to-date project to time (default: build a small one)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds (after one warm-up round)")
     ap.add_argument("--json", default=None, metavar="PATH", help="write the report here")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also time the flow of this git revision (e.g. main), in the same rounds")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -145,26 +152,40 @@ def main(argv=None) -> int:
             print(f"{root}: dvc status is not clean; bring it up to date first (dvc repro)", file=sys.stderr)
             return 2
         n_stages = len(load_dag(root).order)
-        home = tmp / "prefect"
-        env = quiet_env(home)
+        served, temp = tmp / "served-home", tmp / "temp-home"  # PREFECT_HOME with and without a server
+        env = quiet_env(served)
         env.update({k: v for k, v in _env().items() if k in ("PATH", "PYTHONPATH")})
         env.pop("PREFECT_API_URL", None)
+        temp_env = dict(env, PREFECT_HOME=str(temp))
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port), "--home", str(home)],
+        server = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = api_url("127.0.0.1", port)
         wait_healthy(url, server, timeout=240)
         flow = [sys.executable, "-m", "flows.pipeline", "--root", str(root)]
-        commands = {"dvc": [sys.executable, "-m", "dvc", "repro"], "flow_api": [*flow, "--api-url", url],
-                    "flow_temp": flow}
+        commands = {"dvc": ([sys.executable, "-m", "dvc", "repro"], env), "flow_api": ([*flow, "--api-url", url], env),
+                    "flow_found": (flow, env), "flow_temp": (flow, temp_env)}
+        if args.baseline:
+            base = tmp / "baseline"
+            base.mkdir()
+            archive = subprocess.run(["git", "archive", args.baseline, "flows", "actparse"], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            base_env = dict(env, PYTHONPATH=f"{base}{os.pathsep}{env['PYTHONPATH']}")
+            commands["base_api"] = ([*flow, "--api-url", url], base_env)
+            commands["base_temp"] = (flow, dict(base_env, PREFECT_HOME=str(temp)))
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {k: [] for k in commands}
         for rnd in range(args.rounds + 1):
             order = list(commands) if rnd % 2 == 0 else list(reversed(commands))
             for key in order:
-                seconds, stdout = _timed(commands[key], root, env)
+                cmd, cmd_env = commands[key]
+                seconds, out = _timed(cmd, root, cmd_env)
                 if key != "dvc":
-                    _check_flow(stdout, n_stages, key)
+                    _check_flow(out.stdout, n_stages, key)
+                if key in ("flow_found", "flow_temp") and \
+                        ("reporting into the running Prefect server" in out.stderr) != (key == "flow_found"):
+                    raise RuntimeError(f"{key}: the run did not use the server it should have:\n{out.stderr[-2000:]}")
                 if rnd:  # round 0: warm-up (the throw-away server's database is created there)
                     times[key].append(round(seconds, 3))
             if rnd:
@@ -179,10 +200,13 @@ def main(argv=None) -> int:
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
     fast = {k: min(v) for k, v in times.items()}
     ratios = {k: {"median": round(med[k] / med["dvc"], 2), "fastest": round(fast[k] / fast["dvc"], 2)}
-              for k in ("flow_api", "flow_temp")}
+              for k in times if k != "dvc"}
     report = {
-        "what": "no-op dvc repro vs no-op python -m flows.pipeline (with --api-url to a running flows.server, "
-                "and with its throw-away API), fresh processes, alternating order, seconds (wall clock)",
+        "what": "no-op dvc repro vs no-op python -m flows.pipeline (flow_api: --api-url to a running flows.server; "
+                "flow_found: no --api-url, that server running on its PREFECT_HOME; flow_temp: its throw-away API"
+                + (f"; base_*: the same with the flow of {args.baseline}" if args.baseline else "")
+                + "), fresh processes, alternating order, seconds (wall clock)",
+        "baseline": args.baseline,
         "repository": str(args.root) if args.root else f"built: the {n_stages} stages and edges of this project's "
                                                        "dvc.yaml, one-line commands",
         "stages": n_stages, "rounds": args.rounds, "seconds": times, "median_s": med, "fastest_s": fast,
