@@ -16,11 +16,12 @@ stages are done. So a second run with nothing changed does nothing (and starts n
 changed param reruns exactly the stages ``dvc repro`` would.
 A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split so that DVC's one
 repository lock is held only for its bookkeeping (flows/dvcstate.py): status, run-cache and removal
-of old outputs, then the stage's own command from DVC's stage definition on a dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
-commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
-decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
-error), or for detect_persons, keypoints and detect_parts one task per shard of ``flow.shard_videos``
-videos (``<stage>[<first>..<last>]``, retried, reused after a crash), and are then merged and committed.
+of old outputs, then the stage's own command from DVC's stage definition on a dask worker (its output
+streamed into the task's log at the stage's own log levels), then ``dvc commit``; dvc.lock ends up as
+``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default: decode) run one task per video
+(``<stage>[<video>]``; a failing video is a failed task carrying its error), or for detect_persons,
+keypoints and detect_parts one task per shard of ``flow.shard_videos`` videos
+(``<stage>[<first>..<last>]``, retried, reused after a crash), and are then merged and committed.
 
 A failed stage fails its task with the stage's own exit code and last error line; its downstream
 stages are marked NotRun, the independent stages go on, and the run ends Failed listing every failure
