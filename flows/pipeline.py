@@ -1,6 +1,7 @@
 """Run the actparse DAG of dvc.yaml as a Prefect flow on a dask.distributed cluster.
 
     python -m flows.pipeline                        # whole DAG, local cluster, throw-away local API
+                                                    # (or the running `python -m flows.server` of PREFECT_HOME)
     python -m flows.pipeline --api-url http://127.0.0.1:4200/api   # report into `python -m flows.server`
     python -m flows.pipeline --scheduler tcp://head:8786           # an existing multi-node cluster
     python -m flows.pipeline evaluate --force                      # a target and its upstream, rerun all
@@ -8,18 +9,20 @@
 The stages, their commands, dependencies and order come from DVC's own reading of dvc.yaml (its index,
 actparse.dag), never from a second list. Each
 stage is a Prefect task named after it, submitted as soon as its upstream stages are done (``wait_for``:
-the Prefect UI draws the edges), so independent stages run at once on different workers. Each stage
-task asks DVC (``dvc status``) whether it is stale; an up-to-date stage finishes at once in state
-"Cached", so a second run with nothing changed does nothing, and a changed param reruns exactly the
-stages ``dvc repro`` would. A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split
-so that DVC's one repository lock is held only for its bookkeeping (flows/dvcstate.py): status,
-run-cache and removal of old outputs, then the stage's own command from DVC's stage definition on a
-dask worker (its output streamed into the task's log at the stage's own log levels), then ``dvc
-commit``; dvc.lock ends up as ``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default:
-decode) run one task per video (``<stage>[<video>]``; a failing video is a failed task carrying its
-error), or for detect_persons, keypoints, detect_parts, csn, part_states, stad_detect and partattn_predict
-one task per shard of ``flow.shard_videos`` videos (``<stage>[<first>..<last>]``, retried, reused after a
-crash), and are then merged and committed.
+the Prefect UI draws the edges), so independent stages run at once on different workers. The flow asks
+DVC (``dvc status``, one pass over the plan) what is stale: a stage up to date with no stale upstream
+stage in the plan finishes at once in state "Cached"; any other stage asks DVC again when its upstream
+stages are done. So a second run with nothing changed does nothing (and starts no dask cluster), and a
+changed param reruns exactly the stages ``dvc repro`` would.
+A stale stage runs as ``dvc repro --single-item <stage>`` would run it, split so that DVC's one
+repository lock is held only for its bookkeeping (flows/dvcstate.py): status, run-cache and removal
+of old outputs, then the stage's own command from DVC's stage definition on a dask worker (its output
+streamed into the task's log at the stage's own log levels), then ``dvc commit``; dvc.lock ends up as
+``dvc repro`` writes it. Stages listed in ``flow.map_stages`` (default: decode) run one task per video
+(``<stage>[<video>]``; a failing video is a failed task carrying its error), or for detect_persons,
+keypoints, detect_parts, csn, part_states, stad_detect and partattn_predict one task per shard of
+``flow.shard_videos`` videos (``<stage>[<first>..<last>]``, retried, reused after a crash), and are then
+merged and committed.
 
 A failed stage fails its task with the stage's own exit code and last error line; its downstream
 stages are marked NotRun, the independent stages go on, and the run ends Failed listing every failure
@@ -43,6 +46,7 @@ ui_host, ui_port. Environment: ACTPARSE_DASK_SCHEDULER (scheduler address), PREF
 from __future__ import annotations
 
 import argparse
+import contextvars
 import os
 import queue
 import re
@@ -58,7 +62,6 @@ from flows.server import QUIET_ENV
 for _k, _v in QUIET_ENV.items():
     os.environ.setdefault(_k, _v)
 
-import dask  # noqa: E402
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,  # noqa: E402
                                create_table_artifact, update_progress_artifact)
@@ -94,6 +97,21 @@ RETRY_DELAY_S = 5
 # fail on a bad video, which would fail again); a shard of a per-video stage catches its videos' skips
 # itself, so whatever it raises is worth another try (flows/mapped.py, actparse/shards.py).
 ITEM_RETRY_DELAY_S = 1
+
+
+#: set by :func:`run_pipeline` for the flow run it starts: the DAG it read and, when it asked DVC, which
+#: stages are stale (see :func:`flows.dvcstate.stale_stages`)
+_LAUNCH: contextvars.ContextVar[dict | None] = contextvars.ContextVar("actparse_flow_launch", default=None)
+
+
+def _launch_of(root: Path, targets, single_item: bool, force: bool) -> dict | None:
+    """What :func:`run_pipeline` found for this very run (same thread, root and plan), else None.
+    (A function, not the ContextVar itself, in the flow's code: Prefect pickles the flow for dask.)"""
+    launch = _LAUNCH.get()
+    if launch is None or (launch["root"], launch["targets"], launch["single_item"], launch["force"]) != \
+            (str(root), list(targets or []), single_item, force):
+        return None
+    return launch
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -218,7 +236,11 @@ def merge_stage(root: str, params_file: str, stage: str, module: str | None, ite
 
 # ----------------------------------------------------------------------------------------------- flow
 def _gpu_annotation(enabled: bool):
-    return dask.annotate(resources={C.GPU: 1}) if enabled else nullcontext()
+    if not enabled:
+        return nullcontext()
+    import dask
+
+    return dask.annotate(resources={C.GPU: 1})
 
 
 def _submit_after(task_, parameters: dict, upstream: list, via: str):
@@ -330,7 +352,8 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     rootp = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else rootp / pfile, sections=FLOW_SECTIONS)
-    dag = C.flow_dag(rootp, params)
+    launch = _launch_of(rootp, targets, single_item, force)
+    dag = launch["dag"] if launch else C.flow_dag(rootp, params)
     mapped = set(mapped_stages(params))
     unknown = mapped - set(dag.stages)
     if unknown:
@@ -343,8 +366,16 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     plan = dag.plan(targets, single_item)
     in_plan = set(plan)
     ups = {n: [u for u in dag[n].upstream if u in in_plan] for n in plan}
-    log.info("plan: %d stages, %d edges (GPU routing %s)", len(plan), sum(map(len, ups.values())),
-             "on" if use_gpu else "off: no GPU workers")
+    if launch and launch["known"] is not None:
+        known = launch["known"]
+    else:
+        with dvcstate.dvc_lock(rootp):
+            known = dvcstate.stale_stages(rootp, plan, ups, force)
+    # Up to date and no upstream stage of the plan stale: nothing this run does can change that, so
+    # these stages finish "Cached" at once, without asking DVC again or a trip to a dask worker.
+    settled = {n for n, why in known.items() if why is None}
+    log.info("plan: %d stages, %d edges, %d up to date (GPU routing %s)", len(plan),
+             sum(map(len, ups.values())), len(settled), "on" if use_gpu else "off: no GPU workers")
     progress = create_progress_artifact(0.0, key="actparse-stages", description="pipeline: stages done")
 
     done_q: queue.Queue = queue.Queue()
@@ -381,9 +412,11 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     def start(name: str) -> None:
         stage = dag[name]
         waits = [futures[u] for u in ups[name] if u in futures]
-        bad = [u for u in ups[name] if outcome[u] != "ok"]
+        bad = [u for u in ups[name] if outcome.get(u, "ok") != "ok"]  # (a settled upstream may still run)
         if bad:
             fut = _submit_after(stage_not_run, {"stage": name, "failed_upstream": bad}, waits, "failed_upstream")
+        elif name in settled:
+            fut = stage_up_to_date.submit(name, wait_for=waits)
         elif name in mapped:
             fut = _start_mapped(name, stage, waits)
         else:
@@ -434,7 +467,8 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     try:
         while pending or watching:
             for name in list(pending):
-                if all(u in outcome for u in ups[name]):
+                # a settled stage's upstream stages are settled too: it goes as soon as they are submitted
+                if all(u in outcome for u in ups[name]) or (name in settled and all(u in futures for u in ups[name])):
                     pending.remove(name)
                     try:
                         start(name)
@@ -555,42 +589,76 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
                  fake_gpus: int = 0, return_state: bool = False, compare_to: str | None = None):
     """Launch :func:`pipeline` with its API and cluster; returns the summary (or the final state).
 
-    ``api_url`` (else PREFECT_API_URL): report into that Prefect server; neither: a local API server
-    is started for this run only. ``scheduler`` (else ACTPARSE_DASK_SCHEDULER, else flow.scheduler):
-    an existing dask cluster; none: a local cluster (flow.n_workers CPU workers + a worker per CUDA
-    device; ``fake_gpus`` adds workers that only declare GPU=1, to try the routing). ``compare_to``: see
-    :func:`pipeline`.
+    ``api_url`` (else PREFECT_API_URL): report into that Prefect server; neither: into the
+    ``python -m flows.server`` running on the database of ``prefect_home`` (else PREFECT_HOME, else
+    ~/.prefect) if there is one, else into a local API server started for this run only (it starts while
+    DVC is asked what is stale). ``scheduler`` (else ACTPARSE_DASK_SCHEDULER, else flow.scheduler): an
+    existing dask cluster; none: a local cluster (flow.n_workers CPU workers + a worker per CUDA device;
+    ``fake_gpus`` adds workers that only declare GPU=1, to try the routing), started only when DVC
+    reports a stage of the plan stale or with ``force``: with everything up to date the flow records
+    its Cached stages from its own threads. ``compare_to``: see :func:`pipeline`.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect_dask import DaskTaskRunner
+    from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.server import running_server
+    from flows.server import find_running, home_dir, starting_server
 
     setup_offline_env()
     root = Path(root).resolve()
     pfile = Path(params_file)
     params = load_params(pfile if pfile.is_absolute() else root / pfile, sections=FLOW_SECTIONS)
-    C.flow_dag(root, params).plan(targets, single_item)  # bad dvc.yaml / target / gpu_stages: fail now
+    dag = C.flow_dag(root, params)
+    plan = dag.plan(targets, single_item)  # bad dvc.yaml / target / gpu_stages: fail now
     mapped_stages(params)
-    security = C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP
+    # flow.tls checked now; dask's own TLS configuration (and dask itself) only read if a cluster is used
+    security = C.security(params) if (params.get("flow") or {}).get("tls") else None
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
         url = api_url or os.environ.get("PREFECT_API_URL")
         if not url:
-            url = stack.enter_context(running_server(home=prefect_home, ui=False, scheduler=False))
+            url = find_running(prefect_home)  # a `python -m flows.server` on the same database
+            if url:
+                print(f"flows.pipeline: reporting into the running Prefect server at {url} "
+                      f"(python -m flows.server of {home_dir(prefect_home)})", file=sys.stderr)
+        wait_api = None
+        if not url:  # a throw-away API: it starts while DVC is asked what is stale
+            url, wait_api = stack.enter_context(starting_server(home=prefect_home, ui=False, scheduler=False))
             stack.callback(drain_prefect)  # runs before the server stops
+        address = C.scheduler_address(params, scheduler)
+        local = not address
+        known = None
+        if local and not force:
+            # A local cluster only when a stage must run: a run with everything up to date records its
+            # Cached stages from the flow's own threads.
+            plan_set = set(plan)
+            ups = {n: [u for u in dag[n].upstream if u in plan_set] for n in plan}
+            with dvcstate.dvc_lock(root):
+                known = dvcstate.stale_stages(root, plan, ups)
+            local = any(why is not None for why in known.values())
+        if wait_api is not None:
+            wait_api()
         # Worker processes inherit the environment; in-process code reads the settings context.
         stack.enter_context(_environ(PREFECT_API_URL=url))
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        address = C.scheduler_address(params, scheduler)
-        if not address:
-            n_cpu = get(params, "flow.n_workers", int, min_value=0)
-            processes = get(params, "flow.processes", bool)
-            cl = stack.enter_context(C.local_cluster(n_cpu, C.local_gpu_ids(params), fake_gpus, processes,
-                                                     security=security))
-            address = cl.scheduler_address
-        use_gpu = bool(C.gpu_workers(address, security))
-        runner = DaskTaskRunner(address=address, client_kwargs={"security": security} if security else None)
+        if address or local:
+            from prefect_dask import DaskTaskRunner
+
+            security = security or C.security(params)  # flow.tls or dask's TLS configuration; None: plain TCP
+            if not address:
+                n_cpu = get(params, "flow.n_workers", int, min_value=0)
+                processes = get(params, "flow.processes", bool)
+                cl = stack.enter_context(C.local_cluster(n_cpu, C.local_gpu_ids(params), fake_gpus, processes,
+                                                         security=security))
+                address = cl.scheduler_address
+            use_gpu = bool(C.gpu_workers(address, security))
+            runner = DaskTaskRunner(address=address, client_kwargs={"security": security} if security else None)
+        else:
+            use_gpu, runner = False, ThreadPoolTaskRunner()
+        # The flow reuses the DAG and DVC's answer from here (same thread, same root and plan) instead
+        # of reading them again; a run started any other way (a deployment) reads them itself.
+        stack.callback(_LAUNCH.reset, _LAUNCH.set({"root": str(root), "targets": list(targets or []),
+                                                   "single_item": single_item, "force": force,
+                                                   "dag": dag, "known": known}))
         return pipeline.with_options(task_runner=runner)(
             root=str(root), params_file=str(params_file), targets=list(targets or []) or None, force=force,
             single_item=single_item, use_gpu=use_gpu, threads=threads, compare_to=compare_to,

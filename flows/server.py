@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # Telemetry off and nothing fetched from the internet, for the server and for flow runs.
 QUIET_ENV = {
@@ -201,6 +202,22 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 
 @contextmanager
+def starting_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
+                    ui: bool = True, timeout: float = 180.0, log_file=None,
+                    scheduler: bool = True) -> Iterator[tuple[str, Callable[[], None]]]:
+    """:func:`running_server` that does not wait for the server: yields (API URL, ``wait``); call
+    ``wait()`` (it blocks until the API answers) before using the URL, and do other work meanwhile."""
+    port = port or free_port(host)
+    with _exit_on_sigterm():
+        proc = start_server(host, port, home, ui=ui, log_file=log_file, scheduler=scheduler)
+        try:
+            url = api_url(host, port)
+            yield url, lambda: wait_healthy(url, proc, timeout)
+        finally:
+            stop_server(proc)
+
+
+@contextmanager
 def running_server(host: str = "127.0.0.1", port: int | None = None, home: str | os.PathLike | None = None,
                    ui: bool = True, timeout: float = 180.0, log_file=None, scheduler: bool = True) -> Iterator[str]:
     """A Prefect server for the duration of the ``with`` block; yields its API URL.
@@ -208,15 +225,59 @@ def running_server(host: str = "127.0.0.1", port: int | None = None, home: str |
     The server is stopped when the block ends, when this process gets SIGINT or SIGTERM, at exit,
     and (Linux) when this process is killed outright.
     """
-    port = port or free_port(host)
-    with _exit_on_sigterm():
-        proc = start_server(host, port, home, ui=ui, log_file=log_file, scheduler=scheduler)
-        try:
-            url = api_url(host, port)
-            wait_healthy(url, proc, timeout)
-            yield url
-        finally:
-            stop_server(proc)
+    with starting_server(host, port, home, ui, timeout, log_file, scheduler) as (url, wait):
+        wait()
+        yield url
+
+
+#: written into PREFECT_HOME by ``python -m flows.server`` while its server runs: where flow runs without
+#: ``--api-url`` find it (:func:`find_running`)
+SERVER_FILE = "actparse-server.json"
+
+
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    """The PREFECT_HOME a server started from here uses: ``home``, else $PREFECT_HOME, else ~/.prefect."""
+    return Path(home or os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve()
+
+
+def find_running(home: str | os.PathLike | None = None) -> str | None:
+    """The API URL of a ``python -m flows.server`` that serves the database of ``home`` (see
+    :func:`home_dir`) and answers its health check, else None."""
+    path = home_dir(home) / SERVER_FILE
+    try:
+        info = json.loads(path.read_text())
+        pid, url = int(info["pid"]), str(info["api_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return url if is_healthy(url) else None
+
+
+def _announce(home: Path, url: str) -> Path | None:
+    """Write :data:`SERVER_FILE` into ``home`` (atomically); None where it cannot be written."""
+    path = home / SERVER_FILE
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{SERVER_FILE}.{os.getpid()}")
+        tmp.write_text(json.dumps({"api_url": url, "pid": os.getpid()}) + "\n")
+        os.replace(tmp, path)
+        return path
+    except OSError:
+        return None
+
+
+def _withdraw(path: Path | None) -> None:
+    """Remove :data:`SERVER_FILE` if it still names this process."""
+    try:
+        if path is not None and json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _defaults(params_file: str) -> tuple[str, int]:
@@ -249,8 +310,11 @@ def main(argv=None) -> int:
     proc = start_server(host, port, args.home, quiet=False)
     # `kill`/SIGTERM stops the server child too (it runs in its own session).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    announced = None
     try:
         wait_healthy(url, proc)
+        # flow runs without --api-url that would use this database report here instead of starting a server
+        announced = _announce(home_dir(args.home), url)
         public = public_api_url(host, port)
         print(f"Prefect UI:  {public[:-len('/api')]}\n"
               f"run the flow into it:  python -m flows.pipeline --api-url {public}\n"
@@ -261,6 +325,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        _withdraw(announced)
         stop_server(proc)
 
 

@@ -334,5 +334,5 @@ def shared_prefect_server() -> tuple[str, str]:
         _stop()
         raise
     atexit.register(_stop)
-    _SERVER.update(ui=f"http://127.0.0.1:{port}", api=api_url("127.0.0.1", port))
+    _SERVER.update(ui=f"http://127.0.0.1:{port}", api=api_url("127.0.0.1", port), home=home)
     return _SERVER["ui"], _SERVER["api"]

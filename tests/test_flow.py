@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,7 +102,7 @@ def _ran(rows: dict) -> list[str]:
     return [s for s, r in rows.items() if str(r["status"]).startswith("ran")]
 
 
-def _task_runs(api: str, flow_run_id) -> dict[str, object]:
+def _task_runs(api: str, flow_run_id, expect: int = 9) -> dict[str, object]:
     """Task runs of a flow run as recorded by the Prefect server (recorded asynchronously: poll)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -111,7 +113,7 @@ def _task_runs(api: str, flow_run_id) -> dict[str, object]:
             for _ in range(60):
                 runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
                 by_name = {r.name: r for r in runs}
-                if len(by_name) >= 9 and all(r.state and r.state.is_final() for r in runs):
+                if len(by_name) >= expect and all(r.state and r.state.is_final() for r in runs):
                     return by_name
                 time.sleep(0.5)
     return by_name
@@ -204,3 +206,106 @@ def test_flow_reruns_exactly_what_dvc_calls_stale(tmp_path, api):
     assert state.is_failed()
     assert "stage 'c' failed with exit code 3" in state.message and "offset must be >= 0" in state.message
     assert set(dvc_status(root)) == {"c"}
+
+
+def test_stale_stages_is_dvc_status_with_stale_upstream_carried_down(tmp_path):
+    """One DVC pass over the plan: a stage is settled (None) only when DVC reports it and every upstream
+    stage of the plan up to date; a stale upstream makes its downstream stages stale too."""
+    from flows.dvcstate import stage_status, stale_stages
+
+    root = make_fake_project(tmp_path / "p")
+    ups = {"a": [], "b": ["a"], "c": ["b"]}
+    assert set(stale_stages(root, ["a", "b", "c"], ups).values()) != {None}  # never run
+    dvc(root, "repro")
+    assert stage_status(root, ["c", "a"]) == {"c": None, "a": None}
+    assert stale_stages(root, ["a", "b", "c"], ups) == {"a": None, "b": None, "c": None}
+    assert set(stale_stages(root, ["a", "b", "c"], ups, force=True).values()) == {"forced"}
+    write_params(root, a__n=4)
+    known = stale_stages(root, ["a", "b", "c"], ups)
+    assert "params.yaml:a modified" in known["a"] and known["b"] == known["c"] == "upstream stale"
+    assert stage_status(root, ["b", "c"]) == {"b": None, "c": None}  # DVC: b's inputs did not change (yet)
+    assert set(dvc_status(root)) == {"a"}
+    dvc(root, "repro")
+    write_params(root, c__offset=2)
+    known = stale_stages(root, ["a", "b", "c"], ups)
+    assert known["a"] is None and known["b"] is None and "params.yaml:c.offset modified" in known["c"]
+    with pytest.raises(ValueError, match="no stage 'nope'"):
+        stage_status(root, ["nope"])
+
+
+def test_noop_run_starts_no_cluster_and_records_every_stage_cached(tmp_path, api, monkeypatch):
+    """With everything up to date (here after `dvc repro`), the flow starts no dask cluster: each stage is
+    a task run in state Cached, with its edges, in a run named and tagged as usual, with the metrics
+    artifact. A changed param then brings the cluster back for the stages that must run."""
+    from flows import cluster as C
+    from flows.pipeline import run_pipeline
+
+    root = make_fake_project(tmp_path / "p")
+    dvc(root, "repro")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "up to date"], root)
+    started = []
+    real_local_cluster = C.local_cluster
+
+    def counting_cluster(*args, **kwargs):
+        started.append(args)
+        return real_local_cluster(*args, **kwargs)
+
+    monkeypatch.setattr(C, "local_cluster", counting_cluster)
+
+    state = run_pipeline(root, api_url=api, fake_gpus=1, return_state=True)
+    rows = _rows(state)
+    assert started == []  # no dask cluster
+    assert {s: r["status"] for s, r in rows.items()} == {"a": "up to date", "b": "up to date", "c": "up to date"}
+    runs = _task_runs(api, state.state_details.flow_run_id, expect=3)
+    assert sorted(runs) == ["a", "b", "c"]
+    assert {n: r.state.name for n, r in runs.items()} == {"a": "Cached", "b": "Cached", "c": "Cached"}
+    parents = {n: {i.id for v in r.task_inputs.values() for i in v} for n, r in runs.items()}
+    assert parents == {"a": set(), "b": {runs["a"].id}, "c": {runs["b"].id}}
+    arts = _artifacts(api, state.state_details.flow_run_id)
+    assert "| `metrics/c.json` | total |" in arts["actparse-metrics"].data
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    sha = run(["git", "rev-parse", "--short=7", "HEAD"], root).stdout.strip()
+    assert flow_run.name == f"main@{sha}" and {"branch:main", f"commit:{sha}"} <= set(flow_run.tags)
+
+    # A param of c: the cluster starts, c runs there, a and b are Cached; DVC agrees afterwards.
+    write_params(root, c__offset=4)
+    rows = _rows(run_pipeline(root, api_url=api, fake_gpus=1, return_state=True))
+    assert len(started) == 1
+    assert _ran(rows) == ["c"] and rows["a"]["status"] == rows["b"]["status"] == "up to date"
+    assert rows["c"]["worker"] in ("cpu0", "gpu0")
+    assert dvc_status(root) == {}
+
+
+def test_run_without_api_url_reports_into_the_running_flows_server(tmp_path, api, monkeypatch):
+    """`python -m flows.server` announces itself in its PREFECT_HOME; a flow run without --api-url on that
+    database reports into it instead of starting a throw-away server (a dead or silent one is ignored)."""
+    import flows.server as S
+    from flowkit import _SERVER
+    from flows.pipeline import run_pipeline
+
+    home = _SERVER["home"]
+    assert S.find_running(home) == api
+    assert S.find_running(tmp_path / "elsewhere") is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / S.SERVER_FILE).write_text(json.dumps({"api_url": api, "pid": int(dead.stdout)}))
+    assert S.find_running(tmp_path / "stale") is None  # its process is gone
+
+    root = make_fake_project(tmp_path / "p")
+    dvc(root, "repro")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a throw-away server was started")
+
+    monkeypatch.setattr(S, "starting_server", no_server)
+    state = run_pipeline(root, prefect_home=home, return_state=True)
+    assert {r["status"] for r in _rows(state).values()} == {"up to date"}
+    runs = _task_runs(api, state.state_details.flow_run_id, expect=3)
+    assert {n: r.state.name for n, r in runs.items()} == {"a": "Cached", "b": "Cached", "c": "Cached"}
