@@ -149,17 +149,29 @@ class PoseEstimator:
         self.batch_size = max(1, int(batch_size))
         self.padding = padding
 
-    def heatmaps(self, crops: np.ndarray) -> "torch.Tensor":
-        """uint8 crops (N, h, w, 3) -> heatmaps (N, K, h/4, w/4) on CPU (flip-averaged if flip_test)."""
+    @staticmethod
+    def model_input(crops: np.ndarray) -> "torch.Tensor":
+        """uint8 crops (N, h, w, 3) -> the normalised float input (N, 3, h, w), in the channels-last
+        memory the model runs in (the values of :func:`actparse.hrnet.normalize_images`, without its
+        copy to channels-first and back)."""
         import torch
 
-        from .hrnet import HEATMAP_STRIDE, flip_back, normalize_images
+        from .hrnet import MEAN, STD
 
+        return torch.from_numpy((np.asarray(crops, np.float32) - MEAN) / STD).permute(0, 3, 1, 2)
+
+    def heatmaps(self, crops) -> "torch.Tensor":
+        """uint8 crops (N, h, w, 3), or their :meth:`model_input`, -> heatmaps (N, K, h/4, w/4) on CPU
+        (flip-averaged if flip_test)."""
+        import torch
+
+        from .hrnet import HEATMAP_STRIDE, flip_back
+
+        inputs = crops if isinstance(crops, torch.Tensor) else self.model_input(crops)
         outs = []
         with torch.inference_mode():
-            for i in range(0, len(crops), self.batch_size):
-                x = normalize_images(crops[i:i + self.batch_size]).to(self.device).contiguous(
-                    memory_format=torch.channels_last)
+            for i in range(0, len(inputs), self.batch_size):
+                x = inputs[i:i + self.batch_size].to(self.device).contiguous(memory_format=torch.channels_last)
                 hm = self.model(x)
                 if self.flip_test:
                     hm = (hm + flip_back(self.model(x.flip(-1)))) * 0.5
@@ -184,8 +196,8 @@ class PoseEstimator:
         return self.predict_cropped(self.crop(images, boxes))
 
     def crop(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> tuple:
-        """The model's input crops of :meth:`predict` (no model needed: the keypoints stage makes
-        them on its prefetch thread): ``(crops (N, h, w, 3) or None, affine matrices, boxes per image)``."""
+        """The model's input of :meth:`predict` (no model needed: the keypoints stage makes it on its
+        prefetch thread): ``(normalised crops (N, 3, h, w) or None, affine matrices, boxes per image)``."""
         crops, mats, counts = [], [], []
         for img, bx in zip(images, boxes):
             bx = np.asarray(bx, np.float64).reshape(-1, 4)
@@ -196,7 +208,7 @@ class PoseEstimator:
                 mats.append(m)
         if not crops:
             return None, None, counts
-        return np.concatenate(crops), np.concatenate(mats), counts
+        return self.model_input(np.concatenate(crops)), np.concatenate(mats), counts
 
     def predict_cropped(self, cropped: tuple) -> list[np.ndarray]:
         """:meth:`predict` from the output of :meth:`crop`."""
