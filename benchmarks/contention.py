@@ -8,9 +8,11 @@ Each measurement is a fresh process that trains a few steps of a default CPU mod
 clips, batch 8; the person detector's YOLO11n network at 128 px, batch 16) with the stages' own
 pinned environment and thread count (2), under one OpenMP wait policy:
 
-* ``passive``: what :func:`actparse.determinism.pin_environment` sets (``OMP_WAIT_POLICY=PASSIVE``);
-* ``unset``: OpenMP's default (the variable removed after pinning: threads spin a while at each
-  barrier before they sleep), which is what the stages ran with before;
+* ``passive``: what :func:`actparse.determinism.pin_environment` sets (``OMP_WAIT_POLICY=PASSIVE``:
+  a thread that waits at a barrier sleeps at once);
+* ``unset``: OpenMP's default (the variable removed after pinning: GNU OpenMP's threads spin a while
+  at each barrier before they sleep), which is what the stages ran with before;
+* ``spin1k`` .. ``spin100k``: the default policy with ``GOMP_SPINCOUNT`` 1,000 .. 100,000 (a shorter spin);
 * ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (spin only).
 
 Each runs twice per round: alone, and while one other process keeps a core busy (a pure-Python
@@ -35,7 +37,12 @@ from pathlib import Path
 from benchmarks.repro_cost import CPU_VARS, MODELS, SIZES, _cpu_name, _load
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = {"passive": "PASSIVE", "unset": None, "active": "ACTIVE"}
+#: environment of each setting (None: the variable removed after pinning)
+POLICIES = {"passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None},
+            "unset": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
+            "active": {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None},
+            **{f"spin{n // 1000}k": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(n)}
+               for n in (1000, 10000, 30000, 100000)}}
 BURNER = "import time\nend = time.time() + {s}\nx = 0\nwhile time.time() < end:\n    x += 1\n"
 
 
@@ -44,21 +51,22 @@ def worker(model_name: str, steps: int, policy: str, out: Path) -> None:
     from actparse import determinism
 
     determinism.pin_environment()
-    value = POLICIES[policy]
-    if value is None:
-        os.environ.pop("OMP_WAIT_POLICY", None)
-    else:
-        os.environ["OMP_WAIT_POLICY"] = value
+    for key, value in POLICIES[policy].items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     import torch  # noqa: F401  (OpenMP reads the policy when torch's runtime starts)
 
     out.mkdir(parents=True, exist_ok=True)
     _, times = MODELS[model_name](SIZES[model_name]["default"], steps, out / "init.pt")
     (out / "run.json").write_text(json.dumps({"step_s": [t[0] for t in times], "threads": torch.get_num_threads(),
-                                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
+                                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                                              "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}))
 
 
 def run_once(model: str, steps: int, policy: str, busy: bool, out: Path, timeout: float) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in CPU_VARS and k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in CPU_VARS and k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = str(ROOT)
     burner = subprocess.Popen([sys.executable, "-c", BURNER.format(s=timeout)]) if busy else None
     try:
@@ -81,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="training steps per process (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="hrnet,csn,yolo")
-    ap.add_argument("--policies", default="passive,unset,active")
+    ap.add_argument("--policies", default="unset,spin1k,passive", help=f"from {', '.join(POLICIES)}")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per worker process at most")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contention.json"))
     ap.add_argument("--worker", choices=sorted(MODELS), help=argparse.SUPPRESS)
