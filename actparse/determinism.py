@@ -40,9 +40,10 @@ Environment (read at stage start-up):
 ``OMP_WAIT_POLICY``
     ``PASSIVE`` unless already set: an OpenMP thread that waits at a barrier sleeps instead of
     spinning. With two torch threads on two cores and one other busy process, spinning threads take
-    the core from the thread they wait for: an HRNet training step then took 2.4x to 7x its idle time,
-    against 1.2x passive, for 6% more time idle (``python -m benchmarks.contention``,
-    docs/benchmarks.md). The wait policy changes no result, only who holds a core.
+    the core from the thread they wait for: a training step then took 3.4x (HRNet, CSN) to 4.3x (YOLO)
+    its idle time under OpenMP's default, 1.3x to 1.6x passive; passive costs 20-39% per step on an
+    idle machine (``python -m benchmarks.contention``, docs/benchmarks.md). The wait policy changes
+    no result, only who holds a core; ``OMP_WAIT_POLICY=ACTIVE`` suits a machine of its own.
 
 The pins (and ``OMP_NUM_THREADS``) overwrite any value already in the environment; with ``native``
 they are left as they are.
