@@ -19,8 +19,10 @@ metrics:
 
 # Two test processes (pytest-xdist), each test file in one of them: many tests wait on subprocesses
 # (dvc, the Prefect server, dask workers), so two processes finish the suite well before one would.
+# Their torch threads share the cores: OpenMP threads that sleep at barriers instead of spinning keep a
+# process from stalling the other (OMP_WAIT_POLICY, see actparse/determinism.py).
 test: setup
-	@$(ENV) python -m pytest -q -n 2 --dist loadfile
+	@$(ENV) OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf artifacts metrics plots

@@ -38,12 +38,16 @@ Environment (read at stage start-up):
 ``ACTPARSE_CPU_THREADS``
     torch threads of a stage whose params say 0 (default 2 when pinned).
 ``OMP_WAIT_POLICY``
-    ``PASSIVE`` unless already set: an OpenMP thread that waits at a barrier sleeps instead of
-    spinning. With two torch threads on two cores and one other busy process, spinning threads take
-    the core from the thread they wait for: a training step then took 3.4x (HRNet, CSN) to 4.3x (YOLO)
-    its idle time under OpenMP's default, 1.3x to 1.6x passive; passive costs 20-39% per step on an
-    idle machine (``python -m benchmarks.contention``, docs/benchmarks.md). The wait policy changes
-    no result, only who holds a core; ``OMP_WAIT_POLICY=ACTIVE`` suits a machine of its own.
+    not set by the pins: left as the launcher has it. Under OpenMP's default a thread that waits at a
+    barrier spins a while first, the fastest on a machine of its own. With two torch threads on two
+    cores and one other busy process, though, the spinning threads take the core from the thread they
+    wait for: a training step then took 3.4x (HRNet, CSN) to 4.3x (YOLO) its time alone, against 1.3x
+    to 1.6x with ``PASSIVE`` (sleep at once), which costs 20-39% per step and about 20% of the person
+    detector's inference on an idle machine (``python -m benchmarks.contention``, docs/benchmarks.md).
+    So the Prefect flow, which runs stages and shards side by side, gives its stages ``PASSIVE``
+    (``flows.dvcstate.FLOW_WAIT_POLICY``), as does ``make test``; ``dvc repro`` runs one stage at a time
+    and keeps the default (set ``OMP_WAIT_POLICY=PASSIVE`` yourself on a shared machine). No result
+    depends on it.
 
 The pins (and ``OMP_NUM_THREADS``) overwrite any value already in the environment; with ``native``
 they are left as they are.
@@ -92,8 +96,6 @@ OPENCV_ABOVE = {"avx2": [t for t in OPENCV_TARGETS if t.startswith("AVX512")], "
 CAPABILITY = {"avx2": "AVX2", "sse41": "DEFAULT"}
 #: cuBLAS needs a fixed workspace for deterministic matrix products on CUDA
 CUDA_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-#: how idle OpenMP threads wait (not a numeric setting: any value gives the same bits)
-SCHEDULING_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def level(environ: MutableMapping[str, str] | None = None) -> str:
@@ -132,8 +134,7 @@ def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str
     sets the variables, for the processes this one starts.
     ``OMP_NUM_THREADS`` (torch's and MKL's thread count at start-up) becomes :func:`cores`; with
     ``native`` only if ``ACTPARSE_CPU_THREADS`` is set. ``CUBLAS_WORKSPACE_CONFIG`` (deterministic
-    cuBLAS) and ``OMP_WAIT_POLICY`` (``PASSIVE``: no spinning at barriers, see above) are set unless
-    already set.
+    cuBLAS) is set unless already set.
     """
     environ = os.environ if environ is None else environ
     lvl = level(environ)
@@ -141,7 +142,7 @@ def pin_environment(environ: MutableMapping[str, str] | None = None) -> dict[str
     if lvl != "native" or environ.get(THREADS_ENV, "").strip():
         out["OMP_NUM_THREADS"] = str(cores(environ))
     environ.update(out)
-    for key, value in {**CUDA_ENV, **SCHEDULING_ENV}.items():
+    for key, value in CUDA_ENV.items():
         environ.setdefault(key, value)
     if environ is os.environ and any(m in sys.modules for m in ("torch", "numpy", "cv2")):
         log.debug("torch, numpy or OpenCV was imported before the CPU caps were set; this process may not "

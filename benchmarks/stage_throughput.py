@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     t0, load0 = time.time(), _load()
     result = {"what": "seconds per pass over the same videos, per round; inputs_per_s from the median round; "
                       "ratio = stage throughput / bare forward throughput (>= 0.9 is the target)",
-              "videos": args.videos, "rounds": args.rounds, "cpu_count": os.cpu_count(), "stages": {}}
+              "videos": args.videos, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "stages": {}}
     for name in names:
         work, items, bare, n = setup_stage(name, params, root, args.videos)
         import torch

@@ -240,7 +240,8 @@ def stage_env(threads: dict[str, str | None] | None = None) -> dict[str, str]:
 
     The venv's ``bin`` goes first on PATH (``python -m stages.x`` must find this interpreter), and the
     thread-count variables dask pins to 1 in its worker processes are set back to the values the user
-    launched the flow with (``threads``; None = unset), so stages use every core like under ``dvc repro``.
+    launched the flow with (``threads``; None = unset), so stages use every core like under ``dvc repro``
+    (``threads`` also carries the wait policy of :func:`launch_threads`).
     """
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
@@ -258,9 +259,18 @@ def stage_env(threads: dict[str, str | None] | None = None) -> dict[str, str]:
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+#: how OpenMP threads wait in the stages the flow runs, unless the launcher sets OMP_WAIT_POLICY: the
+#: flow runs stages (and shards) side by side, and threads spinning at barriers for a descheduled
+#: sibling slow a torch step several-fold (see actparse/determinism.py); no result depends on it
+FLOW_WAIT_POLICY = "PASSIVE"
+
+
 def launch_threads() -> dict[str, str | None]:
-    """The thread-count variables of the launching process (to hand to :func:`stage_env`)."""
-    return {k: os.environ.get(k) for k in THREAD_VARS}
+    """The thread-count variables of the launching process, and its OpenMP wait policy (default
+    :data:`FLOW_WAIT_POLICY`), to hand to :func:`stage_env`."""
+    out = {k: os.environ.get(k) for k in THREAD_VARS}
+    out["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY") or FLOW_WAIT_POLICY
+    return out
 
 
 def _log_line_regex(fmt: str) -> re.Pattern:

@@ -614,6 +614,8 @@ def run_pipeline(root: str | Path = ".", params_file: str = "params.yaml", targe
     security = C.security(params) if (params.get("flow") or {}).get("tls") else None
     threads = dvcstate.launch_threads()
     with ExitStack() as stack:
+        # the local cluster's workers (which run the shards in-process) wait as the stage commands do
+        stack.enter_context(_environ(OMP_WAIT_POLICY=threads["OMP_WAIT_POLICY"]))
         url = api_url or os.environ.get("PREFECT_API_URL")
         if not url:
             url = find_running(prefect_home)  # a `python -m flows.server` on the same database

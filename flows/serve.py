@@ -68,6 +68,9 @@ def _schedule(args):
 
 
 def main(argv=None) -> int:
+    from flows.dvcstate import FLOW_WAIT_POLICY
+
+    os.environ.setdefault("OMP_WAIT_POLICY", FLOW_WAIT_POLICY)  # the runs' local workers: stages side by side
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=".", help="project root (holds dvc.yaml); default the current folder")

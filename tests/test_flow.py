@@ -309,3 +309,14 @@ def test_run_without_api_url_reports_into_the_running_flows_server(tmp_path, api
     assert {r["status"] for r in _rows(state).values()} == {"up to date"}
     runs = _task_runs(api, state.state_details.flow_run_id, expect=3)
     assert {n: r.state.name for n, r in runs.items()} == {"a": "Cached", "b": "Cached", "c": "Cached"}
+
+
+def test_stage_commands_get_the_flows_wait_policy_unless_the_launcher_sets_one(monkeypatch):
+    from flows import dvcstate
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as dask sets it in its workers
+    env = dvcstate.stage_env(dvcstate.launch_threads())
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert dvcstate.stage_env(dvcstate.launch_threads())["OMP_WAIT_POLICY"] == "ACTIVE"
