@@ -3,7 +3,7 @@
     python -m benchmarks.stage_throughput --root .      # a repository after `dvc repro` (models, frames)
     python -m benchmarks.stage_throughput --root . --stages detect_persons --videos 24 --rounds 5
 
-For detect_persons, keypoints and detect_parts, in one process (pinned and with the threads a stage
+For detect_persons, keypoints, detect_parts and csn, in one process (pinned and with the threads a stage
 uses), on the first ``--videos`` videos of the repository's ``artifacts/frames.parquet``, taking turns
 round after round:
 
@@ -14,11 +14,14 @@ round after round:
 * **stage, no prefetch**: the same loop with ``prepare`` and ``one`` on one thread (the loop before the
   prefetch thread);
 * **bare forward**: only the model's forward passes, on the very batches the stage forms (per video,
-  ``predict_batch`` / ``keypoints.batch`` at most; the keypoint model's flip pass included), their
-  input tensors made before the clock starts.
+  ``predict_batch`` / ``keypoints.batch`` at most; the keypoint model's flip pass included; csn's batch
+  groups of ``csn.test_batch // csn.test_clips`` videos, every variant), their input tensors made before
+  the clock starts.
 
-Throughput is model inputs per second (frames for detect_persons, person crops for keypoints and
-detect_parts); the report gives per round the seconds of each, and per stage the ratio stage /
+csn decodes its clips (from the videos) and runs each batch group inside ``tables()``, which the
+prefetch thread runs, so its two stage rows differ only in where that happens. Throughput is model
+inputs per second (frames for detect_persons, person crops for keypoints and detect_parts, clips for
+csn); the report gives per round the seconds of each, and per stage the ratio stage /
 bare forward (median over rounds, and of the fastest rounds), the target being >= 0.9.
 """
 
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("detect_persons", "keypoints", "detect_parts")
+STAGES = ("detect_persons", "keypoints", "detect_parts", "csn")
 
 
 def _yolo_bare(model, batches):
@@ -72,6 +75,44 @@ def _pose_bare(est, crops_per_video):
     return run
 
 
+def _csn(work, n_videos: int):
+    """csn: the stage's loop over the first videos (decoding and batch groups inside ``tables()``), and the
+    bare forward passes of every variant on the same batch groups' clips, decoded beforehand."""
+    import torch
+
+    from actparse.clips import test_clips
+    from actparse.csn import clip_probs
+    from actparse.dataset import video_path
+    from actparse.video import LazyVideo
+
+    names = work.videos()[:n_videos]
+    records = work.records()
+    groups = []
+    for s in range(0, len(names), work.group):
+        clips = {}
+        for name in names[s:s + work.group]:
+            frames = LazyVideo(video_path(work.droot, records[name]["path"]), work.cache_side, backend=work.backend)
+            clips[name] = {sp: test_clips(frames, sp, work.n_clips) for sp in set(work.specs.values())}
+        groups.append({v: torch.cat([c[work.specs[v]] for c in clips.values()]) for v in work.models})
+
+    def bare():
+        with torch.inference_mode():
+            for g in groups:
+                for v, model in work.models.items():
+                    clip_probs(model, g[v], work.device, work.batch)
+    return work, _Lazy(work, names), bare, sum(len(x) for g in groups for x in g.values())
+
+
+class _Lazy:
+    """csn's input items: ``iter()`` gives the stage's ``tables()`` over the videos afresh each pass."""
+
+    def __init__(self, work, names):
+        self.work, self.names = work, names
+
+    def __iter__(self):
+        return iter(self.work.tables(self.names))
+
+
 def setup_stage(name: str, params: dict, root: Path, n_videos: int):
     """(work, [(video, prepared-free input table)], bare forward callable, number of model inputs)."""
     import importlib
@@ -82,6 +123,8 @@ def setup_stage(name: str, params: dict, root: Path, n_videos: int):
     mod = importlib.import_module(f"stages.{name}")
     work = mod.Work(params, root)
     work.setup()
+    if name == "csn":
+        return _csn(work, n_videos)
     items = []
     for video, table in work.tables():
         items.append((video, table))

@@ -165,26 +165,41 @@ class Work(VideoWork):
 
     def tables(self, videos=None):
         """``(video, {variant: {task: probs}})`` per video of ``videos`` (None: all, in processing order),
-        in that order; ``(video, VideoSkipped)`` for a video that cannot be decoded."""
+        in that order; ``(video, VideoSkipped)`` for a video that cannot be decoded. The clips of the next
+        batch group are decoded on a thread of their own while the models run the current one (the same
+        clips, only earlier)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         names = self.videos() if videos is None else list(videos)
+        groups = [names[s:s + self.group] for s in range(0, len(names), self.group)]
+        if not groups:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csn-decode") as pool:
+            pending = pool.submit(self._decode, groups[0])
+            for k, group in enumerate(groups):
+                clips, skipped = pending.result()
+                if k + 1 < len(groups):
+                    pending = pool.submit(self._decode, groups[k + 1])
+                probs = self.forward(clips)
+                for name in group:
+                    yield name, probs[name] if name in probs else skipped[name]
+
+    def _decode(self, group: list[str]) -> tuple[dict[str, dict], dict[str, VideoSkipped]]:
+        """The test clips of one batch group's videos ({video: {spec: clips}}) and the videos skipped."""
         records = self.records()
-        for s in range(0, len(names), self.group):
-            group = names[s:s + self.group]
-            clips: dict[str, dict] = {}
-            skipped: dict[str, VideoSkipped] = {}
-            for name in group:
-                if name not in records:
-                    raise ValueError(f"{self.droot / 'videos.parquet'}: no video {name!r} (the data set changed "
-                                     f"while the stage ran)")
-                try:
-                    frames = LazyVideo(video_path(self.droot, records[name]["path"]), self.cache_side,
-                                       backend=self.backend)  # the clips' frames
-                    clips[name] = {sp: test_clips(frames, sp, self.n_clips) for sp in set(self.specs.values())}
-                except (VideoError, ValueError) as exc:
-                    skipped[name] = VideoSkipped(str(exc) or type(exc).__name__)
-            probs = self.forward(clips)
-            for name in group:
-                yield name, probs[name] if name in probs else skipped[name]
+        clips: dict[str, dict] = {}
+        skipped: dict[str, VideoSkipped] = {}
+        for name in group:
+            if name not in records:
+                raise ValueError(f"{self.droot / 'videos.parquet'}: no video {name!r} (the data set changed "
+                                 f"while the stage ran)")
+            try:
+                frames = LazyVideo(video_path(self.droot, records[name]["path"]), self.cache_side,
+                                   backend=self.backend)  # the clips' frames
+                clips[name] = {sp: test_clips(frames, sp, self.n_clips) for sp in set(self.specs.values())}
+            except (VideoError, ValueError) as exc:
+                skipped[name] = VideoSkipped(str(exc) or type(exc).__name__)
+        return clips, skipped
 
     def forward(self, clips: dict[str, dict]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """One batch group: {video: {spec: clips}} -> {video: {variant: {task: probs averaged over clips}}}."""
