@@ -336,3 +336,19 @@ def shared_prefect_server() -> tuple[str, str]:
     atexit.register(_stop)
     _SERVER.update(ui=f"http://127.0.0.1:{port}", api=api_url("127.0.0.1", port), home=home)
     return _SERVER["ui"], _SERVER["api"]
+
+
+def run_shards(mapper, work: Path, only=None, reverse: bool = True) -> tuple[list, dict]:
+    """What the flow does with a stage's mapper: ``run_item`` for each of its items, the last first by
+    default (completion order must not matter), only those whose index is in ``only`` when given; returns
+    the items and the errors as the flow records them ({item name: {type, message}})."""
+    items = mapper.items()
+    errors = {}
+    for item in (reversed(items) if reverse else items):
+        if only is not None and item[0] not in only:
+            continue
+        try:
+            mapper.run_item(item, work)
+        except Exception as exc:  # noqa: BLE001 - the flow records any failure of a task
+            errors[mapper.item_name(item)] = {"type": type(exc).__name__, "message": str(exc)}
+    return items, errors

@@ -18,6 +18,7 @@ from actparse.params import load_params
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_rows, read_table, write_table
 from actparse import shards
+from flowkit import run_shards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,15 +98,7 @@ def _clear(root: Path, stage: str) -> None:
 def _mapped(root: Path, stage: str, work: Path, only=None, reverse=True) -> tuple[object, list, dict]:
     """What the flow does: items -> run_item each (errors collected as the flow records them)."""
     mapper = _module(stage).FLOW_MAPPER(root, load_params(root / "params.yaml"))
-    items = mapper.items()
-    errors = {}
-    for i, item in enumerate(reversed(items) if reverse else items):  # completion order must not matter
-        if only is not None and item[0] not in only:
-            continue
-        try:
-            mapper.run_item(item, work)
-        except Exception as exc:  # noqa: BLE001 - the flow records any failure of a task
-            errors[mapper.item_name(item)] = {"type": type(exc).__name__, "message": str(exc)}
+    items, errors = run_shards(mapper, work, only, reverse=reverse)
     return mapper, items, errors
 
 

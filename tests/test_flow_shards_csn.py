@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from actparse.schemas import from_rows, read_table, write_table
+from flowkit import run_shards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,15 +68,7 @@ def _mapped(root: Path, params: dict, work: Path, only=None, reverse=True):
     from stages import csn
 
     mapper = csn.FLOW_MAPPER(root, params)
-    items = mapper.items()
-    errors = {}
-    for item in (reversed(items) if reverse else items):  # completion order must not matter
-        if only is not None and item[0] not in only:
-            continue
-        try:
-            mapper.run_item(item, work)
-        except Exception as exc:  # noqa: BLE001 - the flow records any failure of a task
-            errors[mapper.item_name(item)] = {"type": type(exc).__name__, "message": str(exc)}
+    items, errors = run_shards(mapper, work, only, reverse=reverse)
     return mapper, items, errors
 
 

@@ -18,6 +18,7 @@ from actparse.params import load_params
 from actparse.part_labels import gt_parts
 from actparse.paths import Paths
 from actparse.schemas import ParquetStreamWriter, from_columns, from_rows, read_df, read_table, write_table
+from flowkit import run_shards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NO_PRED = "no prediction"  # part_states: the video left out of video_predictions (a recorded skip)
@@ -100,15 +101,7 @@ def _clear(root: Path, stage: str) -> None:
 def _mapped(root: Path, stage: str, work: Path, only=None):
     """What the flow does: items -> run_item each, last shard first (errors recorded as the flow does)."""
     mapper = _module(stage).FLOW_MAPPER(root, load_params(root / "params.yaml"))
-    items = mapper.items()
-    errors = {}
-    for item in reversed(items):
-        if only is not None and item[0] not in only:
-            continue
-        try:
-            mapper.run_item(item, work)
-        except Exception as exc:  # noqa: BLE001 - the flow records any failure of a task
-            errors[mapper.item_name(item)] = {"type": type(exc).__name__, "message": str(exc)}
+    items, errors = run_shards(mapper, work, only, reverse=True)
     return mapper, items, errors
 
 
@@ -230,7 +223,7 @@ def test_the_real_flow_runs_the_seed_stages_as_shards(project, tmp_path):
     pytest.importorskip("prefect_dask")
     import shutil
 
-    from flowkit import dvc_status, init_repo, run, shared_prefect_server
+    from flowkit import dvc_status, init_repo, run, shared_prefect_server, run_shards
 
     from flows.pipeline import run_pipeline
 
