@@ -9,8 +9,8 @@ partattn_predict) describes its work as a small class in its module, a :class:`V
 * ``videos()`` lists the videos it processes, in the order of its output;
 * ``tables(videos)`` yields ``(video, input table)`` for those videos (``None``: all), in that order;
 * ``prepare(video, table)`` (optional; default: the table itself) does the video's CPU work that needs
-  no model (JPEG decoding, crops): it runs on a prefetch thread, one video ahead of the model (see
-  :func:`results`), and may raise :class:`VideoSkipped`;
+  no model (JPEG decoding, crops): it runs on a prefetch thread, up to :data:`PREFETCH` videos ahead
+  of the model (see :func:`results`), and may raise :class:`VideoSkipped`;
 * ``one(video, prepared)`` returns the video's output table (or ``(table, note)``: a note is recorded in
   the skips table while the video still counts as processed); it raises :class:`VideoSkipped` for a
   video the stage records as a skip;
@@ -105,7 +105,7 @@ class VideoWork:
         """CPU work of one video that needs no model; runs on the prefetch thread (see :func:`results`)."""
         return table
 
-    def one(self, video: str, prepared) -> pa.Table | tuple[pa.Table, str | None]:
+    def one(self, video: str, prepared) -> pa.Table | list[pa.Table] | tuple[pa.Table | list[pa.Table], str | None]:
         raise NotImplementedError
 
     def finish(self, ledger: SkipLedger, tried: set[str]) -> None:
