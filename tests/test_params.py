@@ -288,7 +288,7 @@ def test_use_preset_keeps_comments_order_and_untouched_values(tmp_path):
     # keys of a one-line flow mapping (gym.num_frames: {event: 4, set: 8, element: 8}) share their line
     lines = {k.rsplit(".", 1)[0] if k.count(".") >= 2 else k for k in differ}
     assert len(differ) > 25 and len(changed) == len(lines)  # e.g. csn.batch_size: the preset keeps 8
-    assert ("  test_batch: 14           # csn: clips per forward pass (clips of several videos are batched)"
+    assert ("  test_batch: 14           # csn: clips per forward pass (clips of test_batch // test_clips videos are batched)"
             in out.splitlines())
     assert "  stage_depths: null " in out and "  input_size: [256, 192]  # network input h, w" in out
 
