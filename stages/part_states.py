@@ -58,7 +58,11 @@ class Work(VideoWork):
 
     def setup(self) -> None:
         self.check()
-        self.preds = read_df(self.paths.video_predictions, "video_predictions")
+        preds = read_df(self.paths.video_predictions, "video_predictions")
+        # each video's own predictions: a video's states read only its rows, and scanning all of them
+        # for every video would grow with the square of the number of videos
+        self.no_preds = preds.iloc[:0]
+        self.preds = {v: g for v, g in preds.groupby("video", sort=False)}
         self.baseline = json.loads(self.baseline_path.read_text()) if self.mode == "baseline" else None
 
     def no_groups(self) -> bool:
@@ -88,7 +92,7 @@ class Work(VideoWork):
             yield video, table.to_pandas()
 
     def one(self, video: str, parts):
-        states, dropped = assign_part_states(parts, self.preds, self.mode, self.baseline)
+        states, dropped = assign_part_states(parts, self.preds.get(video, self.no_preds), self.mode, self.baseline)
         if dropped and not len(states):
             raise VideoSkipped("no ensemble prediction for this video")
         table = from_columns({c: states[c].tolist() for c in states.columns}, "part_states")
