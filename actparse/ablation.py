@@ -107,28 +107,33 @@ def exp_name(row: Row, seed: int | None = None) -> str:
     return row.name if seed is None else f"{row.name}-seed{seed}"
 
 
-def exp_command(row: Row, seed: int | None = None, extra: dict | None = None) -> list[str]:
-    """``dvc exp run`` of one row: every switch, the training seed, and ``extra`` settings shared by all
-    rows (e.g. ``{"synth.n_test": 200}``: a larger test split for the whole grid)."""
+def exp_command(row: Row, seed: int | None = None, extra: dict | None = None, seed_key: str = "seed",
+                targets=()) -> list[str]:
+    """``dvc exp run`` of one row: every switch, the training seed (param ``seed_key``: the top-level
+    ``seed``, or a seed system's own ``<system>.seed``), ``extra`` settings shared by all rows (e.g.
+    ``{"synth.n_test": 200}``: a larger test split for the whole grid), and the stages to reproduce
+    (``targets``: none = the whole DAG)."""
     cmd = ["dvc", "exp", "run", "--name", exp_name(row, seed)]
     for k, v in row.settings().items():
         cmd += ["-S", f"{k}={_value(v)}"]
     if seed is not None:
-        cmd += ["-S", f"seed={seed}"]
+        cmd += ["-S", f"{seed_key}={seed}"]
     for k, v in (extra or {}).items():
         cmd += ["-S", f"{k}={_value(v)}"]
-    return cmd
+    return cmd + list(targets)
 
 
 RECORDS = Path("metrics") / "ablation_records"  # per experiment: the evaluate stage's per-video records
 
 
 def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_run: bool = False,
-             out=None, metrics_file: str = "metrics/metrics.json", store: str = "metrics/ablation.json") -> dict:
+             out=None, metrics_file: str = "metrics/metrics.json", store: str = "metrics/ablation.json",
+             records: str = "artifacts/eval_records", seed_key: str = "seed", targets=()) -> dict:
     """Run each row (once per training seed) as a DVC experiment; returns {experiment: record}.
 
-    Each experiment's metrics go into metrics/ablation.json and the evaluate stage's per-video records
-    into metrics/ablation_records/<experiment>/ (what the bootstrap intervals are computed from). Progress
+    Each experiment's metrics go into ``store`` (metrics/ablation.json) and its per-video records
+    (``records``: the evaluate stage's folder, or a seed system's ``video_counts.parquet``) into
+    metrics/ablation_records/<experiment>/ (what the bootstrap intervals are computed from). Progress
     and an estimate of the time left are printed after every experiment. The workspace is restored after."""
     out = out or sys.stdout
     results: dict = {}
@@ -140,7 +145,7 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
     try:
         for i, (row, seed) in enumerate(jobs, 1):
             name = exp_name(row, seed)
-            cmd = exp_command(row, seed, extra)
+            cmd = exp_command(row, seed, extra, seed_key, targets)
             print(f"[{i}/{len(jobs)}] $ " + shlex.join(cmd), file=out, flush=True)
             if dry_run:
                 continue
@@ -150,18 +155,13 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
                 raise RuntimeError(f"experiment {name} failed (exit {proc.returncode}): {shlex.join(cmd)}")
             metrics = json.loads((root / metrics_file).read_text())
             rec_dir = root / RECORDS / name
-            src = root / "artifacts" / "eval_records"
-            if metrics_file != "metrics/metrics.json":
-                src = root / "no-records"  # the seed systems' grids keep no per-video records
-            if src.is_dir():
-                if rec_dir.exists():
-                    shutil.rmtree(rec_dir)
-                shutil.copytree(src, rec_dir.with_name(rec_dir.name + ".tmp"), dirs_exist_ok=True)
-                os.replace(rec_dir.with_name(rec_dir.name + ".tmp"), rec_dir)
+            src = root / records
+            kept = _keep_records(src, rec_dir)
             results[name] = {"row": row.name, "seed": seed, "label": row.label,
-                             "settings": {**row.settings(), **(extra or {})},
+                             "settings": {**row.settings(), **(extra or {}),
+                                          **({seed_key: seed} if seed is not None else {})},
                              "seconds": round(time.time() - t0, 1), "metrics": metrics,
-                             "records": (RECORDS / name).as_posix() if src.is_dir() else None}
+                             "records": (RECORDS / name).as_posix() if kept else None}
             _atomic_write(store, json.dumps(results, indent=2) + "\n")
             spent = time.time() - t_start
             print(f"[{i}/{len(jobs)}] {name} done in {time.time() - t0:.0f} s; about "
@@ -170,6 +170,24 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
         if not dry_run:
             _restore(root)
     return results
+
+
+def _keep_records(src: Path, rec_dir: Path) -> bool:
+    """Copy an experiment's records (a folder's files, or one file) into ``rec_dir``, atomically."""
+    if not (src.is_dir() or src.is_file()):
+        return False
+    tmp = rec_dir.with_name(rec_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        tmp.mkdir(parents=True)
+        shutil.copy2(src, tmp / src.name)
+    if rec_dir.exists():
+        shutil.rmtree(rec_dir)
+    os.replace(tmp, rec_dir)
+    return True
 
 
 def _restore(root: Path) -> None:
@@ -193,6 +211,7 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{100 * float(x):.1f}"
 
 
+TEST_VIDEOS = 200  # the grids' own synthetic test split (one video = 0.5 points of a per-video accuracy)
 N_BOOT = 1000  # bootstrap replicates for every interval of the table (seeded: the table is reproducible)
 
 
@@ -206,7 +225,9 @@ class _Intervals:
         self._W = self._videos = None
 
     def runs(self, row: str) -> list[dict]:
-        return [v for k, v in self.results.items() if v.get("row", k) == row]
+        """A row's runs, ordered by training seed (so that seed draws pair two rows' runs)."""
+        runs = [v for k, v in self.results.items() if v.get("row", k) == row]
+        return sorted(runs, key=lambda r: (r.get("seed") is not None, r.get("seed") or 0))
 
     def _load(self, run: dict):
         rel = run.get("records")
@@ -233,7 +254,7 @@ class _Intervals:
         points = [BS.replicate(r, ones, videos) for r in recs]
         reps = [BS.replicate(r, self._W, videos) for r in recs]
         point = {m: float(np.mean([p[m][0] for p in points])) for m in BS.METRICS}
-        rep = {m: np.mean([x[m] for x in reps], axis=0) for m in BS.METRICS}
+        rep = {m: BS.over_seeds([x[m] for x in reps], N_BOOT) for m in BS.METRICS}
         return point, rep
 
     def interval(self, row: str, key: str):
@@ -371,6 +392,10 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for every row, passed to dvc exp run -S (repeatable), e.g. "
                          "--set synth.n_test=200 for a test split where one video is 0.5 points")
+    ap.add_argument("--test-videos", type=int, default=TEST_VIDEOS, metavar="N",
+                    help=f"the grid's own synthetic test split: synth.n_test=N for every row (default {TEST_VIDEOS}: "
+                         "one video is at most 0.5 points; the default run keeps params.yaml's smaller split); "
+                         "0 keeps params.yaml's; ignored when --set gives synth.n_test")
     ap.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from metrics/ablation.json")
     ap.add_argument("--readme", type=Path, default=None,
@@ -399,11 +424,18 @@ def main(argv=None) -> int:
             if not sep or not key:
                 ap.error(f"--set {item!r}: expected KEY=VALUE")
             extra[key] = value
-        kw = {"metrics_file": grid.metrics_file, "store": grid.store} if grid else {}
+        if a.test_videos < 0:
+            ap.error("--test-videos must be >= 0")
+        if a.test_videos and "synth.n_test" not in extra:
+            extra["synth.n_test"] = a.test_videos
+        kw = {"metrics_file": grid.metrics_file, "store": grid.store, "records": grid.records or "no-records",
+              "seed_key": grid.seed_key, "targets": grid.targets} if grid else {}
         results = run_rows(rows, a.root, seeds=seeds, extra=extra, dry_run=a.dry_run, **kw)
         if a.dry_run:
             return 0
-    text = G.render(grid, results) if grid else render(results, a.root)
+    text = G.render(grid, results, a.root) if grid else render(results, a.root)
+    if grid:
+        _atomic_write(a.root / grid.summary, json.dumps(G.summary(grid, results, a.root), indent=2) + "\n")
     print(text)
     if a.readme:
         write_readme(a.readme, text, a.system)

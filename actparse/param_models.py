@@ -278,6 +278,7 @@ class Pretrained3d(Section):
 class Stad(Section):
     enabled: bool
     model: Optional[str]
+    seed: Optional[int]
     head: Literal["pcca", "linear"]
     boxes: Literal[BOX_SOURCES]  # type: ignore[valid-type]
     min_score: NonNegFloat
@@ -341,6 +342,7 @@ def _levels(v, positive: bool):
 class Gym(Section):
     enabled: bool
     model: Optional[str]
+    seed: Optional[int]
     depth: Literal[50, 101]
     stage_depths: Optional[list[int]]
     stem_dim: Annotated[int, Field(ge=2)]
@@ -385,6 +387,7 @@ class Gym(Section):
 class PartAttn(Section):
     enabled: bool
     model: Optional[str]
+    seed: Optional[int]
     roi_mode: Literal["align", "crop"]
     use_action: bool
     use_attention: bool

@@ -392,3 +392,11 @@ def merge_params(base: dict, overlay: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def system_seed(params: dict, section: str) -> int:
+    """The training seed of a seed system (``stad`` / ``gym`` / ``partattn``): its own ``<section>.seed``
+    when set, else the top-level ``seed``. The ablation grids vary the system's own seed so that a new
+    training seed retrains that system alone, not the default pipeline it reads."""
+    own = get(params, f"{section}.seed", int)
+    return get(params, "seed", int) if own is None else own

@@ -320,14 +320,15 @@ def match_persons(pred_boxes: np.ndarray, gt_boxes: np.ndarray, thr: float = 0.5
     return [(int(i), int(j)) for i, j in zip(r, c) if iou[i, j] >= thr]
 
 
-def state_accuracy(pred: dict, gt, human_iou: float = 0.5) -> dict:
+def state_accuracy(pred: dict, gt, human_iou: float = 0.5, items: list | None = None) -> dict:
     """Part-state top-1 accuracy over the visible ground-truth parts of the given key frames.
 
     ``pred``: {(video, frame): [(person box (4,), {part: state})]}; ``gt``: gt_persons rows of the
     scored frames. A ground-truth part counts as correct when its person is matched (IoU >=
     ``human_iou``) and the matched prediction gives that part the same state; unmatched persons and
     missing parts count as wrong. Returns {"top1", "n_parts", "matched_persons", "gt_persons",
-    "per_group": {group: top1}} (accuracies x100).
+    "per_group": {group: top1}} (accuracies x100). ``items``, when given, receives one
+    (video, group, right) tuple per scored part (the per-video counts behind bootstrap intervals).
     """
     hits = {g: 0 for g in GROUPS}
     total = {g: 0 for g in GROUPS}
@@ -346,7 +347,10 @@ def state_accuracy(pred: dict, gt, human_iou: float = 0.5) -> dict:
                     continue
                 grp = GROUP_OF_PART[part]
                 total[grp] += 1
-                hits[grp] += int(states.get(part) == row.part_states[k])
+                right = states.get(part) == row.part_states[k]
+                hits[grp] += int(right)
+                if items is not None:
+                    items.append((v, grp, right))
     n = sum(total.values())
     return {"top1": round(100 * sum(hits.values()) / n, 2) if n else None, "n_parts": int(n),
             "matched_persons": int(matched), "gt_persons": int(n_persons),

@@ -189,6 +189,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("state_matched", pa.int64(), nullable=False),  # parts matched to ground truth
         pa.field("state_correct", pa.int64(), nullable=False),  # ... with the right state
     ]),
+    # gym_evaluate / partattn_predict: per-video counts behind the seed systems' accuracies, for
+    # bootstrap intervals over videos (actparse.metrics.bootstrap.count_replicates). One row per
+    # (video, scored key, ground-truth class): top-1 = sum(hits) / sum(n) over a key's rows, mean-class
+    # = the mean over classes of their own sum(hits) / sum(n).
+    "video_counts": pa.schema([
+        KEY_VIDEO,
+        pa.field("key", pa.string(), nullable=False),  # e.g. "model", "prior" (seed 000), "joint.element" (004)
+        pa.field("cls", pa.string(), nullable=False),  # ground-truth class (004) or part group (000)
+        pa.field("hits", pa.int64(), nullable=False),  # right predictions
+        pa.field("n", pa.int64(), nullable=False),  # scored items (clips, visible ground-truth parts)
+    ]),
 }
 
 

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 
@@ -69,10 +70,22 @@ class Grid:
     lines: tuple[Line, ...]
     checks: tuple[Check, ...] = field(default_factory=tuple)
     scale: float = 1.0  # multiply values by this for the table
+    section: str = ""  # the system's params section: its own training seed is <section>.seed
+    records: str | None = None  # the per-video counts its evaluation writes (schema video_counts)
+    targets: tuple[str, ...] = ()  # the stages an experiment reproduces (and what they depend on)
 
     @property
     def store(self) -> str:
         return f"metrics/ablation_{self.system}.json"
+
+    @property
+    def summary(self) -> str:
+        """The table's numbers (means, spreads, intervals, directions): a DVC metrics file."""
+        return f"metrics/ablation_{self.system}_table.json"
+
+    @property
+    def seed_key(self) -> str:
+        return f"{self.section}.seed" if self.section else "seed"
 
 
 _STAD = {"stad.enabled": True, "synth.long_tail": 10}
@@ -92,7 +105,8 @@ GRIDS: dict[str, Grid] = {g.system: g for g in (
           Check("decoupled learning raises the tail classes' frame-AP (003)", ("stad-pcca", "zero"),
                 ("stad-pcca", "decoupled_gain.tail_classes")),
           Check("a larger input scale raises frame-mAP (003: multi-scale)", ("stad-pcca", "frame_map@0.5"),
-                ("stad-pcca-96", "frame_map@0.5")))),
+                ("stad-pcca-96", "frame_map@0.5"))),
+         section="stad", targets=("stad_evaluate",)),
     Grid("004", "Seed 004 (FineGym): single pathways vs the joint model, top-1 / mean-class x100", "metrics/gym.json",
          (GridRow("gym-joint", {"gym.enabled": True}),),
          (("event.top1", "event top-1"), ("event.mean_class", "event mean-class"), ("set.top1", "set top-1"),
@@ -102,7 +116,8 @@ GRIDS: dict[str, Grid] = {g.system: g for g in (
          (Check("joint beats single pathways in element top-1 (004 Table 2)", ("gym-joint", "single.element.top1"),
                 ("gym-joint", "joint.element.top1")),
           Check("joint beats single pathways in element mean-class (004 Table 2)",
-                ("gym-joint", "single.element.mean_class"), ("gym-joint", "joint.element.mean_class")))),
+                ("gym-joint", "single.element.mean_class"), ("gym-joint", "joint.element.mean_class"))),
+         section="gym", records="artifacts/gym/video_counts.parquet", targets=("gym_evaluate",)),
     Grid("000", "Seed 000 (part states): components added one at a time, part-state top-1 x100", "metrics/partattn.json",
          (GridRow("partattn-crops", {**_PA, "partattn.roi_mode": "crop", "partattn.use_action": False,
                                      "partattn.use_attention": False}),
@@ -121,7 +136,8 @@ GRIDS: dict[str, Grid] = {g.system: g for g in (
           Check("RoI pooling helps (000)", ("partattn-action", "model.top1"), ("partattn-roi", "model.top1")),
           Check("multi-head attention helps (000)", ("partattn-roi", "model.top1"), ("partattn-attention", "model.top1")),
           Check("the full model beats the prior", ("partattn-attention", "prior.top1"),
-                ("partattn-attention", "model.top1")))),
+                ("partattn-attention", "model.top1"))),
+         section="partattn", records="artifacts/partattn/video_counts.parquet", targets=("partattn_predict",)),
 )}
 
 
@@ -165,7 +181,79 @@ def _num(x, scale: float) -> str:
     return "-" if x is None else f"{scale * x:.1f}"
 
 
-def table(grid: Grid, results: dict) -> str:
+N_BOOT = 1000  # bootstrap replicates (seeded draws: the tables are reproducible)
+
+
+class Intervals:
+    """Bootstrap intervals over test videos (and training seeds) from the runs' per-video counts.
+
+    Every run of a grid is scored on the same test videos; one set of video draws is shared by all
+    rows, and the seed draws depend only on the number of runs (runs ordered by seed), so differences
+    between rows are paired in both. A metric path ``<key>.<stat>`` (``model.top1``,
+    ``joint.element.mean_class``) reads key ``<key>`` of the counts; values are x100 like the metrics
+    files. None where a run has no records or the path is not a count statistic."""
+
+    def __init__(self, grid: Grid, results: dict, root: Path):
+        import pandas as pd
+
+        from actparse.metrics import bootstrap as BS
+
+        self.BS, self.grid, self.results, self.root = BS, grid, results, Path(root)
+        self._counts: dict = {}
+        names: set = set()
+        for run in results.values():
+            counts = self._load(run)
+            if counts is not None:
+                names |= set(counts["video"])
+        self.videos = sorted(names)
+        self.W = BS.draw_weights(len(self.videos), N_BOOT, seed=0) if self.videos else None
+        self._pd = pd
+
+    def _load(self, run: dict):
+        rel = run.get("records")
+        if not rel:
+            return None
+        if rel not in self._counts:
+            from actparse.schemas import read_df
+
+            files = sorted((self.root / rel).glob("*.parquet"))
+            self._counts[rel] = read_df(files[0], "video_counts") if files else None
+        return self._counts[rel]
+
+    def runs(self, row: str) -> list[dict]:
+        runs = [r for k, r in self.results.items() if r.get("row", k) == row]
+        return sorted(runs, key=lambda r: (r.get("seed") is not None, r.get("seed") or 0))
+
+    def replicates(self, row: str, path: str):
+        """(point, replicates) of a row's metric averaged over its runs, or None."""
+        key, _, stat = path.rpartition(".")
+        if self.W is None or stat not in self.BS.COUNT_STATS or not key:
+            return None
+        counts = [self._load(r) for r in self.runs(row)]
+        if not counts or any(c is None or not (c["key"] == key).any() for c in counts):
+            return None
+        ones = np.ones((1, len(self.videos)))
+        point = float(np.mean([self.BS.count_replicates(c, key, stat, ones, self.videos)[0] for c in counts]))
+        reps = self.BS.over_seeds([self.BS.count_replicates(c, key, stat, self.W, self.videos) for c in counts],
+                                  N_BOOT)
+        return 100 * point, 100 * reps
+
+    def interval(self, row: str, path: str):
+        got = self.replicates(row, path)
+        return None if got is None else self.BS.percentile_interval(got[1])
+
+    def delta(self, before: tuple[str, str], after: tuple[str, str]):
+        a, b = self.replicates(*before), self.replicates(*after)
+        if a is None or b is None or len(self.runs(before[0])) != len(self.runs(after[0])):
+            return None
+        lo, hi = self.BS.percentile_interval(b[1] - a[1])
+        return b[0] - a[0], lo, hi
+
+
+def table(grid: Grid, results: dict, root: Path = Path(".")) -> str:
+    """The grid's table: per line and column the mean over training seeds (± their standard deviation)
+    and, where the runs kept per-video counts, the 95% bootstrap interval [lo, hi]."""
+    iv = Intervals(grid, results, root)
     head = "| | " + " | ".join(h for _, h in grid.columns) + " | paper |"
     out = [f"**{grid.title}**", "", head, "|" + "---|" * (len(grid.columns) + 2)]
     for line in grid.lines:
@@ -182,37 +270,93 @@ def table(grid: Grid, results: dict) -> str:
             if len(vals) > 1:
                 sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
                 cell += f" ±{grid.scale * sd:.1f}"
+            ci = iv.interval(line.row, line.prefix + path)
+            if ci is not None:
+                cell += f" [{_num(ci[0], grid.scale)}, {_num(ci[1], grid.scale)}]"
             cells.append(cell)
         out.append(f"| {line.label} | " + " | ".join(cells) + f" | {line.paper} |")
     return "\n".join(out)
 
 
-def directions(grid: Grid, results: dict) -> list[str]:
-    """Each check: mean difference over the seeds both rows ran with, its t-interval and verdict."""
+def direction(grid: Grid, check: Check, results: dict, iv: Intervals) -> dict | None:
+    """One check: the mean difference, its interval and verdict, and how the interval was made.
+
+    With per-video counts for both rows: the paired bootstrap over test videos and training seeds.
+    Otherwise the t-interval over the seeds both rows ran with (two or more), else no interval."""
     from actparse.metrics.bootstrap import verdict
 
-    out = []
-    for c in grid.checks:
-        before = {r.get("seed"): lookup(r["metrics"], c.before[1]) for k, r in results.items()
-                  if r.get("row", k) == c.before[0]}
-        after = {r.get("seed"): lookup(r["metrics"], c.after[1]) for k, r in results.items()
-                 if r.get("row", k) == c.after[0]}
-        seeds = [s for s in after if s in before and before[s] is not None and after[s] is not None]
-        if not seeds:
-            continue
-        diffs = [after[s] - before[s] for s in seeds]
-        mean = sum(diffs) / len(diffs)
-        iv = seed_interval(diffs)
-        if iv is None:
-            out.append(f"- {c.text}: Δ {_num(mean, grid.scale)} (one run, no interval)")
-        else:
-            out.append(f"- {c.text}: Δ {_num(mean, grid.scale)} [{_num(iv[0], grid.scale)}, "
-                       f"{_num(iv[1], grid.scale)}] over {len(seeds)} seeds: {verdict(*iv)}")
+    before = {r.get("seed"): lookup(r["metrics"], check.before[1]) for k, r in results.items()
+              if r.get("row", k) == check.before[0]}
+    after = {r.get("seed"): lookup(r["metrics"], check.after[1]) for k, r in results.items()
+             if r.get("row", k) == check.after[0]}
+    seeds = [s for s in after if s in before and before[s] is not None and after[s] is not None]
+    if not seeds:
+        return None
+    diffs = [after[s] - before[s] for s in seeds]
+    out = {"check": check.text, "delta": sum(diffs) / len(diffs), "seeds": len(seeds), "lo": None, "hi": None,
+           "interval": None, "verdict": None}
+    boot = iv.delta(check.before, check.after)
+    if boot is not None:
+        out.update(delta=boot[0], lo=boot[1], hi=boot[2], interval="bootstrap over videos and seeds")
+    else:
+        t = seed_interval(diffs)
+        if t is not None:
+            out.update(lo=t[0], hi=t[1], interval="t over seeds")
+    if out["lo"] is not None:
+        out["verdict"] = verdict(out["lo"], out["hi"])
     return out
 
 
-def render(grid: Grid, results: dict) -> str:
-    return table(grid, results) + "\n\n" + "\n".join(directions(grid, results))
+def directions(grid: Grid, results: dict, root: Path = Path(".")) -> list[str]:
+    """Each check as a line: mean difference, its 95% interval and the verdict."""
+    iv = Intervals(grid, results, root)
+    out = []
+    for c in grid.checks:
+        d = direction(grid, c, results, iv)
+        if d is None:
+            continue
+        n = f"{d['seeds']} seed{'s' if d['seeds'] > 1 else ''}"
+        if d["verdict"] is None:
+            out.append(f"- {c.text}: Δ {_num(d['delta'], grid.scale)} (one run, no interval)")
+        else:
+            out.append(f"- {c.text}: Δ {_num(d['delta'], grid.scale)} [{_num(d['lo'], grid.scale)}, "
+                       f"{_num(d['hi'], grid.scale)}] ({d['interval']}, {n}): {d['verdict']}")
+    return out
+
+
+def summary(grid: Grid, results: dict, root: Path = Path(".")) -> dict:
+    """The table as numbers, for metrics/ablation_<system>_table.json (a DVC metrics file)."""
+    iv = Intervals(grid, results, root)
+    lines: dict = {}
+    for line in grid.lines:
+        runs = runs_of(results, line.row)
+        if not runs:
+            continue
+        cells = {}
+        for path, _ in grid.columns:
+            vals = _values(results, line.row, line.prefix + path)
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            cell = {"mean": round(grid.scale * mean, 3), "runs": len(vals)}
+            if len(vals) > 1:
+                cell["sd"] = round(grid.scale * math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)), 3)
+            ci = iv.interval(line.row, line.prefix + path)
+            if ci is not None:
+                cell["lo"], cell["hi"] = round(grid.scale * ci[0], 3), round(grid.scale * ci[1], 3)
+            cells[path] = cell
+        lines[line.label] = cells
+    checks = {}
+    for c in grid.checks:
+        d = direction(grid, c, results, iv)
+        if d is not None:
+            checks[c.text] = {k: (round(grid.scale * v, 3) if isinstance(v, float) else v)
+                              for k, v in d.items() if k != "check"}
+    return {"system": grid.system, "lines": lines, "directions": checks}
+
+
+def render(grid: Grid, results: dict, root: Path = Path(".")) -> str:
+    return table(grid, results, root) + "\n\n" + "\n".join(directions(grid, results, root))
 
 
 def load(root: Path, grid: Grid) -> dict:

@@ -4,6 +4,8 @@ Reads:  artifacts/models/gym/{event,set,element,joint}.pt, <data.root>/annotatio
         (gym*_val_element*.txt = the test clips), the test videos, <data.root>/gt_persons.parquet.
 Writes: artifacts/gym/clip_predictions.parquet (schema "clip_predictions"): per test clip, level and
           model (single pathway or joint) the predicted class, its probability and all probabilities
+        artifacts/gym/video_counts.parquet (schema "video_counts"): per test video, key ("single.<level>" /
+          "joint.<level>") and true class, the clips scored and the right ones (bootstrap intervals)
         metrics/gym.json: for each single model its own level, for the joint model all three levels:
           top-1, top-5 and mean-class accuracy (x100); the element model's predictions mapped up the
           hierarchy; the joint-minus-single gain per level
@@ -43,13 +45,15 @@ def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_json = paths.metrics / "gym.json"
     out_pred = paths.gym / "clip_predictions.parquet"
-    if seed_disabled(params, "gym", "gym_evaluate", root, tables={out_pred: "clip_predictions"},
+    out_counts = paths.gym / "video_counts.parquet"
+    if seed_disabled(params, "gym", "gym_evaluate", root, tables={out_pred: "clip_predictions", out_counts: "video_counts"},
                      json_files=[out_json], skips=True):
         return
     import pyarrow as pa
 
     from actparse.gym import LEVELS, load_joint, load_level, load_split, pathway_features, predict_joint, \
         predict_level, settings_from_params
+    from actparse.metrics.bootstrap import counts_of
     from actparse.metrics.classification import hierarchical_accuracy
 
     s = settings_from_params(params)
@@ -89,6 +93,15 @@ def run(params: dict, root: Path) -> None:
             "score": p[np.arange(len(p)), top].astype(np.float32), "probs": [row.astype(np.float32) for row in p]},
             "clip_predictions"))
     write_table(pa.concat_tables(tables), out_pred, "clip_predictions")
+    # per video and true class, the right predictions of every model and level (bootstrap over videos)
+    keys, vids, cls, right = [], [], [], []
+    for (kind, lvl), p in probs.items():
+        keys += [f"{kind}.{lvl}"] * len(clips)
+        vids += [c.video for c in clips]
+        cls += truth[lvl]
+        right += [classes[lvl][i] == t for i, t in zip(p.argmax(1), truth[lvl])]
+    write_table(from_columns(counts_of(vids, keys, cls, right).to_dict("list"), "video_counts"), out_counts,
+                "video_counts")
 
     single = {lvl: _acc(truth[lvl], probs[("single", lvl)], classes[lvl]) for lvl in LEVELS}
     jres = {lvl: _acc(truth[lvl], probs[("joint", lvl)], classes[lvl]) for lvl in LEVELS}

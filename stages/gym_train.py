@@ -12,7 +12,7 @@ Writes: artifacts/models/gym/{event,set,element}.pt   stage 1: a SlowOnly networ
           top-1 per epoch on the held-out clips), class counts, timings
         artifacts/skips/gym_train.parquet      videos that could not be decoded
 With gym.enabled false it only writes train_info.json {"enabled": false}.
-Params: seed, gym.* (enabled, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
+Params: seed (or gym.seed, when set), gym.* (enabled, seed, depth, stage_depths, stem_dim, size, crop, margin, num_frames, interval,
         epochs, views_per_clip, batch_size, lr, weight_decay, dropout, joint_epochs, joint_views,
         joint_hidden, joint_lr, loss_weights, input_norm, val_fraction, pretrained.path / pretrained.format:
         SlowOnly weights each pathway starts from, pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.params import ParamError, get, resolve_device
+from actparse.params import ParamError, get, resolve_device, system_seed
 from actparse.paths import Paths
 from actparse.atomic import write_json
 from actparse.stage import (SkipLedger, given_model, model_folder, seed_disabled, stage_log, stage_main,
@@ -72,7 +72,7 @@ def run(params: dict, root: Path) -> None:
     if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one clip in training
         raise ParamError.of(params, f"parameter 'gym.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
-    seed = get(params, "seed", int)
+    seed = system_seed(params, "gym")
     device = resolve_device(params)
     seed_everything(seed)
     t0, c0 = time.time(), time.process_time()

@@ -11,6 +11,8 @@ Reads:  artifacts/models/partattn/model.pt; the test videos of <data.root>/video
           (seed 001's video-label states, scored alongside).
 Writes: artifacts/partattn/part_states.parquet (schema "part_states"): a state per predicted part,
           one row group per test video (predicted video by video)
+        artifacts/partattn/video_counts.parquet (schema "video_counts"): per test video, scored key
+          ("model", "prior", "seed001_part_states") and part group, the parts scored and the right ones
         metrics/partattn.json: part-state top-1 accuracy (x100) over the visible ground-truth parts of
           the test key frames (persons matched at IoU >= 0.5; missed persons / parts count as wrong),
           per part group, for this model, for the most-frequent-state prior per (action, part) (seed
@@ -31,7 +33,7 @@ import numpy as np
 from actparse.params import get, resolve_device
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
-from actparse.schemas import from_columns, from_rows, read_df
+from actparse.schemas import from_columns, from_rows, read_df, write_table
 from actparse.shards import VideoSkipped, VideoWork, cached, mapper_of, run_videos
 from actparse.stage import seed_disabled, stage_log, stage_main
 from actparse.video import decode_backend
@@ -66,6 +68,7 @@ class Work(VideoWork):
         paths = self.paths = Paths(root)
         self.out_json = paths.metrics / "partattn.json"
         self.output = paths.partattn / "part_states.parquet"
+        self.out_counts = paths.partattn / "video_counts.parquet"
         self.model_path = paths.models / "partattn" / "model.pt"
         if not self.enabled():
             return
@@ -81,7 +84,7 @@ class Work(VideoWork):
         return get(self.params, "partattn.enabled", bool)
 
     def placeholder(self) -> None:
-        seed_disabled(self.params, "partattn", "partattn_predict", self.root, tables={self.output: "part_states"},
+        seed_disabled(self.params, "partattn", "partattn_predict", self.root, tables={self.output: "part_states", self.out_counts: "video_counts"},
                       json_files=[self.out_json], skips=True)
 
     def inputs(self) -> list[Path]:
@@ -236,6 +239,7 @@ class Work(VideoWork):
         """metrics/partattn.json from the written predictions: each predicted person (its box from the
         person source, its parts' states) scored against the GT, with the prior and seed 001 alongside."""
         from actparse.dataset import load_person_boxes
+        from actparse.metrics.bootstrap import counts_of
         from actparse.part_labels import baseline_states
         from actparse.partattn import state_accuracy
 
@@ -256,13 +260,15 @@ class Work(VideoWork):
             pred_eval.setdefault((v, int(fr)), []).append((box, dict(zip(g["part"], g["state"]))))
             table_a = prior.get(act_of.get(v), {})
             prior_eval.setdefault((v, int(fr)), []).append((box, {p: table_a.get(p, "none") for p in g["part"]}))
+        items: dict[str, list] = {"model": [], "prior": []}
         _, ck = self._load()
         config, saved = ck["config"], ck["extra"].get("settings", {})
         metrics = {"enabled": True, "config": {k: config[k] for k in ("roi_mode", "use_action", "use_attention",
                                                                       "use_context")},
                    "augment": bool(saved.get("augment", True)), "persons_source": self.persons_source,
                    "parts_source": self.parts_source, "action_source": self.action_source,
-                   "model": state_accuracy(pred_eval, gt_test), "prior": state_accuracy(prior_eval, gt_test)}
+                   "model": state_accuracy(pred_eval, gt_test, items=items["model"]),
+                   "prior": state_accuracy(prior_eval, gt_test, items=items["prior"])}
         if self.paths.part_states.exists() and self.persons_source == "refined":
             ps = read_df(self.paths.part_states, "part_states", columns=["video", "frame", "person", "part", "state"])
             s001: dict = {}
@@ -270,7 +276,11 @@ class Work(VideoWork):
                 if (v, int(fr), int(pid)) in box_of:
                     s001.setdefault((v, int(fr)), []).append((box_of[(v, int(fr), int(pid))],
                                                               dict(zip(g["part"], g["state"]))))
-            metrics["seed001_part_states"] = state_accuracy(s001, gt_test)
+            items["seed001_part_states"] = []
+            metrics["seed001_part_states"] = state_accuracy(s001, gt_test, items=items["seed001_part_states"])
+        rows = [(v, key, grp, right) for key, its in items.items() for v, grp, right in its]
+        counts = counts_of(*zip(*rows)) if rows else counts_of([], [], [], [])
+        write_table(from_columns(counts.to_dict("list"), "video_counts"), self.out_counts, "video_counts")
         write_json(metrics, self.out_json)
         self.n_persons = sum(len(persons) for persons in pred_eval.values())
         self.metrics = metrics

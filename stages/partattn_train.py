@@ -9,7 +9,7 @@ Writes: artifacts/models/partattn/model.pt         weights, architecture, action
 Training samples are ground-truth persons on random frames of the train videos (every frame is a
 candidate key frame); the action input is the video's action class; visible parts are the targets.
 With partattn.enabled false it only writes train_info.json {"enabled": false}.
-Params: seed, partattn.* (enabled, roi_mode, use_action, use_attention, use_context, augment,
+Params: seed (or partattn.seed, when set), partattn.* (enabled, seed, roi_mode, use_action, use_attention, use_context, augment,
         input_size, num_frames, interval, dim, heads, roi_size, part_crop, dropout, stem_dim,
         stage_depths, epochs, samples_per_video, batch_size, lr, weight_decay, margin, val_fraction,
         stride (the validation's key frames), pretrained.path / pretrained.format: SlowOnly R50 weights
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actparse.params import ParamError, get, resolve_device
+from actparse.params import ParamError, get, resolve_device, system_seed
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
@@ -80,7 +80,7 @@ def run(params: dict, root: Path) -> None:
     if val_fraction >= 1.0:  # the schema's bound: an action keeps at least one video in training
         raise ParamError.of(params, f"parameter 'partattn.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
-    seed = get(params, "seed", int)
+    seed = system_seed(params, "partattn")
     device = resolve_device(params)
     seed_everything(seed)
     droot = data_root(params, root)

@@ -11,7 +11,7 @@ Trains on every frame of the train videos as a key frame (ground-truth boxes, si
 person's current action). Phase 2 (decoupled learning) freezes everything but the classifier and
 retrains it with class-balanced sampling on cached RoI features.
 With stad.enabled false it only writes train_info.json {"enabled": false} (a no-op DAG stage).
-Params: seed, stad.* (enabled, head, depth, stage_depths, stem_dim, beta_inv, alpha, output_stride,
+Params: seed (or stad.seed, when set), stad.* (enabled, seed, head, depth, stage_depths, stem_dim, beta_inv, alpha, output_stride,
         fusion_kernel, lateral_norm, pretrained.path / pretrained.format (backbone weights to start
         from: pytorchvideo | pyslowfast | mmaction2; docs/checkpoints.md),
         num_frames, interval, short_side, roi_size, context_scale, dim, heads, layers, dropout,
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from actparse import safe_pickle
-from actparse.params import ParamError, get, resolve_device
+from actparse.params import ParamError, get, resolve_device, system_seed
 from actparse.paths import Paths, data_root
 from actparse.atomic import write_json
 from actparse.schemas import read_df
@@ -93,7 +93,7 @@ def run(params: dict, root: Path) -> None:
     if val_fraction >= 1.0:  # the schema's bound: a class keeps at least one video in training
         raise ParamError.of(params, f"parameter 'stad.val_fraction' must be < 1.0, "
                          f"got {val_fraction!r}")
-    seed = get(params, "seed", int)
+    seed = system_seed(params, "stad")
     device = resolve_device(params)
     seed_everything(seed)
 

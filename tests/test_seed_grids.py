@@ -46,8 +46,8 @@ def test_partattn_table_and_directions_over_seeds():
     assert "| part crops | 70.0 ±1.0 | 72.4 |" in lines
     assert "| prior: most frequent train state per (action, part) | 81.0 ±0.0 |  |" in lines
     d = G.directions(grid, res)
-    assert d[0].startswith("- action info helps (000): Δ 10.3 [") and d[0].endswith("over 3 seeds: holds")
-    assert d[1].endswith("over 3 seeds: ties")  # RoI pooling: +0.5, -1.0, +1.0
+    assert d[0].startswith("- action info helps (000): Δ 10.3 [") and d[0].endswith("(t over seeds, 3 seeds): holds")
+    assert d[1].endswith("(t over seeds, 3 seeds): ties")  # RoI pooling: +0.5, -1.0, +1.0
     assert d[2].endswith(": holds") and d[3].endswith(": holds")
 
 

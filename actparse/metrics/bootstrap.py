@@ -237,3 +237,66 @@ def verdict(lo: float, hi: float) -> str:
     if hi < 0:
         return "reverses"
     return "ties"
+
+
+# ----------------------------------------------------------------------------- per-video count tables
+COUNT_STATS = ("top1", "mean_class")
+COUNT_COLUMNS = ("video", "key", "cls", "hits", "n")
+
+
+def count_replicates(counts: pd.DataFrame, key: str, stat: str, W: np.ndarray, videos: list[str]) -> np.ndarray:
+    """Replicates of an accuracy from a per-video count table (schema ``video_counts``).
+
+    ``top1`` = sum of the drawn videos' hits / sum of their scored items over every class of ``key``;
+    ``mean_class`` = the mean over classes (those with a drawn item) of each class's own ratio, as
+    :func:`actparse.metrics.classification.mean_class_accuracy`. ``W`` is (n_boot, len(videos)) draw
+    counts (one row of ones gives the value on the test set itself); a video absent from the table
+    scores nothing (no items). Fractions, not x100."""
+    missing = [c for c in COUNT_COLUMNS if c not in counts.columns]
+    if missing:
+        raise ValueError(f"bootstrap counts: table lacks columns {missing}")
+    if stat not in COUNT_STATS:
+        raise ValueError(f"bootstrap counts: unknown statistic {stat!r}; known: {list(COUNT_STATS)}")
+    sub = counts[counts["key"] == key]
+    if sub.empty:
+        raise ValueError(f"bootstrap counts: no rows for key {key!r}; known: {sorted(set(counts['key']))}")
+    vindex = {v: i for i, v in enumerate(videos)}
+    unknown = sorted(set(sub["video"]) - set(vindex))
+    if unknown:
+        raise ValueError(f"bootstrap counts: videos {unknown[:3]} are not among the drawn test videos")
+    classes, ci = np.unique(sub["cls"].to_numpy(str), return_inverse=True)
+    vi = np.array([vindex[v] for v in sub["video"]], dtype=np.int64)
+    H = np.zeros((len(videos), len(classes)))
+    N = np.zeros((len(videos), len(classes)))
+    np.add.at(H, (vi, ci), sub["hits"].to_numpy(np.float64))
+    np.add.at(N, (vi, ci), sub["n"].to_numpy(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if stat == "top1":
+            return (W @ H.sum(1)) / (W @ N.sum(1))
+        per_class = (W @ H) / (W @ N)  # NaN where a class has no drawn item
+        seen = ~np.isnan(per_class)
+        return np.where(seen.any(1), np.nansum(per_class, 1) / np.maximum(seen.sum(1), 1), np.nan)
+
+
+def counts_of(video, key, cls, correct) -> pd.DataFrame:
+    """A ``video_counts`` table from one row per scored item (video, key, ground-truth class, right?)."""
+    df = pd.DataFrame({"video": list(video), "key": list(key), "cls": [str(c) for c in cls],
+                       "hits": np.asarray(correct, dtype=np.int64), "n": 1})
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=("int64" if c in ("hits", "n") else "object")) for c in COUNT_COLUMNS})
+    return df.groupby(["video", "key", "cls"], sort=True, as_index=False)[["hits", "n"]].sum()
+
+
+def over_seeds(per_seed: list[np.ndarray], n_boot: int, seed: int = 1) -> np.ndarray:
+    """Replicates of the mean over training seeds: each replicate also draws the seeds with replacement.
+
+    ``per_seed``: one array of video-bootstrap replicates per training run (all on the same video draws,
+    runs in a fixed order, e.g. by seed). The seed draws depend only on the number of runs, so two rows
+    trained with the same seeds get the same draws and their difference stays paired in both the videos
+    and the seeds. One run: its replicates as they are."""
+    reps = np.stack([np.asarray(r, np.float64) for r in per_seed])  # (n_seeds, n_boot)
+    if len(reps) == 1:
+        return reps[0]
+    S = draw_weights(len(reps), n_boot, seed)  # (n_boot, n_seeds)
+    with np.errstate(invalid="ignore"):
+        return np.einsum("bk,kb->b", S, reps) / S.sum(1)
