@@ -145,3 +145,61 @@ def test_records_check_their_columns():
     with pytest.raises(ValueError, match="videos.*lacks columns"):
         B.Records(pd.DataFrame({c: [] for c in B.DET_COLUMNS}), pd.DataFrame({c: [] for c in B.GT_COLUMNS}),
                   pd.DataFrame({"video": ["a"]}))
+
+
+# ----------------------------------------------------------------------------- per-video count tables
+def _counts(rows):
+    return pd.DataFrame(rows, columns=["video", "key", "cls", "hits", "n"])
+
+
+def test_count_top1_follows_the_binomial_and_paired_counts_decide_like_records():
+    """One scored item per video: the bootstrap of top-1 from a count table is Binomial(n, p) / n, as
+    for the per-video records; the paired delta of two count tables gets the closed-form verdict."""
+    n, k = 24, 9
+    videos = [f"v{i:02d}" for i in range(n)]
+    c = _counts([(v, "model", "a", int(i < k), 1) for i, v in enumerate(videos)])
+    W = B.draw_weights(n, 20000, seed=3)
+    acc = B.count_replicates(c, "model", "top1", W, videos)
+    counts = np.round(acc * n).astype(int)
+    ecdf = np.array([(counts <= x).mean() for x in range(n + 1)])
+    assert np.abs(ecdf - stats.binom.cdf(np.arange(n + 1), n, k / n)).max() < 0.015
+    for m, expected in ((3, "ties"), (4, "holds")):  # B right on m more videos: holds iff (1 - m/n)^n < 0.025
+        a = _counts([(v, "k", "x", int(10 <= i < 20), 1) for i, v in enumerate(videos)])
+        b = _counts([(v, "k", "x", int(i < m or 10 <= i < 20), 1) for i, v in enumerate(videos)])
+        W = B.draw_weights(n, 4000, seed=5)
+        d = B.count_replicates(b, "k", "top1", W, videos) - B.count_replicates(a, "k", "top1", W, videos)
+        assert B.verdict(*B.percentile_interval(d)) == expected
+
+
+def test_count_mean_class_is_the_mean_of_per_class_ratios_under_weights():
+    """mean-class with draw weights by hand: class ratios of weighted sums, classes with no drawn item left out."""
+    c = _counts([("v0", "k", "a", 1, 2), ("v0", "k", "b", 0, 1), ("v1", "k", "a", 2, 2), ("v2", "k", "c", 1, 1),
+                 ("v2", "other", "a", 0, 5)])
+    videos = ["v0", "v1", "v2", "v3"]  # v3: no items (e.g. nothing scored in it)
+    W = np.array([[1, 1, 1, 1], [2, 0, 0, 2], [0, 3, 1, 0]], float)
+    got = B.count_replicates(c, "k", "mean_class", W, videos)
+    want = [np.mean([3 / 4, 0 / 1, 1 / 1]), np.mean([2 / 4, 0 / 2]), np.mean([6 / 6, 1 / 1])]
+    assert got == pytest.approx(want)
+    top1 = B.count_replicates(c, "k", "top1", W, videos)
+    assert top1 == pytest.approx([4 / 6, 2 / 6, 7 / 7])
+    # the counts as the stages make them (one row per scored item)
+    made = B.counts_of(["v0", "v0", "v0", "v1"], ["k"] * 4, ["a", "a", "b", "a"], [True, False, False, True])
+    assert made.to_dict("list") == {"video": ["v0", "v0", "v1"], "key": ["k", "k", "k"], "cls": ["a", "b", "a"],
+                                    "hits": [1, 0, 1], "n": [2, 1, 1]}
+    with pytest.raises(ValueError, match="no rows for key 'nope'"):
+        B.count_replicates(c, "nope", "top1", W, videos)
+    with pytest.raises(ValueError, match="not among the drawn"):
+        B.count_replicates(c, "k", "top1", W[:, :2], videos[:2])
+
+
+def test_over_seeds_draws_the_runs_with_replacement():
+    """Replicates of the seed mean: every replicate is a weighted mean of the runs' replicates, weights
+    the multinomial seed draws (the same for any two rows with as many runs: paired); one run as is."""
+    reps = [np.full(500, 1.0), np.full(500, 2.0), np.full(500, 6.0)]
+    got = B.over_seeds(reps, 500)
+    S = B.draw_weights(3, 500, 1)
+    assert got == pytest.approx((S @ np.array([1.0, 2.0, 6.0])) / 3)
+    assert got.min() >= 1.0 and got.max() <= 6.0 and abs(got.mean() - 3.0) < 0.15
+    assert B.over_seeds([np.arange(4.0)], 4) == pytest.approx(np.arange(4.0))
+    # identical runs: no spread added by the seeds
+    assert B.over_seeds([np.arange(5.0)] * 3, 5) == pytest.approx(np.arange(5.0))

@@ -276,6 +276,17 @@ def test_gym_stages_end_to_end(tiny_root):
     pred = read_df(tiny_root / "artifacts" / "gym" / "clip_predictions.parquet", "clip_predictions")
     assert len(pred) == m["test_clips"] * 6  # 3 single models + joint x 3 levels
     assert (pred.groupby("clip").size() == 6).all()
+    # per-video counts (bootstrap intervals) give back every accuracy of the metrics file
+    from actparse.metrics.bootstrap import count_replicates
+
+    counts = read_df(tiny_root / "artifacts" / "gym" / "video_counts.parquet", "video_counts")
+    vids = sorted(set(pred.video))
+    assert counts.n.sum() == m["test_clips"] * 6 and sorted(set(counts.video)) == vids
+    for part in ("single", "joint"):
+        for lvl in LEVELS:
+            for stat in ("top1", "mean_class"):
+                got = count_replicates(counts, f"{part}.{lvl}", stat, np.ones((1, len(vids))), vids)[0]
+                assert round(100 * got, 2) == m[part][lvl][stat], (part, lvl, stat)
     info = json.loads((tiny_root / "artifacts" / "models" / "gym" / "train_info.json").read_text())
     assert set(info["history"]) == {"event", "set", "element", "joint"}
     p["gym"]["num_frames"] = {"event": 2}

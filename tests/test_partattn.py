@@ -223,6 +223,17 @@ def test_partattn_stages_end_to_end(tiny_root):
     test = gt[gt.video.isin(videos.video[videos.split == "test"]) & (gt.frame % 5 == 0)]
     assert len(pred) == int(np.stack(test.part_visible.to_numpy()).sum())  # one state per visible GT part
     assert pred.score.between(0, 1).all()
+    # the per-video counts behind the bootstrap intervals give back the metrics file's accuracies
+    from actparse.metrics.bootstrap import count_replicates
+
+    counts = read_df(tiny_root / "artifacts" / "partattn" / "video_counts.parquet", "video_counts")
+    vids = sorted(set(test.video))
+    assert sorted(set(counts.video)) == vids and set(counts.key) == {"model", "prior"}
+    for k in ("model", "prior"):
+        sub = counts[counts.key == k]
+        assert sub.n.sum() == m[k]["n_parts"] and set(sub.cls) <= set(m[k]["per_group"])
+        top1 = count_replicates(counts, k, "top1", np.ones((1, len(vids))), vids)[0]
+        assert round(100 * top1, 2) == m[k]["top1"]
     # predicted actions are required when asked for and missing
     p["partattn"]["action_source"] = "predicted"
     params.write_text(yaml.safe_dump(p))

@@ -76,3 +76,81 @@ def test_cli_runs_a_grid_dry_and_writes_its_table_between_its_markers(tmp_path, 
     assert A.main(["--system", "004", "--table-only", "--root", str(tmp_path), "--readme", str(doc)]) == 0
     text = doc.read_text()
     assert "old" not in text and "| joint (1:2:4 loss) | 40.0 |" in text and text.endswith("end -->\nb\n")
+
+
+def _write_counts(root, name, rows):
+    """A run's kept records: metrics/ablation_records/<name>/video_counts.parquet."""
+    import pandas as pd
+
+    from actparse.schemas import from_columns, write_table
+
+    folder = root / "metrics" / "ablation_records" / name
+    folder.mkdir(parents=True)
+    df = pd.DataFrame(rows, columns=["video", "key", "cls", "hits", "n"])
+    write_table(from_columns(df.to_dict("list"), "video_counts"), folder / "video_counts.parquet", "video_counts")
+    return (folder.relative_to(root)).as_posix()
+
+
+def test_records_give_bootstrap_intervals_over_videos_and_seeds(tmp_path):
+    """With per-video counts kept for each run, every cell gets a bootstrap interval and each direction
+    the paired interval over test videos and seeds: a clear gain holds, an equal row ties."""
+    grid = G.GRIDS["000"]
+    videos = [f"v{i:03d}" for i in range(60)]
+    res = {}
+    for seed in range(3):
+        for row, right in (("partattn-crops", 30), ("partattn-action", 48), ("partattn-roi", 48),
+                           ("partattn-attention", 50)):
+            name = f"{row}-seed{seed}"
+            # per video 4 parts scored; the row gets `right` videos fully right (+ the seed shifts one video)
+            r = right + (seed - 1)
+            rows = [(v, "model", "arm", 4 if i < r else 0, 4) for i, v in enumerate(videos)]
+            rows += [(v, "prior", "arm", 2, 4) for v in videos]
+            rec = _write_counts(tmp_path, name, rows)
+            res[name] = {"row": row, "seed": seed, "records": rec,
+                         "metrics": {"model": {"top1": 100 * r / 60}, "prior": {"top1": 50.0}}}
+    text = G.render(grid, res, tmp_path)
+    crops = next(l for l in text.splitlines() if l.startswith("| part crops |"))
+    assert crops.startswith("| part crops | 50.0 ±1.7 [") and crops.endswith("] | 72.4 |")
+    lo, hi = (float(x) for x in crops.split("[")[1].split("]")[0].split(", "))
+    assert lo < 50.0 < hi and hi - lo > 15  # 60 videos, all-or-nothing: a wide interval
+    d = {x.split(":")[0]: x for x in G.directions(grid, res, tmp_path)}
+    assert d["- action info helps (000)"].endswith("(bootstrap over videos and seeds, 3 seeds): holds")
+    assert d["- RoI pooling helps (000)"].startswith("- RoI pooling helps (000): Δ 0.0 [0.0, 0.0]")
+    assert d["- RoI pooling helps (000)"].endswith(": ties")
+    assert d["- the full model beats the prior"].endswith(": holds")
+    summ = G.summary(grid, res, tmp_path)
+    assert summ["lines"]["part crops"]["top1"]["mean"] == pytest.approx(50.0)
+    assert summ["lines"]["part crops"]["top1"]["lo"] == pytest.approx(lo, abs=0.05)
+    assert summ["directions"]["action info helps (000)"]["verdict"] == "holds"
+    assert summ["directions"]["action info helps (000)"]["interval"] == "bootstrap over videos and seeds"
+    # a run without records falls back to the t-interval over seeds
+    res["partattn-crops-seed0"]["records"] = None
+    assert G.directions(grid, res, tmp_path)[0].endswith("(t over seeds, 3 seeds): holds")
+
+
+def test_grids_run_their_own_seed_and_stages_and_keep_their_counts(tmp_path, capsys):
+    """A grid's experiments vary the system's own seed (not the default pipeline's), reproduce only the
+    grid's stages, use the 200-video test split unless told otherwise, and keep the counts file."""
+    assert A.main(["--system", "000", "--rows", "partattn-crops", "--seeds", "1", "--dry-run"]) == 0
+    cmd = capsys.readouterr().out.split("$ ")[1].split()
+    assert "partattn.seed=1" in cmd and "seed=1" not in cmd and "synth.n_test=200" in cmd
+    assert cmd[-1] == "partattn_predict"
+    assert A.main(["--system", "004", "--seeds", "0", "--dry-run", "--test-videos", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "synth.n_test" not in out and out.split()[-1] == "gym_evaluate"
+    assert A.main(["--system", "004", "--dry-run", "--set", "synth.n_test=300"]) == 0
+    assert "-S synth.n_test=300 gym_evaluate" in capsys.readouterr().out
+    src = tmp_path / "video_counts.parquet"
+    src.write_bytes(b"PAR1 data")
+    assert A._keep_records(src, tmp_path / "kept" / "run-seed0")
+    assert (tmp_path / "kept" / "run-seed0" / "video_counts.parquet").read_bytes() == b"PAR1 data"
+    assert not A._keep_records(tmp_path / "absent.parquet", tmp_path / "kept" / "x")
+
+
+def test_system_seed_falls_back_to_the_top_level_seed():
+    from actparse.params import ParamError, system_seed
+
+    assert system_seed({"seed": 3, "gym": {"seed": None}}, "gym") == 3
+    assert system_seed({"seed": 3, "gym": {"seed": 7}}, "gym") == 7
+    with pytest.raises(ParamError, match="gym.seed"):
+        system_seed({"seed": 3, "gym": {"seed": "7"}}, "gym")
