@@ -52,6 +52,7 @@ DEFAULT = {"csn.ensemble_weights.action.ir": 1.0, "csn.ensemble_weights.default.
 COLUMNS = (("video_acc", "video acc"), ("part_ap50", "part AP50"), ("part_state_acc", "part-state acc"),
            ("tps_score", "TPS score"))
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+SUMMARY = "metrics/ablation_001_table.json"  # the table's numbers, a DVC metrics file (dvc.yaml `metrics:`)
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,41 @@ def directions(results: dict, root: Path = Path(".")) -> list[str]:
     return out
 
 
+def summary(results: dict, root: Path = Path(".")) -> dict:
+    """The table as numbers (x100), for metrics/ablation_001_table.json (a DVC metrics file): per row
+    and metric the mean over training seeds, their standard deviation and the bootstrap interval; per
+    direction the paired delta, its interval and verdict (None where the runs kept no records)."""
+    iv = _Intervals(results, root)
+    rows = {}
+    for row in ROWS:
+        runs = iv.runs(row.name)
+        if not runs:
+            continue
+        cells = {}
+        for k, _ in COLUMNS:
+            mean, sd = _mean(runs, k)
+            if mean is None:
+                continue
+            cell = {"mean": round(100 * mean, 3), "runs": len(runs)}
+            if len(runs) > 1:
+                cell["sd"] = round(100 * sd, 3)
+            ci = iv.interval(row.name, k)
+            if ci is not None:
+                cell["lo"], cell["hi"] = round(100 * ci[0], 3), round(100 * ci[1], 3)
+            cells[k] = cell
+        rows[row.label] = cells
+    checks = {}
+    for text, before_row, after_row, key in CHECKS:
+        before, after = _mean(iv.runs(before_row), key)[0], _mean(iv.runs(after_row), key)[0]
+        if before is None or after is None:
+            continue
+        d = iv.delta(before_row, after_row, key)
+        checks[text] = ({"delta": round(100 * d[0], 3), "lo": round(100 * d[1], 3), "hi": round(100 * d[2], 3),
+                         "verdict": BS.verdict(d[1], d[2])} if d is not None else
+                        {"delta": round(100 * (after - before), 3), "lo": None, "hi": None, "verdict": None})
+    return {"system": "001", "lines": rows, "directions": checks}
+
+
 def render(results: dict, root: Path = Path(".")) -> str:
     return table(results, root=root) + "\n\n" + "\n".join(directions(results, root=root))
 
@@ -434,8 +470,8 @@ def main(argv=None) -> int:
         if a.dry_run:
             return 0
     text = G.render(grid, results, a.root) if grid else render(results, a.root)
-    if grid:
-        _atomic_write(a.root / grid.summary, json.dumps(G.summary(grid, results, a.root), indent=2) + "\n")
+    numbers = G.summary(grid, results, a.root) if grid else summary(results, a.root)
+    _atomic_write(a.root / (grid.summary if grid else SUMMARY), json.dumps(numbers, indent=2) + "\n")
     print(text)
     if a.readme:
         write_readme(a.readme, text, a.system)

@@ -106,7 +106,7 @@ GRIDS: dict[str, Grid] = {g.system: g for g in (
                 ("stad-pcca", "decoupled_gain.tail_classes")),
           Check("a larger input scale raises frame-mAP (003: multi-scale)", ("stad-pcca", "frame_map@0.5"),
                 ("stad-pcca-96", "frame_map@0.5"))),
-         section="stad", targets=("stad_evaluate",)),
+         section="stad", records="artifacts/stad/frame_records", targets=("stad_evaluate",)),
     Grid("004", "Seed 004 (FineGym): single pathways vs the joint model, top-1 / mean-class x100", "metrics/gym.json",
          (GridRow("gym-joint", {"gym.enabled": True}),),
          (("event.top1", "event top-1"), ("event.mean_class", "event mean-class"), ("set.top1", "set top-1"),
@@ -185,13 +185,15 @@ N_BOOT = 1000  # bootstrap replicates (seeded draws: the tables are reproducible
 
 
 class Intervals:
-    """Bootstrap intervals over test videos (and training seeds) from the runs' per-video counts.
+    """Bootstrap intervals over test videos (and training seeds) from the runs' per-video records.
 
     Every run of a grid is scored on the same test videos; one set of video draws is shared by all
     rows, and the seed draws depend only on the number of runs (runs ordered by seed), so differences
-    between rows are paired in both. A metric path ``<key>.<stat>`` (``model.top1``,
-    ``joint.element.mean_class``) reads key ``<key>`` of the counts; values are x100 like the metrics
-    files. None where a run has no records or the path is not a count statistic."""
+    between rows are paired in both. Records are a ``video_counts`` table (seeds 004, 000: a metric
+    path ``<key>.<stat>`` such as ``model.top1`` or ``joint.element.mean_class`` reads key ``<key>``)
+    or frame-AP records (seed 003: ``frame_map@0.5``, ``phase1.frame_map@0.5`` and the decoupled gain
+    on the tail classes). Values are x100 like the metrics files; None where a run has no records or
+    its records cannot give the path."""
 
     def __init__(self, grid: Grid, results: dict, root: Path):
         import pandas as pd
@@ -202,41 +204,83 @@ class Intervals:
         self._counts: dict = {}
         names: set = set()
         for run in results.values():
-            counts = self._load(run)
-            if counts is not None:
-                names |= set(counts["video"])
+            rec = self._load(run)
+            if rec is not None:
+                names |= self._videos_of(rec)
         self.videos = sorted(names)
         self.W = BS.draw_weights(len(self.videos), N_BOOT, seed=0) if self.videos else None
         self._pd = pd
 
     def _load(self, run: dict):
+        """A run's kept records: a ``video_counts`` table, or frame-AP records {"detections",
+        "ground_truth"} (seed 003), or None."""
         rel = run.get("records")
         if not rel:
             return None
         if rel not in self._counts:
             from actparse.schemas import read_df
 
-            files = sorted((self.root / rel).glob("*.parquet"))
-            self._counts[rel] = read_df(files[0], "video_counts") if files else None
+            folder = self.root / rel
+            if (folder / "video_counts.parquet").is_file():
+                self._counts[rel] = read_df(folder / "video_counts.parquet", "video_counts")
+            elif (folder / "detections.parquet").is_file() and (folder / "ground_truth.parquet").is_file():
+                self._counts[rel] = {"detections": read_df(folder / "detections.parquet", "eval_detections"),
+                                     "ground_truth": read_df(folder / "ground_truth.parquet", "eval_ground_truth")}
+            else:
+                self._counts[rel] = None
         return self._counts[rel]
+
+    @staticmethod
+    def _videos_of(rec) -> set:
+        if isinstance(rec, dict):
+            return set(rec["ground_truth"]["video"]) | (set(rec["detections"]["video"]) - {""})
+        return set(rec["video"])
+
+    def _one(self, run: dict, rec, path: str, W: np.ndarray):
+        """One run's replicates of a metric path (fractions), or None where its records can't give it."""
+        BS = self.BS
+        if path == "zero":
+            return np.zeros(len(W))
+        if isinstance(rec, dict):  # frame-AP records: "<prefix>frame_map@0.5" or the tail-class gain
+            dets, gts = rec["detections"], rec["ground_truth"]
+
+            def voc(metric, classes=None):
+                if not (gts["metric"] == metric).any():
+                    return None
+                return BS.voc_ap_replicates(dets[dets["metric"] == metric], gts[gts["metric"] == metric], W,
+                                            self.videos, classes)
+            if path == "decoupled_gain.tail_classes":
+                ranked = list((run["metrics"].get("per_class_frame_ap") or {}))
+                tail = ranked[len(ranked) // 2:]
+                a, b = voc("frame_map@0.5", tail), voc("phase1.frame_map@0.5", tail)
+                return None if a is None or b is None or not tail else a - b
+            return voc(path)
+        key, _, stat = path.rpartition(".")
+        if stat not in BS.COUNT_STATS or not key or not (rec["key"] == key).any():
+            return None
+        return BS.count_replicates(rec, key, stat, W, self.videos)
 
     def runs(self, row: str) -> list[dict]:
         runs = [r for k, r in self.results.items() if r.get("row", k) == row]
         return sorted(runs, key=lambda r: (r.get("seed") is not None, r.get("seed") or 0))
 
     def replicates(self, row: str, path: str):
-        """(point, replicates) of a row's metric averaged over its runs, or None."""
-        key, _, stat = path.rpartition(".")
-        if self.W is None or stat not in self.BS.COUNT_STATS or not key:
+        """(point, replicates) of a row's metric averaged over its runs (x100), or None."""
+        runs = self.runs(row)
+        if self.W is None or not runs:
             return None
-        counts = [self._load(r) for r in self.runs(row)]
-        if not counts or any(c is None or not (c["key"] == key).any() for c in counts):
+        recs = [self._load(r) for r in runs]
+        if any(r is None for r in recs) and path != "zero":
             return None
         ones = np.ones((1, len(self.videos)))
-        point = float(np.mean([self.BS.count_replicates(c, key, stat, ones, self.videos)[0] for c in counts]))
-        reps = self.BS.over_seeds([self.BS.count_replicates(c, key, stat, self.W, self.videos) for c in counts],
-                                  N_BOOT)
-        return 100 * point, 100 * reps
+        points, reps = [], []
+        for run, rec in zip(runs, recs):
+            p, r = self._one(run, rec, path, ones), self._one(run, rec, path, self.W)
+            if p is None or r is None:
+                return None
+            points.append(p[0])
+            reps.append(r)
+        return 100 * float(np.mean(points)), 100 * self.BS.over_seeds(reps, N_BOOT)
 
     def interval(self, row: str, path: str):
         got = self.replicates(row, path)

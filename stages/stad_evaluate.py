@@ -4,6 +4,8 @@ Reads:  artifacts/stad/action_detections.parquet and action_detections_phase1.pa
         artifacts/models/stad/train_info.json (train class counts),
         <data.root>/annotations/multisports_gt.pkl (MultiSports ground truth, test_videos scored).
 Writes: artifacts/stad/tubes.parquet (schema "tubes"): MOC-linked tubes of the final model
+        artifacts/stad/frame_records/: the frame-AP matches per test video of both models (detections /
+          ground_truth.parquet, schemas eval_detections / eval_ground_truth), for bootstrap intervals
         metrics/stad.json: frame-mAP@0.5 and video-mAP@0.2 / 0.5 / 0.10:0.90 (x100, official
           MultiSports code) of the final model, the same under "phase1" (before decoupled learning),
           the decoupled-learning gain on the head / tail halves of the classes (ranked by train
@@ -80,14 +82,15 @@ def video_detections(det, labels: list, link_params):
     return link_moc_layout(vdets, len(labels), link_params, grids)
 
 
-def score(det, gt: dict, stride: int, link_params) -> tuple[dict, dict, dict]:
-    """(metrics, per-class frame AP, video detections) of one detection table."""
+def score(det, gt: dict, stride: int, link_params, records: dict | None = None) -> tuple[dict, dict, dict]:
+    """(metrics, per-class frame AP, video detections) of one detection table; ``records`` receives
+    the frame-AP matches per video (multisports.frame_ap)."""
     from actparse.metrics.multisports import frame_ap, test_videos, video_ap, video_ap_ranges
 
     labels = list(gt["labels"])
     vlist = test_videos(gt)
     fdets = frame_detections(det, vlist, labels)
-    fres = frame_ap(keyframe_gt(gt, stride), fdets, 0.5)
+    fres = frame_ap(keyframe_gt(gt, stride), fdets, 0.5, records=records)
     vdets = video_detections(det[det["video"].isin(set(vlist))], labels, link_params)
     vres = video_ap(gt, vdets, [0.2, 0.5], missing_label="empty")
     rng = video_ap_ranges(gt, vdets, missing_label="empty")
@@ -118,11 +121,28 @@ def tubes_table(vdets: dict, labels: list):
     return from_columns(cols, "tubes") if n else from_rows([], "tubes")
 
 
+def write_frame_records(folder: Path, records: dict) -> None:
+    """Per-video frame-AP records (bootstrap intervals over videos): ``detections.parquet`` (schema
+    eval_detections; each metric's and class's rows in the official rank order) and
+    ``ground_truth.parquet`` (eval_ground_truth), the metric column naming the metrics file's key."""
+    import pandas as pd
+
+    dets = [r["detections"].assign(metric=m) for m, r in records.items() if "detections" in r]
+    gts = [r["ground_truth"].assign(metric=m) for m, r in records.items() if "ground_truth" in r]
+    for name, schema, parts in (("detections", "eval_detections", dets), ("ground_truth", "eval_ground_truth", gts)):
+        df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        table = from_columns(df.to_dict("list"), schema) if len(df) else from_rows([], schema)
+        write_table(table, folder / f"{name}.parquet", schema)
+
+
 def run(params: dict, root: Path) -> None:
     paths = Paths(root)
     out_json = paths.metrics / "stad.json"
     tubes_path = paths.stad / "tubes.parquet"
-    if seed_disabled(params, "stad", "stad_evaluate", root, tables={tubes_path: "tubes"}, json_files=[out_json]):
+    rec = paths.stad / "frame_records"
+    if seed_disabled(params, "stad", "stad_evaluate", root, json_files=[out_json],
+                     tables={tubes_path: "tubes", rec / "detections.parquet": "eval_detections",
+                             rec / "ground_truth.parquet": "eval_ground_truth"}):
         return
     from actparse.link import params_from
 
@@ -137,10 +157,13 @@ def run(params: dict, root: Path) -> None:
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     final = read_df(paths.stad / "action_detections.parquet", "action_detections")
     phase1 = read_df(paths.stad / "action_detections_phase1.parquet", "action_detections")
-    m_final, ap_final, vdets = score(final, gt, stride, link_params)
-    m_p1, ap_p1, _ = score(phase1, gt, stride, link_params)
+    rec_final: dict = {}
+    rec_p1: dict = {}
+    m_final, ap_final, vdets = score(final, gt, stride, link_params, rec_final)
+    m_p1, ap_p1, _ = score(phase1, gt, stride, link_params, rec_p1)
     labels = list(gt["labels"])
     write_table(tubes_table(vdets, labels), tubes_path, "tubes")
+    write_frame_records(paths.stad / "frame_records", {"frame_map@0.5": rec_final, "phase1.frame_map@0.5": rec_p1})
 
     counts = info.get("person_frames_per_class", {})
     ranked = sorted((c for c in labels if c in ap_final and ap_final[c] is not None),

@@ -240,3 +240,38 @@ def test_segment_sums_are_numpys_pairwise_sums_bit_for_bit(dtype):
     means = segment_means(values, starts, lengths)[nz]
     assert means.tobytes() == np.array([np.mean(values[s:s + n]) for s, n in zip(starts[nz], lengths[nz])],
                                        dtype).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frame_ap_records_bootstrap_equals_scoring_copied_videos(seed):
+    """frame_ap's per-video records give back its mAP with unit weights, and with draw weights the mAP
+    of the data set in which each video is copied as often as it was drawn (scored by frame_ap itself)."""
+    from actparse.metrics import bootstrap as BS
+
+    gt, dets, _ = random_case(seed)  # continuous scores: the copies of a detection tie only with each other
+    recs: dict = {}
+    res = M.frame_ap(gt, dets, 0.5, records=recs)
+    vids = M.test_videos(gt)
+    assert set(recs["detections"].columns) == {"cls", "video", "score", "tp"}
+    assert recs["detections"]["tp"].sum() > 0 and recs["ground_truth"]["n"].sum() > 0
+    ones = np.ones((1, len(vids)))
+    assert BS.voc_ap_replicates(recs["detections"], recs["ground_truth"], ones, vids)[0] == pytest.approx(res.map / 100)
+    W = BS.draw_weights(len(vids), 3, seed=seed)
+    reps = BS.voc_ap_replicates(recs["detections"], recs["ground_truth"], W, vids)
+    for b in range(3):
+        tubes, rows = {}, []
+        for iv, v in enumerate(vids):
+            for k in range(int(W[b, iv])):
+                name = f"{v}#{k}"
+                tubes[name] = gt["gttubes"][v]
+        names = sorted(tubes)
+        at = {n: i for i, n in enumerate(names)}
+        for r in dets:
+            v = vids[int(r[0])]
+            for k in range(int(W[b, int(r[0])])):
+                rows.append([at[f"{v}#{k}"], *r[1:]])
+        copied = gt_dict(tubes, labels=gt["labels"])
+        want = M.frame_ap(copied, np.array(rows, np.float32).reshape(-1, 8), 0.5).map / 100
+        assert reps[b] == pytest.approx(want, abs=1e-9), b
+    with pytest.raises(ValueError, match="multisports variant only"):
+        M.frame_ap(gt, dets, 0.5, variant="act", records={})

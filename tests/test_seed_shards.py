@@ -85,7 +85,8 @@ def _module(stage: str):
 
 OUTS = {"part_states": ["part_states.parquet"],
         "stad_detect": ["stad/action_detections.parquet", "stad/action_detections_phase1.parquet"],
-        "partattn_predict": ["partattn/part_states.parquet", "../metrics/partattn.json"]}
+        "partattn_predict": ["partattn/part_states.parquet", "../metrics/partattn.json",
+                             "partattn/video_counts.parquet"]}
 
 
 def _outputs(root: Path, stage: str) -> dict[str, bytes]:

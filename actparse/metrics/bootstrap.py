@@ -300,3 +300,54 @@ def over_seeds(per_seed: list[np.ndarray], n_boot: int, seed: int = 1) -> np.nda
     S = draw_weights(len(reps), n_boot, seed)  # (n_boot, n_seeds)
     with np.errstate(invalid="ignore"):
         return np.einsum("bk,kb->b", S, reps) / S.sum(1)
+
+
+# ------------------------------------------------------------------------- frame-mAP (VOC AP) records
+def voc_ap_replicates(detections: pd.DataFrame, ground_truth: pd.DataFrame, W: np.ndarray,
+                      videos: list[str], classes=None) -> np.ndarray:
+    """Replicates of a frame-mAP (official MultiSports ``frameAP``: VOC AP, the precision envelope summed
+    where recall changes) from ``frame_ap(..., records=...)``'s records, x1 (AP in [0, 1]).
+
+    Each class's detections are kept in the official rank order, so a replicate weights them in place:
+    a drawn video's true positive raises recall by its draw count / the drawn ground truth, and the
+    precision at a rank is (weighted true positives) / (weighted detections) so far. This equals scoring
+    the copied videos (a test checks it). Classes with no drawn ground truth are left out of the mean;
+    a detection on video "" (outside the test list) counts once in every replicate. ``classes``: the
+    mean over these classes only (e.g. the tail half), default all classes with ground truth."""
+    W = np.atleast_2d(np.asarray(W, np.float64))
+    index = {v: i for i, v in enumerate(videos)}
+    Wx = np.concatenate([W, np.ones((len(W), 1))], axis=1)  # column -1: video ""
+    index[""] = W.shape[1]
+
+    def cols(vs):
+        try:
+            return np.array([index[v] for v in vs], np.int64)
+        except KeyError as e:
+            raise ValueError(f"bootstrap frame AP: video {e.args[0]!r} is not among the drawn test videos") from None
+
+    per_class = []
+    if classes is not None:
+        ground_truth = ground_truth[ground_truth["cls"].isin([str(c) for c in classes])]
+    for cls, g in ground_truth.groupby("cls", sort=True):
+        n_gt = Wx[:, cols(g["video"])] @ g["n"].to_numpy(np.float64)
+        d = detections[detections["cls"] == cls]
+        if not len(d):
+            per_class.append(np.where(n_gt > 0, 0.0, np.nan))
+            continue
+        w = Wx[:, cols(d["video"])]
+        tp = d["tp"].to_numpy(bool)
+        tps = np.cumsum(w * tp, axis=1)
+        seen = np.cumsum(w, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prec = np.where(seen > 0, tps / seen, 0.0)
+            env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+            ap = (w * tp * env).sum(1) / n_gt
+        per_class.append(np.where(n_gt > 0, ap, np.nan))
+    if not per_class:
+        return np.full(len(W), np.nan)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(np.vstack(per_class), axis=0)

@@ -303,8 +303,13 @@ def _flatten_frame_gt(gt: dict, vlist: list) -> _FrameGT:
 
 
 def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
-             excluded_labels=OFFICIAL_EXCLUDED_LABELS) -> APResult:
-    """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5), all classes at once."""
+             excluded_labels=OFFICIAL_EXCLUDED_LABELS, records: dict | None = None) -> APResult:
+    """Frame-mAP at IoU ``thr`` (official ``frameAP``; MultiSports reports F@0.5), all classes at once.
+
+    ``records`` (variant "multisports" only), when given, receives the per-video records behind a
+    bootstrap over videos (actparse.metrics.bootstrap.voc_ap_replicates): ``records["detections"]``
+    (cls, video, score, tp: every scored detection, each class's rows in the official rank order) and
+    ``records["ground_truth"]`` (cls, video, n: ground-truth boxes per class and video)."""
     _check_variant(variant)
     check_ground_truth(gt, tubes=False)
     act = variant in ("act", "moc")
@@ -368,6 +373,10 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
             for j, i in enumerate(sel):
                 rows_full[i] = (gidx[j], ious[j])
     tp = _act_resolve(rank, target, rows_full, start, thr) if act else greedy_first_claim(rank, target)
+    if records is not None:
+        if act:
+            raise ValueError("frame_ap: per-video records are kept for the multisports variant only")
+        _keep_frame_records(records, gt, vlist, fgt, scored, d, d_lab, order, tp)
     ap, prs = pr_ap_segments(tp[order], np.asarray(lab_n), gt_count[scored], act=act)
     aps = list(ap.astype(np.float32) if act else ap)
     for k, il in enumerate(scored):
@@ -379,6 +388,27 @@ def frame_ap(gt: dict, dets, thr: float = 0.5, variant: str = "multisports",
     else:
         res.map = np.mean(100 * np.array(aps))
     return res
+
+
+def _keep_frame_records(records: dict, gt: dict, vlist: list, fgt: "_FrameGT", scored: list, d: np.ndarray,
+                        d_lab: np.ndarray, order: np.ndarray, tp: np.ndarray) -> None:
+    """frame_ap's matches as per-video records (see ``frame_ap``); a detection on a video outside the
+    scored list keeps video "" (it is a false positive in every draw)."""
+    import pandas as pd
+
+    names = [str(gt["labels"][il]) for il in range(len(gt["labels"]))]
+    iv = d[order, 0].astype(np.int64)
+    ok = (iv >= 0) & (iv < len(vlist)) & (d[order, 0] == np.floor(d[order, 0]))
+    vids = np.asarray([str(v) for v in vlist] + [""], object)
+    records["detections"] = pd.DataFrame({
+        "cls": [names[il] for il in d_lab[order]], "video": vids[np.where(ok, iv, len(vlist))],
+        "score": d[order, 3].astype(np.float64), "tp": np.asarray(tp[order], bool)})
+    keep = np.isin(fgt.labels, scored)
+    lab, vi = fgt.labels[keep], (fgt.keys[keep] >> 32).astype(np.int64)
+    pairs, n = np.unique(np.stack([lab, vi], 1), axis=0, return_counts=True) if keep.any() else (np.zeros((0, 2), int), [])
+    records["ground_truth"] = pd.DataFrame({"cls": [names[il] for il in pairs[:, 0]],
+                                            "video": [str(vlist[i]) for i in pairs[:, 1]],
+                                            "n": np.asarray(n, np.int64)})
 
 
 def _frame_label_counts(dets: np.ndarray) -> dict:
