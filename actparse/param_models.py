@@ -65,6 +65,7 @@ class Synth(Section):
     fourcc: str
     long_tail: Annotated[float, Field(ge=1.0, le=1000.0)]
     workers: Annotated[int, Field(ge=0, le=256)]
+    context: bool
 
     @model_validator(mode="after")
     def _durations(self):

@@ -18,6 +18,16 @@ Public API: :class:`SynthConfig` (validated from params), :func:`plan_videos`,
 :func:`tps_annotations`; for the seed 003 / 004 systems :func:`long_tail_counts` (``long_tail``:
 a long-tailed train split) and :func:`finegym_annotations` (FineGym-layout event -> set -> element
 labels derived from each figure's drawn variant; written on every run, no existing file changes).
+
+``context`` (off by default; the default world is unchanged, byte for byte) makes some actions
+depend on what is *around* a person, for seed 003's head that reads a 2x context box: for each pair
+of :data:`CONTEXT_PAIRS` the second action's figures perform exactly the first action's body motion
+(same poses, keypoints, boxes and per-part states, which follow from the motion: a ``kicking`` figure
+then has the marching legs' ``step_on`` states) and a prop (ball, bag or board) is drawn beside each
+of them for its whole action interval: outside its person box, inside the box enlarged 2x about its
+centre. Props are scenery: drawn behind every figure and the occluder, they change no ground truth
+(boxes, keypoints, visibility, part states); only the action label tells the pair apart. The FineGym
+labels of such a figure still follow its drawn parameters and its label's set.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from .params import ParamError, get, where_of
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The synthetic set: params section ``synth`` (:meth:`from_params`); no defaults here."""
+    """The synthetic set: params section ``synth`` (:meth:`from_params`, every key required)."""
 
     seed: int
     n_train: int
@@ -57,6 +67,8 @@ class SynthConfig:
     fourcc: str
     long_tail: float  # train-split imbalance factor: most / least frequent action (1.0 = balanced)
     workers: int  # processes rendering videos at once (0 = one per core); the output does not depend on it
+    # context props for seed 003 (see the module docstring); a default only for configs built by hand
+    context: bool = False
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "SynthConfig":
@@ -86,6 +98,7 @@ class SynthConfig:
             fourcc=get(p, "synth.fourcc", str),
             long_tail=get(p, "synth.long_tail", float, min_value=1.0, max_value=1000.0),
             workers=get(p, "synth.workers", int, min_value=0, max_value=256),
+            context=get(p, "synth.context", bool),
         )
         where = p["_path"]
         if cfg.max_seconds < cfg.min_seconds:
@@ -93,6 +106,8 @@ class SynthConfig:
                              f"'synth.min_seconds' ({cfg.min_seconds})")
         if cfg.n_train + cfg.n_test < 1:
             raise ParamError(f"{where}: parameters 'synth.n_train' + 'synth.n_test' must be >= 1")
+        if not isinstance(cfg.context, bool):
+            raise ParamError(f"{where}: parameter 'synth.context' must be true or false, got {cfg.context!r}")
         if len(cfg.fourcc) != 4:
             raise ParamError(f"{where}: parameter 'synth.fourcc' must be 4 characters, got {cfg.fourcc!r}")
         return cfg
@@ -422,12 +437,16 @@ def _action_pose(action: str, ts: np.ndarray, fig: Figure, base: np.ndarray) -> 
     return P, st
 
 
-def figure_motion(fig: Figure, action: str, n_frames: int, fps: float):
-    """Per-frame pose vectors (n, N_POSE), per-part states {part: (n,) str} and per-frame action."""
+def figure_motion(fig: Figure, action: str, n_frames: int, fps: float, motion: str | None = None):
+    """Per-frame pose vectors (n, N_POSE), per-part states {part: (n,) str} and per-frame action.
+
+    The figure performs ``motion`` (default: ``action``; see :func:`context_motion`) and the
+    per-frame action label is ``action``; poses and states depend on ``motion`` only."""
+    motion = action if motion is None else motion
     t = np.arange(n_frames) / fps
     idle = _idle_pose(t, fig)
     ts = t - fig.start / fps
-    act, states = _action_pose(action, ts, fig, idle)
+    act, states = _action_pose(motion, ts, fig, idle)
     t_s, t_e = fig.start / fps, fig.end / fps
     w_in = np.ones(n_frames) if fig.start == 0 else _smoothstep((t - t_s) / RAMP_S + 1e-9)
     w_out = np.ones(n_frames) if fig.end >= n_frames - 1 else _smoothstep((t_e - t) / RAMP_S)
@@ -438,7 +457,7 @@ def figure_motion(fig: Figure, action: str, n_frames: int, fps: float):
     for p in PARTS:
         states[p] = np.where(inside, states[p], "none")
     # arms blending in / out of a raised pose are raising / lowering
-    if action in ("waving",):
+    if motion in ("waving",):
         part = f"{'left' if fig.side == 0 else 'right'}_arm"
         dw = np.gradient(w) if n_frames > 1 else np.zeros(n_frames)
         states[part] = np.where(inside & (dw < -1e-6), "lower", states[part])
@@ -709,13 +728,103 @@ def _make_scene(spec: VideoSpec, cfg: SynthConfig):
     return figs, bg, bg_v, pad, jit, occ
 
 
+# ----------------------------------------------------------------------------------------------
+# context props (synth.context)
+# ----------------------------------------------------------------------------------------------
+# (body motion, the action that copies it when synth.context is on, the prop beside its figures)
+CONTEXT_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("waving", "punching", "bag"),
+    ("marching", "kicking", "ball"),
+    ("raising_arms", "jumping_jacks", "board"),
+)
+# prop -> (width, height, centre height above the figure's ground line), as fractions of the figure height
+PROP_SIZE = {"ball": (0.13, 0.13, 0.025), "bag": (0.11, 0.26, 0.58), "board": (0.14, 0.14, 0.88)}
+PROP_GAP = 1.0  # px kept free between the prop and both the person box and the 2x context box's edge
+
+
+def context_motion(action: str) -> str:
+    """The body motion a figure labelled ``action`` performs when ``synth.context`` is on."""
+    return next((m for m, a, _ in CONTEXT_PAIRS if a == action), action)
+
+
+def context_prop(action: str) -> str | None:
+    """The prop drawn beside figures labelled ``action`` when ``synth.context`` is on (None: none)."""
+    return next((p for _, a, p in CONTEXT_PAIRS if a == action), None)
+
+
+def shapes_box(shapes) -> np.ndarray:
+    """Box [x1, y1, x2, y2] of all of a figure's drawn shapes (unclipped)."""
+    sb = np.array([shape_box(kind, g) for kind, _, _, g in shapes])
+    return np.concatenate([sb[:, :2].min(0), sb[:, 2:].max(0)])
+
+
+def prop_box(prop: str, person_box, ground: float, size: float, side: int, width: int, height: int):
+    """Where ``prop`` goes in one frame: (box [x1, y1, x2, y2], pixel window (x1, y1, x2, y2)), or
+    None when there is no room.
+
+    The box lies beside the (image-clipped) ``person_box`` on ``side`` (1 = right; the other side
+    when the prop would leave the frame there and fits on the other), ``PROP_GAP`` px away from it
+    and ``PROP_GAP`` px inside that box enlarged 2x about its centre: at most a quarter of the box
+    width wide, scaled down uniformly on narrower boxes. ``ground`` and ``size`` (the figure's
+    height) set its height in the frame: a ball on the floor, a bag at chest height, a board at head
+    height. The window holds the frame pixels wholly outside the person box and wholly inside the
+    2x box on that side: the prop (anti-aliased edges included) changes no other pixel.
+    """
+    b0, b1, b2, b3 = (float(v) for v in person_box)
+    w, h = b2 - b0, b3 - b1
+    fw, fh, up = PROP_SIZE[prop]
+    pw, ph = fw * size, fh * size
+    k = min(1.0, (0.5 * w - 2 * PROP_GAP) / pw)
+    pw, ph = pw * k, ph * k
+    lo, hi = b1 - 0.5 * h + PROP_GAP + 0.5 * ph, b3 + 0.5 * h - PROP_GAP - 0.5 * ph
+    if pw < 2.0 or lo > hi:
+        return None
+    cy = float(np.clip(ground - up * size, lo, hi))
+    right, left = (b2 + PROP_GAP, b2 + PROP_GAP + pw), (b0 - PROP_GAP - pw, b0 - PROP_GAP)
+    x = (right, left) if side == 1 else (left, right)
+    xa, xb = x[0] if (x[0][0] >= 0 and x[0][1] <= width) or not (x[1][0] >= 0 and x[1][1] <= width) else x[1]
+    wx = (math.ceil(b2), math.floor(b2 + 0.5 * w)) if xa >= b2 else (math.ceil(b0 - 0.5 * w), math.floor(b0))
+    window = (max(0, wx[0]), max(0, math.ceil(b1 - 0.5 * h)), min(width, wx[1]), min(height, math.floor(b3 + 0.5 * h)))
+    return np.array([xa, cy - 0.5 * ph, xb, cy + 0.5 * ph]), window
+
+
+def draw_prop(img, prop: str, box) -> None:
+    """Draw ``prop`` (anti-aliased) inside ``box``: a white ball with a dark patch, a red punching
+    bag with a yellow band, a blue board with a white centre."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    import cv2
+
+    aa = cv2.LINE_AA
+    if prop == "ball":
+        r = min(w, h) / 2
+        draw_shape(img, "circle", (c, r), (245, 245, 240), aa)
+        draw_shape(img, "circle", (c + [0.2 * r, -0.2 * r], 0.3 * r), (30, 30, 30), aa)
+    elif prop == "bag":
+        draw_shape(img, "line", (c - [0, h / 2 - w / 2], c + [0, h / 2 - w / 2], w), (170, 25, 20), aa)
+        band = max(1.0, 0.12 * h)
+        draw_shape(img, "line", ((x1 + band / 2, y1 + 0.3 * h), (x2 - band / 2, y1 + 0.3 * h), band), (240, 205, 40), aa)
+    elif prop == "board":
+        draw_shape(img, "poly", np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]), (35, 85, 225), aa)
+        draw_shape(img, "circle", (c, 0.2 * min(w, h)), (245, 245, 245), aa)
+    else:
+        raise ValueError(f"unknown context prop {prop!r}; known: {sorted(PROP_SIZE)}")
+
+
 def render_video(spec: VideoSpec, cfg: SynthConfig):
-    """Yield (rgb frame, gt list) per frame; gt entries are dicts with person/box/keypoints/parts."""
+    """Yield (rgb frame, gt list) per frame; gt entries are dicts with person/box/keypoints/parts.
+
+    With ``cfg.context`` the figures of a context action perform their pair's motion and get a prop
+    (:data:`CONTEXT_PAIRS`), drawn onto the background before any figure; the ground truth is what
+    the same figures give without it."""
     import cv2
 
     figs, bg, bg_v, pad, jit, occ = _make_scene(spec, cfg)
     W, Hh, fps, n = cfg.width, cfg.height, cfg.fps, spec.n_frames
-    motions = [figure_motion(f, spec.action, n, fps) for f in figs]
+    motion = context_motion(spec.action) if cfg.context else spec.action
+    prop = context_prop(spec.action) if cfg.context else None
+    motions = [figure_motion(f, spec.action, n, fps, motion) for f in figs]
     order = sorted(range(len(figs)), key=lambda i: figs[i].ground)  # far (small y) first
     for fi in range(n):
         t = fi / fps
@@ -727,11 +836,23 @@ def render_video(spec: VideoSpec, cfg: SynthConfig):
         owner = np.zeros((Hh, W), np.uint8)  # 0 = background, 16*(slot+1) + label
         own_counts = {}
         geo = {}
+        posed = {}
+        for i in order:
+            f = figs[i]
+            posed[i] = skeleton(motions[i][0][fi], f.size, f.x0 + f.vx * t - jx, f.ground - jy, f.build)
+        if prop is not None:  # scenery: behind every figure, outside the owner map
+            for i in order:
+                f = figs[i]
+                pb = _clip_box(shapes_box(posed[i][1]), W, Hh)
+                if f.start <= fi <= f.end and pb[2] - pb[0] >= 4 and pb[3] - pb[1] >= 4:
+                    placed = prop_box(prop, pb, f.ground - jy, f.size, int(f.x0 < W / 2), W, Hh)
+                    if placed is not None:
+                        (x1, y1, x2, y2), canvas = placed[1], frame.copy()
+                        draw_prop(canvas, prop, placed[0])
+                        frame[y1:y2, x1:x2] = canvas[y1:y2, x1:x2]
         for slot, i in enumerate(order):
             f = figs[i]
-            pose = motions[i][0][fi]
-            cx = f.x0 + f.vx * t - jx
-            kps, shapes = skeleton(pose, f.size, cx, f.ground - jy, f.build)
+            kps, shapes = posed[i]
             own = np.zeros((Hh, W), np.uint8)
             for kind, label, ckey, g in shapes:
                 draw_shape(frame, kind, g, f.colors[ckey], cv2.LINE_AA)

@@ -1,7 +1,8 @@
 """Render the synthetic part-level action data set (videos + exact ground truth).
 
 Reads:  params.yaml section `synth` (seed, n_train, n_test, width, height, fps, min_seconds,
-        max_seconds, max_people, occluder_prob, fourcc, long_tail). Command-line options override them.
+        max_seconds, max_people, occluder_prob, fourcc, long_tail, workers, context). Command-line
+        options override them.
 Writes (default: artifacts/synth/ under --root, or --out DIR):
   videos/<video>.mp4                       rendered clips (cv2.VideoWriter, decord-readable)
   videos.parquet                           one row per video (schema "videos")
