@@ -381,16 +381,17 @@ def summary(results: dict, root: Path = Path(".")) -> dict:
             if ci is not None:
                 cell["lo"], cell["hi"] = round(100 * ci[0], 3), round(100 * ci[1], 3)
             cells[k] = cell
-        rows[row.label] = cells
+        rows[row.name] = {"label": row.label, **cells}
     checks = {}
     for text, before_row, after_row, key in CHECKS:
         before, after = _mean(iv.runs(before_row), key)[0], _mean(iv.runs(after_row), key)[0]
         if before is None or after is None:
             continue
         d = iv.delta(before_row, after_row, key)
-        checks[text] = ({"delta": round(100 * d[0], 3), "lo": round(100 * d[1], 3), "hi": round(100 * d[2], 3),
+        checks[text.split(" (")[0]] = ({"text": text, "delta": round(100 * d[0], 3), "lo": round(100 * d[1], 3), "hi": round(100 * d[2], 3),
                          "verdict": BS.verdict(d[1], d[2])} if d is not None else
-                        {"delta": round(100 * (after - before), 3), "lo": None, "hi": None, "verdict": None})
+                        {"text": text, "delta": round(100 * (after - before), 3), "lo": None, "hi": None,
+                         "verdict": None})
     return {"system": "001", "lines": rows, "directions": checks}
 
 

@@ -390,13 +390,13 @@ def summary(grid: Grid, results: dict, root: Path = Path(".")) -> dict:
             if ci is not None:
                 cell["lo"], cell["hi"] = round(grid.scale * ci[0], 3), round(grid.scale * ci[1], 3)
             cells[path] = cell
-        lines[line.label] = cells
+        lines[line.row + ("." + line.prefix.rstrip(".") if line.prefix else "")] = {"label": line.label, **cells}
     checks = {}
     for c in grid.checks:
         d = direction(grid, c, results, iv)
         if d is not None:
-            checks[c.text] = {k: (round(grid.scale * v, 3) if isinstance(v, float) else v)
-                              for k, v in d.items() if k != "check"}
+            checks[c.text.split(" (")[0]] = {"text": c.text, **{k: (round(grid.scale * v, 3) if isinstance(v, float)
+                                                                     else v) for k, v in d.items() if k != "check"}}
     return {"system": grid.system, "lines": lines, "directions": checks}
 
 

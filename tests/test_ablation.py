@@ -160,6 +160,12 @@ def test_directions_and_table_use_paired_intervals_over_videos_and_seeds(tmp_pat
     assert 0 < lo < 29.2
     lines = A.table(results, root=tmp_path).splitlines()
     assert lines[3].startswith("| default with 7 test clips (001) | 62.5 ±4.2 [")  # mean ± sd over the 2 seeds
+    # the same numbers for dvc metrics (metrics/ablation_001_table.json)
+    summ = A.summary(results, root=tmp_path)
+    cell = summ["lines"]["ablate-clips-7"]["video_acc"]
+    assert cell["mean"] == pytest.approx(62.5) and cell["runs"] == 2 and cell["lo"] < 62.5 < cell["hi"]
+    check = summ["directions"]["7 clips beat 1 clip in video accuracy"]
+    assert check["verdict"] == "holds" and check["lo"] == pytest.approx(lo, abs=0.05) and check["delta"] == pytest.approx(29.167)
     # one video apart: ties
     results = {"ablate-clips-1": _write_run(tmp_path, "ablate-clips-1", base),
                "ablate-clips-7": _write_run(tmp_path, "ablate-clips-7", [1] * 9 + [0] * 15)}

@@ -119,10 +119,11 @@ def test_records_give_bootstrap_intervals_over_videos_and_seeds(tmp_path):
     assert d["- RoI pooling helps (000)"].endswith(": ties")
     assert d["- the full model beats the prior"].endswith(": holds")
     summ = G.summary(grid, res, tmp_path)
-    assert summ["lines"]["part crops"]["top1"]["mean"] == pytest.approx(50.0)
-    assert summ["lines"]["part crops"]["top1"]["lo"] == pytest.approx(lo, abs=0.05)
-    assert summ["directions"]["action info helps (000)"]["verdict"] == "holds"
-    assert summ["directions"]["action info helps (000)"]["interval"] == "bootstrap over videos and seeds"
+    crops = summ["lines"]["partattn-crops.model"]
+    assert crops["label"] == "part crops" and crops["top1"]["mean"] == pytest.approx(50.0)
+    assert crops["top1"]["lo"] == pytest.approx(lo, abs=0.05)
+    assert summ["directions"]["action info helps"]["verdict"] == "holds"
+    assert summ["directions"]["action info helps"]["interval"] == "bootstrap over videos and seeds"
     # a run without records falls back to the t-interval over seeds
     res["partattn-crops-seed0"]["records"] = None
     assert G.directions(grid, res, tmp_path)[0].endswith("(t over seeds, 3 seeds): holds")
