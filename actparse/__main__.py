@@ -217,8 +217,10 @@ def print_metrics(files) -> int:
     ``file  key  value``; switched-off seed systems ({"enabled": false}) print one line each."""
     from pathlib import Path
 
-    paths = [Path(f) for f in files] or sorted(Path("metrics").glob("*.json"))
-    paths = [p for p in paths if p.name != "ablation.json"]
+    # the ablation grids' stores and tables (metrics/ablation*.json) are not this run's metrics:
+    # `actparse ablate --table-only` prints them; name one to print it here
+    paths = [Path(f) for f in files] or [p for p in sorted(Path("metrics").glob("*.json"))
+                                         if not p.name.startswith("ablation")]
     if not paths:
         print("actparse: error: no metrics files (run `dvc repro` first)", file=sys.stderr)
         return 2
@@ -323,7 +325,8 @@ def main(argv=None) -> int:
     if argv[:1] == ["metrics"]:
         if {"-h", "--help"} & set(argv[1:]):
             print("usage: actparse metrics [FILE.json ...]\n\nThe pipeline's metrics as rows `file  key  value` "
-                  "(default: metrics/*.json, as `dvc metrics show` reads them).")
+                  "(default: metrics/*.json, as `dvc metrics show` reads them, except the ablation grids' "
+                  "metrics/ablation*.json: `actparse ablate --table-only` prints those).")
             return 0
         return print_metrics(argv[1:])
     if argv[:1] == ["ablate"]:

@@ -72,7 +72,7 @@ class Grid:
     checks: tuple[Check, ...] = field(default_factory=tuple)
     scale: float = 1.0  # multiply values by this for the table
     section: str = ""  # the system's params section: its own training seed is <section>.seed
-    records: str | None = None  # the per-video counts its evaluation writes (schema video_counts)
+    records: str | None = None  # its evaluation's per-video records (video_counts.parquet, or 003's frame records)
     targets: tuple[str, ...] = ()  # the stages an experiment reproduces (and what they depend on)
 
     @property
@@ -201,8 +201,6 @@ class Intervals:
     its records cannot give the path."""
 
     def __init__(self, grid: Grid, results: dict, root: Path):
-        import pandas as pd
-
         from actparse.metrics import bootstrap as BS
 
         self.BS, self.grid, self.results, self.root = BS, grid, results, Path(root)
@@ -214,7 +212,6 @@ class Intervals:
                 names |= self._videos_of(rec)
         self.videos = sorted(names)
         self.W = BS.draw_weights(len(self.videos), N_BOOT, seed=0) if self.videos else None
-        self._pd = pd
 
     def _load(self, run: dict):
         """A run's kept records: a ``video_counts`` table, or frame-AP records {"detections",

@@ -26,3 +26,17 @@ def test_bad_or_missing_files_give_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["metrics"]) == 2
     assert "no metrics files" in capsys.readouterr().err
+
+
+def test_default_leaves_out_the_ablation_grids_unless_named(tmp_path, capsys, monkeypatch):
+    """make demo prints this run's metrics; the grids' stores and tables print only when named."""
+    m = tmp_path / "metrics"
+    m.mkdir()
+    (m / "metrics.json").write_text(json.dumps({"video_acc": 0.375}))
+    (m / "ablation_004.json").write_text(json.dumps({"gym-joint-seed0": {"metrics": {"joint": {"set": 12.0}}}}))
+    (m / "ablation_004_table.json").write_text(json.dumps({"system": "004", "lines": {}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["metrics"]) == 0
+    assert [ln.split()[:2] for ln in capsys.readouterr().out.splitlines()] == [["metrics/metrics.json", "video_acc"]]
+    assert main(["metrics", "metrics/ablation_004.json"]) == 0
+    assert "gym-joint-seed0.metrics.joint.set" in capsys.readouterr().out
