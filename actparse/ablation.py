@@ -141,7 +141,7 @@ def run_rows(rows, root: Path, *, seeds=(None,), extra: dict | None = None, dry_
     store = root / store
     if store.exists():
         results = json.loads(store.read_text())
-    jobs = [(row, seed) for row in rows for seed in seeds]
+    jobs = [(row, seed) for seed in seeds for row in rows]  # seed by seed: a stopped grid leaves whole seeds
     t_start = time.time()
     try:
         for i, (row, seed) in enumerate(jobs, 1):
