@@ -260,13 +260,13 @@ class _Intervals:
 
     def interval(self, row: str, key: str):
         got = self.replicates(row) if key in BS.METRICS else None
-        return None if got is None else BS.percentile_interval(got[1][key], 0.95)
+        return None if got is None else BS.bc_interval(got[1][key], got[0][key], 0.95)
 
     def delta(self, before: str, after: str, key: str):
         a, b = (self.replicates(before), self.replicates(after)) if key in BS.METRICS else (None, None)
         if a is None or b is None:
             return None
-        lo, hi = BS.percentile_interval(b[1][key] - a[1][key], 0.95)
+        lo, hi = BS.bc_interval(b[1][key] - a[1][key], b[0][key] - a[0][key], 0.95)
         return b[0][key] - a[0][key], lo, hi
 
 

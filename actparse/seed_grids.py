@@ -286,13 +286,13 @@ class Intervals:
 
     def interval(self, row: str, path: str):
         got = self.replicates(row, path)
-        return None if got is None else self.BS.percentile_interval(got[1])
+        return None if got is None else self.BS.bc_interval(got[1], got[0])
 
     def delta(self, before: tuple[str, str], after: tuple[str, str]):
         a, b = self.replicates(*before), self.replicates(*after)
         if a is None or b is None or len(self.runs(before[0])) != len(self.runs(after[0])):
             return None
-        lo, hi = self.BS.percentile_interval(b[1] - a[1])
+        lo, hi = self.BS.bc_interval(b[1] - a[1], b[0] - a[0])
         return b[0] - a[0], lo, hi
 
 

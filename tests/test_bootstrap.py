@@ -203,3 +203,17 @@ def test_over_seeds_draws_the_runs_with_replacement():
     assert B.over_seeds([np.arange(4.0)], 4) == pytest.approx(np.arange(4.0))
     # identical runs: no spread added by the seeds
     assert B.over_seeds([np.arange(5.0)] * 3, 5) == pytest.approx(np.arange(5.0))
+
+
+def test_bias_corrected_interval_closed_form():
+    """Replicates N(estimate + b, s^2): BC gives estimate - b -+ 1.96 s (z0 = -b/s); with no shift it is
+    the percentile interval."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(400000)
+    est, b, s = 10.0, 0.5, 2.0
+    lo, hi = B.bc_interval(est + b + s * noise, est)
+    z = stats.norm.ppf(0.975)
+    assert lo == pytest.approx(est - b - z * s, abs=0.03) and hi == pytest.approx(est - b + z * s, abs=0.03)
+    x = est + s * noise
+    assert B.bc_interval(x, est) == pytest.approx(B.percentile_interval(x), abs=0.02)
+    assert all(np.isnan(B.bc_interval(np.array([np.nan]), 1.0)))
