@@ -14,10 +14,15 @@ paper table:
 * 000 (part states): part crops, + action info, + RoI pooling, + multi-head attention, and the
   most-frequent-state prior, part-state top-1.
 
-These systems score clips and tubes, not the per-video records of the default evaluation, so their
-intervals come from the training seeds: with two or more seeds a difference shows the mean and a 95%
-t-interval over seeds, and "holds" / "reverses" only when that interval excludes zero; one seed
-gives "(one run, no interval)".
+Each grid varies the system's own training seed (``<section>.seed``: the default pipeline it reads
+is not retrained), reproduces only its own last stage and what that depends on, and keeps each
+experiment's per-video records (``video_counts.parquet`` of gym_evaluate / partattn_predict,
+stad_evaluate's ``frame_records/``) in ``metrics/ablation_records/``. :class:`Intervals` turns them
+into 95% bootstrap intervals over test videos and training seeds (bias-corrected percentile), for
+every cell and, paired, for every direction: "holds" / "reverses" only when the interval excludes
+zero, else "ties". Runs without records fall back to the t-interval over seeds (two or more seeds)
+or "(one run, no interval)". :func:`summary` gives the table's numbers for
+``metrics/ablation_<system>_table.json``.
 """
 
 from __future__ import annotations
