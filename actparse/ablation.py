@@ -25,6 +25,10 @@ statistics have nothing to keep, so "frozen BN" is its own row rather than part 
 ``metrics/metrics.json`` into ``metrics/ablation.json`` and prints the table; ``--readme FILE`` also
 writes it into a markdown file (docs/results.md) between the ``<!-- ablation:start -->`` /
 ``<!-- ablation:end -->`` markers; ``--table-only`` rebuilds the table from ``metrics/ablation.json``.
+Every row runs on the grid's own synthetic test split (``--test-videos``, default 200: one video is
+0.5 points), seed by seed (``--seeds``), keeps the evaluate stage's per-video records for the
+bootstrap intervals, and the table's numbers go to ``metrics/ablation_001_table.json`` (a DVC
+metrics file).
 """
 
 from __future__ import annotations
