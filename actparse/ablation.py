@@ -227,6 +227,7 @@ class _Intervals:
     def __init__(self, results: dict, root: Path):
         self.results, self.root = results, Path(root)
         self._records: dict = {}
+        self._rows: dict = {}
         self._W = self._videos = None
 
     def runs(self, row: str) -> list[dict]:
@@ -244,6 +245,12 @@ class _Intervals:
         return self._records[rel]
 
     def replicates(self, row: str) -> tuple[dict, dict] | None:
+        """(point, replicates) of every metric for a row (computed once per row), or None."""
+        if row not in self._rows:
+            self._rows[row] = self._replicates(row)
+        return self._rows[row]
+
+    def _replicates(self, row: str) -> tuple[dict, dict] | None:
         """(point, replicates) of every metric for a row, or None when a run of it has no records."""
         recs = [self._load(r) for r in self.runs(row)]
         if not recs or any(r is None or not len(r.videos) for r in recs):
@@ -288,12 +295,12 @@ def _cell(mean, sd, n: int, iv) -> str:
     return text
 
 
-def table(results: dict, rows=ROWS, root: Path = Path(".")) -> str:
+def table(results: dict, rows=ROWS, root: Path = Path("."), iv: "_Intervals | None" = None) -> str:
     """Markdown table in the shape of seed 001 Table 1 (numbers in %, delta of TPS score vs the row above).
 
     A row run with several training seeds shows their mean ± standard deviation; where the per-video
     records are kept, [lo, hi] is the 95% bootstrap interval over test videos (paired for Δ)."""
-    iv = _Intervals(results, root)
+    iv = iv or _Intervals(results, root)
     head = "| row | " + " | ".join(c for _, c in COLUMNS) + " | Δ TPS | 001 test score |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     prev = None
@@ -334,14 +341,14 @@ CHECKS = (
 )
 
 
-def directions(results: dict, root: Path = Path(".")) -> list[str]:
+def directions(results: dict, root: Path = Path("."), iv: "_Intervals | None" = None) -> list[str]:
     """Seed 001's claims checked on these results, one line each.
 
     With per-video records: the paired 95% bootstrap interval of (after - before) decides, 'holds'
     above zero, 'reverses' below, 'ties' when it contains zero (actparse.metrics.bootstrap.verdict).
     Without them (results from before records were kept): 'holds', 'does NOT hold', or 'ties' when
     equal to the 0.1 % printed, with "(no interval)"."""
-    iv = _Intervals(results, root)
+    iv = iv or _Intervals(results, root)
     out = []
     for text, before_row, after_row, key in CHECKS:
         before = _mean(iv.runs(before_row), key)[0]
@@ -363,11 +370,11 @@ def directions(results: dict, root: Path = Path(".")) -> list[str]:
     return out
 
 
-def summary(results: dict, root: Path = Path(".")) -> dict:
+def summary(results: dict, root: Path = Path("."), iv: "_Intervals | None" = None) -> dict:
     """The table as numbers (x100), for metrics/ablation_001_table.json (a DVC metrics file): per row
     and metric the mean over training seeds, their standard deviation and the bootstrap interval; per
     direction the paired delta, its interval and verdict (None where the runs kept no records)."""
-    iv = _Intervals(results, root)
+    iv = iv or _Intervals(results, root)
     rows = {}
     for row in ROWS:
         runs = iv.runs(row.name)
@@ -399,8 +406,9 @@ def summary(results: dict, root: Path = Path(".")) -> dict:
     return {"system": "001", "lines": rows, "directions": checks}
 
 
-def render(results: dict, root: Path = Path(".")) -> str:
-    return table(results, root=root) + "\n\n" + "\n".join(directions(results, root=root))
+def render(results: dict, root: Path = Path("."), iv: "_Intervals | None" = None) -> str:
+    iv = iv or _Intervals(results, root)
+    return table(results, root=root, iv=iv) + "\n\n" + "\n".join(directions(results, root=root, iv=iv))
 
 
 def write_readme(readme: Path, text: str, system: str = "001") -> None:
@@ -474,8 +482,9 @@ def main(argv=None) -> int:
         results = run_rows(rows, a.root, seeds=seeds, extra=extra, dry_run=a.dry_run, **kw)
         if a.dry_run:
             return 0
-    text = G.render(grid, results, a.root) if grid else render(results, a.root)
-    numbers = G.summary(grid, results, a.root) if grid else summary(results, a.root)
+    iv = G.Intervals(grid, results, a.root) if grid else _Intervals(results, a.root)  # shared by table and numbers
+    text = G.render(grid, results, a.root, iv) if grid else render(results, a.root, iv)
+    numbers = G.summary(grid, results, a.root, iv) if grid else summary(results, a.root, iv)
     _atomic_write(a.root / (grid.summary if grid else SUMMARY), json.dumps(numbers, indent=2) + "\n")
     print(text)
     if a.readme:

@@ -210,6 +210,7 @@ class Intervals:
 
         self.BS, self.grid, self.results, self.root = BS, grid, results, Path(root)
         self._counts: dict = {}
+        self._memo: dict = {}
         names: set = set()
         for run in results.values():
             rec = self._load(run)
@@ -272,7 +273,12 @@ class Intervals:
         return sorted(runs, key=lambda r: (r.get("seed") is not None, r.get("seed") or 0))
 
     def replicates(self, row: str, path: str):
-        """(point, replicates) of a row's metric averaged over its runs (x100), or None."""
+        """(point, replicates) of a row's metric averaged over its runs (x100; computed once), or None."""
+        if (row, path) not in self._memo:
+            self._memo[row, path] = self._replicates(row, path)
+        return self._memo[row, path]
+
+    def _replicates(self, row: str, path: str):
         runs = self.runs(row)
         if self.W is None or not runs:
             return None
@@ -301,10 +307,10 @@ class Intervals:
         return b[0] - a[0], lo, hi
 
 
-def table(grid: Grid, results: dict, root: Path = Path(".")) -> str:
+def table(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | None" = None) -> str:
     """The grid's table: per line and column the mean over training seeds (± their standard deviation)
     and, where the runs kept per-video counts, the 95% bootstrap interval [lo, hi]."""
-    iv = Intervals(grid, results, root)
+    iv = iv or Intervals(grid, results, root)
     head = "| | " + " | ".join(h for _, h in grid.columns) + " | paper |"
     out = [f"**{grid.title}**", "", head, "|" + "---|" * (len(grid.columns) + 2)]
     for line in grid.lines:
@@ -358,9 +364,9 @@ def direction(grid: Grid, check: Check, results: dict, iv: Intervals) -> dict | 
     return out
 
 
-def directions(grid: Grid, results: dict, root: Path = Path(".")) -> list[str]:
+def directions(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | None" = None) -> list[str]:
     """Each check as a line: mean difference, its 95% interval and the verdict."""
-    iv = Intervals(grid, results, root)
+    iv = iv or Intervals(grid, results, root)
     out = []
     for c in grid.checks:
         d = direction(grid, c, results, iv)
@@ -375,9 +381,9 @@ def directions(grid: Grid, results: dict, root: Path = Path(".")) -> list[str]:
     return out
 
 
-def summary(grid: Grid, results: dict, root: Path = Path(".")) -> dict:
+def summary(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | None" = None) -> dict:
     """The table as numbers, for metrics/ablation_<system>_table.json (a DVC metrics file)."""
-    iv = Intervals(grid, results, root)
+    iv = iv or Intervals(grid, results, root)
     lines: dict = {}
     for line in grid.lines:
         runs = runs_of(results, line.row)
@@ -406,8 +412,9 @@ def summary(grid: Grid, results: dict, root: Path = Path(".")) -> dict:
     return {"system": grid.system, "lines": lines, "directions": checks}
 
 
-def render(grid: Grid, results: dict, root: Path = Path(".")) -> str:
-    return table(grid, results, root) + "\n\n" + "\n".join(directions(grid, results, root))
+def render(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | None" = None) -> str:
+    iv = iv or Intervals(grid, results, root)
+    return table(grid, results, root, iv) + "\n\n" + "\n".join(directions(grid, results, root, iv))
 
 
 def load(root: Path, grid: Grid) -> dict:
