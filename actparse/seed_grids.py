@@ -307,9 +307,25 @@ class Intervals:
         return b[0] - a[0], lo, hi
 
 
+def _cell(grid: Grid, results: dict, iv: Intervals, line: Line, path: str) -> dict | None:
+    """One cell's numbers (scaled): mean over the runs, their standard deviation (two or more runs)
+    and the bootstrap interval (where records give it); None when no run has the value."""
+    vals = _values(results, line.row, line.prefix + path)
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    cell = {"mean": grid.scale * mean, "runs": len(vals)}
+    if len(vals) > 1:
+        cell["sd"] = grid.scale * math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    ci = iv.interval(line.row, line.prefix + path)
+    if ci is not None:
+        cell["lo"], cell["hi"] = grid.scale * ci[0], grid.scale * ci[1]
+    return cell
+
+
 def table(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | None" = None) -> str:
     """The grid's table: per line and column the mean over training seeds (± their standard deviation)
-    and, where the runs kept per-video counts, the 95% bootstrap interval [lo, hi]."""
+    and, where the runs kept per-video records, the 95% bootstrap interval [lo, hi]."""
     iv = iv or Intervals(grid, results, root)
     head = "| | " + " | ".join(h for _, h in grid.columns) + " | paper |"
     out = [f"**{grid.title}**", "", head, "|" + "---|" * (len(grid.columns) + 2)]
@@ -318,19 +334,13 @@ def table(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | No
             continue
         cells = []
         for path, _ in grid.columns:
-            vals = _values(results, line.row, line.prefix + path)
-            if not vals:
-                cells.append("-")
-                continue
-            mean = sum(vals) / len(vals)
-            cell = _num(mean, grid.scale)
-            if len(vals) > 1:
-                sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-                cell += f" ±{grid.scale * sd:.1f}"
-            ci = iv.interval(line.row, line.prefix + path)
-            if ci is not None:
-                cell += f" [{_num(ci[0], grid.scale)}, {_num(ci[1], grid.scale)}]"
-            cells.append(cell)
+            c = _cell(grid, results, iv, line, path)
+            text = "-" if c is None else _num(c["mean"], 1.0)
+            if c is not None and "sd" in c:
+                text += f" ±{c['sd']:.1f}"
+            if c is not None and "lo" in c:
+                text += f" [{_num(c['lo'], 1.0)}, {_num(c['hi'], 1.0)}]"
+            cells.append(text)
         out.append(f"| {line.label} | " + " | ".join(cells) + f" | {line.paper} |")
     return "\n".join(out)
 
@@ -391,17 +401,9 @@ def summary(grid: Grid, results: dict, root: Path = Path("."), iv: "Intervals | 
             continue
         cells = {}
         for path, _ in grid.columns:
-            vals = _values(results, line.row, line.prefix + path)
-            if not vals:
-                continue
-            mean = sum(vals) / len(vals)
-            cell = {"mean": round(grid.scale * mean, 3), "runs": len(vals)}
-            if len(vals) > 1:
-                cell["sd"] = round(grid.scale * math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)), 3)
-            ci = iv.interval(line.row, line.prefix + path)
-            if ci is not None:
-                cell["lo"], cell["hi"] = round(grid.scale * ci[0], 3), round(grid.scale * ci[1], 3)
-            cells[path] = cell
+            c = _cell(grid, results, iv, line, path)
+            if c is not None:
+                cells[path] = {k: (v if k == "runs" else round(v, 3)) for k, v in c.items()}
         lines[line.row + ("." + line.prefix.rstrip(".") if line.prefix else "")] = {"label": line.label, **cells}
     checks = {}
     for c in grid.checks:
